@@ -1,0 +1,5 @@
+import sys
+
+from logitsmatch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""`logitsmatch` command line: one subcommand per module, imported lazily.
+
+Each subcommand module exposes ``configure(parser)`` and ``main(args) -> int``.
+Lazy import keeps `logitsmatch compare` free of torch/megatron imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from logitsmatch.errors import EXIT_INTERRUPTED, LogitsmatchError
+
+SUBCOMMANDS = {
+    "compare": ("logitsmatch.compare_cli", "compare two golden-format files and report drift"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="logitsmatch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        module.configure(sub_parser)
+        sub_parser.set_defaults(_handler=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._handler(args))
+    except LogitsmatchError as exc:
+        print(f"logitsmatch {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"logitsmatch {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

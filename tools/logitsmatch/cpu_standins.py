@@ -1,0 +1,120 @@
+"""CPU stand-ins for the CUDA-only calls on megatron-core's dynamic inference path.
+
+This is the one place where logitsmatch replaces anything of torch or
+megatron-core. Each stand-in is installed only when a probe shows the real
+thing is unusable in this process, and every installed stand-in is named in
+the run's output and provenance, so a CPU golden never hides what ran.
+None of them touches numerics except the attention kernels, which are exact
+pure-torch implementations (see ``cpu_attention``).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import time
+from typing import Callable
+
+import torch
+import torch._dynamo
+
+# Factories megatron-core calls with pin_memory=True on the inference path.
+_PIN_MEMORY_FACTORIES = ("empty", "empty_like", "zeros", "ones", "full", "tensor", "as_tensor", "arange")
+
+
+class CpuTimingEvent:
+    """Host-clock replacement for ``torch.cuda.Event`` (engine step timing only)."""
+
+    def __init__(self, enable_timing: bool = False, blocking: bool = False, interprocess: bool = False):
+        self._recorded_at: float | None = None
+
+    def record(self, stream=None) -> None:
+        self._recorded_at = time.perf_counter()
+
+    def synchronize(self) -> None:
+        pass
+
+    def wait(self, stream=None) -> None:
+        pass
+
+    def query(self) -> bool:
+        return True
+
+    def elapsed_time(self, end_event: "CpuTimingEvent") -> float:
+        return (end_event._recorded_at - self._recorded_at) * 1000.0
+
+
+def _fails(probe: Callable[[], object]) -> bool:
+    try:
+        probe()
+    except Exception:  # noqa: BLE001 - any failure means the real call is unusable here
+        return True
+    return False
+
+
+def _drop_pin_memory(factory):
+    @functools.wraps(factory)
+    def factory_without_pinning(*args, **kwargs):
+        kwargs.pop("pin_memory", None)
+        return factory(*args, **kwargs)
+
+    return factory_without_pinning
+
+
+def _no_op(*args, **kwargs):
+    return None
+
+
+def install_torch_standins() -> list[str]:
+    """Replace the CUDA-only torch calls that fail in this process; return their names.
+
+    Must run before megatron-core is imported: some modules bind names such as
+    ``torch.cuda.nvtx.range_push`` at import time.
+    """
+    applied: list[str] = []
+    if torch.cuda.is_available():
+        return applied
+
+    if _fails(torch.cuda.current_device):
+        torch.cuda.current_device = lambda: torch.device("cpu")
+        applied.append("torch.cuda.current_device -> cpu")
+
+    if _fails(lambda: torch.empty(1, pin_memory=True)):
+        for name in _PIN_MEMORY_FACTORIES:
+            setattr(torch, name, _drop_pin_memory(getattr(torch, name)))
+        applied.append("pin_memory=True in tensor factories -> ignored")
+    if _fails(lambda: torch.empty(1).pin_memory()):
+        torch.Tensor.pin_memory = lambda self, *args, **kwargs: self
+        applied.append("Tensor.pin_memory() -> identity")
+
+    if _fails(lambda: torch.cuda.Event(enable_timing=True).record()):
+        torch.cuda.Event = CpuTimingEvent
+        applied.append("torch.cuda.Event -> host-clock timing event")
+
+    if _fails(torch.cuda.synchronize):
+        torch.cuda.synchronize = _no_op
+        applied.append("torch.cuda.synchronize -> no-op")
+
+    if _fails(torch.cuda.memory_stats) or not torch.cuda.memory_stats():
+        torch.cuda.memory_stats = lambda *args, **kwargs: collections.defaultdict(int)
+        applied.append("torch.cuda.memory_stats -> zeros")
+
+    # megatron's jit_fuser is torch.compile: on CPU every rank would run inductor
+    # (a C++ build) for each new token count, which costs seconds per step.
+    torch._dynamo.config.disable = True
+    applied.append("torch.compile (megatron jit_fuser) -> eager")
+
+    if _fails(lambda: (torch.cuda.nvtx.range_push("probe"), torch.cuda.nvtx.range_pop())):
+        torch.cuda.nvtx.range_push = _no_op
+        torch.cuda.nvtx.range_pop = _no_op
+        applied.append("torch.cuda.nvtx.range_push/range_pop -> no-op")
+    return applied
+
+
+def install_megatron_standins() -> list[str]:
+    """Replace the CUDA-only kernels megatron-core picks; call after importing it."""
+    from megatron.core.transformer import attention
+
+    from logitsmatch import cpu_attention
+
+    return cpu_attention.install(attention)

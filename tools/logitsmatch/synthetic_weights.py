@@ -1,0 +1,107 @@
+"""Deterministic synthetic weights, written once as a Megatron torch_dist checkpoint.
+
+Values come from numpy's seeded PCG64 generator, one stream per parameter
+name, so they do not depend on the torch or megatron-core version that writes
+them. The checkpoint is saved at TP1 with megatron-core's ``dist_checkpointing``
+and read back at any TP by the same loader a user checkpoint takes.
+
+Run as ``python -m logitsmatch.synthetic_weights SPEC.json OUT_DIR`` inside a
+toolchain venv (a single gloo process on loopback).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+GENERATOR_VERSION = 1  # bump when the value rules below change
+
+
+def parameter_values(name: str, shape: tuple[int, ...], seed: int, num_layers: int) -> np.ndarray:
+    """The float32 value of one parameter: a function of (seed, name, shape) only."""
+    stream = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, zlib.crc32(name.encode())])))
+    noise = stream.standard_normal(size=shape, dtype=np.float32)
+    leaf = name.rsplit(".", 1)[-1]
+    if "norm" in name and leaf in ("weight", "layer_norm_weight"):
+        return (1.0 + 0.05 * noise).astype(np.float32)
+    if leaf in ("bias", "layer_norm_bias"):
+        return (0.02 * noise).astype(np.float32)
+    std = 0.02
+    if name.endswith(("linear_proj.weight", "linear_fc2.weight")):
+        std = 0.02 / np.sqrt(2.0 * num_layers)
+    return (std * noise).astype(np.float32)
+
+
+def weights_digest(named_arrays: list[tuple[str, np.ndarray]]) -> str:
+    """sha256 over names, shapes and float32 bytes, in name order."""
+    digest = hashlib.sha256()
+    for name, array in sorted(named_arrays, key=lambda item: item[0]):
+        digest.update(name.encode())
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def write_checkpoint(spec: dict, out_dir: Path) -> str:
+    """Build the TP1 model, fill it from numpy, save it; return the weights digest."""
+    import torch
+    from megatron.core import dist_checkpointing, parallel_state
+
+    from logitsmatch import cpu_standins
+    from logitsmatch.checkpoint import TRACKER_FILE, args_namespace
+    from logitsmatch.model_builder import build_gpt_model, padded_vocab_size
+
+    if not torch.cuda.is_available():
+        cpu_standins.install_torch_standins()
+    torch.distributed.init_process_group(backend="gloo", world_size=1, rank=0)
+    parallel_state.initialize_model_parallel(tensor_model_parallel_size=1, pipeline_model_parallel_size=1)
+    arch = spec["architecture"]
+    model = build_gpt_model(arch, {"tensor": 1, "pipeline": 1}, "float32", spec["vocab_size"])
+
+    named_arrays = []
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith("_extra_state"):
+                continue
+            values = parameter_values(name, tuple(tensor.shape), spec["seed"], arch["num_layers"])
+            tensor.copy_(torch.from_numpy(values))
+            named_arrays.append((name, values))
+    digest = weights_digest(named_arrays)
+
+    iteration_dir = out_dir / "iter_0000001"
+    iteration_dir.mkdir(parents=True)
+    state = {
+        "model": model.sharded_state_dict(),
+        "args": args_namespace(arch, padded_vocab_size(spec["vocab_size"], 1), 1),
+        "checkpoint_version": 3.0,
+        "iteration": 1,
+    }
+    dist_checkpointing.save(state, str(iteration_dir))
+    (out_dir / TRACKER_FILE).write_text("1")
+    (out_dir / "logitsmatch_synthetic.json").write_text(
+        json.dumps({**spec, "generator_version": GENERATOR_VERSION, "weights_sha256": digest}, indent=2)
+    )
+    torch.distributed.destroy_process_group()
+    return digest
+
+
+def main(argv: list[str]) -> int:
+    spec_path, out_dir = argv
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    if "MASTER_PORT" not in os.environ:
+        from logitsmatch.ports import free_loopback_port
+
+        os.environ["MASTER_PORT"] = str(free_loopback_port())
+    write_checkpoint(json.loads(Path(spec_path).read_text()), Path(out_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
