@@ -1,7 +1,8 @@
-"""`logitsmatch` command line: one subcommand per module, imported lazily.
+"""`logitsmatch` command line: one subcommand per module.
 
-Each subcommand module exposes ``configure(parser)`` and ``main(args) -> int``.
-Lazy import keeps `logitsmatch compare` free of torch/megatron imports.
+Each subcommand module exposes ``configure(parser)`` and ``main(args) -> int``
+and imports torch or megatron-core only inside functions, so `logitsmatch
+compare` stays fast and works without a toolchain.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from logitsmatch.errors import EXIT_INTERRUPTED, LogitsmatchError
 
 SUBCOMMANDS = {
     "compare": ("logitsmatch.compare_cli", "compare two golden-format files and report drift"),
+    "make-vocab": ("logitsmatch.make_vocab", "train the shipped TikTokenizer BPE vocabulary (or --check it)"),
 }
 
 
