@@ -1,4 +1,4 @@
-"""`logitsmatch` command line: one subcommand per module.
+"""`logitsmatch` command line: one subcommand per module, imported on use.
 
 Each subcommand module exposes ``configure(parser)`` and ``main(args) -> int``
 and imports torch or megatron-core only inside functions, so `logitsmatch
@@ -15,23 +15,27 @@ from logitsmatch.errors import EXIT_INTERRUPTED, LogitsmatchError
 
 SUBCOMMANDS = {
     "compare": ("logitsmatch.compare_cli", "compare two golden-format files and report drift"),
+    "run": ("logitsmatch.run_cli", "run one suite at TP-N in this venv's toolchain and judge it"),
     "make-vocab": ("logitsmatch.make_vocab", "train the shipped TikTokenizer BPE vocabulary (or --check it)"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """All subcommands listed; only ``command``'s module is imported and configured."""
     parser = argparse.ArgumentParser(prog="logitsmatch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module = importlib.import_module(module_name)
-        module.configure(sub_parser)
-        sub_parser.set_defaults(_handler=module.main)
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.configure(sub_parser)
+            sub_parser.set_defaults(_handler=module.main)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(next((arg for arg in argv if arg in SUBCOMMANDS), None))
     args = parser.parse_args(argv)
     try:
         return int(args._handler(args))

@@ -5,25 +5,36 @@ name, so they do not depend on the torch or megatron-core version that writes
 them. The checkpoint is saved at TP1 with megatron-core's ``dist_checkpointing``
 and read back at any TP by the same loader a user checkpoint takes.
 
-Run as ``python -m logitsmatch.synthetic_weights SPEC.json OUT_DIR`` inside a
-toolchain venv (a single gloo process on loopback).
+Generated checkpoints are cached under ``<cache>/checkpoints/<key>/``, keyed
+by the spec's content and the writing megatron-core release; the writer runs
+as ``python -m logitsmatch.synthetic_weights SPEC.json OUT_DIR`` (one gloo
+process on loopback) into a private folder that is renamed into place, so
+concurrent runs never see a half-written checkpoint.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import importlib.metadata
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-GENERATOR_VERSION = 1  # bump when the value rules below change
+GENERATOR_VERSION = 2  # bump when the value rules below change
+# Output rows of the tokenizer's special ids are damped so that greedy decoding
+# of a random model produces ordinary text tokens (and never an early eod).
+SPECIAL_ROW_SCALE = 0.1
 
 
-def parameter_values(name: str, shape: tuple[int, ...], seed: int, num_layers: int) -> np.ndarray:
+def parameter_values(name: str, shape: tuple[int, ...], seed: int, num_layers: int, num_special: int) -> np.ndarray:
     """The float32 value of one parameter: a function of (seed, name, shape) only."""
     stream = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, zlib.crc32(name.encode())])))
     noise = stream.standard_normal(size=shape, dtype=np.float32)
@@ -35,7 +46,10 @@ def parameter_values(name: str, shape: tuple[int, ...], seed: int, num_layers: i
     std = 0.02
     if name.endswith(("linear_proj.weight", "linear_fc2.weight")):
         std = 0.02 / np.sqrt(2.0 * num_layers)
-    return (std * noise).astype(np.float32)
+    values = (std * noise).astype(np.float32)
+    if name == "output_layer.weight":
+        values[:num_special] *= np.float32(SPECIAL_ROW_SCALE)
+    return values
 
 
 def weights_digest(named_arrays: list[tuple[str, np.ndarray]]) -> str:
@@ -69,7 +83,9 @@ def write_checkpoint(spec: dict, out_dir: Path) -> str:
         for name, tensor in model.state_dict().items():
             if name.endswith("_extra_state"):
                 continue
-            values = parameter_values(name, tuple(tensor.shape), spec["seed"], arch["num_layers"])
+            values = parameter_values(
+                name, tuple(tensor.shape), spec["seed"], arch["num_layers"], spec["num_special_tokens"]
+            )
             tensor.copy_(torch.from_numpy(values))
             named_arrays.append((name, values))
     digest = weights_digest(named_arrays)
@@ -89,6 +105,43 @@ def write_checkpoint(spec: dict, out_dir: Path) -> str:
     )
     torch.distributed.destroy_process_group()
     return digest
+
+
+def cache_key(spec: dict) -> str:
+    """Content key: the spec, the value rules and the writer's megatron-core release."""
+    keyed = {**spec, "generator_version": GENERATOR_VERSION, "writer": importlib.metadata.version("megatron-core")}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def ensure_checkpoint(spec: dict, cache_root: Path, timeout_s: float) -> tuple[Path, str]:
+    """The cached checkpoint for ``spec`` (written now if missing) and its weights digest."""
+    from logitsmatch.errors import RunFailed
+
+    target = cache_root / "checkpoints" / cache_key(spec)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "logitsmatch_synthetic.json").is_file():
+            staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+            try:
+                (staging / "spec.json").write_text(json.dumps(spec))
+                completed = subprocess.run(
+                    [sys.executable, "-m", "logitsmatch.synthetic_weights", str(staging / "spec.json"), str(staging / "ckpt")],
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout_s,
+                    start_new_session=True,
+                )
+                if completed.returncode != 0:
+                    tail = "\n".join(completed.stderr.strip().splitlines()[-10:])
+                    raise RunFailed(f"writing the synthetic checkpoint failed (phase 'weights'):\n{tail}")
+                os.replace(staging / "ckpt", target)
+            except subprocess.TimeoutExpired:
+                raise RunFailed(f"writing the synthetic checkpoint took over {timeout_s:.0f} s (phase 'weights')") from None
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    written = json.loads((target / "logitsmatch_synthetic.json").read_text())
+    return target, written["weights_sha256"]
 
 
 def main(argv: list[str]) -> int:

@@ -75,7 +75,8 @@ async def serve(adapter, engine, plan: dict, recorder: PhaseRecorder, rank: int)
     coordinator_address = await adapter.start_listening(engine, sampling_params, plan["network"])
     results = None
     if rank == 0:
-        print(f"[logitsmatch] coordinator listening at {coordinator_address}", flush=True)
+        network = {"coordinator": coordinator_address, "bind_host": plan["network"]["bind_host"]}
+        (recorder.path.parent / "network.json").write_text(json.dumps(network))
         recorder.enter("decode")
         results = await drive_client(adapter, engine, coordinator_address, plan, sampling_params)
         recorder.enter("shutdown")

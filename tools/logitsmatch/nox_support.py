@@ -1,0 +1,110 @@
+"""What the nox sessions share: toolchain parameters, interpreters, installs.
+
+The noxfile stays a list of thin sessions; everything they have in common is
+here. This module is imported by nox's own Python, so it needs only the
+standard library until a session runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from logitsmatch.suites import suite_names
+from logitsmatch.toolchains import Toolchain, default_toolchain_name, load_toolchains
+
+PROJECT = Path(__file__).resolve().parents[2]
+PYPROJECT = PROJECT / "pyproject.toml"
+TOOLCHAINS = load_toolchains(PYPROJECT)
+DEFAULT_TOOLCHAIN = default_toolchain_name(PYPROJECT)
+SUITES = suite_names(PROJECT)
+
+
+def _works(candidate: str) -> bool:
+    try:
+        return subprocess.run([candidate, "-c", "pass"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def find_interpreter(version: str) -> str | None:
+    """A working ``pythonX.Y``: on PATH, else an installed pyenv version, else None.
+
+    ``LOGITSMATCH_PYTHON_X_Y`` (e.g. LOGITSMATCH_PYTHON_3_12) names one explicitly.
+    """
+    explicit = os.environ.get(f"LOGITSMATCH_PYTHON_{version.replace('.', '_')}")
+    if explicit:
+        return explicit if _works(explicit) else None
+    on_path = shutil.which(f"python{version}")
+    if on_path and _works(on_path):
+        return on_path
+    if shutil.which("pyenv"):
+        listed = subprocess.run(["pyenv", "versions", "--bare"], capture_output=True, text=True).stdout.split()
+        for release in sorted((v for v in listed if v.startswith(version + ".")), reverse=True):
+            prefix = subprocess.run(["pyenv", "prefix", release], capture_output=True, text=True).stdout.strip()
+            candidate = os.path.join(prefix, "bin", f"python{version}")
+            if prefix and _works(candidate):
+                return candidate
+    return None
+
+
+def missing_interpreter_message(toolchain: Toolchain) -> str:
+    version = toolchain.python
+    return (
+        f"toolchain {toolchain.name} needs Python {version}, which was not found: put python{version} on PATH, "
+        f"or install it with pyenv (pyenv install {version}), "
+        f"or set LOGITSMATCH_PYTHON_{version.replace('.', '_')}=/path/to/python{version}"
+    )
+
+
+def default_interpreter() -> str | bool:
+    return find_interpreter(TOOLCHAINS[DEFAULT_TOOLCHAIN].python) or False
+
+
+def toolchain_params(nox) -> list:
+    """One nox.param per toolchain: (interpreter or False, name), id = name, tags from the data."""
+    params = []
+    for name, toolchain in TOOLCHAINS.items():
+        interpreter = find_interpreter(toolchain.python) or False
+        params.append(nox.param(interpreter, name, id=name, tags=list(toolchain.tags)))
+    return params
+
+
+def install_toolchain(session, toolchain_name: str) -> Toolchain:
+    """Pinned torch + megatron-core + common pins, then the harness itself."""
+    toolchain = TOOLCHAINS[toolchain_name]
+    if session.python is False:
+        session.error(missing_interpreter_message(toolchain))
+    session.install(*toolchain.requirements(), str(PROJECT))
+    return toolchain
+
+
+def install_harness(session, *extras: str) -> None:
+    """The harness alone (compare, record, matrix do not need torch)."""
+    session.install(str(PROJECT) + (f"[{','.join(extras)}]" if extras else ""))
+
+
+def selected_suites(session) -> list[str]:
+    """Suites named after ``--``, or all of them."""
+    wanted = [arg for arg in session.posargs if not arg.startswith("-")]
+    unknown = [name for name in wanted if name not in SUITES]
+    if unknown:
+        session.error(f"unknown suite {unknown[0]!r} (known: {', '.join(SUITES)})")
+    return wanted or SUITES
+
+
+def run_suites(session, toolchain_name: str) -> None:
+    """Run each suite; report every failure, fail the session at the end if any failed."""
+    from nox.command import CommandFailed
+
+    failed = []
+    flags = [arg for arg in session.posargs if arg.startswith("-")]
+    for suite in selected_suites(session):
+        try:
+            session.run("logitsmatch", "run", suite, "--toolchain", toolchain_name, *flags)
+        except CommandFailed:  # keep running the other suites
+            failed.append(suite)
+    if failed:
+        session.error(f"{toolchain_name}: failed suites: {', '.join(failed)}")

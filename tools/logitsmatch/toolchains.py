@@ -1,0 +1,63 @@
+"""Toolchains as data: ``[tool.logitsmatch.toolchains.<name>]`` in pyproject.toml."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from logitsmatch.errors import BadInput
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    name: str
+    python: str
+    torch: str
+    megatron_core: str
+    extras: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    common: tuple[str, ...] = field(default=(), repr=False)
+
+    def requirements(self) -> list[str]:
+        """pip requirement strings for this toolchain's venv (besides the harness itself)."""
+        return [f"torch=={self.torch}", f"megatron-core=={self.megatron_core}", *self.common, *self.extras]
+
+
+def _table(pyproject: Path) -> dict:
+    try:
+        data = tomllib.loads(pyproject.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise BadInput(f"{pyproject}: cannot read toolchains ({exc})") from None
+    return data.get("tool", {}).get("logitsmatch", {})
+
+
+def load_toolchains(pyproject: Path) -> dict[str, Toolchain]:
+    table = _table(pyproject)
+    common = tuple(table.get("common", ()))
+    toolchains = {}
+    for name, spec in table.get("toolchains", {}).items():
+        missing = {"python", "torch", "megatron-core"} - spec.keys()
+        if missing:
+            raise BadInput(f"{pyproject}: toolchain {name!r} lacks {', '.join(sorted(missing))}")
+        toolchains[name] = Toolchain(
+            name=name,
+            python=str(spec["python"]),
+            torch=str(spec["torch"]),
+            megatron_core=str(spec["megatron-core"]),
+            extras=tuple(spec.get("extras", ())),
+            tags=tuple(spec.get("tags", ())),
+            common=common,
+        )
+    return toolchains
+
+
+def default_toolchain_name(pyproject: Path) -> str:
+    return _table(pyproject)["default-toolchain"]
+
+
+def get_toolchain(pyproject: Path, name: str) -> Toolchain:
+    toolchains = load_toolchains(pyproject)
+    if name not in toolchains:
+        raise BadInput(f"unknown toolchain {name!r} (known: {', '.join(toolchains)})")
+    return toolchains[name]
