@@ -104,3 +104,42 @@ def load_model_weights(model, checkpoint_dir: Path, strict: bool = True) -> None
     sharded = {"model": model.sharded_state_dict()}
     loaded = dist_checkpointing.load(sharded, str(checkpoint_dir))
     model.load_state_dict(loaded["model"], strict=strict)
+
+
+def single_process_model(arch: dict, vocab_size: int):
+    """A TP1 GPTModel in a one-process gloo world on loopback (for writing checkpoints)."""
+    import os
+
+    import torch
+    from megatron.core import parallel_state
+
+    from logitsmatch import cpu_standins
+    from logitsmatch.model_builder import build_gpt_model
+    from logitsmatch.ports import free_loopback_port
+
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(free_loopback_port()))
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    if not torch.cuda.is_available():
+        cpu_standins.install_torch_standins()
+    torch.distributed.init_process_group(backend="gloo", world_size=1, rank=0)
+    parallel_state.initialize_model_parallel(tensor_model_parallel_size=1, pipeline_model_parallel_size=1)
+    return build_gpt_model(arch, {"tensor": 1, "pipeline": 1}, "float32", vocab_size)
+
+
+def save_checkpoint(model, arch: dict, vocab_size: int, out_dir: Path) -> None:
+    """Save as Megatron training does: tracker file, iter_0000001/, model + args."""
+    from megatron.core import dist_checkpointing
+
+    from logitsmatch.model_builder import padded_vocab_size
+
+    iteration_dir = out_dir / "iter_0000001"
+    iteration_dir.mkdir(parents=True)
+    state = {
+        "model": model.sharded_state_dict(),
+        "args": args_namespace(arch, padded_vocab_size(vocab_size, 1), 1),
+        "checkpoint_version": 3.0,
+        "iteration": 1,
+    }
+    dist_checkpointing.save(state, str(iteration_dir))
+    (out_dir / TRACKER_FILE).write_text("1")

@@ -16,6 +16,7 @@ from logitsmatch.errors import EXIT_INTERRUPTED, LogitsmatchError
 SUBCOMMANDS = {
     "compare": ("logitsmatch.compare_cli", "compare two golden-format files and report drift"),
     "run": ("logitsmatch.run_cli", "run one suite at TP-N in this venv's toolchain and judge it"),
+    "record": ("logitsmatch.record_cli", "make a fresh result the golden (shows the diff; --force to replace)"),
     "make-vocab": ("logitsmatch.make_vocab", "train the shipped TikTokenizer BPE vocabulary (or --check it)"),
 }
 

@@ -59,6 +59,7 @@ FLAGS: dict[str, Flag] = {
         "no-effect", "shapes Megatron's in-process driver; the ZMQ client submits every request at once"
     ),
     "--inference-logging-step-interval": Flag("no-effect", "engine logging only"),
+    "--inference-repeat-n": Flag("no-effect", "repeats the run for throughput; the determinism check reruns instead"),
     "--max-tokens-to-oom": Flag("no-effect", "static-batching guard; the dynamic engine sizes by its buffer"),
     # checkpoint and tokenizer
     "--load": Flag("applied"),

@@ -65,6 +65,11 @@ def hardware() -> dict:
     return info
 
 
+def invocation() -> str:
+    """The command as a user would type it (no interpreter or install paths)."""
+    return shlex.join(["logitsmatch", *sys.argv[1:]])
+
+
 def collect(**fields) -> dict:
     """The provenance record for a run; ``fields`` adds the run-specific parts."""
     return {
@@ -72,6 +77,6 @@ def collect(**fields) -> dict:
         "packages": package_versions(),
         "hardware": hardware(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(sys.argv),
+        "command": invocation(),
         **fields,
     }

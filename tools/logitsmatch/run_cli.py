@@ -137,5 +137,5 @@ def main(args) -> int:
         return EXIT_OK
     from logitsmatch.verdict import judge_against_golden
 
-    passed = judge_against_golden(suite, target, paths.golden_path(suite.name, platform.name, toolchain.name))
+    passed = judge_against_golden(suite, target, paths.golden_path(suite.name, platform.name, toolchain.name), toolchain.name)
     return EXIT_OK if passed else EXIT_DRIFT

@@ -65,19 +65,11 @@ def weights_digest(named_arrays: list[tuple[str, np.ndarray]]) -> str:
 def write_checkpoint(spec: dict, out_dir: Path) -> str:
     """Build the TP1 model, fill it from numpy, save it; return the weights digest."""
     import torch
-    from megatron.core import dist_checkpointing, parallel_state
 
-    from logitsmatch import cpu_standins
-    from logitsmatch.checkpoint import TRACKER_FILE, args_namespace
-    from logitsmatch.model_builder import build_gpt_model, padded_vocab_size
+    from logitsmatch.checkpoint import save_checkpoint, single_process_model
 
-    if not torch.cuda.is_available():
-        cpu_standins.install_torch_standins()
-    torch.distributed.init_process_group(backend="gloo", world_size=1, rank=0)
-    parallel_state.initialize_model_parallel(tensor_model_parallel_size=1, pipeline_model_parallel_size=1)
     arch = spec["architecture"]
-    model = build_gpt_model(arch, {"tensor": 1, "pipeline": 1}, "float32", spec["vocab_size"])
-
+    model = single_process_model(arch, spec["vocab_size"])
     named_arrays = []
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
@@ -89,17 +81,7 @@ def write_checkpoint(spec: dict, out_dir: Path) -> str:
             tensor.copy_(torch.from_numpy(values))
             named_arrays.append((name, values))
     digest = weights_digest(named_arrays)
-
-    iteration_dir = out_dir / "iter_0000001"
-    iteration_dir.mkdir(parents=True)
-    state = {
-        "model": model.sharded_state_dict(),
-        "args": args_namespace(arch, padded_vocab_size(spec["vocab_size"], 1), 1),
-        "checkpoint_version": 3.0,
-        "iteration": 1,
-    }
-    dist_checkpointing.save(state, str(iteration_dir))
-    (out_dir / TRACKER_FILE).write_text("1")
+    save_checkpoint(model, arch, spec["vocab_size"], out_dir)
     (out_dir / "logitsmatch_synthetic.json").write_text(
         json.dumps({**spec, "generator_version": GENERATOR_VERSION, "weights_sha256": digest}, indent=2)
     )
@@ -146,12 +128,6 @@ def ensure_checkpoint(spec: dict, cache_root: Path, timeout_s: float) -> tuple[P
 
 def main(argv: list[str]) -> int:
     spec_path, out_dir = argv
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    if "MASTER_PORT" not in os.environ:
-        from logitsmatch.ports import free_loopback_port
-
-        os.environ["MASTER_PORT"] = str(free_loopback_port())
     write_checkpoint(json.loads(Path(spec_path).read_text()), Path(out_dir))
     return 0
 

@@ -1,0 +1,105 @@
+"""Real TP8 runs: 8 gloo ranks, megatron-core's engine, ZMQ coordinator and client.
+
+These need a toolchain venv (torch + megatron-core), as `nox -s tests` provides.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import DEFAULT_TOOLCHAIN, PROJECT, TINY_SUITE, run_logitsmatch
+
+pytest.importorskip("megatron.core")
+pytestmark = pytest.mark.inference
+
+GOLDEN = PROJECT / "golden_values" / TINY_SUITE / f"golden_values_cpu_{DEFAULT_TOOLCHAIN}.json"
+
+
+def megatron_inference_rule(golden: dict, current: dict) -> None:
+    """Megatron-LM's inference comparator rule (test_inference_regular_pipeline.py), as asserts."""
+    assert set(current) <= set(golden)
+    for rid, request in current.items():
+        assert request["generated_tokens"] == golden[rid]["generated_tokens"]
+        assert len(request["logprobs"]) == len(golden[rid]["logprobs"])
+        for ours, theirs in zip(request["logprobs"], golden[rid]["logprobs"]):
+            assert math.isclose(ours, theirs, abs_tol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def results_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(results_root):
+    completed = run_logitsmatch(
+        "run", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, env={"LOGITSMATCH_RESULTS": str(results_root)}
+    )
+    return completed, results_root / TINY_SUITE / "cpu" / DEFAULT_TOOLCHAIN
+
+
+def test_tiny_suite_passes_against_committed_golden(tiny_run):
+    completed, result_dir = tiny_run
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    out = completed.stdout
+    assert "8 ranks (gloo)" in out
+    assert f"toolchain {DEFAULT_TOOLCHAIN}" in out
+    assert "coordinator tcp://127.0.0.1:" in out
+    assert "stand-in: flash_attn_varlen_func" in out
+    assert "--transformer-impl: not applied on platform cpu" in out
+    assert out.count("PASS") >= 1
+    provenance = json.loads((result_dir / "result.provenance.json").read_text())
+    assert provenance["packages"]["megatron-core"] == "0.16.1"
+    assert provenance["weights"]["source"] == "synthetic"
+    assert len(provenance["weights"]["sha256"]) == 64
+    assert provenance["stand_ins"] and provenance["network"]["coordinator"].startswith("tcp://127.0.0.1:")
+
+
+def test_result_satisfies_megatrons_own_rule(tiny_run):
+    completed, result_dir = tiny_run
+    assert completed.returncode == 0
+    current = json.loads((result_dir / "result.json").read_text())
+    golden = json.loads(GOLDEN.read_text())
+    megatron_inference_rule(golden, current)
+    for request in current.values():
+        prompt_logprobs = len(request["logprobs"]) - len(request["generated_tokens"])
+        assert len(request["generated_tokens"]) == 30 and prompt_logprobs > 0
+        assert set(request) == {"input_prompt", "generated_text", "generated_tokens", "latency", "logprobs"}
+
+
+def test_changed_weight_fails_and_names_the_indices(tiny_run, tmp_path):
+    """One output-layer weight moved: the run fails and the report names what moved."""
+    completed, _ = tiny_run
+    assert completed.returncode == 0
+    provenance = json.loads((tiny_run[1] / "result.provenance.json").read_text())
+    from logitsmatch.paths import cache_root
+    from logitsmatch.synthetic_weights import cache_key
+
+    source = cache_root() / "checkpoints" / cache_key(provenance["weights"]["spec"])
+    generated = json.loads(GOLDEN.read_text())["0"]["generated_tokens"]
+    row = generated[5]  # the 6th generated token of request 0: raise its logit
+    hidden = provenance["weights"]["spec"]["architecture"]["hidden_size"]
+    perturbed = tmp_path / "perturbed"
+    subprocess.run(
+        [sys.executable, str(PROJECT / "tests" / "perturb_checkpoint.py"), str(source), str(perturbed),
+         "output_layer.weight", str(row * hidden), "0.5"],
+        check=True, capture_output=True, timeout=300,
+    )
+    vocab = PROJECT / "model_configs" / "tokenizer" / "logitsmatch-bpe-2048.vocab.json"
+    run = run_logitsmatch(
+        "run", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--checkpoint", str(perturbed),
+        "--tokenizer-model", str(vocab), env={"LOGITSMATCH_RESULTS": str(tmp_path / "results")},
+    )
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "FAIL" in run.stdout
+    report = json.loads((tmp_path / "results" / TINY_SUITE / "cpu" / DEFAULT_TOOLCHAIN / "report.json").read_text())
+    assert report["verdict"] == "fail"
+    changes = report["requests"]["0"]["logprob_changes"]
+    assert changes, "the changed logit must show up as out-of-tolerance logprobs"
+    assert all({"index", "part", "golden", "current", "delta"} <= set(change) for change in changes)

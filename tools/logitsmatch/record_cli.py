@@ -1,0 +1,81 @@
+"""`logitsmatch record`: turn a fresh result into the golden, never silently.
+
+The report against the current golden is always shown first; an existing
+golden is replaced only with ``--force``. The provenance sidecar is written
+before the golden and names the golden's sha256, and both writes are atomic,
+so an interrupted record leaves the old golden (or a detectable mismatch),
+never a half-written file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from pathlib import Path
+
+from logitsmatch import paths
+from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
+from logitsmatch.provenance import invocation
+from logitsmatch.golden_io import atomic_writer, load_golden, write_json_atomic
+
+
+def configure(parser) -> None:
+    parser.add_argument("suite", help="suite folder name under suites/")
+    parser.add_argument("--toolchain", required=True, help="toolchain whose latest result becomes the golden")
+    parser.add_argument("--platform", default="cpu", help="platform of the result (default: cpu)")
+    parser.add_argument("--force", action="store_true", help="replace an existing golden")
+
+
+def fresh_result(suite, platform: str, toolchain: str) -> tuple[Path, dict]:
+    """The latest result of the triple, if it was produced from the suite as it is now."""
+    result = paths.result_dir(suite.name, platform, toolchain) / "result.json"
+    sidecar = paths.provenance_path(result)
+    if not result.is_file() or not sidecar.is_file():
+        raise BadInput(f"no result for {suite.name} on {platform} with {toolchain}: run it first")
+    provenance = json.loads(sidecar.read_text())
+    if provenance.get("suite_config_sha256") != suite.config_digest():
+        raise BadInput(f"the result for {suite.name} with {toolchain} predates the suite's current config: run it again")
+    return result, provenance
+
+
+def is_fresh(suite, platform: str, toolchain: str) -> bool:
+    try:
+        fresh_result(suite, platform, toolchain)
+    except BadInput:
+        return False
+    return True
+
+
+def main(args) -> int:
+    from logitsmatch.suites import load_suite
+    from logitsmatch.toolchains import get_toolchain
+    from logitsmatch.verdict import judge_against_golden
+
+    project = paths.project_root()
+    get_toolchain(project / "pyproject.toml", args.toolchain)
+    suite = load_suite(project, args.suite)
+    result_path, provenance = fresh_result(suite, args.platform, args.toolchain)
+    golden = paths.golden_path(suite.name, args.platform, args.toolchain)
+
+    if golden.is_file():
+        if judge_against_golden(suite, result_path, golden, args.toolchain):
+            print("[logitsmatch] the result matches the golden within policy")
+        if not args.force:
+            print(f"[logitsmatch] not overwritten: {golden} exists (review the report above, then pass --force)")
+            return EXIT_DRIFT
+
+    load_golden(result_path)  # refuse a malformed result before touching the golden
+    body = result_path.read_bytes()
+    provenance["recorded"] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": invocation(),
+        "golden_sha256": hashlib.sha256(body).hexdigest(),
+        "replaced_existing": golden.is_file(),
+    }
+    golden.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(paths.provenance_path(golden), provenance)
+    with atomic_writer(golden) as out:
+        out.write(body)
+    print(f"[logitsmatch] recorded {golden}")
+    return EXIT_OK
