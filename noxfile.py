@@ -32,3 +32,29 @@ def tests(session):
     support.install_toolchain(session, support.DEFAULT_TOOLCHAIN)
     session.install("pytest", "hypothesis")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def compare(session):
+    """Which logprobs/tokens moved between two toolchains (or files): nox -s compare -- A B."""
+    support.install_harness(session)
+    session.run("logitsmatch", "compare-toolchains", *session.posargs)
+
+
+@nox.session
+def record(session):
+    """Make a toolchain's fresh result the golden: nox -s record -- TOOLCHAIN [SUITE ...] [--force]."""
+    toolchain, suites, options = support.toolchain_and_suites(session)
+    support.install_harness(session)
+    support.ensure_fresh_results(session, toolchain, suites)
+    for suite in suites:
+        session.run("logitsmatch", "record", suite, "--toolchain", toolchain, *options)
+
+
+@nox.session
+def matrix(session):
+    """N x N drift table of every toolchain (runs what has no fresh result): nox -s matrix [-- --baseline T]."""
+    support.install_harness(session, "plot")
+    for toolchain in support.TOOLCHAINS:
+        support.ensure_fresh_results(session, toolchain, support.SUITES)
+    session.run("logitsmatch", "matrix", *session.posargs)

@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
-from logitsmatch.suites import suite_names
+from logitsmatch import paths
+from logitsmatch.provenance import result_is_fresh
+from logitsmatch.suites import load_suite, suite_names
 from logitsmatch.toolchains import Toolchain, default_toolchain_name, load_toolchains
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -108,3 +111,47 @@ def run_suites(session, toolchain_name: str) -> None:
             failed.append(suite)
     if failed:
         session.error(f"{toolchain_name}: failed suites: {', '.join(failed)}")
+
+
+def split_posargs(session, flags_with_values: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """Positional words and option words (an option in ``flags_with_values`` keeps its value)."""
+    words, options = [], []
+    args = iter(session.posargs)
+    for arg in args:
+        if arg.startswith("-"):
+            options.append(arg)
+            if arg in flags_with_values:
+                options.append(next(args, ""))
+        else:
+            words.append(arg)
+    return words, options
+
+
+def stale_suites(toolchain_name: str, suites: list[str], platform: str = "cpu") -> list[str]:
+    return [
+        name
+        for name in suites
+        if not result_is_fresh(paths.result_dir(name, platform, toolchain_name) / "result.json", load_suite(PROJECT, name))
+    ]
+
+
+def ensure_fresh_results(session, toolchain_name: str, suites: list[str]) -> None:
+    """Run the toolchain's own session (same venv, nested nox) for suites without a fresh result."""
+    stale = stale_suites(toolchain_name, suites)
+    if stale:
+        session.log(f"{toolchain_name}: no fresh result for {', '.join(stale)}; running them")
+        session.run(
+            sys.executable, "-m", "nox", "-s", f"logitsmatch({toolchain_name})", "--", *stale, "--no-compare",
+            external=True,
+        )
+
+
+def toolchain_and_suites(session) -> tuple[str, list[str], list[str]]:
+    """``TOOLCHAIN [SUITE ...] [--options]`` from the session's positional arguments."""
+    words, options = split_posargs(session)
+    if not words or words[0] not in TOOLCHAINS:
+        session.error(f"usage: nox -s {session.name} -- TOOLCHAIN [SUITE ...]  (toolchains: {', '.join(TOOLCHAINS)})")
+    unknown = [name for name in words[1:] if name not in SUITES]
+    if unknown:
+        session.error(f"unknown suite {unknown[0]!r} (known: {', '.join(SUITES)})")
+    return words[0], words[1:] or SUITES, options

@@ -80,3 +80,16 @@ def collect(**fields) -> dict:
         "command": invocation(),
         **fields,
     }
+
+
+def result_is_fresh(result: Path, suite) -> bool:
+    """A result counts as fresh if its sidecar says it ran the suite's current config."""
+    import json
+
+    sidecar = result.with_name(result.stem + ".provenance.json")
+    if not result.is_file() or not sidecar.is_file():
+        return False
+    try:
+        return json.loads(sidecar.read_text()).get("suite_config_sha256") == suite.config_digest()
+    except ValueError:
+        return False

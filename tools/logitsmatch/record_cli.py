@@ -16,7 +16,7 @@ from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
-from logitsmatch.provenance import invocation
+from logitsmatch.provenance import invocation, result_is_fresh
 from logitsmatch.golden_io import atomic_writer, load_golden, write_json_atomic
 
 
@@ -30,21 +30,12 @@ def configure(parser) -> None:
 def fresh_result(suite, platform: str, toolchain: str) -> tuple[Path, dict]:
     """The latest result of the triple, if it was produced from the suite as it is now."""
     result = paths.result_dir(suite.name, platform, toolchain) / "result.json"
-    sidecar = paths.provenance_path(result)
-    if not result.is_file() or not sidecar.is_file():
-        raise BadInput(f"no result for {suite.name} on {platform} with {toolchain}: run it first")
-    provenance = json.loads(sidecar.read_text())
-    if provenance.get("suite_config_sha256") != suite.config_digest():
-        raise BadInput(f"the result for {suite.name} with {toolchain} predates the suite's current config: run it again")
-    return result, provenance
-
-
-def is_fresh(suite, platform: str, toolchain: str) -> bool:
-    try:
-        fresh_result(suite, platform, toolchain)
-    except BadInput:
-        return False
-    return True
+    if not result_is_fresh(result, suite):
+        raise BadInput(
+            f"no fresh result for {suite.name} on {platform} with {toolchain} "
+            f"(missing, or older than the suite's config): run it first"
+        )
+    return result, json.loads(paths.provenance_path(result).read_text())
 
 
 def main(args) -> int:

@@ -15,8 +15,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from logitsmatch.errors import BadInput
 from logitsmatch.model_args import check_known
 
@@ -66,6 +64,8 @@ class Suite:
 
 
 def _read_yaml(path: Path) -> dict:
+    import yaml  # imported here so nox's own interpreter can list suites without PyYAML
+
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
