@@ -58,3 +58,11 @@ def matrix(session):
     for toolchain in support.TOOLCHAINS:
         support.ensure_fresh_results(session, toolchain, support.SUITES)
     session.run("logitsmatch", "matrix", *session.posargs)
+
+
+@nox.session(python=False)
+def prerelease(session):
+    """Validate a release candidate against a baseline's goldens:
+    nox -s prerelease -- --megatron-core SPEC [--torch SPEC] [--baseline TOOLCHAIN] [SUITE ...]
+    (SPEC: a registry version, a local wheel or a local source directory)."""
+    support.run_prerelease(session)

@@ -155,3 +155,46 @@ def toolchain_and_suites(session) -> tuple[str, list[str], list[str]]:
     if unknown:
         session.error(f"unknown suite {unknown[0]!r} (known: {', '.join(SUITES)})")
     return words[0], words[1:] or SUITES, options
+
+
+def run_prerelease(session) -> None:
+    """Derive a candidate from a baseline toolchain, run the suites in it, judge them against the baseline."""
+    from nox.command import CommandFailed
+
+    from logitsmatch import prerelease
+    from logitsmatch.errors import BadInput
+
+    words, options = split_posargs(session, ("--megatron-core", "--torch", "--baseline", "--python"))
+    try:
+        overrides, settings = prerelease.parse_overrides(options)
+        baseline = TOOLCHAINS[settings.get("baseline", DEFAULT_TOOLCHAIN)]
+        needed = [spec for o in overrides if (spec := prerelease.requires_python(o, sys.executable))]
+        python = settings.get("python") or prerelease.candidate_python(baseline, needed)
+        interpreter = prerelease.interpreter_for(python)
+    except KeyError as exc:
+        session.error(f"unknown baseline toolchain {exc} (known: {', '.join(TOOLCHAINS)})")
+    except BadInput as exc:
+        session.error(str(exc))
+    if python != baseline.python:
+        session.warn(
+            f"the candidate needs a newer Python than the baseline: Requires-Python {', '.join(needed)}; "
+            f"baseline {baseline.name} uses {baseline.python}, the candidate runs on {python}"
+        )
+    candidate = prerelease.derive(baseline, overrides, python)
+    session.log(f"candidate {candidate.name}: {' '.join(candidate.requirements)}")
+    bin_dir = prerelease.create_venv(
+        interpreter, PROJECT / ".nox" / "prerelease" / candidate.name, [*candidate.requirements, str(PROJECT)]
+    )
+    failed = []
+    for suite in [word for word in words if word in SUITES] or SUITES:
+        try:
+            session.run(
+                str(bin_dir / "logitsmatch"), "run", suite, "--toolchain", baseline.name, "--candidate", candidate.name,
+                external=True,
+            )
+        except CommandFailed:
+            failed.append(suite)
+        reports = paths.result_dir(suite, "cpu", candidate.name)
+        session.log(f"{suite}: reports in {reports} (report.md, report.junit.xml, report.json)")
+    if failed:
+        session.error(f"candidate {candidate.name} drifts from {baseline.name} beyond policy in: {', '.join(failed)}")

@@ -30,6 +30,13 @@ def configure(parser) -> None:
     parser.add_argument("--bind-host", default="127.0.0.1", help="address the coordinator and engines bind to")
     parser.add_argument("--no-compare", action="store_true", help="run and publish the result, skip the golden check")
     parser.add_argument("--keep-run-dir", action="store_true", help="keep per-rank logs of a successful run")
+    parser.add_argument(
+        "--candidate",
+        default=None,
+        metavar="NAME",
+        help="this venv is a candidate derived from --toolchain (pre-release validation): label results NAME, "
+        "record its actual versions, judge against --toolchain's golden",
+    )
 
 
 def verify_toolchain(toolchain) -> None:
@@ -78,7 +85,9 @@ def main(args) -> int:
 
     project = paths.project_root()
     toolchain = get_toolchain(project / "pyproject.toml", args.toolchain)
-    verify_toolchain(toolchain)
+    if args.candidate is None:
+        verify_toolchain(toolchain)
+    label = args.candidate or toolchain.name
     suite = load_suite(project, args.suite)
     platform = get_platform(args.platform)
     timeout = args.timeout or suite.timeout_s
@@ -96,13 +105,17 @@ def main(args) -> int:
         weights = {"source": "checkpoint", "path": str(choice.load_path)}
     weights_s = time.monotonic() - started
 
-    result_dir = paths.result_dir(suite.name, platform.name, toolchain.name)
+    result_dir = paths.result_dir(suite.name, platform.name, label)
     run_dir = new_run_dir(result_dir)
     plan, flags = build_plan(suite, platform, choice, checkpoint_dir, tokenizer, run_dir, args.bind_host)
     (run_dir / "plan.json").write_text(json.dumps(plan, indent=2))
 
-    print(f"[logitsmatch] suite {suite.name} | toolchain {toolchain.name} | platform {platform.name}")
-    print(f"[logitsmatch] python {sys.version.split()[0]}, torch {toolchain.torch}, megatron-core {toolchain.megatron_core}")
+    print(f"[logitsmatch] suite {suite.name} | toolchain {label} | platform {platform.name}")
+    versions = provenance_module.package_versions()
+    print(
+        f"[logitsmatch] python {sys.version.split()[0]}, torch {versions['torch']}, "
+        f"megatron-core {versions['megatron-core']}" + (f" (candidate {label} of {toolchain.name})" if args.candidate else "")
+    )
     print(f"[logitsmatch] {plan['world_size']} ranks ({platform.backend}), dtype {plan['dtype']}, weights: {weights['source']}")
     for line in flags.lines(platform.name):
         print(f"[logitsmatch] {line.strip()}")
@@ -119,7 +132,8 @@ def main(args) -> int:
           + ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in status["timings_s"].items()))
 
     record = provenance_module.collect(
-        toolchain=toolchain.name,
+        toolchain=label,
+        candidate_of=toolchain.name if args.candidate else None,
         suite=suite.name,
         suite_config_sha256=suite.config_digest(),
         platform=platform.name,
