@@ -65,8 +65,8 @@ def _attend(q, k, v, scale, causal):
     v = v.to(acc).repeat_interleave(group, dim=1)
     scores = torch.einsum("qhd,khd->hqk", q.to(acc), k) * scale
     if causal:
-        i = torch.arange(lq).unsqueeze(1)
-        j = torch.arange(lk).unsqueeze(0)
+        i = torch.arange(lq, device=q.device).unsqueeze(1)
+        j = torch.arange(lk, device=q.device).unsqueeze(0)
         scores = scores.masked_fill(j > i + (lk - lq), float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)  # [H, Lq]; -inf where nothing visible
     empty = torch.isinf(lse)
@@ -110,7 +110,7 @@ def flash_attn_varlen_func(
         raise ValueError(f"cu_seqlens_q has {len(cu_q)} entries, cu_seqlens_k {len(cu_k)}")
     out = q.new_zeros(*q.shape[:2], v.shape[-1])
     acc = torch.promote_types(q.dtype, torch.float32)
-    lse = torch.full((q.shape[1], q.shape[0]), float("inf"), dtype=acc)  # rows of no sequence
+    lse = torch.full((q.shape[1], q.shape[0]), float("inf"), dtype=acc, device=q.device)  # rows of no sequence
     for b in range(len(cu_q) - 1):
         (q0, q1), (k0, k1) = cu_q[b : b + 2], cu_k[b : b + 2]
         if q1 - q0 > max_seqlen_q or k1 - k0 > max_seqlen_k:
@@ -176,7 +176,7 @@ def flash_attn_with_kvcache(
     if len(lengths) != batch or (block_table is not None and block_table.shape[0] != batch):
         raise ValueError(f"q has batch {batch} but cache_seqlens/block_table disagree")
     out = q.new_zeros(*q.shape[:3], v_cache.shape[-1])
-    lse = torch.empty(batch, q.shape[2], seq_q, dtype=torch.promote_types(q.dtype, torch.float32))
+    lse = torch.empty(batch, q.shape[2], seq_q, dtype=torch.promote_types(q.dtype, torch.float32), device=q.device)
     for b, length in enumerate(lengths):
         if block_table is None:
             ks, vs = k_cache[b, :length], v_cache[b, :length]

@@ -26,8 +26,42 @@ def _activation(name: str):
     return {"gelu": F.gelu, "squared_relu": squared_relu, "silu": F.silu}[name]
 
 
-def transformer_config(arch: dict, parallel: dict, dtype_name: str):
-    """A TransformerConfig for inference: no dropout, weights come from a checkpoint."""
+def platform_config_kwargs(config_class, parallel: dict, layer_spec: str) -> dict:
+    """The platform's choices as TransformerConfig fields, where this megatron-core release has them.
+
+    --transformer-impl -> ``transformer_impl`` (the spec actually built), --attention-backend ->
+    ``attention_backend`` (AttnBackend), --inference-fuse-tp-communication ->
+    ``inference_fuse_tp_communication``. Older releases lack some fields; a requested
+    feature a release lacks is an error, not a silent default.
+    """
+    import dataclasses
+
+    fields = {item.name for item in dataclasses.fields(config_class)}
+    kwargs = {}
+    if "transformer_impl" in fields:
+        kwargs["transformer_impl"] = layer_spec
+    elif layer_spec == "inference_optimized":
+        raise ValueError("this megatron-core release has no inference_optimized transformer_impl")
+    backend = parallel.get("attention_backend")
+    if backend is not None:
+        from megatron.core.transformer.enums import AttnBackend
+
+        kwargs["attention_backend"] = AttnBackend[backend]
+    if parallel.get("inference_fuse_tp_communication"):
+        if "inference_fuse_tp_communication" not in fields:
+            raise ValueError("this megatron-core release has no inference_fuse_tp_communication")
+        kwargs["inference_fuse_tp_communication"] = True
+    return kwargs
+
+
+def transformer_config(arch: dict, parallel: dict, dtype_name: str, layer_spec: str = "local"):
+    """A TransformerConfig for inference: no dropout, weights come from a checkpoint.
+
+    Flag mapping: --bf16/--fp16 -> ``params_dtype`` + ``bf16``/``fp16``;
+    --tensor-model-parallel-size / --pipeline-model-parallel-size -> the parallel sizes;
+    --sequence-parallel -> ``sequence_parallel``; --deterministic-mode ->
+    ``deterministic_mode``; and see ``platform_config_kwargs``.
+    """
     from megatron.core.transformer.transformer_config import TransformerConfig
 
     dtype = DTYPES[dtype_name]
@@ -56,22 +90,34 @@ def transformer_config(arch: dict, parallel: dict, dtype_name: str):
         use_cpu_initialization=not torch.cuda.is_available(),
         perform_initialization=False,
         deterministic_mode=parallel.get("deterministic_mode", False),
+        **platform_config_kwargs(TransformerConfig, parallel, layer_spec),
     )
+
+
+def layer_spec_module(layer_spec: str, arch: dict):
+    """megatron-core's ModuleSpec for the platform's layer spec."""
+    from megatron.core.models.gpt import gpt_layer_specs
+
+    if layer_spec == "transformer_engine":
+        return gpt_layer_specs.get_gpt_layer_with_transformer_engine_spec()
+    if layer_spec == "inference_optimized":
+        return gpt_layer_specs.get_gpt_layer_with_inference_spec()
+    if layer_spec == "local":
+        return gpt_layer_specs.get_gpt_layer_local_spec(normalization=arch["normalization"])
+    raise ValueError(f"unknown layer spec {layer_spec!r}")
 
 
 def build_gpt_model(arch: dict, parallel: dict, dtype_name: str, vocab_size: int, layer_spec: str = "local"):
-    """GPTModel on this rank's shard, in eval mode, in the plan's dtype."""
-    from megatron.core.models.gpt.gpt_layer_specs import (
-        get_gpt_layer_local_spec,
-        get_gpt_layer_with_transformer_engine_spec,
-    )
+    """GPTModel on this rank's shard, in eval mode, in the plan's dtype.
+
+    ``layer_spec``: ``local`` (megatron-core's own layers), ``transformer_engine``
+    (Transformer Engine layers) or ``inference_optimized`` (megatron-core's
+    inference spec over Transformer Engine), as the platform decided.
+    """
     from megatron.core.models.gpt.gpt_model import GPTModel
 
-    config = transformer_config(arch, parallel, dtype_name)
-    if layer_spec == "transformer_engine":
-        spec = get_gpt_layer_with_transformer_engine_spec()
-    else:
-        spec = get_gpt_layer_local_spec(normalization=arch["normalization"])
+    config = transformer_config(arch, parallel, dtype_name, layer_spec)
+    spec = layer_spec_module(layer_spec, arch)
     model = GPTModel(
         config=config,
         transformer_layer_spec=spec,

@@ -75,9 +75,19 @@ def toolchain_params(nox) -> list:
     return params
 
 
+def gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU (nvidia-smi lists one)."""
+    if not shutil.which("nvidia-smi"):
+        return False
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    return listed.returncode == 0 and "GPU" in listed.stdout
+
+
 def install_toolchain(session, toolchain_name: str) -> Toolchain:
     """Pinned torch + megatron-core + common pins, then the harness itself."""
     toolchain = TOOLCHAINS[toolchain_name]
+    if toolchain.requires_gpu and not gpu_present():
+        session.skip(f"toolchain {toolchain.name} requires a GPU and this machine has none")
     if session.python is False:
         session.error(missing_interpreter_message(toolchain))
     session.install(*toolchain.requirements(), str(PROJECT))

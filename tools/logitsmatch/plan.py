@@ -89,6 +89,20 @@ def check_shape(suite: Suite, arch: dict) -> None:
             raise BadInput(f"suite {suite.name} says {flag} {wanted} but the checkpoint has {key}={arch.get(key)}")
 
 
+def platform_flags(model_args: dict, platform: Platform, decision) -> FlagReport:
+    """The flag report, with the platform's own reasons for what it could not apply here."""
+    flags = classify(model_args, platform.honours, platform.name)
+    for flag in decision.applied:
+        if flag in flags.not_applied:
+            del flags.not_applied[flag]
+            flags.applied.append(flag)
+    for flag, why in decision.not_applied.items():
+        if flag in flags.applied:
+            flags.applied.remove(flag)
+        flags.not_applied[flag] = why
+    return flags
+
+
 def build_plan(
     suite: Suite,
     platform: Platform,
@@ -99,7 +113,6 @@ def build_plan(
     bind_host: str,
 ) -> tuple[dict, FlagReport]:
     args = suite.model_args
-    tensor = int(args.get("--tensor-model-parallel-size", 1))
     pipeline = int(args.get("--pipeline-model-parallel-size", 1))
     if pipeline != 1:
         raise BadInput(f"suite {suite.name}: pipeline parallel size {pipeline} is not supported yet (only 1)")
@@ -107,17 +120,28 @@ def build_plan(
     check_shape(suite, arch)
     if "--max-position-embeddings" in args:
         arch["max_position_embeddings"] = int(args["--max-position-embeddings"])
-    flags = classify(args, platform.honours, platform.name)
+    platform = platform if platform.resolved_label or not platform.overridden else platform.for_suite(args)
+    decision = platform.decide(args, arch, pipeline)
+    tensor = decision.tensor
+    flags = platform_flags(args, platform, decision)
     max_seq = int(args.get("--inference-max-seq-length", 4096))
+    platform_plan = dict(decision.plan)
+    if platform.overridden:
+        platform_plan["overrides"] = {
+            "tensor_parallel": {"suite": int(args.get("--tensor-model-parallel-size", 1)), "run": tensor},
+            "dtype": {"run": decision.dtype, "command_line": platform.dtype_override},
+        }
     plan = {
         "suite": suite.name,
-        "platform": platform.to_plan(args),
-        "dtype": platform.dtype(args),
+        "platform": platform_plan,
+        "dtype": decision.dtype,
         "parallel": {
             "tensor": tensor,
             "pipeline": pipeline,
-            "sequence_parallel": _bool(args.get("--sequence-parallel")) and "--sequence-parallel" in platform.honours,
+            "sequence_parallel": decision.sequence_parallel,
             "deterministic_mode": _bool(args.get("--deterministic-mode")),
+            "inference_fuse_tp_communication": decision.fuse_tp_communication,
+            "attention_backend": decision.attention_backend,
         },
         "world_size": tensor * pipeline,
         "architecture": arch,
@@ -140,9 +164,8 @@ def build_plan(
             "block_size_tokens": BLOCK_SIZE_TOKENS,
             "max_requests": max(len(suite.prompts), 8),
             "enable_chunked_prefill": False,
-            "use_flashinfer_fused_rope": "--use-flashinfer-fused-rope" in platform.honours
-            and _bool(args.get("--use-flashinfer-fused-rope")),
-            "enable_cuda_graph": "--enable-cuda-graph" in platform.honours and _bool(args.get("--enable-cuda-graph")),
+            "use_flashinfer_fused_rope": decision.use_flashinfer_fused_rope,
+            "enable_cuda_graph": False,  # not wired yet: reported as not applied (platforms.NOT_WIRED)
         },
         "network": {"bind_host": bind_host, "coordinator_port": None},
         "output": str(run_dir / "result.json"),
@@ -159,5 +182,9 @@ def launch_env(suite: Suite, platform: Platform, run_dir: Path, bind_host: str) 
     if platform.stand_ins:
         env["OMP_NUM_THREADS"] = "1"
     if bind_host.startswith("127.") or bind_host == "localhost":
-        env["GLOO_SOCKET_IFNAME"] = os.environ.get("LOGITSMATCH_LOOPBACK_IFNAME", "lo")
+        loopback = os.environ.get("LOGITSMATCH_LOOPBACK_IFNAME", "lo")
+        env["GLOO_SOCKET_IFNAME"] = loopback
+        if platform.device == "cuda":
+            # one node: NCCL's socket bootstrap stays on loopback too (NVLink/P2P carry the data)
+            env["NCCL_SOCKET_IFNAME"] = os.environ.get("NCCL_SOCKET_IFNAME", loopback)
     return env

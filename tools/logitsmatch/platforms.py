@@ -1,39 +1,157 @@
 """Platform profiles: what a run does on CPUs versus GPUs.
 
-A profile decides the collective backend, the dtype, the layer spec, whether
-CPU stand-ins are installed, and which platform-dependent MODEL_ARGS flags it
+A profile decides the device, the collective backend, the dtype, the layer
+spec, the attention kernels, and which platform-dependent MODEL_ARGS flags it
 honours. Goldens are kept per platform because these choices change numerics.
+
+Profiles:
+
+* ``cpu``      — gloo ranks on host memory, fp32 reference, megatron-core's
+  local spec, CPU stand-ins for the CUDA-only calls;
+* ``gpu``      — NCCL ranks, one CUDA device per rank, the suite's dtype;
+* ``h100``     — the ``gpu`` profile on (fewer than eight) H100s;
+* ``dgx_h100`` — the ``gpu`` profile on an 8×H100 node, where Megatron-LM's
+  own seed golden (``golden_values_dev_dgx_h100.json``) applies.
+
+What a GPU profile can honour depends on the optional GPU packages of the
+toolchain venv (transformer-engine, flash-attn, flashinfer), probed there.
+A flag the profile cannot apply with what is installed (or with the model
+actually loaded, or at the tensor-parallel size actually run) is reported as
+"not applied on platform <name>" with the reason, never dropped silently.
+
+Command-line overrides (``--tensor-parallel-size``, ``--dtype``) change
+numerics, so a run with any override is labelled ``<profile>-tp<N>-<dtype>``
+(e.g. ``h100-tp1-bf16``): that label keys its results and goldens, and each
+overridden flag is reported as "overridden on the command line".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
 
 from logitsmatch.errors import BadInput
 
 # The CPU profile keeps each rank's KV cache small: 8 ranks share host memory.
 CPU_KV_BUFFER_GB = 0.25
 
+DTYPES = ("float32", "bfloat16", "float16")
+DTYPE_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+DTYPE_FLAGS = {"--bf16": "bfloat16", "--fp16": "float16"}
+
+# Optional GPU packages (import name -> distribution name) and the flags each one enables.
+GPU_PACKAGES = {"transformer_engine": "transformer-engine", "flash_attn": "flash-attn", "flashinfer": "flashinfer-python"}
+FLAG_NEEDS_PACKAGE = {
+    "--transformer-impl": "transformer_engine",
+    "--sequence-parallel": "transformer_engine",
+    "--inference-fuse-tp-communication": "transformer_engine",
+    "--attention-backend": "flash_attn",
+    "--use-flashinfer-fused-rope": "flashinfer",
+}
+# Flags no profile applies yet, with the reason.
+NOT_WIRED = {
+    "--enable-cuda-graph": "logitsmatch does not capture CUDA graphs yet (the engine runs eagerly)",
+}
+# TE specs: megatron-core's names, in the order of preference the flag asks for.
+TE_SPECS = ("transformer_engine", "inference_optimized")
+
+
+def _bool(value) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def _requested(model_args: dict, flag: str) -> bool:
+    return flag in model_args and model_args[flag] not in (False, None)
+
+
+@dataclass
+class Decision:
+    """What a platform does with one suite's flags, for one model and TP size."""
+
+    plan: dict
+    dtype: str
+    tensor: int
+    sequence_parallel: bool
+    fuse_tp_communication: bool
+    attention_backend: str | None
+    use_flashinfer_fused_rope: bool
+    not_applied: dict[str, str] = field(default_factory=dict)  # flag -> platform-specific reason
+    applied: list[str] = field(default_factory=list)  # platform flags applied here
+
 
 @dataclass(frozen=True)
 class Platform:
-    name: str
+    profile: str  # cpu | gpu | h100 | dgx_h100
+    device: str  # cpu | cuda
     backend: str
-    stand_ins: bool
-    honours: frozenset[str]
+    nominal: frozenset[str]  # flags the profile applies when every GPU package is installed
+    installed: frozenset[str] = frozenset()  # import names of the optional GPU packages present
+    gpu_count: int | None = None  # None: not probed (a plan for another machine)
+    tensor_parallel: int | None = None  # --tensor-parallel-size override
+    dtype_override: str | None = None  # --dtype override
+    resolved_label: str | None = None  # set by for_suite()
+
+    # --- identity ----------------------------------------------------------------
+    @property
+    def overridden(self) -> bool:
+        return self.tensor_parallel is not None or self.dtype_override is not None
+
+    @property
+    def name(self) -> str:
+        """The label keying results and goldens: the profile, plus TP and dtype when overridden."""
+        if not self.overridden:
+            return self.profile
+        if self.resolved_label is None:
+            raise ValueError("an overridden platform is named per suite: call for_suite(model_args) first")
+        return self.resolved_label
+
+    def label(self, model_args: dict) -> str:
+        """``h100`` as is; ``h100-tp1-bf16`` when TP or dtype is overridden on the command line."""
+        if not self.overridden:
+            return self.profile
+        return f"{self.profile}-tp{self.tensor(model_args)}-{DTYPE_SHORT[self.dtype(model_args)]}"
+
+    def for_suite(self, model_args: dict) -> "Platform":
+        """This platform, named for the suite it runs (the label needs the suite's TP and dtype)."""
+        return self.configured(resolved_label=self.label(model_args))
+
+    @property
+    def stand_ins(self) -> bool:
+        """CPU stand-ins for torch's CUDA-only calls (and one thread per rank)."""
+        return self.device == "cpu"
+
+    @property
+    def honours(self) -> frozenset[str]:
+        """The platform flags this profile applies with the packages installed here."""
+        if self.device == "cpu":
+            return self.nominal
+        return frozenset(
+            flag
+            for flag in self.nominal
+            if flag not in NOT_WIRED and FLAG_NEEDS_PACKAGE.get(flag, "") in self.installed | {""}
+        )
+
+    def configured(self, **changes) -> "Platform":
+        return dataclasses.replace(self, **changes)
+
+    # --- single decisions -------------------------------------------------------------
+    def tensor(self, model_args: dict) -> int:
+        if self.tensor_parallel is not None:
+            return self.tensor_parallel
+        return int(model_args.get("--tensor-model-parallel-size", 1))
 
     def dtype(self, model_args: dict) -> str:
-        if "--bf16" in self.honours and model_args.get("--bf16"):
-            return "bfloat16"
-        if "--fp16" in self.honours and model_args.get("--fp16"):
-            return "float16"
+        if self.dtype_override is not None:
+            return self.dtype_override
+        for flag, dtype in DTYPE_FLAGS.items():
+            if flag in self.nominal and _bool(model_args.get(flag)):
+                return dtype
         return "float32"
 
-    def layer_spec(self, model_args: dict) -> str:
-        impl = model_args.get("--transformer-impl", "local")
-        if impl in ("transformer_engine", "inference_optimized") and "--transformer-impl" in self.honours:
-            return "transformer_engine"
-        return "local"
+    def layer_spec(self, model_args: dict, arch: dict | None = None) -> str:
+        return self._layer_spec(model_args, arch or {})[0]
 
     def kv_buffer_gb(self, model_args: dict) -> float:
         requested = float(model_args.get("--inference-dynamic-batching-buffer-size-gb", CPU_KV_BUFFER_GB))
@@ -41,14 +159,152 @@ class Platform:
             return requested
         return min(requested, CPU_KV_BUFFER_GB)
 
-    def to_plan(self, model_args: dict) -> dict:
-        return {
-            "name": self.name,
-            "backend": self.backend,
-            "stand_ins": self.stand_ins,
-            "layer_spec": self.layer_spec(model_args),
+    def _layer_spec(self, model_args: dict, arch: dict) -> tuple[str, str | None]:
+        """(spec, reason the flag's request was not met, or None)."""
+        if self.device == "cpu":
+            return "local", None
+        # Megatron-LM's default --transformer-impl is transformer_engine.
+        impl = str(model_args.get("--transformer-impl", "transformer_engine"))
+        if impl == "local":
+            return "local", None
+        if impl not in TE_SPECS:
+            raise BadInput(f"--transformer-impl {impl!r} is not known (local, transformer_engine, inference_optimized)")
+        if "transformer_engine" not in self.installed:
+            return "local", "transformer-engine not installed; megatron-core's local spec runs instead"
+        if impl == "inference_optimized":
+            problems = []
+            if arch.get("normalization", "RMSNorm") != "RMSNorm":
+                problems.append(f"the model has {arch.get('normalization')}")
+            if arch.get("add_bias_linear") or arch.get("add_qkv_bias"):
+                problems.append("the model has linear biases")
+            if problems:
+                return "transformer_engine", (
+                    "inference_optimized needs RMSNorm and no linear biases ("
+                    + ", ".join(problems)
+                    + "); the Transformer Engine spec (transformer_engine) runs instead"
+                )
+        return impl, None
+
+    # --- everything at once -------------------------------------------------------------
+    def decide(self, model_args: dict, arch: dict, pipeline: int = 1) -> Decision:
+        """Every platform decision for this suite, model and TP size, with the reasons."""
+        not_applied: dict[str, str] = {}
+        applied: list[str] = []
+        tensor = self.tensor(model_args)
+        if tensor < 1:
+            raise BadInput(f"tensor parallel size must be at least 1, got {tensor}")
+        dtype = self.dtype(model_args)
+
+        suite_tp = int(model_args.get("--tensor-model-parallel-size", 1))
+        if self.tensor_parallel is not None and self.tensor_parallel != suite_tp:
+            not_applied["--tensor-model-parallel-size"] = (
+                f"overridden on the command line: --tensor-parallel-size {tensor} (suite: {suite_tp})"
+            )
+        if self.dtype_override is not None:
+            for flag, flag_dtype in DTYPE_FLAGS.items():
+                if _bool(model_args.get(flag)) and flag_dtype != dtype:
+                    not_applied[flag] = f"overridden on the command line: --dtype {dtype}"
+                elif _bool(model_args.get(flag)) and flag_dtype == dtype:
+                    applied.append(flag)
+
+        if self.device == "cpu":
+            plan = {
+                "name": self.label(model_args),
+                "profile": self.profile,
+                "device": "cpu",
+                "backend": self.backend,
+                "stand_ins": True,
+                "layer_spec": "local",
+                "attention": "pure-torch stand-in (logitsmatch.cpu_attention)",
+                "torch_threads": 1,
+                "installed": [],
+            }
+            return Decision(plan, dtype, tensor, False, False, None, False, not_applied, applied)
+
+        world = tensor * pipeline
+        if self.gpu_count is not None and world > self.gpu_count:
+            raise BadInput(
+                f"platform {self.profile}: {world} ranks need {world} GPUs (one per rank; NCCL refuses two ranks "
+                f"on one GPU) but this machine has {self.gpu_count}: run on a node with {world} GPUs, or pass "
+                f"--tensor-parallel-size {self.gpu_count} (an override, recorded in the result's label)"
+            )
+
+        backend = str(model_args.get("--distributed-backend", self.backend))
+        if backend not in ("nccl", "gloo"):
+            raise BadInput(f"--distributed-backend {backend!r} is not supported (nccl or gloo)")
+
+        spec, why = self._layer_spec(model_args, arch)
+        if why and _requested(model_args, "--transformer-impl"):
+            not_applied["--transformer-impl"] = why
+
+        sequence_parallel = False
+        if _bool(model_args.get("--sequence-parallel")):
+            if spec == "local":
+                not_applied["--sequence-parallel"] = "needs the Transformer Engine spec (" + (
+                    "transformer-engine not installed)" if "transformer_engine" not in self.installed else "local spec chosen)"
+                )
+            elif tensor == 1:
+                not_applied["--sequence-parallel"] = "needs tensor parallel > 1 (this run is TP1)"
+            else:
+                sequence_parallel = True
+
+        fuse = False
+        if _bool(model_args.get("--inference-fuse-tp-communication")):
+            if spec != "inference_optimized":
+                not_applied["--inference-fuse-tp-communication"] = (
+                    "needs --transformer-impl inference_optimized with Transformer Engine "
+                    + ("(transformer-engine not installed)" if "transformer_engine" not in self.installed else f"(spec is {spec})")
+                )
+            elif tensor == 1:
+                not_applied["--inference-fuse-tp-communication"] = "needs tensor parallel > 1 (this run is TP1)"
+            else:
+                fuse = True
+
+        attention_backend = None
+        attention = "flash-attn"
+        if "flash_attn" not in self.installed:
+            attention = "pure-torch stand-in (logitsmatch.cpu_attention on CUDA tensors)"
+        if _requested(model_args, "--attention-backend"):
+            attention_backend = str(model_args["--attention-backend"])
+            if "flash_attn" not in self.installed:
+                not_applied["--attention-backend"] = (
+                    "flash-attn not installed; megatron-core's flash path runs logitsmatch's "
+                    "pure-torch attention stand-in"
+                )
+                attention_backend = None
+
+        flashinfer_rope = False
+        if _bool(model_args.get("--use-flashinfer-fused-rope")):
+            if "flashinfer" in self.installed:
+                flashinfer_rope = True
+            else:
+                not_applied["--use-flashinfer-fused-rope"] = "flashinfer not installed; megatron-core's own RoPE runs"
+
+        for flag, reason in NOT_WIRED.items():
+            if _bool(model_args.get(flag)):
+                not_applied[flag] = reason
+
+        plan = {
+            "name": self.label(model_args),
+            "profile": self.profile,
+            "device": "cuda",
+            "backend": backend,
+            # the worker installs stand-ins only where a probe shows the real thing missing
+            "stand_ins": "flash_attn" not in self.installed,
+            "layer_spec": spec,
+            "attention": attention,
             "torch_threads": 1,
+            "installed": sorted(self.installed),
         }
+        for flag in self.honours:
+            if _requested(model_args, flag) and flag not in not_applied:
+                applied.append(flag)
+        return Decision(
+            plan, dtype, tensor, sequence_parallel, fuse, attention_backend, flashinfer_rope, not_applied, applied
+        )
+
+    def to_plan(self, model_args: dict, arch: dict | None = None) -> dict:
+        return self.decide(model_args, arch or {}).plan
 
 
 _GPU_FLAGS = frozenset(
@@ -65,25 +321,84 @@ _GPU_FLAGS = frozenset(
         "--inference-dynamic-batching-buffer-size-gb",
     }
 )
+_ALL_GPU_PACKAGES = frozenset(GPU_PACKAGES)
 
+# Nominal profiles: a GPU profile as if its toolchain had every optional GPU
+# package. get_platform() probes what this venv really has.
 PLATFORMS = {
-    "cpu": Platform("cpu", backend="gloo", stand_ins=True, honours=frozenset()),
-    "gpu": Platform("gpu", backend="nccl", stand_ins=False, honours=_GPU_FLAGS),
-    "dgx_h100": Platform("dgx_h100", backend="nccl", stand_ins=False, honours=_GPU_FLAGS),
+    "cpu": Platform("cpu", "cpu", backend="gloo", nominal=frozenset()),
+    "gpu": Platform("gpu", "cuda", backend="nccl", nominal=_GPU_FLAGS, installed=_ALL_GPU_PACKAGES),
+    "h100": Platform("h100", "cuda", backend="nccl", nominal=_GPU_FLAGS, installed=_ALL_GPU_PACKAGES),
+    "dgx_h100": Platform("dgx_h100", "cuda", backend="nccl", nominal=_GPU_FLAGS, installed=_ALL_GPU_PACKAGES),
 }
+DGX_GPUS = 8
 
 
-def detect_platform_name() -> str:
-    """``gpu`` when this process sees a CUDA device, else ``cpu``."""
+def _importable(module: str) -> bool:
+    if importlib.util.find_spec(module) is None:
+        return False
+    try:
+        importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - a broken install (missing CUDA libs, ABI mismatch) is not usable
+        return False
+    return True
+
+
+def installed_gpu_packages() -> frozenset[str]:
+    """The optional GPU packages importable in this venv (import names)."""
+    return frozenset(module for module in GPU_PACKAGES if _importable(module))
+
+
+def cuda_devices() -> list[str]:
     try:
         import torch
     except ImportError:
+        return []
+    if not torch.cuda.is_available():
+        return []
+    return [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())]
+
+
+def detect_platform_name(devices: list[str] | None = None) -> str:
+    """``cpu`` without CUDA; ``dgx_h100`` with eight or more H100s, ``h100`` with fewer; else ``gpu``."""
+    devices = cuda_devices() if devices is None else devices
+    if not devices:
         return "cpu"
-    return "gpu" if torch.cuda.is_available() else "cpu"
+    if all("H100" in name for name in devices):
+        return "dgx_h100" if len(devices) >= DGX_GPUS else "h100"
+    return "gpu"
 
 
-def get_platform(name: str | None) -> Platform:
-    name = name or detect_platform_name()
+def get_platform(
+    name: str | None,
+    *,
+    tensor_parallel: int | None = None,
+    dtype: str | None = None,
+    installed: frozenset[str] | None = None,
+    gpu_count: int | None = None,
+    probe: bool = True,
+) -> Platform:
+    """The named (or detected) profile, with this venv's GPU packages and device count.
+
+    ``installed`` and ``gpu_count`` replace the probes (tests, planning for another machine).
+    """
+    devices = cuda_devices() if probe and (name is None or (name in PLATFORMS and PLATFORMS[name].device == "cuda")) else None
+    name = name or detect_platform_name(devices or [])
     if name not in PLATFORMS:
         raise BadInput(f"unknown platform {name!r} (known: {', '.join(PLATFORMS)})")
-    return PLATFORMS[name]
+    if dtype is not None:
+        dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype)
+        if dtype not in DTYPES:
+            raise BadInput(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+    if tensor_parallel is not None and tensor_parallel < 1:
+        raise BadInput(f"--tensor-parallel-size must be at least 1, got {tensor_parallel}")
+    platform = PLATFORMS[name].configured(tensor_parallel=tensor_parallel, dtype_override=dtype)
+    if platform.device == "cpu":
+        return platform
+    if gpu_count is None and probe:
+        gpu_count = len(devices or [])
+        if gpu_count == 0:
+            raise BadInput(f"platform {name} needs CUDA GPUs, and torch sees none here (use --platform cpu)")
+    if installed is None:
+        installed = installed_gpu_packages() if probe else platform.installed
+    return platform.configured(installed=frozenset(installed), gpu_count=gpu_count)

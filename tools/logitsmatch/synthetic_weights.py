@@ -113,6 +113,7 @@ def ensure_checkpoint(spec: dict, cache_root: Path, timeout_s: float) -> tuple[P
                     text=True,
                     timeout=timeout_s,
                     start_new_session=True,
+                    env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},  # written on CPU everywhere
                 )
                 if completed.returncode != 0:
                     tail = "\n".join(completed.stderr.strip().splitlines()[-10:])

@@ -17,6 +17,7 @@ class Toolchain:
     megatron_core: str
     extras: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    requires_gpu: bool = False
     common: tuple[str, ...] = field(default=(), repr=False)
 
     def requirements(self) -> list[str]:
@@ -47,6 +48,7 @@ def load_toolchains(pyproject: Path) -> dict[str, Toolchain]:
             megatron_core=str(spec["megatron-core"]),
             extras=tuple(spec.get("extras", ())),
             tags=tuple(spec.get("tags", ())),
+            requires_gpu=bool(spec.get("requires-gpu", False)),
             common=common,
         )
     return toolchains

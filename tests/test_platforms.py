@@ -1,0 +1,304 @@
+"""Platform profiles: the MODEL_ARGS flag -> megatron-core mapping on CPU and GPU, and what is reported.
+
+GPU packages are "installed" by a parameter (``installed=``), never by patching imports,
+so these tests run on any machine; nothing here needs a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from conftest import SEED_SUITE, TINY_SUITE
+from logitsmatch import paths
+from logitsmatch.errors import BadInput
+from logitsmatch.gpu_check import drift_figures
+from logitsmatch.plan import build_plan, choose_checkpoint, launch_env, tokenizer_spec
+from logitsmatch.platforms import PLATFORMS, detect_platform_name, get_platform
+from logitsmatch.suites import load_architecture, load_suite
+
+ALL_GPU = frozenset({"transformer_engine", "flash_attn", "flashinfer"})
+NOTHING = frozenset()
+CPU_NOT_APPLIED = {
+    "--transformer-impl", "--sequence-parallel", "--use-flashinfer-fused-rope", "--bf16",
+    "--distributed-backend", "--attention-backend", "--inference-fuse-tp-communication",
+    "--inference-dynamic-batching-buffer-size-gb",
+}
+
+
+@pytest.fixture
+def seed(project):
+    return load_suite(project, SEED_SUITE)
+
+
+@pytest.fixture
+def synthetic_arch(project):
+    return load_architecture(project, "minitron_583m")  # LayerNorm, no biases
+
+
+@pytest.fixture
+def minitron_like_arch(synthetic_arch):
+    """What inference_optimized accepts (as the real Minitron checkpoint must): RMSNorm, no biases."""
+    return {**synthetic_arch, "normalization": "RMSNorm"}
+
+
+def plan_for(project, suite, platform, arch=None, tmp=Path("run-dir")):
+    tokenizer = tokenizer_spec(suite, project, False, None)
+    choice = choose_checkpoint(suite, project, None, tokenizer)
+    if arch is not None:
+        choice.architecture = arch
+    return build_plan(suite, platform.for_suite(suite.model_args), choice, Path("/ckpt"), tokenizer, tmp, "127.0.0.1")
+
+
+# --- GPU profiles ---------------------------------------------------------------------------
+
+
+def test_seed_on_dgx_h100_with_full_gpu_toolchain_applies_every_flag(project, seed, minitron_like_arch):
+    platform = get_platform("dgx_h100", installed=ALL_GPU, gpu_count=8)
+    plan, flags = plan_for(project, seed, platform, minitron_like_arch)
+    assert plan["dtype"] == "bfloat16"
+    assert plan["platform"]["backend"] == "nccl" and plan["platform"]["device"] == "cuda"
+    assert plan["platform"]["layer_spec"] == "inference_optimized"
+    assert plan["platform"]["attention"] == "flash-attn" and not plan["platform"]["stand_ins"]
+    assert plan["parallel"] == {
+        "tensor": 8, "pipeline": 1, "sequence_parallel": True, "deterministic_mode": True,
+        "inference_fuse_tp_communication": True, "attention_backend": "flash",
+    }
+    assert plan["inference"]["use_flashinfer_fused_rope"] is True
+    assert plan["inference"]["buffer_size_gb"] == 20.0
+    assert plan["world_size"] == 8
+    assert not flags.not_applied
+    assert CPU_NOT_APPLIED <= set(flags.applied)
+
+
+def test_synthetic_layernorm_model_gets_the_te_spec_and_the_reasons(project, seed, synthetic_arch):
+    platform = get_platform("dgx_h100", installed=ALL_GPU, gpu_count=8)
+    plan, flags = plan_for(project, seed, platform, synthetic_arch)
+    assert plan["platform"]["layer_spec"] == "transformer_engine"
+    assert plan["parallel"]["sequence_parallel"] is True
+    assert plan["parallel"]["inference_fuse_tp_communication"] is False
+    assert "needs RMSNorm" in flags.not_applied["--transformer-impl"]
+    assert "inference_optimized" in flags.not_applied["--inference-fuse-tp-communication"]
+    lines = flags.lines("dgx_h100")
+    assert any(line.startswith("--transformer-impl: not applied on platform dgx_h100 (") for line in lines)
+
+
+def test_gpu_without_optional_packages_reports_each_missing_one(project, seed, minitron_like_arch):
+    platform = get_platform("gpu", installed=NOTHING, gpu_count=8)
+    plan, flags = plan_for(project, seed, platform, minitron_like_arch)
+    assert plan["dtype"] == "bfloat16" and plan["platform"]["backend"] == "nccl"
+    assert plan["platform"]["layer_spec"] == "local"
+    assert plan["platform"]["stand_ins"] is True  # the attention stand-in, on CUDA tensors
+    assert "stand-in" in plan["platform"]["attention"]
+    assert plan["parallel"]["sequence_parallel"] is False
+    assert plan["parallel"]["attention_backend"] is None
+    assert plan["inference"]["use_flashinfer_fused_rope"] is False
+    assert "transformer-engine not installed" in flags.not_applied["--transformer-impl"]
+    assert "transformer-engine not installed" in flags.not_applied["--sequence-parallel"]
+    assert "flash-attn not installed" in flags.not_applied["--attention-backend"]
+    assert "flashinfer not installed" in flags.not_applied["--use-flashinfer-fused-rope"]
+    assert "--bf16" in flags.applied and "--distributed-backend" in flags.applied
+    assert "--inference-dynamic-batching-buffer-size-gb" in flags.applied
+    assert "--transformer-impl: not applied on platform gpu (transformer-engine not installed" in "\n".join(
+        flags.lines("gpu")
+    )
+
+
+def test_te_without_flash_attn(project, seed, minitron_like_arch):
+    platform = get_platform("dgx_h100", installed=frozenset({"transformer_engine"}), gpu_count=8)
+    plan, flags = plan_for(project, seed, platform, minitron_like_arch)
+    assert plan["platform"]["layer_spec"] == "inference_optimized"
+    assert plan["parallel"]["sequence_parallel"] is True
+    assert set(flags.not_applied) == {"--attention-backend", "--use-flashinfer-fused-rope"}
+
+
+def test_honours_depends_on_installed_packages():
+    full = PLATFORMS["dgx_h100"]
+    assert {"--transformer-impl", "--attention-backend", "--bf16"} <= full.honours
+    bare = full.configured(installed=NOTHING)
+    assert "--transformer-impl" not in bare.honours and "--attention-backend" not in bare.honours
+    assert {"--bf16", "--distributed-backend", "--inference-dynamic-batching-buffer-size-gb"} <= bare.honours
+    assert "--enable-cuda-graph" not in full.honours  # not wired yet: always reported
+
+
+def test_cuda_graph_flag_is_reported_not_dropped(project, tmp_path):
+    suite = load_suite(project, TINY_SUITE)
+    args = {**suite.model_args, "--enable-cuda-graph": True}
+    platform = get_platform("gpu", installed=ALL_GPU, gpu_count=8).configured(resolved_label="gpu")
+    decision = platform.decide(args, {})
+    assert "CUDA graphs" in decision.not_applied["--enable-cuda-graph"]
+
+
+def test_more_ranks_than_gpus_is_refused(project, seed):
+    platform = get_platform("h100", installed=NOTHING, gpu_count=1)
+    with pytest.raises(BadInput, match="8 ranks need 8 GPUs.*--tensor-parallel-size 1"):
+        plan_for(project, seed, platform)
+
+
+# --- command-line overrides and labels ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype, label", [("bfloat16", "h100-tp1-bf16"), ("fp32", "h100-tp1-fp32")])
+def test_gpu_check_overrides_are_labelled_and_reported(project, seed, dtype, label):
+    platform = get_platform("h100", tensor_parallel=1, dtype=dtype, installed=NOTHING, gpu_count=1)
+    plan, flags = plan_for(project, seed, platform)
+    assert plan["platform"]["name"] == label and platform.for_suite(seed.model_args).name == label
+    assert plan["world_size"] == 1 and plan["parallel"]["tensor"] == 1
+    assert plan["platform"]["overrides"]["tensor_parallel"] == {"suite": 8, "run": 1}
+    assert "overridden on the command line" in flags.not_applied["--tensor-model-parallel-size"]
+    assert "needs" in flags.not_applied["--sequence-parallel"]
+    if dtype == "fp32":
+        assert plan["dtype"] == "float32"
+        assert flags.not_applied["--bf16"] == "overridden on the command line: --dtype float32"
+    else:
+        assert plan["dtype"] == "bfloat16" and "--bf16" in flags.applied
+    golden = paths.golden_path(seed.name, label, "py3.12-torch2.11.0-mcore0.19.2")
+    assert golden.name == f"golden_values_{label}_py3.12-torch2.11.0-mcore0.19.2.json"
+
+
+def test_tp1_with_te_reports_sequence_parallel_and_fused_comm(project, seed, minitron_like_arch):
+    platform = get_platform("h100", tensor_parallel=1, installed=ALL_GPU, gpu_count=1)
+    plan, flags = plan_for(project, seed, platform, minitron_like_arch)
+    assert plan["platform"]["name"] == "h100-tp1-bf16"
+    assert flags.not_applied["--sequence-parallel"] == "needs tensor parallel > 1 (this run is TP1)"
+    assert flags.not_applied["--inference-fuse-tp-communication"] == "needs tensor parallel > 1 (this run is TP1)"
+
+
+def test_unresolved_overridden_platform_has_no_name():
+    platform = PLATFORMS["h100"].configured(tensor_parallel=1)
+    with pytest.raises(ValueError, match="for_suite"):
+        platform.name
+    assert PLATFORMS["h100"].name == "h100"
+
+
+# --- CPU profile ----------------------------------------------------------------------------
+
+
+def test_seed_on_cpu(project, seed):
+    plan, flags = plan_for(project, seed, get_platform("cpu"))
+    assert plan["dtype"] == "float32"
+    assert plan["platform"]["backend"] == "gloo" and plan["platform"]["device"] == "cpu"
+    assert plan["platform"]["layer_spec"] == "local" and plan["platform"]["stand_ins"] is True
+    assert plan["parallel"]["sequence_parallel"] is False and plan["parallel"]["attention_backend"] is None
+    assert plan["parallel"]["inference_fuse_tp_communication"] is False
+    assert plan["inference"]["buffer_size_gb"] == 0.25
+    assert plan["inference"]["use_flashinfer_fused_rope"] is False
+    assert plan["world_size"] == 8 and plan["platform"]["name"] == "cpu"
+    assert CPU_NOT_APPLIED == set(flags.not_applied)
+    assert "--deterministic-mode" in flags.applied and "--tensor-model-parallel-size" in flags.applied
+    assert all("not applied on platform cpu (" in line for line in flags.lines("cpu")[:-1])
+
+
+def test_cpu_dtype_override_applies_bf16(project, seed):
+    plan, flags = plan_for(project, seed, get_platform("cpu", dtype="bf16"))
+    assert plan["dtype"] == "bfloat16" and plan["platform"]["name"] == "cpu-tp8-bf16"
+    assert "--bf16" in flags.applied and "--bf16" not in flags.not_applied
+
+
+def test_launch_env_keeps_nccl_on_loopback(project, seed, tmp_path, monkeypatch):
+    monkeypatch.delenv("NCCL_SOCKET_IFNAME", raising=False)
+    gpu = launch_env(seed, get_platform("h100", installed=NOTHING, gpu_count=1), tmp_path, "127.0.0.1")
+    cpu = launch_env(seed, get_platform("cpu"), tmp_path, "127.0.0.1")
+    assert gpu["NCCL_SOCKET_IFNAME"] == "lo" and "OMP_NUM_THREADS" not in gpu
+    assert gpu["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8" and gpu["NCCL_ALGO"] == "Ring"
+    assert "NCCL_SOCKET_IFNAME" not in cpu and cpu["OMP_NUM_THREADS"] == "1"
+
+
+# --- selection ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "devices, name",
+    [
+        ([], "cpu"),
+        (["NVIDIA H100 80GB HBM3"], "h100"),
+        (["NVIDIA H100 80GB HBM3"] * 8, "dgx_h100"),
+        (["NVIDIA A100-SXM4-80GB"] * 8, "gpu"),
+    ],
+)
+def test_detect_platform(devices, name):
+    assert detect_platform_name(devices) == name
+
+
+def test_bad_platform_choices():
+    with pytest.raises(BadInput, match="unknown platform 'tpu'"):
+        get_platform("tpu")
+    with pytest.raises(BadInput, match="unknown dtype"):
+        get_platform("cpu", dtype="int8")
+    with pytest.raises(BadInput, match="at least 1"):
+        get_platform("cpu", tensor_parallel=0)
+
+
+# --- megatron-core objects --------------------------------------------------------------------
+
+
+def test_transformer_config_mapping(synthetic_arch):
+    pytest.importorskip("megatron.core")
+    import torch
+    from megatron.core.transformer.enums import AttnBackend
+
+    from logitsmatch.model_builder import transformer_config
+
+    gpu = transformer_config(
+        synthetic_arch,
+        {"tensor": 8, "pipeline": 1, "sequence_parallel": True, "deterministic_mode": True,
+         "attention_backend": "flash", "inference_fuse_tp_communication": False},
+        "bfloat16",
+        "transformer_engine",
+    )
+    assert gpu.params_dtype == torch.bfloat16 and gpu.bf16 and not gpu.fp16
+    assert gpu.sequence_parallel and gpu.deterministic_mode
+    assert gpu.tensor_model_parallel_size == 8
+    assert gpu.attention_backend == AttnBackend.flash
+    assert gpu.transformer_impl == "transformer_engine"
+    cpu = transformer_config(
+        synthetic_arch, {"tensor": 8, "pipeline": 1, "sequence_parallel": False, "deterministic_mode": True}, "float32"
+    )
+    assert cpu.params_dtype == torch.float32 and not cpu.bf16
+    assert not cpu.sequence_parallel and cpu.deterministic_mode
+    assert cpu.transformer_impl == "local" and cpu.attention_backend == AttnBackend.auto
+
+
+def test_local_spec_is_megatrons_local_spec(synthetic_arch):
+    pytest.importorskip("megatron.core")
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+
+    from logitsmatch.model_builder import layer_spec_module
+
+    ours = layer_spec_module("local", synthetic_arch)
+    theirs = get_gpt_layer_local_spec(normalization="LayerNorm")
+    assert ours.module is theirs.module
+    assert ours.submodules.self_attention.module is theirs.submodules.self_attention.module
+    with pytest.raises(ValueError, match="unknown layer spec"):
+        layer_spec_module("fancy", synthetic_arch)
+
+
+# --- the GPU check's figures --------------------------------------------------------------------
+
+
+def _request(tokens, logprobs):
+    return {"input_prompt": "p", "generated_text": "", "generated_tokens": tokens, "latency": 0.0, "logprobs": logprobs}
+
+
+def test_drift_figures_identical_and_shifted():
+    reference = {"0": _request([5, 6, 7], [-1.0, -2.0, -0.5, -0.25, -0.125])}
+    assert drift_figures(reference, reference)["max_abs_logprob"] == 0.0
+    shifted = {"0": _request([5, 6, 7], [-1.0, -2.002, -0.5, -0.25, -0.1245])}
+    figures = drift_figures(reference, shifted)
+    assert figures["tokens_equal"] is True and figures["first_divergence"] is None
+    request = figures["requests"]["0"]
+    assert math.isclose(request["max_abs_prompt_logprob"], 0.002) and math.isclose(request["max_abs_generated_logprob"], 0.0005)
+    assert request["over_megatron_tol"] == 1
+
+
+def test_drift_figures_stop_at_the_first_divergent_token():
+    reference = {"0": _request([5, 6, 7], [-1.0, -2.0, -0.5, -0.25, -0.125])}
+    diverged = {"0": _request([5, 9, 9], [-1.0, -2.0, -0.5, -3.0, -4.0])}
+    figures = drift_figures(reference, diverged)
+    assert figures["tokens_equal"] is False and figures["first_divergence"] == 1
+    assert figures["requests"]["0"]["compared_logprobs"] == 3  # two prompt logprobs + generated token 0
+    assert figures["max_abs_logprob"] == 0.0
+    nan = {"0": _request([5, 6, 7], [float("nan"), -2.0, -0.5, -0.25, -0.125])}
+    assert math.isnan(drift_figures(reference, nan)["max_abs_logprob"])
