@@ -40,10 +40,14 @@ class Override:
         return str(Path(self.spec).resolve()) if self.is_path else f"{self.package}=={self.spec}"
 
     def label(self) -> str:
-        if self.is_path:
-            digest = hashlib.sha256(str(Path(self.spec).resolve()).encode()).hexdigest()[:8]
-            return f"{self.package}-local-{digest}"
-        return f"{self.package}{self.spec}"
+        """``megatron-core0.17.0rc1``, ``megatron-core0.16.0-wheel-1f47a21a``, ``megatron-core-src-…``."""
+        if not self.is_path:
+            return f"{self.package}{self.spec}"
+        path = Path(self.spec).resolve()
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+        if path.suffix == ".whl":
+            return f"{self.package}{path.name.split('-')[1]}-wheel-{digest}"
+        return f"{self.package}-src-{digest}"
 
 
 def parse_overrides(options: list[str]) -> tuple[list[Override], dict[str, str]]:

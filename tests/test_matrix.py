@@ -1,0 +1,44 @@
+"""The drift matrix agrees with `compare` pair by pair, and draws its heatmap."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import TINY_SUITE
+from logitsmatch.cli import main as cli_main
+from logitsmatch.compare import Policy, compare
+from logitsmatch.golden_io import load_golden
+from logitsmatch.paths import golden_path
+from logitsmatch.suites import load_suite
+from logitsmatch.toolchains import load_toolchains
+
+
+def test_matrix_matches_compare_pair_by_pair(project, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
+    toolchains = [name for name, t in load_toolchains(project / "pyproject.toml").items() if not t.requires_gpu]
+    assert len(toolchains) >= 3
+    out = tmp_path / "matrix"
+    code = cli_main(["matrix", "--suite", TINY_SUITE, "--source", "goldens", "--out", str(out)])
+    assert code in (0, 1)
+    report = json.loads((out / "matrix.json").read_text())["suites"][TINY_SUITE]
+    assert set(report["toolchains"]) == set(toolchains)
+    suite = load_suite(project, TINY_SUITE)
+    policy = Policy.from_suite(suite.metrics, suite.comparison)
+    for row in toolchains:
+        for col in toolchains:
+            expected = compare(load_golden(golden_path(TINY_SUITE, "cpu", row)), load_golden(golden_path(TINY_SUITE, "cpu", col)), policy)
+            cell = report["cells"][row][col]
+            assert cell["tokens_agree"] == expected.tokens_agree
+            assert cell["max_abs_delta"] == float(expected.max_abs_delta)
+            assert cell["n_over_tolerance"] == expected.n_over_tolerance
+            if row == col:
+                assert cell["max_abs_delta"] == 0 and cell["passed"]
+    assert (out / "matrix.png").stat().st_size > 10_000
+    assert "| **" in (out / "matrix.md").read_text()
+    assert "->" in capsys.readouterr().out
+
+
+def test_unknown_toolchain_is_bad_input(project, monkeypatch, capsys):
+    monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
+    assert cli_main(["matrix", "--toolchain", "py0"]) == 2
+    assert "unknown toolchain 'py0'" in capsys.readouterr().err
