@@ -55,9 +55,10 @@ def record(session):
 def matrix(session):
     """N x N drift table of every toolchain (runs what has no fresh result): nox -s matrix [-- --baseline T]."""
     support.install_harness(session, "plot")
-    for toolchain in support.TOOLCHAINS:
+    toolchains = support.runnable_toolchains()
+    for toolchain in toolchains:
         support.ensure_fresh_results(session, toolchain, support.SUITES)
-    session.run("logitsmatch", "matrix", *session.posargs)
+    session.run("logitsmatch", "matrix", *(f"--toolchain={name}" for name in toolchains), *session.posargs)
 
 
 @nox.session(python=False)

@@ -83,6 +83,12 @@ def gpu_present() -> bool:
     return listed.returncode == 0 and "GPU" in listed.stdout
 
 
+def runnable_toolchains() -> list[str]:
+    """Toolchains this machine can run (GPU toolchains only where there is a GPU)."""
+    has_gpu = gpu_present()
+    return [name for name, toolchain in TOOLCHAINS.items() if has_gpu or not toolchain.requires_gpu]
+
+
 def install_toolchain(session, toolchain_name: str) -> Toolchain:
     """Pinned torch + megatron-core + common pins, then the harness itself."""
     toolchain = TOOLCHAINS[toolchain_name]
