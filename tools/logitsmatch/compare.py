@@ -26,7 +26,7 @@ import numpy as np
 from deepdiff import DeepDiff
 
 from logitsmatch.errors import BadInput
-from logitsmatch.golden_io import json_type, request_ids
+from logitsmatch.golden_io import GoldenDocument, json_type, request_ids, validate_golden
 
 REQUEST_METRICS = ("generated_tokens", "logprobs", "generated_text", "routing_indices")
 RUN_METRICS = ("throughput", "mem-max-allocated-bytes")
@@ -89,6 +89,9 @@ def _budget(value: Any) -> int:
 class Policy:
     """What counts as a match. Unset tolerances and budget take the mode's defaults.
 
+    Fields accept the text forms a CLI or YAML gives ("approximate", "1e-4") and
+    hold resolved values afterwards; anything invalid raises BadInput.
+
     failure_budget is the number of out-of-tolerance logprobs allowed per
     request; None (APPROXIMATE's default) applies Megatron's training rule,
     min(max(n // 100, 1), 50) of the n compared values.
@@ -113,7 +116,10 @@ class Policy:
             raise BadInput(f"nan_equal must be true or false, got {self.nan_equal!r}")
         if isinstance(self.metrics, str) or not isinstance(self.metrics, Iterable):
             raise BadInput(f"metrics must be a list of names, got {self.metrics!r}")
-        metrics = tuple(dict.fromkeys(self.metrics))
+        metrics = tuple(self.metrics)
+        if not all(isinstance(m, str) for m in metrics):
+            raise BadInput(f"metrics must be a list of names, got {list(metrics)!r}")
+        metrics = tuple(dict.fromkeys(metrics))
         unknown = [m for m in metrics if m not in KNOWN_METRICS]
         if unknown:
             raise BadInput(f"unknown metric(s) {', '.join(map(str, unknown))} (known: {', '.join(KNOWN_METRICS)})")
@@ -129,8 +135,9 @@ class Policy:
             raise BadInput(f"COMPARISON must be a mapping, got {json_type(comparison)}")
         unknown = sorted(set(comparison) - set(_COMPARISON_KEYS))
         if unknown:
-            raise BadInput(f"COMPARISON: unknown key(s) {', '.join(map(str, unknown))} (known: {', '.join(_COMPARISON_KEYS)})")
-        return cls(metrics=tuple(metrics or ()), **comparison)
+            raise BadInput(f"COMPARISON: unknown key(s) {', '.join(map(str, unknown))} "
+                           f"(known: {', '.join(_COMPARISON_KEYS)})")
+        return cls(metrics=() if metrics is None else metrics, **comparison)
 
     def allowed_failures(self, n_compared: int) -> int:
         if self.failure_budget is not None:
@@ -204,17 +211,17 @@ class DriftTable:
     golden: np.ndarray
     current: np.ndarray
 
-    @property
-    def delta(self) -> np.ndarray:
-        with np.errstate(invalid="ignore"):
-            return self.current - self.golden
-
     def __len__(self) -> int:
         return len(self.index)
 
+    def delta(self, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """current - golden of the chosen rows."""
+        with np.errstate(invalid="ignore"):
+            return self.current[rows] - self.golden[rows]
+
     def rows(self, rows: slice | np.ndarray) -> list[dict]:
         """Report entries {index, part, golden, current, delta}; non-finite values as strings."""
-        golden, current, delta = (_json_floats(a[rows]) for a in (self.golden, self.current, self.delta))
+        golden, current, delta = (_json_floats(a) for a in (self.golden[rows], self.current[rows], self.delta(rows)))
         parts = np.where(self.generated[rows], "generated", "prompt").tolist()
         return [
             {"index": i, "part": p, "golden": g, "current": c, "delta": d}
@@ -223,7 +230,9 @@ class DriftTable:
 
     def largest(self, limit: int) -> np.ndarray:
         """Row numbers of the `limit` largest |delta| (NaN mismatches first), largest first."""
-        magnitude = np.nan_to_num(np.abs(self.delta), nan=np.inf)
+        magnitude = np.nan_to_num(np.abs(self.delta()), nan=np.inf)
+        if limit <= 0:
+            return np.zeros(0, dtype=np.int64)
         if len(magnitude) > limit:
             top = np.argpartition(-magnitude, limit - 1)[:limit]
         else:
@@ -336,29 +345,25 @@ class ComparisonResult:
 
 
 def _sort_key(rid: str) -> tuple:
-    return (0, int(rid), "") if rid.isdigit() else (1, 0, rid)
+    return (0, int(rid), "") if rid.isdecimal() else (1, 0, rid)
 
 
 # --- structure -------------------------------------------------------------------------
 
 _SKELETON_DEPTH = 8
+_SCALAR_SHAPES = {float: "number", int: "number", str: "string", bool: "bool", type(None): "null"}
 
 
 def _skeleton(value: Any, depth: int = 0) -> Any:
     """Shape of a value: objects kept, lists replaced by their length, scalars by their type."""
-    if isinstance(value, dict):
+    kind = type(value)
+    if kind is list:
+        return f"list[{len(value)}]"
+    if kind is dict:
         if depth >= _SKELETON_DEPTH:
             return "object"
         return {k: _skeleton(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list):
-        return f"list[{len(value)}]"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    return "string"
+    return _SCALAR_SHAPES.get(kind, "string")
 
 
 def _describe(skeleton: Any) -> str | None:
@@ -424,32 +429,9 @@ def _structural_changes(golden: dict, current: dict, failed_checks: list[Check])
 
 # --- per-request gathering --------------------------------------------------------------
 
-def _array(value: Any, what: str, kinds: str, dtype: type) -> np.ndarray:
-    """A JSON list as a numpy array of `dtype`; BadInput if its elements are of other kinds."""
-    if not isinstance(value, list):
-        raise BadInput(f"{what} is {json_type(value)}, expected a list")
-    if not value:
-        return np.empty(0, dtype=dtype)
-    try:
-        array = np.array(value)
-    except (ValueError, TypeError, OverflowError):
-        array = None
-    if array is None or array.ndim != 1 or array.dtype.kind not in kinds:
-        element = "integers" if kinds == "iu" else "numbers"
-        raise BadInput(f"{what} must be a list of {element}")
-    return array.astype(dtype, copy=False)
-
-
-def _tokens(request: dict, what: str) -> np.ndarray | None:
-    if "generated_tokens" not in request:
-        return None
-    return _array(request["generated_tokens"], f"{what}: generated_tokens", "iu", np.int64)
-
-
-def _logprobs(request: dict, what: str) -> np.ndarray | None:
-    if "logprobs" not in request:
-        return None
-    return _array(request["logprobs"], f"{what}: logprobs", "iuf", np.float64)
+def _tokens(request: dict) -> np.ndarray | None:
+    tokens = request.get("generated_tokens")
+    return None if tokens is None else np.array(tokens, dtype=np.int64)
 
 
 def _first_divergence(golden: np.ndarray, current: np.ndarray) -> tuple[int | None, list[dict]]:
@@ -478,13 +460,13 @@ class _Pair:
     first_divergence: int | None
     token_changes: list[dict]
     prompt_logprobs: int | None
-    golden_logprobs: np.ndarray | None
-    current_logprobs: np.ndarray | None
+    golden_logprobs: list | None
+    current_logprobs: list | None
     n_compared: int
     comparable_reason: str  # why positions past n_compared are not comparable, "" if none
 
 
-def _prompt_count(logprobs: np.ndarray | None, tokens: np.ndarray | None) -> int | None:
+def _prompt_count(logprobs: list | None, tokens: np.ndarray | None) -> int | None:
     """Entries of the prompt part: all logprobs but one per generated token."""
     if logprobs is None or tokens is None:
         return None
@@ -492,8 +474,8 @@ def _prompt_count(logprobs: np.ndarray | None, tokens: np.ndarray | None) -> int
 
 
 def _gather(rid: str, golden: dict, current: dict) -> _Pair:
-    g_tokens, c_tokens = _tokens(golden, f"golden request '{rid}'"), _tokens(current, f"current request '{rid}'")
-    g_logprobs, c_logprobs = _logprobs(golden, f"golden request '{rid}'"), _logprobs(current, f"current request '{rid}'")
+    g_tokens, c_tokens = _tokens(golden), _tokens(current)
+    g_logprobs, c_logprobs = golden.get("logprobs"), current.get("logprobs")
     divergence, token_changes = None, []
     if g_tokens is not None and c_tokens is not None:
         divergence, token_changes = _first_divergence(g_tokens, c_tokens)
@@ -519,10 +501,15 @@ def _gather(rid: str, golden: dict, current: dict) -> _Pair:
 # --- the comparison ---------------------------------------------------------------------
 
 def compare(golden: dict, current: dict, policy: Policy = Policy()) -> ComparisonResult:
-    """Compare two documents as returned by golden_io.load_golden; pure, no I/O."""
-    for name, doc in (("golden", golden), ("current", current)):
-        if not isinstance(doc, dict):
-            raise BadInput(f"{name} is {json_type(doc)}, expected an object of request ids")
+    """Compare two golden-format documents; pure, no I/O.
+
+    Documents from golden_io.load_golden are used as they are; any other dict
+    is validated first (BadInput names "golden" or "current" and the problem).
+    """
+    if not isinstance(golden, GoldenDocument):
+        golden = validate_golden(golden, "golden")
+    if not isinstance(current, GoldenDocument):
+        current = validate_golden(current, "current")
     golden_ids, current_ids = set(request_ids(golden)), set(request_ids(current))
     order = sorted(golden_ids & current_ids, key=_sort_key)
     checks, warnings = _request_set_checks(golden_ids, current_ids, order, policy)
@@ -551,7 +538,8 @@ def compare(golden: dict, current: dict, policy: Policy = Policy()) -> Compariso
     )
 
 
-def _request_set_checks(golden_ids: set, current_ids: set, order: list[str], policy: Policy):
+def _request_set_checks(golden_ids: set, current_ids: set, order: list[str],
+                        policy: Policy) -> tuple[list[Check], list[str]]:
     """Megatron: current ids must be a subset of the golden's; a smaller set only warns."""
     warnings = []
     missing = sorted(golden_ids - current_ids, key=_sort_key)
@@ -584,15 +572,16 @@ class _Numerics:
     def __init__(self, pairs: list[_Pair], policy: Policy):
         self.policy = policy
         self.counts = np.array([p.n_compared for p in pairs], dtype=np.int64)
-        self.starts = np.concatenate(([0], np.cumsum(self.counts)[:-1])).astype(np.int64) if pairs else np.zeros(0, np.int64)
+        self.starts = np.cumsum(self.counts) - self.counts
         self.prompt = np.array([p.prompt_logprobs or 0 for p in pairs], dtype=np.int64)
-        golden = _concat([p.golden_logprobs[: p.n_compared] for p in pairs if p.n_compared])
-        current = _concat([p.current_logprobs[: p.n_compared] for p in pairs if p.n_compared])
-        over = ~_close(golden, current, policy)
-        with np.errstate(invalid="ignore"):
-            magnitude = np.abs(current - golden)
-        magnitude[~over & ~np.isfinite(magnitude)] = 0.0  # inf == inf, or NaN == NaN when allowed
-        magnitude[np.isnan(magnitude)] = np.inf  # a NaN against a number is infinitely far
+        total = int(self.counts.sum())
+        golden, current = np.empty(total), np.empty(total)
+        for pair, start in zip(pairs, self.starts.tolist()):
+            n = pair.n_compared
+            if n:
+                golden[start: start + n] = pair.golden_logprobs[:n]
+                current[start: start + n] = pair.current_logprobs[:n]
+        over, magnitude = _judge(golden, current, policy)
         self.magnitude = magnitude
         self.finite = np.isfinite(magnitude)
         self.over = over
@@ -671,27 +660,27 @@ class _Numerics:
         }
 
 
-def _concat(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.zeros(0)
+def _judge(golden: np.ndarray, current: np.ndarray, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
+    """Which values are out of tolerance, and |current - golden| (0 where equal, inf for NaN mismatches).
 
-
-def _close(golden: np.ndarray, current: np.ndarray, policy: Policy) -> np.ndarray:
-    """Elementwise verdict: math.isclose semantics (symmetric), or bit equality when deterministic."""
-    if policy.mode is Mode.DETERMINISTIC:
-        close = golden.view(np.uint64) == current.view(np.uint64)
-    else:
-        with np.errstate(invalid="ignore", over="ignore"):
-            diff = np.abs(current - golden)
-            close = (golden == current) | (
-                np.isfinite(golden) & np.isfinite(current) & (
-                    (diff <= policy.abs_tol)
-                    | (diff <= policy.rel_tol * np.abs(golden))
-                    | (diff <= policy.rel_tol * np.abs(current))
-                )
-            )
-    if policy.nan_equal:
-        close |= np.isnan(golden) & np.isnan(current)
-    return close
+    The tolerance is math.isclose's, max(abs_tol, rel_tol * max(|g|, |c|)), so it
+    is symmetric; deterministic mode compares bit patterns instead. Infinities
+    match only themselves and NaN matches NaN only if the policy says so.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        magnitude = np.abs(current - golden)
+        if policy.mode is Mode.DETERMINISTIC:
+            close = golden.view(np.uint64) == current.view(np.uint64)
+        else:
+            scale = np.maximum(np.abs(golden), np.abs(current))
+            close = magnitude <= np.maximum(policy.abs_tol, policy.rel_tol * scale)
+    nonfinite = np.flatnonzero(~np.isfinite(magnitude))
+    if len(nonfinite):
+        g, c = golden[nonfinite], current[nonfinite]
+        same = (g == c) | (policy.nan_equal & np.isnan(g) & np.isnan(c))
+        close[nonfinite] = same
+        magnitude[nonfinite] = np.where(same, 0.0, np.inf)
+    return ~close, magnitude
 
 
 # --- checks -----------------------------------------------------------------------------
@@ -748,7 +737,8 @@ def _check_text(pair: _Pair, numerics: _Numerics, position: int, policy: Policy)
         return "generated text is empty"
     if golden[:shortest] != current[:shortest]:
         at = next(i for i, (a, b) in enumerate(zip(golden, current)) if a != b)
-        return f"generated text differs at character {at}: golden {golden[at:at + 30]!r}, current {current[at:at + 30]!r}"
+        return (f"generated text differs at character {at}: "
+                f"golden {golden[at:at + 30]!r}, current {current[at:at + 30]!r}")
     return ""
 
 

@@ -55,12 +55,16 @@ def json_type(value: Any) -> str:
     return type(value).__name__
 
 
+class GoldenDocument(dict):
+    """A document that passed validate_golden, so compare() need not check it again."""
+
+
 def request_ids(doc: dict) -> list[str]:
     """Keys of `doc` that hold requests: object values outside the run-level keys."""
     return [k for k, v in doc.items() if k not in NON_REQUEST_KEYS and isinstance(v, dict)]
 
 
-def load_golden(path: str | os.PathLike) -> dict:
+def load_golden(path: str | os.PathLike) -> GoldenDocument:
     """Parse and validate one golden-format file; raise BadInput naming file and problem."""
     source = str(path)
     try:
@@ -107,13 +111,13 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
-def validate_golden(doc: Any, source: str) -> dict:
+def validate_golden(doc: Any, source: str) -> GoldenDocument:
     """Check the golden format; return the document with JSON-in-string values unwrapped."""
     if isinstance(doc, str):
         doc = _unwrap(doc)
     if not isinstance(doc, dict):
         raise BadInput(f"{source}: top level is {json_type(doc)}, expected an object of request ids")
-    validated = {}
+    validated = GoldenDocument()
     for key, value in doc.items():
         value = _unwrap(value)
         if key in NON_REQUEST_KEYS:
@@ -146,9 +150,7 @@ def _check_request(source: str, rid: str, request: dict) -> None:
     if "generated_tokens" in request:
         if not isinstance(tokens, list):
             raise BadInput(f"{where}: generated_tokens is {json_type(tokens)}, expected a list")
-        for i, token in enumerate(tokens):
-            if type(token) is not int:
-                raise BadInput(f"{where}: generated_tokens[{i}] is {json_type(token)}, expected an integer")
+        _check_tokens(where, tokens)
     if "logprobs" in request:
         logprobs = request["logprobs"]
         if not isinstance(logprobs, list):
@@ -166,11 +168,24 @@ def _check_request(source: str, rid: str, request: dict) -> None:
         raise BadInput(f"{where}: routing_indices is {json_type(request['routing_indices'])}, expected a list")
 
 
-def _check_numbers(where: str, name: str, values: list) -> None:
-    """Fast path: the C-level sum() rejects every non-number a JSON list can hold.
+def _check_tokens(where: str, tokens: list) -> None:
+    """BadInput unless every token is a 64-bit integer (C-level checks first, then find the culprit)."""
+    if set(map(type, tokens)) <= {int} and (not tokens or (min(tokens) >= -(2**63) and max(tokens) < 2**63)):
+        return
+    for i, token in enumerate(tokens):
+        if type(token) is not int:
+            raise BadInput(f"{where}: generated_tokens[{i}] is {json_type(token)}, expected an integer")
+        if not -(2**63) <= token < 2**63:
+            raise BadInput(f"{where}: generated_tokens[{i}] does not fit a 64-bit integer")
 
-    A float total means every element converted to float; an integer total
-    (integers only, rare) gets the per-element scan for out-of-range values.
+
+def _check_numbers(where: str, name: str, values: list) -> None:
+    """BadInput unless `values` holds only numbers that fit a float.
+
+    Fast path: the C-level sum() rejects every non-number a JSON list can
+    hold, and a float total means every element converted to float; an
+    integer total (integers only, rare) gets the per-element scan for
+    out-of-range values.
     """
     try:
         if isinstance(sum(values), float):

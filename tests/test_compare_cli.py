@@ -1,0 +1,231 @@
+"""`logitsmatch compare`: exit codes, one-line errors, report files, golden_io and report rendering."""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from logitsmatch import cli, golden_io
+from logitsmatch.compare import Policy, compare
+from logitsmatch.errors import BadInput
+from logitsmatch.golden_io import atomic_writer, load_golden, write_json_atomic
+from logitsmatch.report import render_junit, render_markdown, render_terminal
+
+HISTORY = Path(__file__).resolve().parent / "data" / "megatron_history"
+
+
+def request(logprobs=(-1.5, -2.25, -0.5, -0.1, -0.2), tokens=(11, 12), text=" a b"):
+    return {"input_prompt": "p q r", "generated_text": text, "generated_tokens": list(tokens),
+            "latency": 0.5, "logprobs": list(logprobs)}
+
+
+def write(tmp_path: Path, name: str, content) -> str:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, str):
+        path.write_text(content)
+    else:
+        path.write_text(json.dumps(content))
+    return str(path)
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    rc = cli.main(["compare", *argv])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+GOOD = {"0": request(), "1": request(tokens=(3, 4), text=" c d")}
+
+
+def test_identical_files_pass_and_write_every_report(tmp_path, capsys):
+    golden = write(tmp_path, "golden.json", GOOD)
+    current = write(tmp_path, "current.json", GOOD)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    rc, out, err = run(capsys, golden, current, "--json", str(out_dir / "r.json"),
+                       "--markdown", str(out_dir / "r.md"), "--junit", str(out_dir / "r.xml"))
+    assert (rc, err) == (0, "")
+    assert out.startswith("PASS: 0 of 5 checks failed")
+    assert sorted(p.name for p in out_dir.iterdir()) == ["r.json", "r.md", "r.xml"]  # no temp files left
+    report = json.loads((out_dir / "r.json").read_text())
+    assert report == compare(load_golden(golden), load_golden(current), Policy()).to_dict()
+    assert report["verdict"] == "pass" and report["requests"]["0"]["first_token_divergence"] is None
+    assert (out_dir / "r.md").read_text().startswith("### logitsmatch compare: **PASS**")
+    suite = ET.parse(out_dir / "r.xml").getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures")) == ("5", "0")
+
+
+def test_real_drift_exits_1_with_the_verdict_first(tmp_path, capsys):
+    folder = HISTORY / "te2.7_fp8_logitsmatch"
+    report_path = tmp_path / "report.json"
+    rc, out, err = run(capsys, str(folder / "before.json"), str(folder / "after.json"), "--json", str(report_path))
+    assert (rc, err) == (1, "")
+    lines = out.splitlines()
+    assert lines[0].startswith("FAIL: 2 of 3 checks failed; tokens diverge in 1 of 1 requests")
+    assert "Largest logprob drifts (top 20 of 102):" in lines
+    assert "  ... and 82 more" in lines
+    expected = compare(load_golden(folder / "before.json"), load_golden(folder / "after.json"), Policy()).to_dict()
+    assert json.loads(report_path.read_text()) == expected
+    assert expected["requests"]["0"]["first_token_divergence"] == 20
+
+
+BAD_FILES = {
+    "empty": (b"", "empty file"),
+    "blank": (b" \n\t", "empty file"),
+    "truncated": (json.dumps(GOOD)[:-7].encode(), "malformed JSON at line 1"),
+    "not utf-8": (b'{"0": "\xff\xfe"}', "not UTF-8"),
+    "top level list": (b"[1, 2]", "top level is a list"),
+    "top level number": (b"3", "top level is a number"),
+    "wrapped non-object": (json.dumps("[1, 2]").encode(), "top level is a list"),
+    "no requests": (b"{}", "no requests"),
+    "request is a list": (json.dumps({"0": [1, 2]}).encode(), "request '0' is a list, expected an object"),
+    "logprobs not a list": (json.dumps({"0": dict(request(), logprobs="-1.0")}).encode(),
+                            "request '0': logprobs is a string, expected a list of numbers"),
+    "logprob null": (json.dumps({"0": dict(request(), logprobs=[-1.0, None, -2.0, -1.0, -1.0])}).encode(),
+                     "logprobs[1] is null, expected a number"),
+    "logprob text": (json.dumps({"0": dict(request(), logprobs=[-1.0, -2.0, "x", -1.0, -1.0])}).encode(),
+                     "logprobs[2] is a string"),
+    "logprobs all booleans": (json.dumps({"0": dict(request(), logprobs=[True] * 5)}).encode(),
+                              "logprobs[0] is a boolean"),
+    "huge integer logprob": (b'{"0": {"logprobs": [1' + b"0" * 400 + b']}}', "too large for a float"),
+    "token beyond 64 bits": (json.dumps({"0": dict(request(), generated_tokens=[2**64, 1])}).encode(),
+                             # the stdlib parser says "does not fit a 64-bit integer"; orjson
+                             # reads 2**64 as a float, so the file is refused as a non-integer token
+                             "generated_tokens[0] "),
+    "token float": (json.dumps({"0": dict(request(), generated_tokens=[1.0, 2])}).encode(),
+                    "generated_tokens[0] is a number, expected an integer"),
+    "fewer logprobs than tokens": (json.dumps({"0": dict(request(), logprobs=[-1.0])}).encode(),
+                                   "1 logprobs for 2 generated tokens"),
+    "text not a string": (json.dumps({"0": dict(request(), generated_text=5)}).encode(), "generated_text is a number"),
+    "throughput not numbers": (json.dumps({"0": request(), "throughput": ["fast"]}).encode(),
+                               "'throughput' is a list, expected a number or a list of numbers"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+@pytest.mark.parametrize("side", ["golden", "current"])
+def test_bad_files_exit_2_with_one_line(tmp_path, capsys, name, side):
+    content, fragment = BAD_FILES[name]
+    good = write(tmp_path, "good.json", GOOD)
+    bad = write(tmp_path, "bad.json", content)
+    rc, out, err = run(capsys, *((bad, good) if side == "golden" else (good, bad)))
+    assert rc == 2 and out == ""
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(f"logitsmatch compare: error: {bad}: ") and fragment in err
+
+
+def test_missing_file_and_directory_exit_2(tmp_path, capsys):
+    good = write(tmp_path, "good.json", GOOD)
+    rc, _, err = run(capsys, good, str(tmp_path / "nope.json"))
+    assert rc == 2 and err.strip().endswith("nope.json: no such file")
+    rc, _, err = run(capsys, str(tmp_path), good)
+    assert rc == 2 and "is a directory" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--mode", "fuzzy"], "unknown comparison mode 'fuzzy'"),
+    (["--mode", "deterministic", "--abs-tol", "1e-3"], "bit-exact"),
+    (["--abs-tol", "abc"], "abs_tol must be a number"),
+    (["--abs-tol", "inf"], "finite"),
+    (["--rel-tol=-1e-3"], ">= 0"),
+    (["--failure-budget", "-1"], "failure_budget must be an integer >= 0"),
+    (["--failure-budget", "two"], "failure_budget must be an integer"),
+    (["--metrics", "generated_tokens,logits"], "unknown metric(s) logits"),
+])
+def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, flags, fragment):
+    golden = write(tmp_path, "golden.json", GOOD)
+    rc, out, err = run(capsys, golden, golden, *flags)
+    assert (rc, out) == (2, "")
+    assert len(err.splitlines()) == 1 and fragment in err
+
+
+def test_unwritable_report_path_exits_2(tmp_path, capsys):
+    golden = write(tmp_path, "golden.json", GOOD)
+    rc, _, err = run(capsys, golden, golden, "--json", str(tmp_path / "missing" / "r.json"))
+    assert rc == 2 and "cannot write" in err and len(err.splitlines()) == 1
+
+
+def test_nan_tokens_and_nan_policy_flags(tmp_path, capsys):
+    nan_doc = {"0": request(logprobs=(-1.5, math.nan, -0.5, -math.inf, -0.2))}
+    golden = write(tmp_path, "golden.json", json.dumps(nan_doc))  # stdlib writes NaN / -Infinity tokens
+    assert math.isnan(load_golden(golden)["0"]["logprobs"][1])
+    assert run(capsys, golden, golden)[0] == 0
+    assert run(capsys, golden, golden, "--no-nan-equal")[0] == 1
+    assert run(capsys, golden, golden, "--mode", "deterministic")[0] == 0
+
+
+def test_modes_and_budget_from_flags(tmp_path, capsys):
+    golden = write(tmp_path, "golden.json", GOOD)
+    nudged = json.loads(json.dumps(GOOD))
+    nudged["0"]["logprobs"][0] += 2e-5
+    current = write(tmp_path, "current.json", nudged)
+    assert run(capsys, golden, current)[0] == 0
+    assert run(capsys, golden, current, "--mode", "deterministic")[0] == 1
+    assert run(capsys, golden, current, "--mode", "approximate", "--failure-budget", "0")[0] == 1
+    assert run(capsys, golden, current, "--mode", "approximate", "--abs-tol", "1e-4", "--failure-budget", "0")[0] == 0
+    assert run(capsys, golden, current, "--mode", "approximate")[0] == 0  # auto budget: 1 of 5 allowed
+
+
+def test_json_wrapped_in_strings_is_accepted(tmp_path, capsys):
+    whole = write(tmp_path, "whole.json", json.dumps(json.dumps(GOOD)))
+    per_request = write(tmp_path, "per_request.json", {"0": json.dumps(GOOD["0"]), "1": GOOD["1"]})
+    plain = write(tmp_path, "plain.json", GOOD)
+    assert load_golden(whole) == load_golden(plain) == load_golden(per_request)
+    assert run(capsys, whole, per_request)[0] == 0
+
+
+def test_stdlib_parser_gives_the_same_document(tmp_path, monkeypatch):
+    path = write(tmp_path, "g.json", GOOD)
+    with_default = load_golden(path)
+    monkeypatch.setattr(golden_io, "orjson", None)
+    assert load_golden(path) == with_default == GOOD
+
+
+def test_atomic_writes_keep_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "report.json"
+    write_json_atomic(target, {"a": [1.0, math.nan]})
+    assert target.read_text().startswith("{")
+    with pytest.raises(RuntimeError), atomic_writer(target) as handle:
+        handle.write(b"half a fi")
+        raise RuntimeError("interrupted")
+    assert json.loads(target.read_text().replace("NaN", "null")) == {"a": [1.0, None]}
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+    with pytest.raises(BadInput, match="cannot write"):
+        write_json_atomic(tmp_path / "no" / "such" / "dir.json", {})
+
+
+def many_drifts(n: int):
+    golden = {"0": {"generated_tokens": [], "logprobs": [-1.0] * n}}
+    current = {"0": {"generated_tokens": [], "logprobs": [-1.0 - (i + 1) * 1e-2 for i in range(n)]}}
+    return compare(golden, current, Policy())
+
+
+def test_terminal_and_markdown_truncate_largest_first():
+    result = many_drifts(100)
+    terminal = render_terminal(result).splitlines()
+    header = terminal.index("Largest logprob drifts (top 20 of 100):")
+    assert terminal[header + 2].split()[:2] == ["0", "99"]  # largest |delta| first
+    assert terminal[header + 22] == "  ... and 80 more"
+    markdown = render_markdown(result)
+    assert "#### Largest logprob drifts (top 20 of 100)" in markdown and "... and 80 more" in markdown
+    assert markdown.count("| 0 | 9") >= 10  # indices 99..80 in the table
+    assert len(result.to_dict()["requests"]["0"]["logprob_changes"]) == 100
+
+
+def test_junit_has_one_testcase_per_request_and_metric():
+    golden = {"0": request(), "1": dict(request(), generated_text=" x")}
+    current = {"0": request(tokens=(11, 99)), "1": dict(request(), generated_text=" y")}
+    result = compare(golden, current, Policy(metrics=["generated_tokens", "logprobs", "generated_text"]))
+    suite = ET.fromstring(render_junit(result)).find("testsuite")
+    cases = {(c.get("classname"), c.get("name")): c for c in suite.iter("testcase")}
+    assert len(cases) == 7 and suite.get("failures") == "3"
+    assert cases[("request.0", "generated_tokens")].find("failure").get("message").startswith("tokens differ")
+    assert cases[("request.1", "generated_text")].find("failure") is not None
+    assert cases[("request.1", "logprobs")].find("failure") is None
+    assert cases[("run", "request_ids")].find("failure") is None
