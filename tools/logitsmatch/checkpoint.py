@@ -87,12 +87,26 @@ def architecture_from_args(args: argparse.Namespace) -> dict:
 
 def read_checkpoint_args(checkpoint_dir: Path) -> argparse.Namespace | None:
     """The Namespace stored under ``args``, loaded with ``weights_only=True``."""
+    import warnings
+
     import torch
-    from megatron.core import dist_checkpointing
+
+    with warnings.catch_warnings():  # megatron-core's import-time notices would bury the one-line error
+        warnings.simplefilter("ignore")
+        from megatron.core import dist_checkpointing
 
     torch.serialization.add_safe_globals([argparse.Namespace])
-    common = dist_checkpointing.load_common_state_dict(str(checkpoint_dir))
-    return common.get("args")
+    try:
+        common = dist_checkpointing.load_common_state_dict(str(checkpoint_dir))
+    except Exception as exc:  # truncated, garbage or unsafe (weights_only refuses it) files
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        if "Weights only load failed" in reason:
+            reason = "not a torch file that weights_only=True loading accepts (garbage, or objects beyond tensors and args)"
+        raise BadInput(f"checkpoint {checkpoint_dir}: cannot read its common state: {type(exc).__name__}: {reason}") from None
+    args = common.get("args") if isinstance(common, dict) else None
+    if args is not None and not isinstance(args, argparse.Namespace):
+        raise BadInput(f"checkpoint {checkpoint_dir}: 'args' is {type(args).__name__}, expected argparse.Namespace")
+    return args
 
 
 def load_model_weights(model, checkpoint_dir: Path, strict: bool = True) -> None:
@@ -115,14 +129,12 @@ def single_process_model(arch: dict, vocab_size: int):
 
     from logitsmatch import cpu_standins
     from logitsmatch.model_builder import build_gpt_model
-    from logitsmatch.ports import free_loopback_port
 
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(free_loopback_port()))
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     if not torch.cuda.is_available():
         cpu_standins.install_torch_standins()
-    torch.distributed.init_process_group(backend="gloo", world_size=1, rank=0)
+    # One process: an in-memory store, so nothing listens on any interface.
+    torch.distributed.init_process_group(backend="gloo", store=torch.distributed.HashStore(), world_size=1, rank=0)
     parallel_state.initialize_model_parallel(tensor_model_parallel_size=1, pipeline_model_parallel_size=1)
     return build_gpt_model(arch, {"tensor": 1, "pipeline": 1}, "float32", vocab_size)
 

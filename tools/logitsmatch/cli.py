@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "run": ("logitsmatch.run_cli", "run one suite at TP-N in this venv's toolchain and judge it"),
     "compare-toolchains": ("logitsmatch.compare_toolchains_cli", "report which logprobs/tokens moved between two toolchains"),
     "matrix": ("logitsmatch.matrix_cli", "N x N drift table of toolchains (Markdown, JSON, heatmap PNG)"),
+    "determinism": ("logitsmatch.determinism_cli", "run a suite twice and demand bit-identical results"),
     "record": ("logitsmatch.record_cli", "make a fresh result the golden (shows the diff; --force to replace)"),
     "make-vocab": ("logitsmatch.make_vocab", "train the shipped TikTokenizer BPE vocabulary (or --check it)"),
 }

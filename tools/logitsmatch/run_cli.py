@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from logitsmatch import paths
@@ -23,7 +24,11 @@ from logitsmatch.golden_io import write_json_atomic
 def configure(parser) -> None:
     parser.add_argument("suite", help="suite folder name under suites/")
     parser.add_argument("--toolchain", required=True, help="toolchain name from pyproject.toml (must match this venv)")
-    parser.add_argument("--platform", default=None, help="cpu, gpu or dgx_h100 (default: detected)")
+    parser.add_argument("--platform", default=None, help="cpu, gpu, h100 or dgx_h100 (default: detected)")
+    parser.add_argument("--tensor-parallel-size", type=int, default=None, metavar="N",
+                        help="override the suite's TP size (results and goldens are then labelled <platform>-tpN-<dtype>)")
+    parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16", "fp32", "bf16", "fp16"),
+                        help="override the dtype the platform takes from the suite (labelled like --tensor-parallel-size)")
     parser.add_argument("--checkpoint", default=None, help="torch_dist checkpoint to load instead of synthetic weights")
     parser.add_argument("--tokenizer-model", default=None, help="TikTokenizer vocab file (with --checkpoint)")
     parser.add_argument("--timeout", type=float, default=None, help="deadline in seconds (default: the suite's)")
@@ -58,7 +63,7 @@ def verify_toolchain(toolchain) -> None:
 
 
 def new_run_dir(result_dir: Path) -> Path:
-    run_dir = result_dir / ".runs" / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    run_dir = result_dir / ".runs" / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     (run_dir / "status").mkdir(parents=True)
     (run_dir / "tmp").mkdir()
     return run_dir
@@ -76,7 +81,7 @@ def publish(run_dir: Path, result_dir: Path, provenance: dict) -> Path:
 def main(args) -> int:
     from logitsmatch import provenance as provenance_module
     from logitsmatch.checkpoint import resolve_checkpoint_dir
-    from logitsmatch.launcher import launch
+    from logitsmatch.launcher import launch, publish_lock
     from logitsmatch.plan import build_plan, choose_checkpoint, launch_env, tokenizer_spec
     from logitsmatch.platforms import get_platform
     from logitsmatch.suites import load_suite
@@ -89,11 +94,16 @@ def main(args) -> int:
         verify_toolchain(toolchain)
     label = args.candidate or toolchain.name
     suite = load_suite(project, args.suite)
-    platform = get_platform(args.platform)
+    platform = get_platform(args.platform, tensor_parallel=args.tensor_parallel_size, dtype=args.dtype).for_suite(suite.model_args)
+    if args.timeout is not None and not 0 < args.timeout < float("inf"):
+        raise BadInput(f"--timeout must be a positive number of seconds, got {args.timeout}")
     timeout = args.timeout or suite.timeout_s
 
     user_checkpoint = bool(args.checkpoint or suite.arg("--load"))
-    tokenizer = tokenizer_spec(suite, project, user_checkpoint, args.tokenizer_model)
+    try:
+        tokenizer = tokenizer_spec(suite, project, user_checkpoint, args.tokenizer_model)
+    except OSError as exc:  # a directory, unreadable file, ... (not found is already a BadInput)
+        raise BadInput(f"tokenizer model {exc.filename}: {exc.strerror or exc}") from None
     choice = choose_checkpoint(suite, project, args.checkpoint, tokenizer)
     started = time.monotonic()
     if choice.load_path is None:
@@ -121,11 +131,15 @@ def main(args) -> int:
         print(f"[logitsmatch] {line.strip()}")
     sys.stdout.flush()
 
-    wall_s = launch(run_dir / "plan.json", run_dir, plan["world_size"], timeout, launch_env(suite, platform, run_dir, args.bind_host))
+    # One deadline for the whole run: what preparing the weights used is gone from the ranks' share.
+    remaining = max(timeout - (time.monotonic() - started), 1.0)
+    wall_s = launch(run_dir / "plan.json", run_dir, plan["world_size"], remaining, launch_env(suite, platform, run_dir, args.bind_host))
     status = json.loads((run_dir / "status" / "rank-0.json").read_text())
     network = json.loads((run_dir / "status" / "network.json").read_text())
     stand_ins = json.loads((run_dir / "status" / "stand_ins.json").read_text())
     print(f"[logitsmatch] coordinator {network['coordinator']} | engine sockets on {network['bind_host']}")
+    if network.get("coordinator_port_requested"):
+        print(f"[logitsmatch] warning: coordinator port {network['coordinator_port_requested']} was taken; megatron-core chose another")
     for name in stand_ins:
         print(f"[logitsmatch] stand-in: {name}")
     print(f"[logitsmatch] ranks finished in {wall_s:.1f} s; phases (rank 0): "
@@ -137,19 +151,21 @@ def main(args) -> int:
         suite=suite.name,
         suite_config_sha256=suite.config_digest(),
         platform=platform.name,
+        platform_decisions={**plan["platform"], "dtype": plan["dtype"], "parallel": plan["parallel"]},
         weights=weights,
         stand_ins=stand_ins,
         flags=flags.to_dict(),
         network=network,
         timings_s={"weights_prepare": weights_s, "launch_wall": wall_s, **status["timings_s"]},
     )
-    target = publish(run_dir, result_dir, record)
-    if not args.keep_run_dir:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    print(f"[logitsmatch] result: {target}")
-    if args.no_compare:
-        return EXIT_OK
-    from logitsmatch.verdict import judge_against_golden
+    with publish_lock(result_dir):  # a concurrent run of the same triple publishes before or after, never between
+        target = publish(run_dir, result_dir, record)
+        if not args.keep_run_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        print(f"[logitsmatch] result: {target}")
+        if args.no_compare:
+            return EXIT_OK
+        from logitsmatch.verdict import judge_against_golden
 
-    passed = judge_against_golden(suite, target, paths.golden_path(suite.name, platform.name, toolchain.name), toolchain.name)
+        passed = judge_against_golden(suite, target, paths.golden_path(suite.name, platform.name, toolchain.name), toolchain.name)
     return EXIT_OK if passed else EXIT_DRIFT

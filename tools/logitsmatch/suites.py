@@ -10,6 +10,7 @@ comparison policy — lives beside it in ``logitsmatch.yaml``.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -79,6 +80,51 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
+# MODEL_ARGS values the planner converts: (kind, smallest allowed). Numeric strings count, as for
+# Megatron's argparse; anything else is one BadInput naming the flag, never a TypeError later.
+_VALUE_TYPES = {
+    "--num-layers": ("int", 1),
+    "--hidden-size": ("int", 1),
+    "--num-attention-heads": ("int", 1),
+    "--max-position-embeddings": ("int", 1),
+    "--tensor-model-parallel-size": ("int", 1),
+    "--pipeline-model-parallel-size": ("int", 1),
+    "--top_k": ("int", 0),
+    "--num-tokens-to-generate": ("int", 1),
+    "--inference-max-seq-length": ("int", 1),
+    "--temperature": ("float", 0.0),
+    "--top_p": ("float", 0.0),
+    "--inference-dynamic-batching-buffer-size-gb": ("float", 0.0),
+}
+_TEXT_FLAGS = ("--tokenizer-type", "--tiktoken-pattern", "--tokenizer-model", "--load", "--transformer-impl",
+               "--attention-backend", "--distributed-backend")
+
+
+def _number(value, kind: str):
+    """The value as int/float when it is one (or a numeric string), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = int(value) if kind == "int" else float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if kind == "int" and isinstance(value, float) and value != number:
+        return None
+    return number if kind == "int" or math.isfinite(number) else None
+
+
+def check_value_types(model_args: dict, source: str) -> None:
+    for flag, (kind, smallest) in _VALUE_TYPES.items():
+        if flag in model_args:
+            number = _number(model_args[flag], kind)
+            if number is None or number < smallest:
+                wanted = "an integer" if kind == "int" else "a finite number"
+                raise BadInput(f"{source}: MODEL_ARGS {flag} must be {wanted} >= {smallest}, got {model_args[flag]!r:.60}")
+    for flag in _TEXT_FLAGS:
+        if flag in model_args and not isinstance(model_args[flag], (str, int, float)):
+            raise BadInput(f"{source}: MODEL_ARGS {flag} must be a string, got {model_args[flag]!r:.60}")
+
+
 def suites_root(project: Path) -> Path:
     return project / "suites"
 
@@ -98,10 +144,10 @@ def load_suite(project: Path, name: str) -> Suite:
 
     unknown = set(config) - MEGATRON_KEYS
     if unknown:
-        raise BadInput(f"{source}: unknown top-level key {sorted(unknown)[0]!r}")
+        raise BadInput(f"{source}: unknown top-level key {sorted(unknown, key=str)[0]!r}")
     unknown = set(sidecar) - SIDECAR_KEYS
     if unknown:
-        raise BadInput(f"{folder}/logitsmatch.yaml: unknown key {sorted(unknown)[0]!r}")
+        raise BadInput(f"{folder}/logitsmatch.yaml: unknown key {sorted(unknown, key=str)[0]!r}")
     if config.get("MODE") != "inference":
         raise BadInput(f"{source}: MODE must be 'inference', got {config.get('MODE')!r}")
 
@@ -110,17 +156,26 @@ def load_suite(project: Path, name: str) -> Suite:
     metrics = config.get("METRICS")
     if not isinstance(model_args, dict) or not model_args:
         raise BadInput(f"{source}: MODEL_ARGS must be a non-empty mapping")
-    if not isinstance(env_vars, dict) or not all(isinstance(v, (str, int, float, bool)) for v in env_vars.values()):
+    if not isinstance(env_vars, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, (str, int, float, bool)) for k, v in env_vars.items()
+    ):
         raise BadInput(f"{source}: ENV_VARS must map names to scalar values")
     if not isinstance(metrics, list) or not all(isinstance(metric, str) for metric in metrics):
         raise BadInput(f"{source}: METRICS must be a list of metric names")
     check_known(model_args, source)
+    check_value_types(model_args, source)
 
     synthetic = sidecar.get("synthetic_checkpoint") or {}
     if not isinstance(synthetic, dict) or not isinstance(synthetic.get("model"), str):
         raise BadInput(f"{folder}/logitsmatch.yaml: synthetic_checkpoint.model must name a file in model_configs/")
+    seed = synthetic.get("seed", 1234)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise BadInput(f"{folder}/logitsmatch.yaml: synthetic_checkpoint.seed must be an integer in [0, 2**32)")
+    tokenizer_model = sidecar.get("tokenizer_model", "")
+    if not isinstance(tokenizer_model, str):
+        raise BadInput(f"{folder}/logitsmatch.yaml: tokenizer_model must be a path relative to the project")
     timeout = sidecar.get("timeout_s", DEFAULT_TIMEOUT_S)
-    if not isinstance(timeout, (int, float)) or timeout <= 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
         raise BadInput(f"{folder}/logitsmatch.yaml: timeout_s must be a positive number")
     comparison = sidecar.get("comparison")
     if comparison is not None and not isinstance(comparison, dict):
@@ -132,8 +187,8 @@ def load_suite(project: Path, name: str) -> Suite:
         model_args=model_args,
         metrics=metrics,
         synthetic_model=synthetic["model"],
-        synthetic_seed=int(synthetic.get("seed", 1234)),
-        tokenizer_model=str(sidecar.get("tokenizer_model", "")),
+        synthetic_seed=seed,
+        tokenizer_model=tokenizer_model,
         timeout_s=float(timeout),
         comparison=comparison,
     )

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 PHASES = ("init", "weights", "coordinator", "decode", "shutdown")
+COORDINATOR_PORT_ENV = "LOGITSMATCH_COORDINATOR_PORT"  # ask megatron-core for this port (it may pick another)
 
 
 class PhaseRecorder:
@@ -58,11 +59,14 @@ def golden_record(record, return_log_probs: bool) -> dict:
     return entry
 
 
-async def drive_client(adapter, engine, coordinator_address: str, plan: dict, sampling_params) -> dict:
+async def drive_client(adapter, engine, coordinator_address: str, plan: dict, sampling_params,
+                       recorder: PhaseRecorder) -> dict:
     """Rank 0: submit every prompt through the coordinator, gather, shut everything down."""
     client = await adapter.start_client(coordinator_address)
     futures = [client.add_request(prompt, sampling_params) for prompt in plan["prompts"]]
     records = [adapter.finished_request(result) for result in await asyncio.gather(*futures)]
+    # Before the stop: from here on the coordinator may exit by design (the launcher watches for that).
+    recorder.enter("shutdown")
     await adapter.shutdown(client)
     return {
         str(index): golden_record(record, plan["sampling"]["return_log_probs"])
@@ -72,21 +76,56 @@ async def drive_client(adapter, engine, coordinator_address: str, plan: dict, sa
 
 async def serve(adapter, engine, plan: dict, recorder: PhaseRecorder, rank: int):
     sampling_params = adapter.sampling_params(plan["sampling"], engine)
-    coordinator_address = await adapter.start_listening(engine, sampling_params, plan["network"])
+    network_plan = dict(plan["network"])
+    if network_plan.get("coordinator_port") is None and os.environ.get(COORDINATOR_PORT_ENV):
+        network_plan["coordinator_port"] = int(os.environ[COORDINATOR_PORT_ENV])
+    coordinator_address = await adapter.start_listening(engine, sampling_params, network_plan)
+    recorder.enter("decode")  # every rank's engine loop now serves requests
     results = None
     if rank == 0:
-        network = {"coordinator": coordinator_address, "bind_host": plan["network"]["bind_host"]}
-        (recorder.path.parent / "network.json").write_text(json.dumps(network))
-        recorder.enter("decode")
-        results = await drive_client(adapter, engine, coordinator_address, plan, sampling_params)
-        recorder.enter("shutdown")
+        (recorder.path.parent / "network.json").write_text(
+            json.dumps(network_record(engine, coordinator_address, network_plan))
+        )
+        results = await drive_client(adapter, engine, coordinator_address, plan, sampling_params, recorder)
     await adapter.wait_for_engine_stop(engine)
+    if rank != 0:
+        recorder.enter("shutdown")
     return results
+
+
+def network_record(engine, coordinator_address: str, network_plan: dict) -> dict:
+    """Where the coordinator listens (and the port asked for, if megatron had to pick another)."""
+    process = getattr(engine, "inference_coordinator_process", None)
+    record = {
+        "coordinator": coordinator_address,
+        "bind_host": network_plan["bind_host"],
+        "coordinator_pid": getattr(process, "pid", None),
+    }
+    requested = network_plan.get("coordinator_port")
+    if requested is not None and not str(coordinator_address).endswith(f":{requested}"):
+        record["coordinator_port_requested"] = requested
+        print(
+            f"[logitsmatch] coordinator port {requested} was taken; megatron-core bound {coordinator_address}",
+            file=sys.stderr,
+        )
+    return record
+
+
+def die_with_parent() -> None:
+    """SIGTERM this rank if torchrun's agent goes away without stopping it (e.g. SIGKILL)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def run(plan: dict) -> None:
     rank = int(os.environ["RANK"])
     status_dir = Path(plan["status_dir"])
+    die_with_parent()
     recorder = PhaseRecorder(status_dir, rank)
     recorder.enter("init")
 
@@ -94,6 +133,8 @@ def run(plan: dict) -> None:
 
     from logitsmatch import cpu_standins
 
+    if plan["platform"].get("device") == "cuda":  # one GPU per rank, before NCCL and the model see a device
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
     standins: list[str] = []
     if plan["platform"]["stand_ins"]:
         standins += cpu_standins.install_torch_standins()

@@ -1,0 +1,266 @@
+"""Bad input through the real CLI: one stderr line, a documented exit code, never a traceback.
+
+Each case runs ``python -m logitsmatch ...`` as a user would. None of them
+starts ranks: every problem is caught before the launch. A short hypothesis
+run of the fuzz campaign (benchmarks/fuzz_campaign.py, which does >= 1,000
+inputs) checks the same promise over generated files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import json
+import math
+import shutil
+import sys
+import tokenize
+
+import pytest
+
+from conftest import PROJECT, TINY_SUITE, run_logitsmatch
+
+GOLDEN = PROJECT / "golden_values" / TINY_SUITE / "golden_values_cpu_py3.11-torch2.13.0-mcore0.16.1.json"
+VOCAB = PROJECT / "model_configs" / "tokenizer" / "logitsmatch-bpe-2048.vocab.json"
+
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module (the campaigns hold the generators and injectors)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, PROJECT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_one_line(completed, code: int, fragment: str) -> None:
+    lines = completed.stderr.strip().splitlines()
+    assert completed.returncode == code, completed.stdout[-2000:] + completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr
+    assert len(lines) == 1, completed.stderr
+    assert fragment in lines[0], lines[0]
+
+
+# --- compare ----------------------------------------------------------------------------------
+
+
+def golden_with(mutate) -> str:
+    doc = json.loads(GOLDEN.read_text())
+    mutate(doc)
+    return json.dumps(doc)
+
+
+COMPARE_BAD = {
+    "malformed": ('{"0": {"generated_tokens": [1, 2], "logprobs": [0.1, NaN', "malformed JSON"),
+    "truncated": (GOLDEN.read_text()[:700], "malformed JSON"),
+    "empty": ("", "empty file"),
+    "top-level list": ("[1, 2, 3]", "top level is a list"),
+    "no requests": ('{"throughput": [1.0, 2.0]}', "no requests"),
+    "tokens wrong type": (golden_with(lambda d: d["0"].update(generated_tokens="abc")), "generated_tokens is a string"),
+    "token is a float": (golden_with(lambda d: d["1"].update(generated_tokens=[1.5])), "expected an integer"),
+    "token is NaN": (golden_with(lambda d: d["1"].update(generated_tokens=[math.nan])), "expected an integer"),
+    "logprob is text": (golden_with(lambda d: d["2"]["logprobs"].__setitem__(0, "x")), "logprobs[0] is a string"),
+    "request is a number": (golden_with(lambda d: d.update({"3": 7})), "request '3' is a number"),
+    "not UTF-8": (b"\xff\xfe{}".decode("latin-1"), "not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COMPARE_BAD))
+def test_compare_bad_file_exits_2(case, tmp_path):
+    text, fragment = COMPARE_BAD[case]
+    current = tmp_path / "current.json"
+    current.write_bytes(text.encode("latin-1") if case == "not UTF-8" else text.encode())
+    assert_one_line(run_logitsmatch("compare", str(GOLDEN), str(current)), 2, fragment)
+
+
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (lambda d: d["0"]["logprobs"].__setitem__(3, math.inf), "max |delta| inf"),
+        (lambda d: d["0"]["logprobs"].__setitem__(3, math.nan), "FAIL"),
+        (lambda d: d["0"].pop("logprobs"), "structural"),
+    ],
+    ids=["inf logprob", "NaN logprob", "missing logprobs"],
+)
+def test_compare_non_finite_and_missing_values_are_drift_not_errors(mutate, fragment, tmp_path):
+    current = tmp_path / "current.json"
+    current.write_text(golden_with(mutate))
+    completed = run_logitsmatch("compare", str(GOLDEN), str(current))
+    assert completed.returncode == 1 and "Traceback" not in completed.stderr
+    assert fragment in completed.stdout
+
+
+@pytest.mark.parametrize(
+    "option, fragment",
+    [("--abs-tol=nan", "finite"), ("--abs-tol=inf", "finite"), ("--rel-tol=-1", ">= 0"),
+     ("--mode=bogus", "unknown comparison mode"), ("--failure-budget=x", "integer"), ("--metrics=nope", "unknown metric")],
+)
+def test_compare_bad_option_values_exit_2(option, fragment):
+    assert_one_line(run_logitsmatch("compare", str(GOLDEN), str(GOLDEN), option), 2, fragment)
+
+
+# --- run (bad input is caught before any rank starts) -------------------------------------------
+
+
+@pytest.fixture
+def toolchain():
+    pytest.importorskip("megatron.core")
+    name = load_benchmark("fault_campaign").installed_toolchain()
+    if name is None:
+        pytest.skip("this venv matches no toolchain in pyproject.toml")
+    return name
+
+
+@pytest.fixture
+def scratch_project(tmp_path):
+    """A copy of the project's suite, model configs and toolchains that a test may break."""
+    root = tmp_path / "project"
+    (root / "suites").mkdir(parents=True)
+    shutil.copy(PROJECT / "pyproject.toml", root / "pyproject.toml")
+    shutil.copytree(PROJECT / "model_configs", root / "model_configs")
+    shutil.copytree(PROJECT / "suites" / TINY_SUITE, root / "suites" / TINY_SUITE)
+    return root
+
+
+def run_in(project, tmp_path, *args):
+    env = {"LOGITSMATCH_ROOT": str(project), "LOGITSMATCH_RESULTS": str(tmp_path / "results")}
+    return run_logitsmatch(*args, env=env, timeout=300)
+
+
+def test_unknown_suite_and_toolchain(tmp_path, toolchain):
+    env = {"LOGITSMATCH_RESULTS": str(tmp_path / "results")}
+    assert_one_line(run_logitsmatch("run", "no_such_suite", "--toolchain", toolchain, env=env), 2, "unknown suite")
+    assert_one_line(run_logitsmatch("run", TINY_SUITE, "--toolchain", "py0.0-nope", env=env), 2, "unknown toolchain")
+
+
+@pytest.mark.parametrize(
+    "file, old, new, fragment",
+    [
+        ("model_config.yaml", "MODE: inference", "MODE: inference\nMODEL_ARGS: [", "invalid YAML"),
+        ("model_config.yaml", "  --top_k: 1", "  --top_k: 1\n  --frobnicate: 3", "--frobnicate is not understood"),
+        ("model_config.yaml", "  --top_k: 1", "  --top_k: [1]", "--top_k must be an integer"),
+        ("model_config.yaml", "  --tensor-model-parallel-size: 8", "  --tensor-model-parallel-size: 0", ">= 1"),
+        ("model_config.yaml", "ENV_VARS:", "ENV_VARS:\n  1: x", "ENV_VARS"),
+        ("model_config.yaml", "MODE: inference", "MODE: !!python/object/apply:os.system ['true']", "invalid YAML"),
+        ("logitsmatch.yaml", "timeout_s: 300", "timeout_s: .nan", "timeout_s must be a positive number"),
+        ("logitsmatch.yaml", "timeout_s: 300", "timeout_s: .inf", "timeout_s must be a positive number"),
+        ("logitsmatch.yaml", "  seed: 1234", "  seed: [1]", "seed must be an integer"),
+        ("logitsmatch.yaml", "tokenizer_model: model_configs/tokenizer/logitsmatch-bpe-2048.vocab.json",
+         "tokenizer_model: model_configs", "Is a directory"),
+    ],
+    ids=["bad YAML", "unknown flag", "wrong-type value", "zero TP", "env var name", "unsafe YAML tag",
+         "NaN timeout", "inf timeout", "seed type", "tokenizer is a dir"],
+)
+def test_bad_suite_files(scratch_project, tmp_path, toolchain, file, old, new, fragment):
+    path = scratch_project / "suites" / TINY_SUITE / file
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new, 1))
+    assert_one_line(run_in(scratch_project, tmp_path, "run", TINY_SUITE, "--toolchain", toolchain), 2, fragment)
+
+
+@pytest.mark.parametrize("value", ["-5", "nan", "inf"])
+def test_bad_timeout(tmp_path, toolchain, value):
+    completed = run_logitsmatch("run", TINY_SUITE, "--toolchain", toolchain, f"--timeout={value}",
+                                env={"LOGITSMATCH_RESULTS": str(tmp_path / "r")})
+    assert_one_line(completed, 2, "--timeout must be a positive number")
+
+
+def test_checkpoint_that_does_not_exist(tmp_path, toolchain):
+    completed = run_logitsmatch("run", TINY_SUITE, "--toolchain", toolchain, "--checkpoint", str(tmp_path / "nope"),
+                                "--tokenizer-model", str(VOCAB), env={"LOGITSMATCH_RESULTS": str(tmp_path / "r")})
+    assert_one_line(completed, 2, "does not exist")
+
+
+def fake_checkpoint(root, common: bytes | None = None, arch_change: dict | None = None):
+    """metadata.json + common.pt laid out as Megatron saves them (no tensor shards: never reached)."""
+    iteration = root / "iter_0000001"
+    iteration.mkdir(parents=True)
+    (root / "latest_checkpointed_iteration.txt").write_text("1")
+    (iteration / "metadata.json").write_text(json.dumps(
+        {"sharded_backend": "torch_dist", "sharded_backend_version": 1, "common_backend": "torch", "common_backend_version": 1}
+    ))
+    if common is not None:
+        (iteration / "common.pt").write_bytes(common)
+        return root
+    import torch
+    import yaml
+
+    from logitsmatch.checkpoint import args_namespace
+
+    arch = {**yaml.safe_load((PROJECT / "model_configs" / "tiny_gpt.yaml").read_text()), **(arch_change or {})}
+    torch.save({"args": args_namespace(arch, 3072, 1), "checkpoint_version": 3.0}, iteration / "common.pt")
+    return root
+
+
+def test_garbage_and_truncated_checkpoints(tmp_path, toolchain):
+    env = {"LOGITSMATCH_RESULTS": str(tmp_path / "r")}
+    garbage = fake_checkpoint(tmp_path / "garbage", common=bytes(range(256)) * 4)
+    completed = run_logitsmatch("run", TINY_SUITE, "--toolchain", toolchain, "--checkpoint", str(garbage),
+                                "--tokenizer-model", str(VOCAB), env=env)
+    assert_one_line(completed, 2, "cannot read its common state")
+    good = fake_checkpoint(tmp_path / "good")
+    truncated = tmp_path / "truncated"
+    shutil.copytree(good, truncated)
+    common = truncated / "iter_0000001" / "common.pt"
+    common.write_bytes(common.read_bytes()[:100])
+    completed = run_logitsmatch("run", TINY_SUITE, "--toolchain", toolchain, "--checkpoint", str(truncated),
+                                "--tokenizer-model", str(VOCAB), env=env)
+    assert_one_line(completed, 2, "cannot read its common state")
+
+
+def test_checkpoint_with_another_architecture(tmp_path, toolchain):
+    """--checkpoint with 3 layers against a suite that says --num-layers 2: plan.check_shape refuses it."""
+    other = fake_checkpoint(tmp_path / "three_layers", arch_change={"num_layers": 3})
+    completed = run_logitsmatch("run", TINY_SUITE, "--toolchain", toolchain, "--checkpoint", str(other),
+                                "--tokenizer-model", str(VOCAB), env={"LOGITSMATCH_RESULTS": str(tmp_path / "r")})
+    assert_one_line(completed, 2, "--num-layers 2 but the checkpoint has num_layers=3")
+
+
+def test_tokenizer_model_that_is_a_directory(tmp_path, toolchain):
+    completed = run_logitsmatch("run", TINY_SUITE, "--toolchain", toolchain, "--checkpoint",
+                                str(fake_checkpoint(tmp_path / "ckpt")), "--tokenizer-model", str(tmp_path),
+                                env={"LOGITSMATCH_RESULTS": str(tmp_path / "r")})
+    assert_one_line(completed, 2, "Is a directory")
+
+
+# --- generated input (the campaign, small) -------------------------------------------------------
+
+
+def test_generated_compare_inputs_never_escape_the_cli(tmp_path):
+    pytest.importorskip("hypothesis")
+    campaign = load_benchmark("fuzz_campaign")
+    tally = campaign.fuzz_compare(150, tmp_path, seed=1)
+    assert tally.inputs == 150
+    assert not tally.tracebacks and not tally.multiline and not tally.undocumented, (
+        tally.tracebacks + tally.multiline + tally.undocumented
+    )[:3]
+
+
+def test_generated_suite_folders_never_escape_the_cli(tmp_path):
+    pytest.importorskip("hypothesis")
+    campaign = load_benchmark("fuzz_campaign")
+    before = campaign.goldens_digest()
+    tally = campaign.fuzz_suites(150, tmp_path, seed=1, toolchain="py3.11-torch2.13.0-mcore0.16.1")
+    assert tally.inputs == 150
+    assert not tally.tracebacks and not tally.multiline and not tally.undocumented, (
+        tally.tracebacks + tally.multiline + tally.undocumented
+    )[:3]
+    assert campaign.goldens_digest() == before
+
+
+def test_yaml_and_torch_loading_are_safe():
+    """yaml.safe_load only, weights_only torch loads, no shell strings anywhere in the package."""
+    def code(path):  # the source without comments
+        tokens = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
+        return " ".join(token.string for token in tokens if token.type != tokenize.COMMENT)
+
+    sources = {path.name: code(path) for path in (PROJECT / "tools" / "logitsmatch").glob("*.py")}
+    for name, text in sources.items():
+        assert "yaml . load (" not in text and "unsafe_load" not in text and "yaml . Loader" not in text, name
+        assert "shell = True" not in text and "os . system" not in text and "os . popen" not in text, name
+        assert "weights_only = False" not in text, name
+        assert "pickle . load" not in text and "eval (" not in text.replace(". eval (", ""), name
+    assert argparse.Namespace  # the one class checkpoint.py adds to torch's safe globals

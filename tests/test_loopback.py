@@ -1,0 +1,68 @@
+"""During a live TP8 run, every listening socket of the run's processes is on loopback.
+
+The run's processes are found by their LOGITSMATCH_RUN_ID tag (/proc/PID/environ),
+their listening sockets by matching /proc/PID/fd socket inodes against
+/proc/PID/net/tcp and tcp6. Sampled from the launch to the end of the run, so
+the torch rendezvous store (torchrun's agent), gloo's listeners (ranks), the
+engine PUB sockets (rank 0) and the ZMQ coordinator's ROUTER are all seen.
+Runs in whichever toolchain venv pytest runs in.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from test_fuzz import load_benchmark
+
+from logitsmatch.launcher import processes_tagged
+from logitsmatch.ports import listening_sockets
+
+pytest.importorskip("megatron.core")
+pytestmark = pytest.mark.inference
+
+
+def role(pid: int) -> str:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "gone"
+    if b"logitsmatch.launcher" in cmdline:
+        return "torchrun agent"
+    if b"logitsmatch.worker" in cmdline:
+        return "rank"
+    if b"multiprocessing.spawn" in cmdline:
+        return "coordinator"
+    return cmdline.replace(b"\0", b" ")[:60].decode(errors="replace")
+
+
+def test_every_listening_socket_of_a_live_run_is_on_loopback(tmp_path):
+    campaign = load_benchmark("fault_campaign")
+    toolchain = campaign.installed_toolchain()
+    if toolchain is None:
+        pytest.skip("this venv matches no toolchain in pyproject.toml")
+    run = campaign.LiveRun(tmp_path, toolchain, timeout_s=400)
+    seen: dict[tuple[str, int], tuple[str, object]] = {}
+    try:
+        while run.process.poll() is None:
+            if run.run_dir() is not None:
+                for listener in listening_sockets(processes_tagged(run.run_id)):
+                    seen.setdefault((listener.address, listener.port), (role(listener.pid), listener))
+            time.sleep(0.2)
+        rc = run.finish()
+    finally:
+        run.kill()
+    assert rc == 0, run.stdout()[-2000:] + run.stderr()[-3000:]
+    summary = {}
+    for name, listener in seen.values():
+        summary.setdefault(name, set()).add(listener.address)
+    print("listening sockets by process:", {name: (sorted(addresses), sum(1 for n, _ in seen.values() if n == name))
+                                            for name, addresses in summary.items()})
+    roles = set(summary)
+    assert {"torchrun agent", "rank", "coordinator"} <= roles, roles
+    exposed = [f"{name}: {listener}" for name, listener in seen.values() if not listener.is_loopback()]
+    assert not exposed, exposed
+    out = run.stdout()
+    assert "coordinator tcp://127.0.0.1:" in out and "engine sockets on 127.0.0.1" in out
