@@ -4,8 +4,9 @@ This is the one place where logitsmatch replaces anything of torch or
 megatron-core. Each stand-in is installed only when a probe shows the real
 thing is unusable in this process, and every installed stand-in is named in
 the run's output and provenance, so a CPU golden never hides what ran.
-None of them touches numerics except the attention kernels, which are exact
-pure-torch implementations (see ``cpu_attention``).
+Only two can touch numerics: the attention kernels (exact pure-torch
+implementations, see ``cpu_attention``) and running megatron's ``jit_fuser``
+functions eagerly instead of through ``torch.compile``.
 """
 
 from __future__ import annotations

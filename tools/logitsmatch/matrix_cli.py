@@ -8,7 +8,6 @@ suite's tolerance. Written as Markdown, JSON and a heatmap PNG.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 

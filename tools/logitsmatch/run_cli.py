@@ -48,7 +48,10 @@ def verify_toolchain(toolchain) -> None:
     """Refuse to label results with a toolchain this venv does not have."""
     import importlib.metadata
 
-    installed = {name: importlib.metadata.version(name) for name in ("torch", "megatron-core")}
+    try:
+        installed = {name: importlib.metadata.version(name) for name in ("torch", "megatron-core")}
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise BadInput(f"this venv has no {exc.name}: run inside a toolchain venv (nox -s logitsmatch)") from None
     wanted = {"torch": toolchain.torch, "megatron-core": toolchain.megatron_core}
     python = "{}.{}".format(*sys.version_info[:2])
     mismatches = [
