@@ -30,7 +30,7 @@ def logitsmatch(session, toolchain):
 def tests(session):
     """The test suite, in the default toolchain's venv (it runs real TP8 inference)."""
     support.install_toolchain(session, support.DEFAULT_TOOLCHAIN)
-    session.install("pytest", "hypothesis")
+    support.install_harness(session, "plot", "test")
     session.run("pytest", *session.posargs)
 
 
