@@ -109,7 +109,7 @@ class LiveRun:
         return self.results_root / SUITE / "cpu" / installed_toolchain_cached()
 
     def run_dir(self) -> Path | None:
-        found = sorted(self.results_root.glob(f"{SUITE}/*/*/.runs/*-{self.process.pid}"))
+        found = sorted(self.results_root.glob(f"{SUITE}/*/*/.runs/*-{self.process.pid}-*"))
         if found:
             self.run_id = found[0].name
             return found[0]
