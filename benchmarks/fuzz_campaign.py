@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import hashlib
 import io
 import json
 import os
@@ -39,28 +38,18 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "tools"))
+sys.path.insert(0, str(PROJECT / "benchmarks"))
 
 import yaml  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from fault_campaign import goldens_changed, goldens_digest  # noqa: E402
 from logitsmatch import cli  # noqa: E402
 
 TINY_SUITE = "gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq"
 GOLDEN = PROJECT / "golden_values" / TINY_SUITE / "golden_values_cpu_py3.11-torch2.13.0-mcore0.16.1.json"
 DOCUMENTED = {0, 1, 2}
-
-
-def goldens_digest() -> dict[str, str]:
-    """sha256 of every golden file (and provenance sidecar) under golden_values/, by path."""
-    root = PROJECT / "golden_values"
-    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(root.rglob("*.json"))}
-
-
-def goldens_changed(before: dict[str, str]) -> list[str]:
-    after = goldens_digest()
-    return sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
 
 
 # --- strategies ------------------------------------------------------------------------------
