@@ -18,6 +18,7 @@ The helpers here (LiveRun, the injectors) are also used by tests/test_faults.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -35,14 +36,13 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "tools"))
 
-from logitsmatch.launcher import coordinator_pid, processes_tagged, rank_status  # noqa: E402
+from logitsmatch.launcher import PHASES, coordinator_pid, processes_tagged, rank_status  # noqa: E402
 from logitsmatch.toolchains import load_toolchains  # noqa: E402
 
 SUITE = "gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq"
 WORLD_SIZE = 8
 GRACE_S = 15.0  # reaping (<= 2 x 5 s) plus interpreter start and exit
 DEFAULT_TIMEOUT_S = 300.0
-PHASE_ORDER = ("init", "weights", "coordinator", "decode", "shutdown", "done")
 
 
 def installed_toolchain() -> str | None:
@@ -135,7 +135,7 @@ class LiveRun:
         """Wait until ``rank`` is in ``phase`` or later; its pid."""
         def reached():
             status = self.status(rank)
-            if status["pid"] and PHASE_ORDER.index(status["phase"]) >= PHASE_ORDER.index(phase):
+            if status["pid"] and PHASES.index(status["phase"]) >= PHASES.index(phase):
                 return status["pid"]
             return None
         return self.wait_for(reached, f"rank {rank} in phase {phase}", timeout)
@@ -304,12 +304,18 @@ def fault_deadline(root: Path, toolchain: str, timeout: float = 12.0) -> Outcome
         run.kill()
 
 
-def fault_master_port_taken(root: Path, toolchain: str, timeout: float) -> Outcome:
-    """The torch rendezvous (master) port is taken by another process (LOGITSMATCH_MASTER_PORT)."""
+@contextlib.contextmanager
+def taken_loopback_port():
+    """A 127.0.0.1 port held by another socket for the duration."""
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
-        port = squatter.getsockname()[1]
+        yield squatter.getsockname()[1]
+
+
+def fault_master_port_taken(root: Path, toolchain: str, timeout: float) -> Outcome:
+    """The torch rendezvous (master) port is taken by another process (LOGITSMATCH_MASTER_PORT)."""
+    with taken_loopback_port() as port:
         run = LiveRun(root, toolchain, timeout, env={"LOGITSMATCH_MASTER_PORT": str(port)})
         try:
             rc = run.finish()
@@ -320,10 +326,7 @@ def fault_master_port_taken(root: Path, toolchain: str, timeout: float) -> Outco
 
 def fault_coordinator_port_taken(root: Path, toolchain: str, timeout: float) -> Outcome:
     """The coordinator port asked for is taken: megatron-core binds another, and the run says so."""
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        port = squatter.getsockname()[1]
+    with taken_loopback_port() as port:
         run = LiveRun(root, toolchain, timeout, env={"LOGITSMATCH_COORDINATOR_PORT": str(port)})
         try:
             rc = run.finish()
