@@ -1,9 +1,11 @@
-"""logitsmatch sessions. Each is a thin wrapper over logitsmatch.nox_support.
+"""logitsmatch sessions. Each is a thin wrapper over logitsmatch.devtools.nox_support.
 
-    nox -l                          list toolchains and sessions
-    nox -s logitsmatch -t default   the TP8 ZMQ suites on the default CPU toolchain
-    nox -s logitsmatch              every toolchain
-    nox -s tests                    the test suite
+    nox -l                              list toolchains and sessions
+    nox -s logitsmatch -t default       the TP8 ZMQ suites on the default CPU toolchain
+    nox -s logitsmatch                  every toolchain
+    nox -s tests                        the test suite (what CI runs)
+    nox -s tests -- -m "not inference"  the fast selection: no megatron-core runs
+    nox -s lint                         ruff
 """
 
 import sys
@@ -12,7 +14,7 @@ from pathlib import Path
 import nox
 
 sys.path.insert(0, str(Path(__file__).parent / "tools"))
-from logitsmatch import nox_support as support  # noqa: E402
+from logitsmatch.devtools import nox_support as support  # noqa: E402
 
 nox.options.sessions = ["logitsmatch"]
 nox.options.reuse_existing_virtualenvs = True
@@ -32,6 +34,13 @@ def tests(session):
     support.install_toolchain(session, support.DEFAULT_TOOLCHAIN)
     support.install_harness(session, "plot", "test")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session):
+    """ruff, as configured in pyproject.toml, at the version its `lint` extra pins."""
+    session.install(*support.extra_requirements("lint"))
+    session.run("ruff", "check", ".", *session.posargs)
 
 
 @nox.session

@@ -36,9 +36,9 @@ try:
 except ImportError:  # run from a checkout without PYTHONPATH=tools
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
-from logitsmatch import golden_io  # noqa: E402
-from logitsmatch.compare import Policy, compare  # noqa: E402
-from logitsmatch.report import render_terminal, write_reports  # noqa: E402
+from logitsmatch.judge import golden_io  # noqa: E402
+from logitsmatch.judge.compare import Policy, compare  # noqa: E402
+from logitsmatch.judge.report import render_terminal, write_reports  # noqa: E402
 
 GENERATED = 30
 SCENARIOS = ("rerun", "drift", "worst")

@@ -11,7 +11,7 @@
 #                 (default: py3.12-torch2.11.0-mcore0.19.2)
 #   OUT           where summary.md, summary.json, bundle.tar.gz and gpu_check.log go
 #                 (default: ./gpu_check_out)
-#   GPU_CHECK_ARGS  extra arguments for python -m logitsmatch.gpu_check
+#   GPU_CHECK_ARGS  extra arguments for python benchmarks/gpu_check.py
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -51,7 +51,7 @@ EOF
 
 phase "check"
 status=0
-"$PYTHON" -m logitsmatch.gpu_check --toolchain "$TOOLCHAIN" --out "$OUT" ${GPU_CHECK_ARGS:-} || status=$?
+"$PYTHON" benchmarks/gpu_check.py --toolchain "$TOOLCHAIN" --out "$OUT" ${GPU_CHECK_ARGS:-} || status=$?
 # What comes back from a lent machine is limited to a few files: keep summary, log, bundle.
 rm -rf "$OUT/work"
 phase "done (exit $status)"

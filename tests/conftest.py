@@ -1,19 +1,35 @@
-"""Shared fixtures: the project root and the Megatron reference cases in ../shared."""
+"""Shared fixtures, and the rule for tests marked ``inference`` (they run megatron-core).
+
+Without torch and megatron-core such a test is skipped — except when ``CI`` is
+set, where it fails: CI must never go green with no inference coverage.
+Shared helpers live in ``support``.
+"""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parents[1]
-MEGATRON_CASES = PROJECT.parent / "shared" / "megatron_cases"
-TINY_SUITE = "gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq"
-SEED_SUITE = "gpt_dynamic_inference_tp8_pp1_dp1_583m_logitsmatch_zmq"
-DEFAULT_TOOLCHAIN = "py3.11-torch2.13.0-mcore0.16.1"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support import MEGATRON_CASES, PROJECT, toolchain_missing  # noqa: E402
+
+_MISSING: list[str | None] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("inference") is None:
+        return
+    if not _MISSING:
+        _MISSING.append(toolchain_missing())
+    if _MISSING[0] is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set: {_MISSING[0]}", pytrace=False)
+        pytest.skip(_MISSING[0])
 
 
 @pytest.fixture
@@ -26,15 +42,3 @@ def megatron_cases() -> Path:
     if not MEGATRON_CASES.is_dir():
         pytest.skip("../shared/megatron_cases is not present")
     return MEGATRON_CASES
-
-
-def run_logitsmatch(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    """The CLI as a user runs it, from the project root."""
-    return subprocess.run(
-        [sys.executable, "-m", "logitsmatch", *args],
-        cwd=PROJECT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from logitsmatch.checkpoint import (
+from logitsmatch.rank.checkpoint import (
     architecture_from_args,
     load_model_weights,
     read_checkpoint_args,

@@ -14,10 +14,10 @@ import yaml
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from logitsmatch import compare as compare_module
-from logitsmatch.compare import Mode, Policy, compare
 from logitsmatch.errors import BadInput
-from logitsmatch.golden_io import NON_REQUEST_KEYS, load_golden
+from logitsmatch.judge import compare as compare_module
+from logitsmatch.judge.compare import Mode, Policy, compare
+from logitsmatch.judge.golden_io import NON_REQUEST_KEYS, load_golden
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MEGATRON_CASES = REPO_ROOT.parent / "shared" / "megatron_cases"

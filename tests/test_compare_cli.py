@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from logitsmatch import cli, golden_io
-from logitsmatch.compare import Policy, compare
+from logitsmatch import cli
 from logitsmatch.errors import BadInput
-from logitsmatch.golden_io import atomic_writer, load_golden, write_json_atomic
-from logitsmatch.report import render_junit, render_markdown, render_terminal
+from logitsmatch.judge import golden_io
+from logitsmatch.judge.compare import Policy, compare
+from logitsmatch.judge.golden_io import atomic_writer, load_golden, write_json_atomic
+from logitsmatch.judge.report import render_junit, render_markdown, render_terminal
 
 HISTORY = Path(__file__).resolve().parent / "data" / "megatron_history"
 

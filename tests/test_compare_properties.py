@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logitsmatch import cli
-from logitsmatch.compare import Mode, Policy, compare
+from logitsmatch.judge.compare import Mode, Policy, compare
 
 logprob = st.one_of(
     st.floats(min_value=-30.0, max_value=0.0),
@@ -55,7 +55,7 @@ def test_a_document_matches_itself(doc, policy):
 def perturbed_pairs(draw):
     golden = draw(documents)
     current = copy.deepcopy(golden)
-    for rid, request in current.items():
+    for request in current.values():
         values = request["logprobs"]
         for i in draw(st.sets(st.integers(0, max(len(values) - 1, 0)), max_size=3)) if values else ():
             values[i] = draw(logprob) if draw(st.booleans()) else values[i] + draw(st.floats(-0.01, 0.01))

@@ -1,4 +1,4 @@
-"""logitsmatch.cpu_attention vs a float64 full-sequence causal attention oracle.
+"""logitsmatch.rank.cpu_attention vs a float64 full-sequence causal attention oracle.
 
 The call shapes mirror megatron-core's Attention.flash_decode_and_prefill
 (0.16.1 and 0.19.2): varlen over a paged cache for prefill/mixed steps,
@@ -9,13 +9,17 @@ import types
 
 import pytest
 
-torch = pytest.importorskip("torch")
+from support import require_toolchain_module
 
-from logitsmatch import cpu_attention  # noqa: E402
-from logitsmatch.cpu_attention import (  # noqa: E402
+torch = require_toolchain_module("torch")
+
+from logitsmatch.rank import cpu_attention  # noqa: E402
+from logitsmatch.rank.cpu_attention import (  # noqa: E402
     flash_attn_varlen_func,
     flash_attn_with_kvcache,
 )
+
+pytestmark = pytest.mark.inference
 
 ATOL = RTOL = 1e-5  # float32
 

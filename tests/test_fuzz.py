@@ -8,40 +8,28 @@ inputs) checks the same promise over generated files.
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import io
 import json
 import math
 import shutil
-import sys
 import tokenize
 
 import pytest
 
-from conftest import PROJECT, TINY_SUITE, run_logitsmatch
+from support import (
+    DEFAULT_TOOLCHAIN,
+    PROJECT,
+    TINY_SUITE,
+    VOCAB,
+    assert_one_line,
+    golden_file,
+    goldens_digest,
+    installed_toolchain,
+    run_logitsmatch,
+)
+from support import fuzz as campaign
 
-GOLDEN = PROJECT / "golden_values" / TINY_SUITE / "golden_values_cpu_py3.11-torch2.13.0-mcore0.16.1.json"
-VOCAB = PROJECT / "model_configs" / "tokenizer" / "logitsmatch-bpe-2048.vocab.json"
-
-
-def load_benchmark(name: str):
-    """benchmarks/<name>.py as a module (the campaigns hold the generators and injectors)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, PROJECT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def assert_one_line(completed, code: int, fragment: str) -> None:
-    lines = completed.stderr.strip().splitlines()
-    assert completed.returncode == code, completed.stdout[-2000:] + completed.stderr[-2000:]
-    assert "Traceback" not in completed.stderr
-    assert len(lines) == 1, completed.stderr
-    assert fragment in lines[0], lines[0]
+GOLDEN = golden_file(TINY_SUITE)
 
 
 # --- compare ----------------------------------------------------------------------------------
@@ -107,10 +95,9 @@ def test_compare_bad_option_values_exit_2(option, fragment):
 
 @pytest.fixture
 def toolchain():
-    pytest.importorskip("megatron.core")
-    name = load_benchmark("fault_campaign").installed_toolchain()
+    name = installed_toolchain()
     if name is None:
-        pytest.skip("this venv matches no toolchain in pyproject.toml")
+        pytest.fail("this venv matches no toolchain in pyproject.toml")
     return name
 
 
@@ -130,6 +117,7 @@ def run_in(project, tmp_path, *args):
     return run_logitsmatch(*args, env=env, timeout=300)
 
 
+@pytest.mark.inference
 def test_unknown_suite_and_toolchain(tmp_path, toolchain):
     env = {"LOGITSMATCH_RESULTS": str(tmp_path / "results")}
     assert_one_line(run_logitsmatch("run", "no_such_suite", "--toolchain", toolchain, env=env), 2, "unknown suite")
@@ -154,6 +142,7 @@ def test_unknown_suite_and_toolchain(tmp_path, toolchain):
     ids=["bad YAML", "unknown flag", "wrong-type value", "zero TP", "env var name", "unsafe YAML tag",
          "NaN timeout", "inf timeout", "seed type", "tokenizer is a dir"],
 )
+@pytest.mark.inference
 def test_bad_suite_files(scratch_project, tmp_path, toolchain, file, old, new, fragment):
     path = scratch_project / "suites" / TINY_SUITE / file
     assert old in path.read_text()
@@ -161,6 +150,7 @@ def test_bad_suite_files(scratch_project, tmp_path, toolchain, file, old, new, f
     assert_one_line(run_in(scratch_project, tmp_path, "run", TINY_SUITE, "--toolchain", toolchain), 2, fragment)
 
 
+@pytest.mark.inference
 @pytest.mark.parametrize("value", ["-5", "nan", "inf"])
 def test_bad_timeout(tmp_path, toolchain, value):
     completed = run_logitsmatch("run", TINY_SUITE, "--toolchain", toolchain, f"--timeout={value}",
@@ -168,6 +158,7 @@ def test_bad_timeout(tmp_path, toolchain, value):
     assert_one_line(completed, 2, "--timeout must be a positive number")
 
 
+@pytest.mark.inference
 def test_checkpoint_that_does_not_exist(tmp_path, toolchain):
     completed = run_logitsmatch("run", TINY_SUITE, "--toolchain", toolchain, "--checkpoint", str(tmp_path / "nope"),
                                 "--tokenizer-model", str(VOCAB), env={"LOGITSMATCH_RESULTS": str(tmp_path / "r")})
@@ -188,13 +179,14 @@ def fake_checkpoint(root, common: bytes | None = None, arch_change: dict | None 
     import torch
     import yaml
 
-    from logitsmatch.checkpoint import args_namespace
+    from logitsmatch.rank.checkpoint import args_namespace
 
     arch = {**yaml.safe_load((PROJECT / "model_configs" / "tiny_gpt.yaml").read_text()), **(arch_change or {})}
     torch.save({"args": args_namespace(arch, 3072, 1), "checkpoint_version": 3.0}, iteration / "common.pt")
     return root
 
 
+@pytest.mark.inference
 def test_garbage_and_truncated_checkpoints(tmp_path, toolchain):
     env = {"LOGITSMATCH_RESULTS": str(tmp_path / "r")}
     garbage = fake_checkpoint(tmp_path / "garbage", common=bytes(range(256)) * 4)
@@ -211,6 +203,7 @@ def test_garbage_and_truncated_checkpoints(tmp_path, toolchain):
     assert_one_line(completed, 2, "cannot read its common state")
 
 
+@pytest.mark.inference
 def test_checkpoint_with_another_architecture(tmp_path, toolchain):
     """--checkpoint with 3 layers against a suite that says --num-layers 2: plan.check_shape refuses it."""
     other = fake_checkpoint(tmp_path / "three_layers", arch_change={"num_layers": 3})
@@ -219,6 +212,7 @@ def test_checkpoint_with_another_architecture(tmp_path, toolchain):
     assert_one_line(completed, 2, "--num-layers 2 but the checkpoint has num_layers=3")
 
 
+@pytest.mark.inference
 def test_tokenizer_model_that_is_a_directory(tmp_path, toolchain):
     completed = run_logitsmatch("run", TINY_SUITE, "--toolchain", toolchain, "--checkpoint",
                                 str(fake_checkpoint(tmp_path / "ckpt")), "--tokenizer-model", str(tmp_path),
@@ -230,8 +224,6 @@ def test_tokenizer_model_that_is_a_directory(tmp_path, toolchain):
 
 
 def test_generated_compare_inputs_never_escape_the_cli(tmp_path):
-    pytest.importorskip("hypothesis")
-    campaign = load_benchmark("fuzz_campaign")
     tally = campaign.fuzz_compare(150, tmp_path, seed=1)
     assert tally.inputs == 150
     assert not tally.tracebacks and not tally.multiline and not tally.undocumented, (
@@ -240,15 +232,13 @@ def test_generated_compare_inputs_never_escape_the_cli(tmp_path):
 
 
 def test_generated_suite_folders_never_escape_the_cli(tmp_path):
-    pytest.importorskip("hypothesis")
-    campaign = load_benchmark("fuzz_campaign")
-    before = campaign.goldens_digest()
-    tally = campaign.fuzz_suites(150, tmp_path, seed=1, toolchain="py3.11-torch2.13.0-mcore0.16.1")
+    before = goldens_digest()
+    tally = campaign.fuzz_suites(150, tmp_path, seed=1, toolchain=DEFAULT_TOOLCHAIN)
     assert tally.inputs == 150
     assert not tally.tracebacks and not tally.multiline and not tally.undocumented, (
         tally.tracebacks + tally.multiline + tally.undocumented
     )[:3]
-    assert campaign.goldens_digest() == before
+    assert goldens_digest() == before
 
 
 def test_yaml_and_torch_loading_are_safe():
@@ -257,10 +247,14 @@ def test_yaml_and_torch_loading_are_safe():
         tokens = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
         return " ".join(token.string for token in tokens if token.type != tokenize.COMMENT)
 
-    sources = {path.name: code(path) for path in (PROJECT / "tools" / "logitsmatch").glob("*.py")}
+    package = PROJECT / "tools" / "logitsmatch"
+    sources = {str(path.relative_to(package)): code(path) for path in package.rglob("*.py")}
+    assert len(sources) > 30 and "rank/checkpoint.py" in sources
     for name, text in sources.items():
         assert "yaml . load (" not in text and "unsafe_load" not in text and "yaml . Loader" not in text, name
         assert "shell = True" not in text and "os . system" not in text and "os . popen" not in text, name
         assert "weights_only = False" not in text, name
         assert "pickle . load" not in text and "eval (" not in text.replace(". eval (", ""), name
-    assert argparse.Namespace  # the one class checkpoint.py adds to torch's safe globals
+    # the one class torch's safe globals get: argparse.Namespace, for a checkpoint's stored args
+    safe_globals = [text for text in sources.values() if "add_safe_globals" in text]
+    assert safe_globals and all("add_safe_globals ( [ argparse . Namespace ] )" in text for text in safe_globals)

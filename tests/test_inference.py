@@ -12,12 +12,11 @@ import sys
 
 import pytest
 
-from conftest import DEFAULT_TOOLCHAIN, PROJECT, TINY_SUITE, run_logitsmatch
+from support import DEFAULT_TOOLCHAIN, PROJECT, TINY_SUITE, VOCAB, golden_file, run_logitsmatch
 
-pytest.importorskip("megatron.core")
 pytestmark = pytest.mark.inference
 
-GOLDEN = PROJECT / "golden_values" / TINY_SUITE / f"golden_values_cpu_{DEFAULT_TOOLCHAIN}.json"
+GOLDEN = golden_file(TINY_SUITE)
 
 
 def megatron_inference_rule(golden: dict, current: dict) -> None:
@@ -78,7 +77,7 @@ def test_changed_weight_fails_and_names_the_indices(tiny_run, tmp_path):
     assert completed.returncode == 0
     provenance = json.loads((tiny_run[1] / "result.provenance.json").read_text())
     from logitsmatch.paths import cache_root
-    from logitsmatch.synthetic_weights import cache_key
+    from logitsmatch.run.synthetic_weights import cache_key
 
     source = cache_root() / "checkpoints" / cache_key(provenance["weights"]["spec"])
     generated = json.loads(GOLDEN.read_text())["0"]["generated_tokens"]
@@ -90,10 +89,9 @@ def test_changed_weight_fails_and_names_the_indices(tiny_run, tmp_path):
          "output_layer.weight", str(row * hidden), "0.5"],
         check=True, capture_output=True, timeout=300,
     )
-    vocab = PROJECT / "model_configs" / "tokenizer" / "logitsmatch-bpe-2048.vocab.json"
     run = run_logitsmatch(
         "run", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--checkpoint", str(perturbed),
-        "--tokenizer-model", str(vocab), env={"LOGITSMATCH_RESULTS": str(tmp_path / "results")},
+        "--tokenizer-model", str(VOCAB), env={"LOGITSMATCH_RESULTS": str(tmp_path / "results")},
     )
     assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
     assert "FAIL" in run.stdout

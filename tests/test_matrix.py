@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from conftest import TINY_SUITE
 from logitsmatch.cli import main as cli_main
-from logitsmatch.compare import Policy, compare
-from logitsmatch.golden_io import load_golden
+from logitsmatch.judge.compare import Policy, compare
+from logitsmatch.judge.golden_io import load_golden
 from logitsmatch.paths import golden_path
 from logitsmatch.suites import load_suite
 from logitsmatch.toolchains import load_toolchains
+from support import TINY_SUITE
 
 
 def test_matrix_matches_compare_pair_by_pair(project, tmp_path, monkeypatch, capsys):

@@ -6,18 +6,17 @@ so these tests run on any machine; nothing here needs a GPU.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
 
-from conftest import SEED_SUITE, TINY_SUITE
 from logitsmatch import paths
 from logitsmatch.errors import BadInput
-from logitsmatch.gpu_check import drift_figures
-from logitsmatch.plan import build_plan, choose_checkpoint, launch_env, tokenizer_spec
-from logitsmatch.platforms import PLATFORMS, detect_platform_name, get_platform
+from logitsmatch.run.plan import build_plan, choose_checkpoint, launch_env, tokenizer_spec
+from logitsmatch.run.platforms import PLATFORMS, detect_platform_name, get_platform
+from logitsmatch.run.runfiles import RunDir
 from logitsmatch.suites import load_architecture, load_suite
+from support import SEED_SUITE, TINY_SUITE
 
 ALL_GPU = frozenset({"transformer_engine", "flash_attn", "flashinfer"})
 NOTHING = frozenset()
@@ -44,12 +43,12 @@ def minitron_like_arch(synthetic_arch):
     return {**synthetic_arch, "normalization": "RMSNorm"}
 
 
-def plan_for(project, suite, platform, arch=None, tmp=Path("run-dir")):
+def plan_for(project, suite, platform, arch=None):
     tokenizer = tokenizer_spec(suite, project, False, None)
     choice = choose_checkpoint(suite, project, None, tokenizer)
     if arch is not None:
         choice.architecture = arch
-    return build_plan(suite, platform.for_suite(suite.model_args), choice, Path("/ckpt"), tokenizer, tmp, "127.0.0.1")
+    return build_plan(suite, platform, choice, Path("/ckpt"), tokenizer, "127.0.0.1")
 
 
 # --- GPU profiles ---------------------------------------------------------------------------
@@ -126,7 +125,7 @@ def test_honours_depends_on_installed_packages():
 def test_cuda_graph_flag_is_reported_not_dropped(project, tmp_path):
     suite = load_suite(project, TINY_SUITE)
     args = {**suite.model_args, "--enable-cuda-graph": True}
-    platform = get_platform("gpu", installed=ALL_GPU, gpu_count=8).configured(resolved_label="gpu")
+    platform = get_platform("gpu", installed=ALL_GPU, gpu_count=8)
     decision = platform.decide(args, {})
     assert "CUDA graphs" in decision.not_applied["--enable-cuda-graph"]
 
@@ -144,7 +143,7 @@ def test_more_ranks_than_gpus_is_refused(project, seed):
 def test_gpu_check_overrides_are_labelled_and_reported(project, seed, dtype, label):
     platform = get_platform("h100", tensor_parallel=1, dtype=dtype, installed=NOTHING, gpu_count=1)
     plan, flags = plan_for(project, seed, platform)
-    assert plan["platform"]["name"] == label and platform.for_suite(seed.model_args).name == label
+    assert plan["platform"]["name"] == label and platform.label(seed.model_args) == label
     assert plan["world_size"] == 1 and plan["parallel"]["tensor"] == 1
     assert plan["platform"]["overrides"]["tensor_parallel"] == {"suite": 8, "run": 1}
     assert "overridden on the command line" in flags.not_applied["--tensor-model-parallel-size"]
@@ -166,11 +165,10 @@ def test_tp1_with_te_reports_sequence_parallel_and_fused_comm(project, seed, min
     assert flags.not_applied["--inference-fuse-tp-communication"] == "needs tensor parallel > 1 (this run is TP1)"
 
 
-def test_unresolved_overridden_platform_has_no_name():
-    platform = PLATFORMS["h100"].configured(tensor_parallel=1)
-    with pytest.raises(ValueError, match="for_suite"):
-        platform.name
-    assert PLATFORMS["h100"].name == "h100"
+def test_label_is_the_profile_unless_overridden(seed):
+    assert PLATFORMS["h100"].label(seed.model_args) == "h100"
+    assert PLATFORMS["h100"].configured(tensor_parallel=1).label(seed.model_args) == "h100-tp1-bf16"
+    assert PLATFORMS["cpu"].configured(dtype_override="float32").label(seed.model_args) == "cpu-tp8-fp32"
 
 
 # --- CPU profile ----------------------------------------------------------------------------
@@ -199,8 +197,8 @@ def test_cpu_dtype_override_applies_bf16(project, seed):
 
 def test_launch_env_keeps_nccl_on_loopback(project, seed, tmp_path, monkeypatch):
     monkeypatch.delenv("NCCL_SOCKET_IFNAME", raising=False)
-    gpu = launch_env(seed, get_platform("h100", installed=NOTHING, gpu_count=1), tmp_path, "127.0.0.1")
-    cpu = launch_env(seed, get_platform("cpu"), tmp_path, "127.0.0.1")
+    gpu = launch_env(seed, get_platform("h100", installed=NOTHING, gpu_count=1), RunDir(tmp_path), "127.0.0.1")
+    cpu = launch_env(seed, get_platform("cpu"), RunDir(tmp_path), "127.0.0.1")
     assert gpu["NCCL_SOCKET_IFNAME"] == "lo" and "OMP_NUM_THREADS" not in gpu
     assert gpu["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8" and gpu["NCCL_ALGO"] == "Ring"
     assert "NCCL_SOCKET_IFNAME" not in cpu and cpu["OMP_NUM_THREADS"] == "1"
@@ -229,76 +227,3 @@ def test_bad_platform_choices():
         get_platform("cpu", dtype="int8")
     with pytest.raises(BadInput, match="at least 1"):
         get_platform("cpu", tensor_parallel=0)
-
-
-# --- megatron-core objects --------------------------------------------------------------------
-
-
-def test_transformer_config_mapping(synthetic_arch):
-    pytest.importorskip("megatron.core")
-    import torch
-    from megatron.core.transformer.enums import AttnBackend
-
-    from logitsmatch.model_builder import transformer_config
-
-    gpu = transformer_config(
-        synthetic_arch,
-        {"tensor": 8, "pipeline": 1, "sequence_parallel": True, "deterministic_mode": True,
-         "attention_backend": "flash", "inference_fuse_tp_communication": False},
-        "bfloat16",
-        "transformer_engine",
-    )
-    assert gpu.params_dtype == torch.bfloat16 and gpu.bf16 and not gpu.fp16
-    assert gpu.sequence_parallel and gpu.deterministic_mode
-    assert gpu.tensor_model_parallel_size == 8
-    assert gpu.attention_backend == AttnBackend.flash
-    assert gpu.transformer_impl == "transformer_engine"
-    cpu = transformer_config(
-        synthetic_arch, {"tensor": 8, "pipeline": 1, "sequence_parallel": False, "deterministic_mode": True}, "float32"
-    )
-    assert cpu.params_dtype == torch.float32 and not cpu.bf16
-    assert not cpu.sequence_parallel and cpu.deterministic_mode
-    assert cpu.transformer_impl == "local" and cpu.attention_backend == AttnBackend.auto
-
-
-def test_local_spec_is_megatrons_local_spec(synthetic_arch):
-    pytest.importorskip("megatron.core")
-    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
-
-    from logitsmatch.model_builder import layer_spec_module
-
-    ours = layer_spec_module("local", synthetic_arch)
-    theirs = get_gpt_layer_local_spec(normalization="LayerNorm")
-    assert ours.module is theirs.module
-    assert ours.submodules.self_attention.module is theirs.submodules.self_attention.module
-    with pytest.raises(ValueError, match="unknown layer spec"):
-        layer_spec_module("fancy", synthetic_arch)
-
-
-# --- the GPU check's figures --------------------------------------------------------------------
-
-
-def _request(tokens, logprobs):
-    return {"input_prompt": "p", "generated_text": "", "generated_tokens": tokens, "latency": 0.0, "logprobs": logprobs}
-
-
-def test_drift_figures_identical_and_shifted():
-    reference = {"0": _request([5, 6, 7], [-1.0, -2.0, -0.5, -0.25, -0.125])}
-    assert drift_figures(reference, reference)["max_abs_logprob"] == 0.0
-    shifted = {"0": _request([5, 6, 7], [-1.0, -2.002, -0.5, -0.25, -0.1245])}
-    figures = drift_figures(reference, shifted)
-    assert figures["tokens_equal"] is True and figures["first_divergence"] is None
-    request = figures["requests"]["0"]
-    assert math.isclose(request["max_abs_prompt_logprob"], 0.002) and math.isclose(request["max_abs_generated_logprob"], 0.0005)
-    assert request["over_megatron_tol"] == 1
-
-
-def test_drift_figures_stop_at_the_first_divergent_token():
-    reference = {"0": _request([5, 6, 7], [-1.0, -2.0, -0.5, -0.25, -0.125])}
-    diverged = {"0": _request([5, 9, 9], [-1.0, -2.0, -0.5, -3.0, -4.0])}
-    figures = drift_figures(reference, diverged)
-    assert figures["tokens_equal"] is False and figures["first_divergence"] == 1
-    assert figures["requests"]["0"]["compared_logprobs"] == 3  # two prompt logprobs + generated token 0
-    assert figures["max_abs_logprob"] == 0.0
-    nan = {"0": _request([5, 6, 7], [float("nan"), -2.0, -0.5, -0.25, -0.125])}
-    assert math.isnan(drift_figures(reference, nan)["max_abs_logprob"])

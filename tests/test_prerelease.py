@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from logitsmatch.devtools.prerelease import Override, candidate_python, derive, parse_overrides
 from logitsmatch.errors import BadInput
-from logitsmatch.prerelease import Override, candidate_python, derive, parse_overrides
 from logitsmatch.toolchains import get_toolchain
 
 

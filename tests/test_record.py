@@ -9,10 +9,10 @@ import shutil
 
 import pytest
 
-from conftest import DEFAULT_TOOLCHAIN, TINY_SUITE
-from logitsmatch import record_cli
 from logitsmatch.cli import main as cli_main
+from logitsmatch.cli import record as record_cli
 from logitsmatch.suites import load_suite
+from support import DEFAULT_TOOLCHAIN, TINY_SUITE
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ import shutil
 import pytest
 import yaml
 
-from conftest import SEED_SUITE, TINY_SUITE
 from logitsmatch.errors import BadInput
 from logitsmatch.model_args import FLAGS, classify
-from logitsmatch.platforms import PLATFORMS
+from logitsmatch.run.platforms import PLATFORMS
 from logitsmatch.suites import load_suite, suite_names
+from support import SEED_SUITE, TINY_SUITE
 
 
 def copy_suite(project, tmp_path, name=TINY_SUITE):

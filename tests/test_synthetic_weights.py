@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from logitsmatch.synthetic_weights import parameter_values, weights_digest
+from logitsmatch.run.synthetic_weights import parameter_values, weights_digest
 
 
 def test_values_depend_only_on_seed_name_and_shape():

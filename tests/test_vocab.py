@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from logitsmatch import make_vocab
+from logitsmatch import vocab
+from logitsmatch.cli import make_vocab
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def corpus_text() -> str:
 
 @pytest.fixture(scope="module")
 def trained(corpus_text: str) -> list[bytes]:
-    return make_vocab.train_bpe(corpus_text, ENTRIES)
+    return vocab.train_bpe(corpus_text, ENTRIES)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def entries() -> list[dict]:
 
 def test_size_arithmetic_avoids_padding_hazard() -> None:
     assert NUM_SPECIAL + ENTRIES == VOCAB_SIZE == 2 * 128 * 8
-    assert make_vocab.DEFAULT_ENTRIES == ENTRIES
+    assert vocab.DEFAULT_ENTRIES == ENTRIES
 
 
 def test_file_format_invariants(entries: list[dict]) -> None:
@@ -94,13 +95,13 @@ def test_corpus_holds_seed_prompt_and_is_sized(corpus_text: str) -> None:
 
 
 def test_training_is_deterministic(corpus_text: str, trained: list[bytes]) -> None:
-    again = make_vocab.train_bpe(corpus_text, ENTRIES)
+    again = vocab.train_bpe(corpus_text, ENTRIES)
     assert again == trained
-    assert make_vocab.render_vocab(again) == make_vocab.render_vocab(trained)
+    assert vocab.render_vocab(again) == vocab.render_vocab(trained)
 
 
 def test_committed_file_is_what_training_produces(trained: list[bytes]) -> None:
-    assert make_vocab.render_vocab(trained) == VOCAB.read_bytes()
+    assert vocab.render_vocab(trained) == VOCAB.read_bytes()
 
 
 def test_check_passes_on_committed_file(capsys: pytest.CaptureFixture[str]) -> None:
@@ -123,26 +124,26 @@ def test_check_flags_a_modified_file(tmp_path: Path) -> None:
 
 def test_write_is_atomic_and_refuses_to_clobber(tmp_path: Path) -> None:
     out = tmp_path / "v.json"
-    small = make_vocab.train_bpe("the cat sat on the mat, the cat sat on the hat " * 4, 260)
-    assert make_vocab.write_vocab(out, small) is True
-    assert make_vocab.write_vocab(out, small) is False  # identical: untouched
+    small = vocab.train_bpe("the cat sat on the mat, the cat sat on the hat " * 4, 260)
+    assert vocab.write_vocab(out, small) is True
+    assert vocab.write_vocab(out, small) is False  # identical: untouched
     other = small[:259] + [b"zz"]
     with pytest.raises(BadInput, match="--force"):
-        make_vocab.write_vocab(out, other)
-    assert make_vocab.write_vocab(out, other, force=True) is True
+        vocab.write_vocab(out, other)
+    assert vocab.write_vocab(out, other, force=True) is True
     assert json.loads(out.read_text())[259]["token_str"] == "zz"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.json"]  # no temp files left
 
 
 def test_too_small_corpus_is_bad_input() -> None:
     with pytest.raises(BadInput, match="corpus too small"):
-        make_vocab.train_bpe("a tiny corpus", 300)
+        vocab.train_bpe("a tiny corpus", 300)
     with pytest.raises(BadInput):
-        make_vocab.train_bpe("abc", 100)
+        vocab.train_bpe("abc", 100)
 
 
 def test_merges_never_cross_chunks() -> None:
-    toks = make_vocab.train_bpe("ab, ab, ab, ab. 12 12 12", 256 + 2)
+    toks = vocab.train_bpe("ab, ab, ab, ab. 12 12 12", 256 + 2)
     assert b"1" + b"2" not in toks  # digits are split one by one by the v2 pattern
     assert b" ab" in toks
 
@@ -150,18 +151,18 @@ def test_merges_never_cross_chunks() -> None:
 # --- the split pattern --------------------------------------------------------
 
 
+@pytest.mark.inference
 def test_pattern_is_megatrons() -> None:
-    pytest.importorskip("megatron.core")
     from megatron.core.tokenizers.text.libraries import tiktoken_tokenizer
 
-    assert make_vocab.PATTERN_TIKTOKEN_V2 == tiktoken_tokenizer._PATTERN_TIKTOKEN_V2
+    assert vocab.PATTERN_TIKTOKEN_V2 == tiktoken_tokenizer._PATTERN_TIKTOKEN_V2
 
 
 def test_splitter_matches_regex_package(corpus_text: str) -> None:
     regex = pytest.importorskip("regex")
-    reference = regex.compile(make_vocab.PATTERN_TIKTOKEN_V2)
+    reference = regex.compile(vocab.PATTERN_TIKTOKEN_V2)
     for text in (corpus_text, TRICKY):
-        assert make_vocab.pretokenize(text) == reference.findall(text)
+        assert vocab.pretokenize(text) == reference.findall(text)
     rng = random.Random(0)
     alphabet = [chr(c) for c in range(0x20, 0x7F)] + list(
         "\t\n\r\x1c\x85\u00a0\u2028\u3000\u0301\u00e9\u01c5\u0660\u2163\u00bd"
@@ -169,7 +170,7 @@ def test_splitter_matches_regex_package(corpus_text: str) -> None:
     )
     for _ in range(2000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
-        assert make_vocab.pretokenize(text) == reference.findall(text), repr(text)
+        assert vocab.pretokenize(text) == reference.findall(text), repr(text)
 
 
 # --- megatron-core round trip -------------------------------------------------
@@ -177,8 +178,6 @@ def test_splitter_matches_regex_package(corpus_text: str) -> None:
 
 @pytest.fixture(scope="module")
 def megatron_tokenizer():
-    pytest.importorskip("megatron.core")
-    pytest.importorskip("tiktoken")
     from megatron.core.tokenizers.text.libraries.tiktoken_tokenizer import TikTokenTokenizer
 
     return TikTokenTokenizer(
@@ -186,6 +185,7 @@ def megatron_tokenizer():
     )
 
 
+@pytest.mark.inference
 def test_megatron_tiktokenizer_round_trip(megatron_tokenizer) -> None:
     tok = megatron_tokenizer
     ids = tok.text_to_ids(SEED_PROMPT)
@@ -203,18 +203,18 @@ def test_megatron_tiktokenizer_round_trip(megatron_tokenizer) -> None:
     assert tok.ids_to_text(tok.text_to_ids(ascii_text)) == ascii_text
 
 
+@pytest.mark.inference
 def test_tiktoken_chunks_like_make_vocab(megatron_tokenizer, corpus_text: str) -> None:
     # If our split differed from tiktoken's, encoding chunk by chunk would differ
     # from encoding the whole text somewhere in the corpus.
     enc = megatron_tokenizer.tokenizer
     for text in (corpus_text, TRICKY):
-        by_chunk = [i for chunk in make_vocab.pretokenize(text) for i in enc.encode_ordinary(chunk)]
+        by_chunk = [i for chunk in vocab.pretokenize(text) for i in enc.encode_ordinary(chunk)]
         assert by_chunk == enc.encode_ordinary(text)
 
 
+@pytest.mark.inference
 def test_megatron_factory_builds_it() -> None:
-    pytest.importorskip("megatron.core")
-    pytest.importorskip("tiktoken")
     from megatron.core.tokenizers import MegatronTokenizer
 
     tok = MegatronTokenizer.from_pretrained(

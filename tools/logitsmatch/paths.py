@@ -34,9 +34,23 @@ def cache_root() -> Path:
     return Path(os.environ.get("LOGITSMATCH_CACHE", default))
 
 
-def result_dir(suite: str, platform: str, toolchain: str) -> Path:
-    """results/<suite>/<platform>/<toolchain>/ — the latest run of that triple."""
-    return results_root() / suite / platform / toolchain
+def result_dir(suite: str, platform: str, toolchain: str, root: Path | None = None) -> Path:
+    """results/<suite>/<platform>/<toolchain>/ — the latest run of that triple (under ``root`` if given)."""
+    return (results_root() if root is None else root) / suite / platform / toolchain
+
+
+def result_path(suite: str, platform: str, toolchain: str, root: Path | None = None) -> Path:
+    """The published result of a triple: ``result.json`` in its result folder."""
+    return result_dir(suite, platform, toolchain, root) / "result.json"
+
+
+def report_paths(result: Path) -> dict[str, Path]:
+    """The reports written beside a judged result: json, markdown, junit."""
+    return {
+        "json": result.with_name("report.json"),
+        "markdown": result.with_name("report.md"),
+        "junit": result.with_name("report.junit.xml"),
+    }
 
 
 def golden_path(suite: str, platform: str, toolchain: str) -> Path:

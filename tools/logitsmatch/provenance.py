@@ -76,7 +76,7 @@ def collect(**fields) -> dict:
         "python": sys.version.split()[0],
         "packages": package_versions(),
         "hardware": hardware(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": invocation(),
         **fields,
     }
@@ -86,7 +86,9 @@ def result_is_fresh(result: Path, suite) -> bool:
     """A result counts as fresh if its sidecar says it ran the suite's current config."""
     import json
 
-    sidecar = result.with_name(result.stem + ".provenance.json")
+    from logitsmatch.paths import provenance_path
+
+    sidecar = provenance_path(result)
     if not result.is_file() or not sidecar.is_file():
         return False
     try:

@@ -1,0 +1,74 @@
+"""`logitsmatch` command line: one subcommand per module of this package, imported on use.
+
+Each subcommand module exposes ``configure(parser)``, ``main(args) -> int``
+and ``EXAMPLE`` (shown by ``--help``), and imports torch or megatron-core only
+inside functions (through ``logitsmatch.rank``), so `logitsmatch compare`
+stays fast and works without a toolchain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from logitsmatch import log
+from logitsmatch.errors import EXIT_INTERRUPTED, LogitsmatchError
+
+SUBCOMMANDS = {
+    "compare": ("logitsmatch.cli.compare", "compare two golden-format files and report drift"),
+    "run": ("logitsmatch.cli.run", "run one suite at TP-N in this venv's toolchain and judge it"),
+    "compare-toolchains": ("logitsmatch.cli.compare_toolchains", "report which logprobs/tokens moved between two toolchains"),
+    "matrix": ("logitsmatch.cli.matrix", "N x N drift table of toolchains (Markdown, JSON, heatmap PNG)"),
+    "determinism": ("logitsmatch.cli.determinism", "run a suite twice and demand bit-identical results"),
+    "record": ("logitsmatch.cli.record", "make a fresh result the golden (shows the diff; --force to replace)"),
+    "make-vocab": ("logitsmatch.cli.make_vocab", "train the shipped TikTokenizer BPE vocabulary (or --check it)"),
+}
+
+
+def _verbosity_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=0,
+                       help="print only warnings, errors and the verdict")
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1,
+                       help="print debugging detail too")
+    return common
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """All subcommands listed; only ``command``'s module is imported and configured."""
+    parser = argparse.ArgumentParser(prog="logitsmatch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _verbosity_options()
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        if name != command:
+            sub.add_parser(name, help=help_text, description=help_text)
+            continue
+        module = importlib.import_module(module_name)
+        sub_parser = sub.add_parser(
+            name, help=help_text, description=help_text, parents=[common],
+            epilog=f"example:\n  {module.EXAMPLE}", formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.configure(sub_parser)
+        sub_parser.set_defaults(_handler=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(next((arg for arg in argv if arg in SUBCOMMANDS), None))
+    args = parser.parse_args(argv)
+    log.configure(args.verbosity)
+    try:
+        return int(args._handler(args))
+    except LogitsmatchError as exc:
+        print(f"logitsmatch {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"logitsmatch {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""`logitsmatch compare-toolchains A B`: which logprobs and tokens moved from A to B.
+
+A and B are toolchain names (their latest results, else their goldens) or
+paths to golden-format files. Each suite is judged under its own policy and
+reported in full; the exit code is 1 if any suite differs beyond policy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from logitsmatch import paths
+from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
+from logitsmatch.log import logger
+
+EXAMPLE = "logitsmatch compare-toolchains py3.11-torch2.13.0-mcore0.15.3 py3.11-torch2.13.0-mcore0.16.1 --out reports/"
+
+
+def configure(parser) -> None:
+    parser.add_argument("a", help="baseline: toolchain name or golden-format file")
+    parser.add_argument("b", help="other: toolchain name or golden-format file")
+    parser.add_argument("--suite", action="append", help="suite(s) to compare (default: every suite both have)")
+    parser.add_argument("--platform", default="cpu", help="platform of the outputs (default: cpu)")
+    parser.add_argument("--source", default="auto", help="auto (results, else goldens), results or goldens")
+    parser.add_argument("--out", default=None, help="folder for report.json / report.md / report.junit.xml per suite")
+
+
+def main(args) -> int:
+    from logitsmatch.judge.compare import Policy, compare
+    from logitsmatch.judge.golden_io import load_golden
+    from logitsmatch.judge.matrix import check_source, locate
+    from logitsmatch.judge.report import render_terminal, write_reports
+    from logitsmatch.suites import load_suite, suite_names
+    from logitsmatch.toolchains import load_toolchains
+
+    project = paths.project_root()
+    source = check_source(args.source)
+    if Path(args.a).is_file() and Path(args.b).is_file():
+        result = compare(load_golden(args.a), load_golden(args.b), Policy())
+        print(render_terminal(result))
+        return EXIT_OK if result.passed else EXIT_DRIFT
+
+    toolchains = load_toolchains(project / "pyproject.toml")
+    for name in (args.a, args.b):
+        if name not in toolchains:
+            raise BadInput(f"{name!r} is neither a toolchain ({', '.join(toolchains)}) nor a file")
+    suites = args.suite or suite_names(project)
+    failed, compared = [], 0
+    for name in suites:
+        suite = load_suite(project, name)
+        files = [locate(name, args.platform, toolchain, source) for toolchain in (args.a, args.b)]
+        if None in files:
+            logger.info(f"{name}: skipped, no output for {args.a if files[0] is None else args.b}")
+            continue
+        result = compare(load_golden(files[0]), load_golden(files[1]), Policy.from_suite(suite.metrics, suite.comparison))
+        compared += 1
+        logger.info(f"{name}: {args.a} ({files[0].name}) -> {args.b} ({files[1].name})")
+        print(render_terminal(result))
+        if args.out:
+            folder = Path(args.out) / name
+            folder.mkdir(parents=True, exist_ok=True)
+            write_reports(result, str(folder / "report.json"), str(folder / "report.md"), str(folder / "report.junit.xml"))
+        if not result.passed:
+            failed.append(name)
+    if compared == 0:
+        raise BadInput(f"no suite has outputs for both {args.a} and {args.b}")
+    return EXIT_DRIFT if failed else EXIT_OK

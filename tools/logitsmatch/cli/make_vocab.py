@@ -1,0 +1,59 @@
+"""`logitsmatch make-vocab`: train the shipped TikTokenizer vocabulary (``logitsmatch.vocab``), or check it."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
+from logitsmatch.vocab import DEFAULT_ENTRIES, NUM_SPECIAL_TOKENS, read_corpus, render_vocab, train_bpe, write_vocab
+
+EXAMPLE = ("logitsmatch make-vocab --corpus model_configs/tokenizer/corpus.txt "
+           "--output model_configs/tokenizer/logitsmatch-bpe-2048.vocab.json --check")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", required=True, help="UTF-8 text to train on")
+    parser.add_argument(
+        "--entries",
+        type=int,
+        default=DEFAULT_ENTRIES,
+        help=f"file entries: 256 bytes + merges (default {DEFAULT_ENTRIES}; "
+        f"{NUM_SPECIAL_TOKENS} + entries should be a multiple of 128 x TP)",
+    )
+    parser.add_argument("--output", required=True, help="vocabulary JSON to write or check")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="regenerate in memory; exit 1 if --output differs (writes nothing)",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite a different --output")
+
+
+def main(args: argparse.Namespace) -> int:
+    tokens = train_bpe(read_corpus(args.corpus), args.entries)
+    data = render_vocab(tokens)
+    digest = hashlib.sha256(data).hexdigest()
+    vocab_size = NUM_SPECIAL_TOKENS + len(tokens)
+    if args.check:
+        output = Path(args.output)
+        if not output.is_file():
+            raise BadInput(f"{output} does not exist")
+        if output.read_bytes() != data:
+            print(
+                f"logitsmatch make-vocab: {output} differs from the vocabulary regenerated "
+                f"from {args.corpus} (expected sha256 {digest})",
+                file=sys.stderr,
+            )
+            return EXIT_DRIFT
+        print(f"{output}: up to date ({len(tokens)} entries, sha256 {digest})")
+        return EXIT_OK
+    changed = write_vocab(args.output, tokens, force=args.force)
+    state = "wrote" if changed else "unchanged"
+    print(
+        f"{state} {args.output}: {len(tokens)} entries, vocab_size {vocab_size} "
+        f"with {NUM_SPECIAL_TOKENS} specials, sha256 {digest}"
+    )
+    return EXIT_OK

@@ -1,0 +1,197 @@
+"""`logitsmatch run`: one suite on this venv's toolchain, judged against its golden.
+
+Prints the toolchain, the flags the platform does not apply, the coordinator
+address and the stand-ins in use, then the verdict. The result and its
+provenance are published into the results tree only when every rank finished;
+a failed or interrupted run leaves nothing that could be taken for a result.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from logitsmatch import paths
+from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
+from logitsmatch.log import logger
+
+EXAMPLE = "logitsmatch run gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq --toolchain py3.11-torch2.13.0-mcore0.16.1"
+
+
+def configure(parser) -> None:
+    parser.add_argument("suite", help="suite folder name under suites/")
+    parser.add_argument("--toolchain", required=True, help="toolchain name from pyproject.toml (must match this venv)")
+    parser.add_argument("--platform", default=None, help="cpu, gpu, h100 or dgx_h100 (default: detected)")
+    parser.add_argument("--tensor-parallel-size", type=int, default=None, metavar="N",
+                        help="override the suite's TP size (results and goldens are then labelled <platform>-tpN-<dtype>)")
+    parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16", "fp32", "bf16", "fp16"),
+                        help="override the dtype the platform takes from the suite (labelled like --tensor-parallel-size)")
+    parser.add_argument("--checkpoint", default=None, help="torch_dist checkpoint to load instead of synthetic weights")
+    parser.add_argument("--tokenizer-model", default=None, help="TikTokenizer vocab file (with --checkpoint)")
+    parser.add_argument("--timeout", type=float, default=None, help="deadline in seconds (default: the suite's)")
+    parser.add_argument("--bind-host", default="127.0.0.1", help="address the coordinator and engines bind to")
+    parser.add_argument("--no-compare", action="store_true", help="run and publish the result, skip the golden check")
+    parser.add_argument("--keep-run-dir", action="store_true", help="keep per-rank logs of a successful run")
+    parser.add_argument(
+        "--candidate",
+        default=None,
+        metavar="NAME",
+        help="this venv is a candidate derived from --toolchain (pre-release validation): label results NAME, "
+        "record its actual versions, judge against --toolchain's golden",
+    )
+
+
+def verify_toolchain(toolchain) -> None:
+    """Refuse to label results with a toolchain this venv does not have."""
+    import importlib.metadata
+
+    try:
+        installed = {name: importlib.metadata.version(name) for name in ("torch", "megatron-core")}
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise BadInput(f"this venv has no {exc.name}: run inside a toolchain venv (nox -s logitsmatch)") from None
+    wanted = {"torch": toolchain.torch, "megatron-core": toolchain.megatron_core}
+    python = "{}.{}".format(*sys.version_info[:2])
+    mismatches = [
+        f"{name} {installed[name]} (toolchain pins {wanted[name]})"
+        for name in wanted
+        if installed[name].split("+")[0] != wanted[name]
+    ]
+    if python != toolchain.python:
+        mismatches.append(f"python {python} (toolchain pins {toolchain.python})")
+    if mismatches:
+        raise BadInput(f"this venv does not match toolchain {toolchain.name}: " + "; ".join(mismatches))
+
+
+@dataclass
+class Weights:
+    """Where this run's weights come from, as recorded in provenance."""
+
+    checkpoint_dir: Path
+    record: dict
+    prepare_s: float
+
+
+def prepare_weights(choice, timeout: float) -> Weights:
+    """The synthetic checkpoint (written once, cached) or the user's checkpoint directory."""
+    from logitsmatch.rank.checkpoint import resolve_checkpoint_dir
+    from logitsmatch.run.synthetic_weights import ensure_checkpoint
+
+    started = time.monotonic()
+    if choice.load_path is not None:
+        return Weights(choice.load_path, {"source": "checkpoint", "path": str(choice.load_path)}, 0.0)
+    cached, digest = ensure_checkpoint(choice.synthetic_spec, paths.cache_root(), timeout)
+    record = {"source": "synthetic", "spec": choice.synthetic_spec, "sha256": digest}
+    return Weights(resolve_checkpoint_dir(cached), record, time.monotonic() - started)
+
+
+def announce(suite, label: str, toolchain, candidate: bool, platform, plan: dict, weights: Weights, flags) -> None:
+    from logitsmatch.provenance import package_versions
+
+    versions = package_versions()
+    logger.info(f"suite {suite.name} | toolchain {label} | platform {platform.label(suite.model_args)}")
+    logger.info(
+        f"python {sys.version.split()[0]}, torch {versions['torch']}, megatron-core {versions['megatron-core']}"
+        + (f" (candidate {label} of {toolchain.name})" if candidate else "")
+    )
+    logger.info(f"{plan['world_size']} ranks ({platform.backend}), dtype {plan['dtype']}, weights: {weights.record['source']}")
+    for line in flags.lines(platform.label(suite.model_args)):
+        logger.info(line.strip())
+    sys.stdout.flush()
+
+
+def report_ranks(run, wall_s: float) -> dict:
+    """Print what the ranks left behind (coordinator, stand-ins, phases); return it for provenance."""
+    status = run.rank_status(0)
+    network = run.read_network()
+    stand_ins = run.read_stand_ins()
+    logger.info(f"coordinator {network['coordinator']} | engine sockets on {network['bind_host']}")
+    if network.get("coordinator_port_requested"):
+        logger.warning(f"coordinator port {network['coordinator_port_requested']} was taken; megatron-core chose another")
+    for name in stand_ins:
+        logger.info(f"stand-in: {name}")
+    logger.info(f"ranks finished in {wall_s:.1f} s; phases (rank 0): "
+                + ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in status["timings_s"].items()))
+    return {"network": network, "stand_ins": stand_ins, "timings_s": status["timings_s"]}
+
+
+def publish(run, target: Path, provenance: dict) -> Path:
+    """Write a finished run's result to ``target`` (results/<suite>/<platform>/<toolchain>/) in the
+    golden files' layout, and its provenance beside it, each atomically."""
+    import json
+
+    from logitsmatch.judge.golden_io import write_json_atomic
+
+    write_json_atomic(paths.provenance_path(target), provenance)
+    write_json_atomic(target, json.loads(run.result.read_text()))
+    return target
+
+
+def main(args, results_root: Path | None = None) -> int:
+    """Run, publish under ``results_root`` (default: the results tree), then judge unless --no-compare."""
+    from logitsmatch import provenance as provenance_module
+    from logitsmatch.run.launcher import launch, publish_lock
+    from logitsmatch.run.plan import build_plan, choose_checkpoint, launch_env, tokenizer_spec
+    from logitsmatch.run.platforms import get_platform
+    from logitsmatch.run.runfiles import RunDir
+    from logitsmatch.suites import load_suite
+    from logitsmatch.toolchains import get_toolchain
+
+    project = paths.project_root()
+    toolchain = get_toolchain(project / "pyproject.toml", args.toolchain)
+    if args.candidate is None:
+        verify_toolchain(toolchain)
+    label = args.candidate or toolchain.name
+    suite = load_suite(project, args.suite)
+    platform = get_platform(args.platform, tensor_parallel=args.tensor_parallel_size, dtype=args.dtype)
+    platform_label = platform.label(suite.model_args)
+    if args.timeout is not None and not 0 < args.timeout < float("inf"):
+        raise BadInput(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    timeout = args.timeout or suite.timeout_s
+
+    started = time.monotonic()
+    user_checkpoint = bool(args.checkpoint or suite.arg("--load"))
+    try:
+        tokenizer = tokenizer_spec(suite, project, user_checkpoint, args.tokenizer_model)
+    except OSError as exc:  # a directory, unreadable file, ... (not found is already a BadInput)
+        raise BadInput(f"tokenizer model {exc.filename}: {exc.strerror or exc}") from None
+    choice = choose_checkpoint(suite, project, args.checkpoint, tokenizer)
+    weights = prepare_weights(choice, timeout)
+
+    target = paths.result_path(suite.name, platform_label, label, results_root)
+    run = RunDir.create(target.parent)
+    plan, flags = build_plan(suite, platform, choice, weights.checkpoint_dir, tokenizer, args.bind_host)
+    run.write_plan(plan)
+    announce(suite, label, toolchain, bool(args.candidate), platform, plan, weights, flags)
+
+    # One deadline for the whole run: what preparing the weights used is gone from the ranks' share.
+    remaining = max(timeout - (time.monotonic() - started), 1.0)
+    wall_s = launch(run, plan["world_size"], remaining, launch_env(suite, platform, run, args.bind_host))
+    ranks = report_ranks(run, wall_s)
+
+    record = provenance_module.collect(
+        toolchain=label,
+        candidate_of=toolchain.name if args.candidate else None,
+        suite=suite.name,
+        suite_config_sha256=suite.config_digest(),
+        platform=platform_label,
+        platform_decisions={**plan["platform"], "dtype": plan["dtype"], "parallel": plan["parallel"]},
+        weights=weights.record,
+        stand_ins=ranks["stand_ins"],
+        flags=flags.to_dict(),
+        network=ranks["network"],
+        timings_s={"weights_prepare": weights.prepare_s, "launch_wall": wall_s, **ranks["timings_s"]},
+    )
+    with publish_lock(target.parent):  # a concurrent run of the same triple publishes before or after, never between
+        publish(run, target, record)
+        if not args.keep_run_dir:
+            shutil.rmtree(run.root, ignore_errors=True)
+        logger.info(f"result: {target}")
+        if args.no_compare:
+            return EXIT_OK
+        from logitsmatch.judge.verdict import judge_against_golden
+
+        passed = judge_against_golden(suite, target, paths.golden_path(suite.name, platform_label, toolchain.name), toolchain.name)
+    return EXIT_OK if passed else EXIT_DRIFT

@@ -1,0 +1,233 @@
+"""Render a ComparisonResult for people and for CI: terminal, Markdown, JUnit XML and JSON.
+
+Terminal and Markdown show the verdict first and the largest drifts first,
+truncated to `limit` rows so a diff of a million values stays readable; the
+JSON report lists every out-of-tolerance value and is streamed request by
+request, so a huge one never exists twice in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+
+from logitsmatch.judge.compare import Check, ComparisonResult
+from logitsmatch.judge.golden_io import atomic_writer, dumps_json
+
+DEFAULT_LIMIT = 20
+
+
+def verdict_line(result: ComparisonResult) -> str:
+    """One line: the verdict, why, and the policy it was judged under."""
+    summary = result.summary()
+    logprobs = summary["logprobs"]
+    parts = [f"{len(result.failed_checks)} of {len(result.checks)} checks failed"]
+    diverged = summary["requests_with_token_divergence"]
+    if diverged:
+        parts.append(f"tokens diverge in {diverged} of {summary['requests_compared']} requests")
+    parts.append(
+        f"{logprobs['over_tolerance']} of {logprobs['compared']} compared logprobs over tolerance"
+        f" (max |delta| {_num(result.max_abs_delta)})"
+    )
+    if logprobs["not_comparable"]:
+        parts.append(f"{logprobs['not_comparable']} not comparable")
+    if result.structural_changes:
+        parts.append(f"{len(result.structural_changes)} structural changes")
+    return f"{result.verdict.upper()}: " + "; ".join(parts) + f" [{_policy_text(result)}]"
+
+
+def _policy_text(result: ComparisonResult) -> str:
+    p = result.policy
+    budget = "auto" if p.failure_budget is None else p.failure_budget
+    nan = "NaN==NaN" if p.nan_equal else "NaN!=NaN"
+    return (f"mode {p.mode.value}, abs_tol {p.abs_tol:g}, rel_tol {p.rel_tol:g}, budget {budget}, {nan}, "
+            f"metrics {','.join(p.metrics) or 'none'}")
+
+
+def _num(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _where(check: Check) -> str:
+    return "run" if check.request is None else f"request {check.request}"
+
+
+def _more(total: int, shown: int) -> list[str]:
+    return [f"... and {total - shown} more"] if total > shown else []
+
+
+def _drift_rows(result: ComparisonResult, limit: int) -> list[tuple[str, ...]]:
+    drift = result.drift
+    rows = []
+    for row in result.drift.largest(limit).tolist():
+        golden, current = float(drift.golden[row]), float(drift.current[row])
+        rows.append((
+            result.request_order[drift.request[row]],
+            str(int(drift.index[row])),
+            "generated" if drift.generated[row] else "prompt",
+            _num(golden),
+            _num(current),
+            f"{current - golden:+.3e}",
+        ))
+    return rows
+
+
+def _request_rows(result: ComparisonResult, limit: int) -> list[tuple[str, ...]]:
+    ranked = sorted(result.requests.values(), key=lambda r: (-r.max_abs_delta, -r.n_over))[:limit]
+    return [
+        (r.request_id, "pass" if r.passed else "FAIL", str(r.n_compared), str(r.n_over),
+         str(r.n_not_comparable), "-" if r.first_divergence is None else str(r.first_divergence),
+         _num(r.max_abs_delta), _num(r.mean_abs_delta), _num(r.p99_abs_delta))
+        for r in ranked
+    ]
+
+
+def _divergence_lines(result: ComparisonResult, limit: int) -> list[str]:
+    diverged = [r for r in result.requests.values() if r.first_divergence is not None]
+    lines = []
+    for r in diverged[:limit]:
+        first = next(c for c in r.token_changes if c["index"] == r.first_divergence)
+        lines.append(f"request {r.request_id}: first divergence at generated index {r.first_divergence} "
+                     f"(golden {first['golden']}, current {first['current']}); "
+                     f"{len(r.token_changes)} tokens changed")
+    return lines + _more(len(diverged), len(lines))
+
+
+def _structural_text(change: dict) -> str:
+    return f"{change['kind']} {change['path']}: {change['golden'] or 'absent'} -> {change['current'] or 'absent'}"
+
+
+_DRIFT_HEADER = ("request", "index", "part", "golden", "current", "delta")
+_REQUEST_HEADER = ("request", "verdict", "compared", "over", "not comparable", "first divergence",
+                   "max |delta|", "mean |delta|", "p99 |delta|")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in (header, *rows)]
+
+
+def render_terminal(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str:
+    """Human summary for a terminal: verdict line first, then the largest findings first (only the
+    verdict line under -q)."""
+    from logitsmatch import log
+
+    lines = [verdict_line(result)]
+    if log.quiet():
+        return lines[0] + "\n"
+
+    def section(title: str, body: list[str]) -> None:
+        if body:
+            lines.extend(["", title, *("  " + b for b in body)])
+
+    failed = result.failed_checks
+    section(f"Failed checks ({len(failed)}):",
+            [f"{_where(c)} {c.metric}: {c.message}" for c in failed[:limit]] + _more(len(failed), limit))
+    section("Warnings:", result.warnings)
+    changes = result.structural_changes
+    section(f"Structural changes ({len(changes)}):",
+            [_structural_text(c) for c in changes[:limit]] + _more(len(changes), limit))
+    section("Token divergences:", _divergence_lines(result, limit))
+    if len(result.drift):
+        shown = min(limit, len(result.drift))
+        section(f"Largest logprob drifts (top {shown} of {len(result.drift)}):",
+                _table(_DRIFT_HEADER, _drift_rows(result, limit)) + _more(len(result.drift), shown))
+    if result.requests:
+        shown = min(limit, len(result.requests))
+        section(f"Requests by max |delta| (top {shown} of {len(result.requests)}):",
+                _table(_REQUEST_HEADER, _request_rows(result, limit)))
+    return "\n".join(lines) + "\n"
+
+
+def _md_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    def line(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+    return [line(header), "|" + "---|" * len(header), *(line(r) for r in rows)]
+
+
+def render_markdown(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str:
+    """A PR comment: verdict heading, summary, then truncated tables of the findings."""
+    summary = result.summary()
+    logprobs = summary["logprobs"]
+    lines = [
+        f"### logitsmatch compare: **{result.verdict.upper()}**",
+        "",
+        f"`{_policy_text(result)}`",
+        "",
+        *_md_table(("requests", "checks failed", "token divergences", "logprobs compared",
+                    "over tolerance", "not comparable", "max |delta|", "p99 |delta|"),
+                   [(str(summary["requests_compared"]), f"{len(result.failed_checks)} / {len(result.checks)}",
+                     str(summary["requests_with_token_divergence"]), str(logprobs["compared"]),
+                     str(logprobs["over_tolerance"]), str(logprobs["not_comparable"]),
+                     _num(result.max_abs_delta), _num(result.p99_abs_delta))]),
+    ]
+
+    def section(title: str, body: list[str]) -> None:
+        if body:
+            lines.extend(["", f"#### {title}", "", *body])
+
+    failed = result.failed_checks
+    section(f"Failed checks ({len(failed)})",
+            [f"- {_where(c)} `{c.metric}`: {c.message}" for c in failed[:limit]]
+            + [f"- {m}" for m in _more(len(failed), limit)])
+    section("Warnings", [f"- {w}" for w in result.warnings])
+    changes = result.structural_changes
+    section(f"Structural changes ({len(changes)})",
+            [f"- `{_structural_text(c)}`" for c in changes[:limit]] + [f"- {m}" for m in _more(len(changes), limit)])
+    section("Token divergences", [f"- {line}" for line in _divergence_lines(result, limit)])
+    if len(result.drift):
+        shown = min(limit, len(result.drift))
+        section(f"Largest logprob drifts (top {shown} of {len(result.drift)})",
+                _md_table(_DRIFT_HEADER, _drift_rows(result, limit))
+                + ["", *_more(len(result.drift), shown)])
+    if result.requests:
+        shown = min(limit, len(result.requests))
+        section(f"Requests by max |delta| (top {shown} of {len(result.requests)})",
+                _md_table(_REQUEST_HEADER, _request_rows(result, limit)))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_junit(result: ComparisonResult) -> bytes:
+    """JUnit XML: one testcase per request x metric, plus run-level checks."""
+    counts = {s: sum(c.status == s for c in result.checks) for s in ("fail", "skip")}
+    suites = ET.Element("testsuites", name="logitsmatch compare", tests=str(len(result.checks)),
+                        failures=str(counts["fail"]))
+    suite = ET.SubElement(suites, "testsuite", name="logitsmatch.judge.compare", tests=str(len(result.checks)),
+                          failures=str(counts["fail"]), skipped=str(counts["skip"]), errors="0")
+    properties = ET.SubElement(suite, "properties")
+    for name, value in result.policy.to_dict().items():
+        text = ",".join(value) if isinstance(value, list) else str(value)
+        ET.SubElement(properties, "property", name=name, value=text)
+    for check in result.checks:
+        classname = "run" if check.request is None else f"request.{check.request}"
+        case = ET.SubElement(suite, "testcase", classname=classname, name=check.metric)
+        if check.status == "fail":
+            ET.SubElement(case, "failure", message=check.message, type="drift").text = check.message
+        elif check.status == "skip":
+            ET.SubElement(case, "skipped", message=check.message)
+    return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
+
+
+def write_json_report(result: ComparisonResult, path: str | os.PathLike) -> None:
+    """Stream result.to_dict() to `path`, one line per request, atomically."""
+    head = dumps_json(result.header_dict(), indent=True).rstrip()
+    with atomic_writer(path) as out:
+        out.write(head[:-1].rstrip())
+        out.write(b',\n  "requests": {')
+        for position, rid in enumerate(result.request_order):
+            out.write(b",\n    " if position else b"\n    ")
+            out.write(dumps_json(rid) + b": " + dumps_json(result.request_entry(rid)))
+        out.write(b"\n  }\n}\n")
+
+
+def write_reports(result: ComparisonResult, json_path: str | None = None,
+                  markdown_path: str | None = None, junit_path: str | None = None) -> None:
+    """Write each requested report file atomically."""
+    if json_path:
+        write_json_report(result, json_path)
+    if markdown_path:
+        with atomic_writer(markdown_path) as out:
+            out.write(render_markdown(result).encode("utf-8"))
+    if junit_path:
+        with atomic_writer(junit_path) as out:
+            out.write(render_junit(result))

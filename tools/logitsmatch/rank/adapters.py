@@ -1,0 +1,463 @@
+"""megatron-core API drift, in one place.
+
+Each adapter class speaks one span of megatron-core releases; the worker only
+calls adapter methods. ``_Adapter`` holds what every supported release shares;
+a subclass overrides only what its releases changed. Supported: 0.15.x
+(``Mcore015``), 0.16.x (``Mcore016``) and 0.17 to 0.19 (``Mcore017``: 0.17 ->
+0.19 only add InferenceConfig fields). Releases before 0.15 have no DP
+coordinator.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import socket as _socket
+import tempfile
+from pathlib import Path
+
+from logitsmatch.errors import BadInput
+
+
+def installed_megatron_version() -> tuple[int, int, int]:
+    text = importlib.metadata.version("megatron-core")
+    parts = [int("".join(ch for ch in piece if ch.isdigit()) or 0) for piece in text.split(".")[:3]]
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+# --- socket binding helpers (0.15 / 0.16 have no hostname argument) ----------------
+
+_IPC_PATH_MAX = 107  # sockaddr_un.sun_path on Linux, less its terminating NUL
+
+
+class _LoopbackSocketModule:
+    """A ``socket`` module whose gethostname() names the bind host we chose.
+
+    megatron-core 0.16 binds the engine PUB sockets and the coordinator ROUTER
+    to ``socket.gethostname()``; handing those modules this proxy makes them
+    bind where the user asked (127.0.0.1 by default).
+    """
+
+    def __init__(self, bind_host: str):
+        self._bind_host = bind_host
+
+    def gethostname(self) -> str:
+        return self._bind_host
+
+    def __getattr__(self, name):
+        return getattr(_socket, name)
+
+
+class _AddressRewritingZmq:
+    """A ``zmq`` module whose sockets rewrite bind/connect address prefixes.
+
+    megatron-core 0.15 hard-codes two addresses: the coordinator binds
+    ``tcp://0.0.0.0:{port}`` and the engines broadcast over
+    ``ipc:///tmp/tp-coord-{dp}-tp-bcast-socket-*``, shared by every run on the
+    machine. Handing a module this proxy moves those without touching its code.
+    """
+
+    def __init__(self, rewrites: dict[str, str]):
+        import zmq
+
+        class Socket(zmq.Socket):
+            def bind(self, addr, *args, **kwargs):
+                return super().bind(_rewrite(addr), *args, **kwargs)
+
+            def connect(self, addr, *args, **kwargs):
+                return super().connect(_rewrite(addr), *args, **kwargs)
+
+        class Context(zmq.Context):
+            _socket_class = Socket
+
+        def _rewrite(addr: str) -> str:
+            for old, new in rewrites.items():
+                if addr.startswith(old):
+                    return new + addr[len(old) :]
+            return addr
+
+        self._zmq = zmq
+        self.Context = Context
+
+    def __getattr__(self, name):
+        return getattr(self._zmq, name)
+
+
+def bind_coordinator_by_hostname(coordinator_module, bind_host: str) -> None:
+    coordinator_module.socket = _LoopbackSocketModule(bind_host)
+
+
+def bind_coordinator_by_address(coordinator_module, bind_host: str) -> None:
+    coordinator_module.zmq = _AddressRewritingZmq({"tcp://0.0.0.0:": f"tcp://{bind_host}:"})
+
+
+class _CoordinatorEntrypoint:
+    """Picklable stand-in for ``DataParallelInferenceCoordinator.entrypoint``.
+
+    The coordinator runs in a process spawned from scratch, where our patches
+    to the parent's modules do not exist. Unpickling this object (before the
+    coordinator's arguments, whose classes import megatron-core) installs the
+    torch stand-ins there when the parent has them (0.15 compiles a CUDA
+    extension at import), then ``bind`` (a module-level function, so it
+    pickles) re-applies the socket binding before the real entrypoint runs.
+    """
+
+    def __init__(self, original, bind, bind_host: str):
+        from logitsmatch.rank import cpu_standins
+
+        self.original, self.bind, self.bind_host = original, bind, bind_host
+        self.standins = cpu_standins.torch_standins_installed()
+
+    def __getstate__(self):
+        # Not the original: unpickling it would import megatron-core before the stand-ins.
+        return {"bind": self.bind, "bind_host": self.bind_host, "standins": self.standins}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.standins:
+            from logitsmatch.rank import cpu_standins
+
+            cpu_standins.install_torch_standins()
+        from megatron.core.inference import data_parallel_inference_coordinator as coordinator_module
+
+        self.original = coordinator_module.DataParallelInferenceCoordinator.entrypoint  # unpatched here
+
+    def __call__(self, *args, **kwargs):
+        from megatron.core.inference import data_parallel_inference_coordinator as coordinator_module
+
+        self.bind(coordinator_module, self.bind_host)
+        return self.original(*args, **kwargs)
+
+
+def _wrap_coordinator_entrypoint(bind, bind_host: str) -> None:
+    from megatron.core.inference import data_parallel_inference_coordinator as coordinator_module
+
+    coordinator_class = coordinator_module.DataParallelInferenceCoordinator
+    coordinator_class.entrypoint = _CoordinatorEntrypoint(coordinator_class.entrypoint, bind, bind_host)
+
+
+# --- adapters ---------------------------------------------------------------------------
+
+
+class _Adapter:
+    """What every supported release (0.15 to 0.19) does the same way."""
+
+    name = "base"
+
+    # --- distributed -------------------------------------------------------------
+    def init_distributed(self, plan: dict) -> None:
+        import torch
+        from megatron.core import parallel_state
+
+        torch.distributed.init_process_group(backend=plan["platform"]["backend"])
+        parallel_state.initialize_model_parallel(
+            tensor_model_parallel_size=plan["parallel"]["tensor"],
+            pipeline_model_parallel_size=plan["parallel"]["pipeline"],
+        )
+
+    def destroy_distributed(self) -> None:
+        import torch
+        from megatron.core import parallel_state
+
+        parallel_state.destroy_model_parallel()
+        torch.distributed.destroy_process_group()
+
+    # --- tokenizer ---------------------------------------------------------------
+    def build_tokenizer(self, spec: dict):
+        from megatron.core.tokenizers import MegatronTokenizer
+
+        return MegatronTokenizer.from_pretrained(
+            tokenizer_path=spec["path"],
+            metadata_path={"library": "tiktoken"},
+            pattern=spec["pattern"],
+            vocab_size=spec["vocab_size"],
+            num_special_tokens=spec["num_special_tokens"],
+        )
+
+    # --- engine ------------------------------------------------------------------
+    def build_engine(self, model, tokenizer, plan: dict):
+        from megatron.core.inference.text_generation_controllers.text_generation_controller import (
+            TextGenerationController,
+        )
+
+        context = self.build_context(model, plan)
+        wrapper = self.build_wrapper(model, context, plan)
+        controller = TextGenerationController(inference_wrapped_model=wrapper, tokenizer=tokenizer)
+        return self.make_engine(controller, context, plan)
+
+    def sampling_params(self, sampling: dict, engine):
+        from megatron.core.inference.sampling_params import SamplingParams
+
+        return SamplingParams(
+            temperature=sampling["temperature"],
+            top_k=sampling["top_k"],
+            top_p=sampling["top_p"],
+            return_log_probs=sampling["return_log_probs"],
+            num_tokens_to_generate=sampling["num_tokens_to_generate"],
+            **self.termination_kwargs(engine),
+        )
+
+    def termination_kwargs(self, engine) -> dict:
+        """From 0.16 the end-of-document id travels with each request's sampling params."""
+        return {"termination_id": engine.controller.tokenizer.eod}
+
+    # --- coordinator and client --------------------------------------------------
+    def finished_request(self, result):
+        """0.16 returns records (one request per pause/resume segment); merge them."""
+        return result.merge() if hasattr(result, "merge") else result
+
+    async def wait_for_engine_stop(self, engine) -> None:
+        await engine.engine_loop_task
+
+
+class Mcore016(_Adapter):
+    """megatron-core 0.16.x: flat context kwargs, InferenceWrapperConfig, async client."""
+
+    name = "0.16"
+
+    def install_network_binding(self, bind_host: str) -> list[str]:
+        from megatron.core.inference.engines import dynamic_engine
+
+        dynamic_engine.socket = _LoopbackSocketModule(bind_host)
+        _wrap_coordinator_entrypoint(bind_coordinator_by_hostname, bind_host)
+        return [f"engine and coordinator sockets bound to {bind_host} (socket.gethostname override)"]
+
+    def context_kwargs(self, model, plan: dict) -> dict:
+        arch, inference = plan["architecture"], plan["inference"]
+        return dict(
+            params_dtype=model.config.params_dtype,
+            num_layers=arch["num_layers"] // plan["parallel"]["pipeline"],
+            kv_channels=arch["kv_channels"],
+            num_attention_heads=arch["num_query_groups"],
+            max_sequence_length=inference["max_sequence_length"],
+            buffer_size_gb=inference["buffer_size_gb"],
+            max_tokens=inference["max_tokens"],
+            block_size_tokens=inference["block_size_tokens"],
+            tensor_model_parallel_size=plan["parallel"]["tensor"],
+            materialize_only_last_token_logits=not plan["sampling"]["return_log_probs"],
+            use_flashinfer_fused_rope=inference["use_flashinfer_fused_rope"],
+            unified_memory_level=0,
+        )
+
+    def build_context(self, model, plan: dict):
+        from megatron.core.inference.contexts.dynamic_context import DynamicInferenceContext
+
+        return DynamicInferenceContext(**self.context_kwargs(model, plan))
+
+    def build_wrapper(self, model, context, plan: dict):
+        from megatron.core.inference.model_inference_wrappers.gpt.gpt_inference_wrapper import (
+            GPTInferenceWrapper,
+        )
+        from megatron.core.inference.model_inference_wrappers.inference_wrapper_config import (
+            InferenceWrapperConfig,
+        )
+
+        from logitsmatch.rank.model_builder import padded_vocab_size
+
+        config = InferenceWrapperConfig(
+            hidden_size=plan["architecture"]["hidden_size"],
+            params_dtype=model.config.params_dtype,
+            inference_batch_times_seqlen_threshold=-1,
+            padded_vocab_size=padded_vocab_size(plan["vocab_size"], plan["parallel"]["tensor"]),
+            inference_max_requests=plan["inference"]["max_requests"],
+            inference_max_seq_length=plan["inference"]["max_sequence_length"],
+        )
+        return GPTInferenceWrapper(model, config, context)
+
+    def make_engine(self, controller, context, plan: dict):
+        from megatron.core.inference.engines import DynamicInferenceEngine
+
+        return DynamicInferenceEngine(controller, context, **self.engine_kwargs(controller, plan))
+
+    def engine_kwargs(self, controller, plan: dict) -> dict:
+        return dict(
+            enable_cuda_graph=False,
+            random_seed=plan["seed"],
+            enable_chunked_prefill=plan["inference"]["enable_chunked_prefill"],
+        )
+
+    async def start_listening(self, engine, sampling_params, network: dict) -> str:
+        return await engine.start_listening_to_data_parallel_coordinator(
+            inference_coordinator_port=network["coordinator_port"],
+            launch_inference_coordinator=True,
+        )
+
+    async def start_client(self, address: str):
+        from megatron.core.inference.inference_client import InferenceClient
+
+        client = InferenceClient(self.client_target(address))
+        await client.start()
+        return client
+
+    def client_target(self, address: str):
+        return address
+
+    async def shutdown(self, client) -> None:
+        await client.stop_engines()
+        client.stop()
+
+
+class Mcore015(Mcore016):
+    """megatron-core 0.15.x, the first release with the DP coordinator.
+
+    Differs from 0.16: context sizing kwargs, engine-level termination id and
+    seed, a coordinator port the caller must choose, hard-coded bind addresses,
+    and a non-awaitable STOP. The client and the engines connect to the
+    coordinator at ``$MASTER_ADDR`` (the launcher's 127.0.0.1), whatever it binds.
+    """
+
+    name = "0.15"
+    # Megatron-LM's default for --inference-dynamic-batching-buffer-guaranteed-fraction
+    # in the 0.15 era; 0.16 dropped the guaranteed share.
+    BUFFER_GUARANTEED_FRACTION = 0.2
+
+    def install_network_binding(self, bind_host: str) -> list[str]:
+        from megatron.core.inference.engines import dynamic_engine
+
+        self.ipc_dir = self.ipc_directory()
+        self.ipc_dir.mkdir(exist_ok=True)
+        dynamic_engine.zmq = _AddressRewritingZmq({"ipc:///tmp/": f"ipc://{self.ipc_dir}/"})
+        _wrap_coordinator_entrypoint(bind_coordinator_by_address, bind_host)
+        return [
+            f"coordinator bound to {bind_host} instead of 0.0.0.0 (zmq address rewrite)",
+            "engine broadcast ipc sockets moved from /tmp to a per-run temp directory (zmq address rewrite)",
+        ]
+
+    @staticmethod
+    def ipc_directory() -> Path:
+        """A directory for the broadcast sockets that no concurrent run shares.
+
+        The rendezvous port (MASTER_PORT) is held by this run while it lives and
+        every rank sees the same one. An ipc:// path must fit in sun_path (108
+        bytes); a long $TMPDIR falls back to /tmp, where megatron puts them itself.
+        """
+        name = f"logitsmatch-zmq-{os.environ['MASTER_PORT']}"
+        directory = Path(tempfile.gettempdir()) / name
+        if len(f"{directory}/tp-coord-0000-tp-bcast-socket-req".encode()) > _IPC_PATH_MAX:
+            directory = Path("/tmp") / name
+        return directory
+
+    def context_kwargs(self, model, plan: dict) -> dict:
+        kwargs = super().context_kwargs(model, plan)
+        kwargs["max_tokens_override"] = kwargs.pop("max_tokens")
+        kwargs.update(max_requests_override=None, buffer_guaranteed_fraction=self.BUFFER_GUARANTEED_FRACTION)
+        return kwargs
+
+    def engine_kwargs(self, controller, plan: dict) -> dict:
+        # 0.15 SamplingParams has no termination_id; the engine holds it.
+        return {**super().engine_kwargs(controller, plan), "termination_id": controller.tokenizer.eod}
+
+    def termination_kwargs(self, engine) -> dict:
+        return {}
+
+    async def start_listening(self, engine, sampling_params, network: dict) -> str:
+        import torch
+
+        # Every DP group's first rank connects to the port, so all ranks must agree on it.
+        port = [network["coordinator_port"]]
+        if port[0] is None and torch.distributed.get_rank() == 0:
+            from logitsmatch.run.ports import free_loopback_port
+
+            port = [free_loopback_port()]
+        torch.distributed.broadcast_object_list(port, src=0)
+        await engine.start_listening_to_data_parallel_coordinator(
+            sampling_params, inference_coordinator_port=port[0], launch_inference_coordinator=True
+        )
+        return f"tcp://{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{port[0]}"
+
+    def client_target(self, address: str) -> int:
+        return int(address.rsplit(":", 1)[1])  # the 0.15 client takes a port, host is $MASTER_ADDR
+
+    async def shutdown(self, client) -> None:
+        client.stop_engines()  # not awaitable in 0.15
+        client.stop()
+
+    async def wait_for_engine_stop(self, engine) -> None:
+        await super().wait_for_engine_stop(engine)  # also terminates the coordinator (rank 0)
+        shutil.rmtree(self.ipc_dir, ignore_errors=True)
+
+
+class Mcore017(_Adapter):
+    """megatron-core 0.17 to 0.19: InferenceConfig, hostname= binding, EngineState shutdown."""
+
+    name = "0.17"
+
+    def install_network_binding(self, bind_host: str) -> list[str]:
+        self.bind_host = bind_host  # passed as hostname= in start_listening
+        return [f"engine, communicator and coordinator sockets bound to {bind_host} (hostname=)"]
+
+    def build_context(self, model, plan: dict):
+        from megatron.core.inference.config import InferenceConfig
+        from megatron.core.inference.contexts.dynamic_context import DynamicInferenceContext
+
+        inference = plan["inference"]
+        config = InferenceConfig(
+            block_size_tokens=inference["block_size_tokens"],
+            buffer_size_gb=inference["buffer_size_gb"],
+            max_tokens=inference["max_tokens"],
+            max_sequence_length=inference["max_sequence_length"],
+            materialize_only_last_token_logits=not plan["sampling"]["return_log_probs"],
+            use_flashinfer_fused_rope=inference["use_flashinfer_fused_rope"],
+            enable_chunked_prefill=inference["enable_chunked_prefill"],
+            unified_memory_level=0,
+        )
+        return DynamicInferenceContext(model.config, config)
+
+    def build_wrapper(self, model, context, plan: dict):
+        from megatron.core.inference.model_inference_wrappers.gpt.gpt_inference_wrapper import (
+            GPTInferenceWrapper,
+        )
+
+        return GPTInferenceWrapper(model, context)
+
+    def make_engine(self, controller, context, plan: dict):
+        from megatron.core.inference.engines import DynamicInferenceEngine
+
+        return DynamicInferenceEngine(controller, context)
+
+    def build_engine(self, model, tokenizer, plan: dict):
+        # 0.17+ seed the controller's sampling RNG from the model config.
+        model.config.inference_sampling_seed = plan["seed"]
+        return super().build_engine(model, tokenizer, plan)
+
+    async def start_listening(self, engine, sampling_params, network: dict) -> str:
+        self.engine = engine  # the shutdown handshake waits on this rank's engine state
+        return await engine.start_listening_to_data_parallel_coordinator(
+            inference_coordinator_port=network["coordinator_port"],
+            launch_inference_coordinator=True,
+            hostname=self.bind_host,
+        )
+
+    async def start_client(self, address: str):
+        from megatron.core.inference.inference_client import InferenceClient
+
+        client = InferenceClient(address, deserialize=True)
+        client.start()
+        return client
+
+    async def shutdown(self, client) -> None:
+        """STOP is honoured only from PAUSED; the coordinator outlives the engines."""
+        from megatron.core.inference.engines.dynamic_engine import EngineState
+
+        client.pause_engines()
+        await self.engine.wait_until(EngineState.PAUSED)
+        client.stop_engines()
+        await self.engine.wait_until(EngineState.STOPPED)
+        client.shutdown_coordinator()
+        client.stop()
+
+
+def for_installed_megatron() -> _Adapter:
+    """The adapter for the megatron-core release in this venv."""
+    version = installed_megatron_version()
+    if version[:2] == (0, 15):
+        return Mcore015()
+    if version[:2] == (0, 16):
+        return Mcore016()
+    if (0, 17) <= version[:2] <= (0, 19):
+        return Mcore017()
+    raise BadInput(
+        f"megatron-core {'.'.join(map(str, version))} is not supported "
+        "(logitsmatch supports 0.15.x, 0.16.x and 0.17 to 0.19)"
+    )

@@ -1,0 +1,197 @@
+"""CPU stand-ins for the CUDA-only calls on megatron-core's dynamic inference path.
+
+This is the one place where logitsmatch replaces anything of torch or
+megatron-core. Each stand-in is installed only when a probe shows the real
+thing is unusable in this process, and every installed stand-in is named in
+the run's output and provenance, so a CPU golden never hides what ran.
+Only two can touch numerics: the attention kernels (exact pure-torch
+implementations, see ``cpu_attention``) and running megatron's ``jit_fuser``
+functions eagerly instead of through ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import time
+from collections.abc import Callable
+
+import torch
+import torch._dynamo
+import torch.utils.cpp_extension
+
+# What install_torch_standins() put in place in this process (see torch_standins_installed).
+_installed_torch_standins: list[str] = []
+
+# Factories megatron-core calls with pin_memory=True on the inference path.
+_PIN_MEMORY_FACTORIES = ("empty", "empty_like", "zeros", "ones", "full", "tensor", "as_tensor", "arange")
+
+
+class CpuTimingEvent:
+    """Host-clock replacement for ``torch.cuda.Event`` (engine step timing only)."""
+
+    def __init__(self, enable_timing: bool = False, blocking: bool = False, interprocess: bool = False):
+        self._recorded_at: float | None = None
+
+    def record(self, stream=None) -> None:
+        self._recorded_at = time.perf_counter()
+
+    def synchronize(self) -> None:
+        pass
+
+    def wait(self, stream=None) -> None:
+        pass
+
+    def query(self) -> bool:
+        return True
+
+    def elapsed_time(self, end_event: CpuTimingEvent) -> float:
+        return (end_event._recorded_at - self._recorded_at) * 1000.0
+
+
+class CpuStream:
+    """Stand-in for ``torch.cuda.Stream``: CPU work is synchronous, so every
+    cross-stream wait is already satisfied and a stream is only a handle."""
+
+    def __init__(self, device=None, priority: int = 0, **kwargs):
+        self.device = torch.device("cpu")
+
+    def wait_event(self, event) -> None:
+        pass
+
+    def wait_stream(self, stream) -> None:
+        pass
+
+    def record_event(self, event=None):
+        event = event if event is not None else CpuTimingEvent()
+        event.record(self)
+        return event
+
+    def synchronize(self) -> None:
+        pass
+
+    def query(self) -> bool:
+        return True
+
+
+def _fails(probe: Callable[[], object]) -> bool:
+    try:
+        probe()
+    except Exception:  # noqa: BLE001 - any failure means the real call is unusable here
+        return True
+    return False
+
+
+def _drop_pin_memory(factory):
+    @functools.wraps(factory)
+    def factory_without_pinning(*args, **kwargs):
+        kwargs.pop("pin_memory", None)
+        return factory(*args, **kwargs)
+
+    return factory_without_pinning
+
+
+def _no_op(*args, **kwargs):
+    return None
+
+
+def install_torch_standins() -> list[str]:
+    """Replace the CUDA-only torch calls that fail in this process; return their names.
+
+    Must run before megatron-core is imported: some modules bind names such as
+    ``torch.cuda.nvtx.range_push`` at import time.
+    """
+    applied: list[str] = []
+    if torch.cuda.is_available():
+        return applied
+
+    if _fails(torch.cuda.current_device):
+        torch.cuda.current_device = lambda: torch.device("cpu")
+        applied.append("torch.cuda.current_device -> cpu")
+
+    if _fails(lambda: torch.empty(1, pin_memory=True)):
+        for name in _PIN_MEMORY_FACTORIES:
+            setattr(torch, name, _drop_pin_memory(getattr(torch, name)))
+        applied.append("pin_memory=True in tensor factories -> ignored")
+    if _fails(lambda: torch.empty(1).pin_memory()):
+        torch.Tensor.pin_memory = lambda self, *args, **kwargs: self
+        applied.append("Tensor.pin_memory() -> identity")
+
+    if _fails(lambda: torch.cuda.Event(enable_timing=True).record()):
+        torch.cuda.Event = CpuTimingEvent
+        applied.append("torch.cuda.Event -> host-clock timing event")
+
+    if _fails(torch.cuda.current_stream):
+        torch.cuda.Stream = CpuStream
+        torch.cuda.current_stream = lambda device=None: CpuStream()
+        torch.cuda.stream = lambda stream=None: contextlib.nullcontext()
+        applied.append("torch.cuda.Stream/current_stream/stream -> host-synchronous stream handle")
+
+    if _fails(torch.cuda.synchronize):
+        torch.cuda.synchronize = _no_op
+        applied.append("torch.cuda.synchronize -> no-op")
+
+    if _fails(torch.cuda.memory_stats) or not torch.cuda.memory_stats():
+        torch.cuda.memory_stats = lambda *args, **kwargs: collections.defaultdict(int)
+        applied.append("torch.cuda.memory_stats -> zeros")
+
+    # megatron's jit_fuser is torch.compile: on CPU every rank would run inductor
+    # (a C++ build) for each new token count, which costs seconds per step.
+    torch._dynamo.config.disable = True
+    applied.append("torch.compile (megatron jit_fuser) -> eager")
+
+    if _fails(lambda: (torch.cuda.nvtx.range_push("probe"), torch.cuda.nvtx.range_pop())):
+        torch.cuda.nvtx.range_push = _no_op
+        torch.cuda.nvtx.range_pop = _no_op
+        applied.append("torch.cuda.nvtx.range_push/range_pop -> no-op")
+
+    # megatron-core 0.15 JIT-builds a CUDA managed-memory allocator when it is
+    # imported; without CUDA that build can only fail, after a C++ compile per
+    # rank (serialised on a lock in ~/.cache/torch_extensions). Fail it at once.
+    torch.utils.cpp_extension.load_inline = _no_cuda_builds(torch.utils.cpp_extension.load_inline)
+    applied.append("torch.utils.cpp_extension.load_inline(with_cuda=True) -> RuntimeError (no CUDA)")
+    _installed_torch_standins[:] = applied
+    return applied
+
+
+def torch_standins_installed() -> bool:
+    """Whether this process runs with the torch stand-ins (processes it spawns need them too)."""
+    return bool(_installed_torch_standins)
+
+
+def _no_cuda_builds(load_inline):
+    @functools.wraps(load_inline)
+    def load_inline_without_cuda(*args, **kwargs):
+        if kwargs.get("with_cuda"):
+            raise RuntimeError("logitsmatch CPU stand-in: no CUDA extension builds without CUDA")
+        return load_inline(*args, **kwargs)
+
+    return load_inline_without_cuda
+
+
+def install_megatron_standins() -> list[str]:
+    """Replace the CUDA-only kernels megatron-core picks; call after importing it."""
+    from megatron.core.transformer import attention
+
+    from logitsmatch.rank import cpu_attention
+
+    return cpu_attention.install(attention) + _use_torch_kv_append()
+
+
+def _use_torch_kv_append() -> list[str]:
+    """Route the KV-cache append to megatron's own pure-torch path.
+
+    From 0.16 ``dynamic_context`` imports a triton append kernel and falls back
+    to indexed assignment when that name is None. Where triton is installed
+    (CUDA wheels) or mocked (0.17+ replace a failed ``import triton`` with a
+    MagicMock) the name is set, and the kernel cannot launch without a GPU.
+    """
+    if torch.cuda.is_available():
+        return []
+    from megatron.core.inference.contexts import dynamic_context
+
+    if getattr(dynamic_context, "triton_append_key_value_cache", None) is None:
+        return []
+    dynamic_context.triton_append_key_value_cache = None
+    return ["dynamic_context.triton_append_key_value_cache -> megatron's pure-torch KV append"]

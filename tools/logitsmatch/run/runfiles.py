@@ -1,0 +1,176 @@
+"""The run directory: every file and environment variable the launcher and the ranks exchange.
+
+One run of a suite lives in ``results/<suite>/<platform>/<toolchain>/.runs/<id>/``
+until it is published. The harness (``logitsmatch run``, the launcher) and the
+processes it starts (torchrun's agent, the ranks, the synthetic-weights writer)
+share only what this module names, written and read only through it:
+
+=========================  ===============  =========================================
+file                       written by       read by
+=========================  ===============  =========================================
+``plan.json``              harness          every rank (what to run, see run.plan)
+``status/rank-N.json``     rank N           launcher (phase and pid, phase timings)
+``status/network.json``    rank 0           launcher (coordinator pid), harness
+``status/stand_ins.json``  rank 0           harness (provenance)
+``result.json``            rank 0           harness (published as the result)
+``logs/``, ``launcher.log`` torchrun        launcher (last lines of a failing rank)
+``FAILED``                 launcher         people (why the run was not published)
+=========================  ===============  =========================================
+
+Environment variables set by the launcher for its descendants are listed
+below as ``*_ENV``. Writes that a reader may see half-done go through a
+temporary file and ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+# Phases a rank walks through, in order (``done`` once it finished cleanly).
+PHASES = ("init", "weights", "coordinator", "decode", "shutdown", "done")
+
+RUN_ID_ENV = "LOGITSMATCH_RUN_ID"  # on every process of the run: the reaper finds them by it
+STORE_FD_ENV = "LOGITSMATCH_STORE_FD"  # the bound loopback socket torchrun's store serves on
+LAUNCHER_PID_ENV = "LOGITSMATCH_LAUNCHER_PID"  # the agent dies with this process
+COORDINATOR_PORT_ENV = "LOGITSMATCH_COORDINATOR_PORT"  # user: ask megatron-core for this port
+MASTER_PORT_ENV = "LOGITSMATCH_MASTER_PORT"  # user: fixed rendezvous store port (default: kernel picks)
+RENDEZVOUS_BACKEND = "logitsmatch-loopback"  # torchrun rendezvous backend the agent registers
+
+
+def _write_atomic(path: Path, payload) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=4))
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """One run's private folder; ``RunDir(plan_path.parent)`` inside a rank."""
+
+    root: Path
+
+    @classmethod
+    def create(cls, result_dir: Path) -> RunDir:
+        """A new, uniquely named run folder under ``result_dir/.runs/``."""
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        run = cls(result_dir / ".runs" / name)
+        run.status.mkdir(parents=True)
+        run.tmp.mkdir()
+        return run
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    # --- paths -------------------------------------------------------------------
+    @property
+    def plan(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status"
+
+    @property
+    def result(self) -> Path:
+        return self.root / "result.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def launcher_log(self) -> Path:
+        return self.root / "launcher.log"
+
+    @property
+    def failed(self) -> Path:
+        return self.root / "FAILED"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def torch_extensions(self) -> Path:
+        return self.root / "torch_extensions"
+
+    def rank_status_file(self, rank: int) -> Path:
+        return self.status / f"rank-{rank}.json"
+
+    @property
+    def network_file(self) -> Path:
+        return self.status / "network.json"
+
+    @property
+    def stand_ins_file(self) -> Path:
+        return self.status / "stand_ins.json"
+
+    # --- plan ----------------------------------------------------------------------
+    def write_plan(self, plan: dict) -> None:
+        self.plan.write_text(json.dumps(plan, indent=2))
+
+    def read_plan(self) -> dict:
+        return json.loads(self.plan.read_text())
+
+    # --- what rank 0 leaves for the harness ---------------------------------------
+    def write_network(self, record: dict) -> None:
+        _write_atomic(self.network_file, record)
+
+    def read_network(self) -> dict:
+        return json.loads(self.network_file.read_text())
+
+    def write_stand_ins(self, names: list[str]) -> None:
+        _write_atomic(self.stand_ins_file, names)
+
+    def read_stand_ins(self) -> list[str]:
+        return json.loads(self.stand_ins_file.read_text())
+
+    def write_result(self, results: dict) -> None:
+        _write_atomic(self.result, results)
+
+    def missing_outputs(self) -> list[Path]:
+        """What rank 0 must have written by the end of a successful run."""
+        return [path for path in (self.result, self.network_file, self.stand_ins_file) if not path.is_file()]
+
+    def mark_failed(self, message: str) -> None:
+        self.failed.write_text(message.rstrip("\n") + "\n")
+
+    # --- phases ----------------------------------------------------------------------
+    def rank_status(self, rank: int) -> dict:
+        """{"phase", "pid", "timings_s"} of one rank; one that has not reported yet is in 'init'."""
+        try:
+            status = json.loads(self.rank_status_file(rank).read_text())
+            return {"phase": str(status["phase"]), "pid": status.get("pid"), "timings_s": status.get("timings_s", {})}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {"phase": "init", "pid": None, "timings_s": {}}
+
+    def rank_phases(self, world_size: int) -> dict[int, str]:
+        return {rank: self.rank_status(rank)["phase"] for rank in range(world_size)}
+
+
+class PhaseRecorder:
+    """A rank's side of ``status/rank-N.json``: its phase, its pid and the time spent per phase."""
+
+    def __init__(self, run: RunDir, rank: int):
+        self.path = run.rank_status_file(rank)
+        self.timings: dict[str, float] = {}
+        self._phase: str | None = None
+        self._started = time.perf_counter()
+
+    def enter(self, phase: str) -> None:
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r} (phases: {', '.join(PHASES)})")
+        now = time.perf_counter()
+        if self._phase is not None:
+            self.timings[self._phase] = now - self._started
+        self._phase, self._started = phase, now
+        _write_atomic(self.path, {"phase": phase, "pid": os.getpid(), "timings_s": self.timings})
+
+    def finish(self) -> None:
+        self.enter("done")
