@@ -49,3 +49,6 @@ def configure(verbosity: int = 0) -> None:
 def quiet() -> bool:
     """-q: reports shrink to their verdict line."""
     return logger.getEffectiveLevel() > logging.INFO
+
+
+configure()  # library use (tests, scripts) prints like the CLI does; the CLI reconfigures for -q/-v
