@@ -40,6 +40,7 @@ from support.faults import (  # noqa: E402
     fault_deadline,
     fault_kill_coordinator,
     fault_master_port_taken,
+    fault_parent_sigkill,
     fault_sigkill_agent,
     fault_sigkill_rank,
     fault_sigstop_rank,
@@ -48,6 +49,7 @@ from support.faults import (  # noqa: E402
 
 FAULTS = ("sigkill-rank", "sigstop-rank", "kill-coordinator", "ctrl-c", "deadline", "master-port-taken",
           "coordinator-port-taken", "sigkill-agent", "sigstop-rank-weights", "ctrl-c-init", "sigterm-weights",
+          "sigkill-run", "sigkill-parent",
           "concurrent",
           "truncated-checkpoint")
 
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         "sigstop-rank-weights": lambda d: [fault_sigstop_rank(d, toolchain, t, rank=2, phase="weights")],
         "ctrl-c-init": lambda d: [fault_ctrl_c(d, toolchain, t, phase="init")],
         "sigterm-weights": lambda d: [fault_ctrl_c(d, toolchain, t, phase="weights", sig=signal.SIGTERM)],
+        "sigkill-run": lambda d: [fault_parent_sigkill(d, toolchain, t)],
+        "sigkill-parent": lambda d: [fault_parent_sigkill(d, toolchain, t, under_parent=True)],
         "concurrent": lambda d: concurrent_runs(d, toolchain, t),
     }
     try:

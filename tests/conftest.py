@@ -19,6 +19,9 @@ from support import MEGATRON_CASES, PROJECT, toolchain_missing  # noqa: E402
 
 _MISSING: list[str | None] = []
 
+# tests/data holds byte copies of Megatron-LM files, one of them named test_*.py: data, not tests.
+collect_ignore_glob = ["data/*"]
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:

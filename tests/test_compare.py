@@ -1,4 +1,6 @@
-"""compare.py: parity with Megatron-LM's inference verdict, first divergence, modes, NaN policy, report data."""
+"""judge.compare: first divergence, comparability, modes, NaN policy, structure and report data.
+
+Parity of the default verdict with Megatron-LM's own comparator is tests/test_megatron_parity.py."""
 
 from __future__ import annotations
 
@@ -6,243 +8,42 @@ import copy
 import json
 import math
 from pathlib import Path
-from statistics import StatisticsError, median
 
 import numpy as np
 import pytest
 import yaml
-from hypothesis import event, given, settings
-from hypothesis import strategies as st
 
 from logitsmatch.errors import BadInput
-from logitsmatch.judge import compare as compare_module
 from logitsmatch.judge.compare import Mode, Policy, compare
-from logitsmatch.judge.golden_io import NON_REQUEST_KEYS, load_golden
+from logitsmatch.judge.golden_io import load_golden
+from support import MEGATRON_CASES
+from support.documents import BASE, DEFAULT, add_at, edited, make_request, set_at
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-MEGATRON_CASES = REPO_ROOT.parent / "shared" / "megatron_cases"
 HISTORY = Path(__file__).resolve().parent / "data" / "megatron_history"
 
 
-# --- the oracle: Megatron-LM's rule, re-implemented from reading -------------------------
-
-def megatron_verdict(golden: dict, current: dict, metrics: list[str]) -> bool:
-    """True when Megatron-LM's test_inference_pipeline would pass this pair.
-
-    Written from a reading of tests/functional_tests/python_test_utils/
-    test_inference_regular_pipeline.py (NVIDIA/Megatron-LM), in the version
-    that validates the subset of requests the current run has
-    (test_inference_request_subset.py). An exception the rule would raise
-    (KeyError on a missing field, StatisticsError on too few samples) is a
-    failed test there, so it is a failure here.
-    """
-    try:
-        _megatron_rule(copy.deepcopy(golden), copy.deepcopy(current), list(metrics))
-    except (AssertionError, KeyError, TypeError, IndexError, ValueError, StatisticsError):
-        return False
-    return True
-
-
-def _median_after_warmup(value):
-    if isinstance(value, list):
-        return float(median(value[1:] if len(value) > 1 else value))
-    return float(value)
-
-
-def _megatron_rule(golden: dict, current: dict, metrics: list[str]) -> None:
-    if not metrics:
-        return
-    golden_ids = set(golden) - NON_REQUEST_KEYS
-    current_ids = set(current) - NON_REQUEST_KEYS
-    assert golden_ids >= current_ids
-    assert current_ids, "No current requests"
-    if "throughput" in golden and "throughput" in metrics:
-        sampled, expected = median(current["throughput"][1:]), median(golden["throughput"][1:])
-        assert sampled >= 0.9 * expected
-        assert sampled < 1.2 * expected
-    if "mem-max-allocated-bytes" in golden and "mem-max-allocated-bytes" in metrics:
-        assert "mem-max-allocated-bytes" in current
-        sampled = _median_after_warmup(current["mem-max-allocated-bytes"])
-        expected = _median_after_warmup(golden["mem-max-allocated-bytes"])
-        assert expected > 0
-        assert 0.95 * expected <= sampled <= 1.05 * expected
-    for rid in current_ids:
-        g, c = golden[rid], current[rid]
-        tested = False
-        if "generated_tokens" in g and "generated_tokens" in metrics:
-            tested = True
-            assert g["generated_tokens"] == c["generated_tokens"]
-        if "logprobs" in g and "logprobs" in metrics:
-            tested = True
-            assert len(g["logprobs"]) == len(c["logprobs"])
-            for a, b in zip(g["logprobs"], c["logprobs"]):
-                assert math.isclose(a, b, abs_tol=0.001)
-        if "generated_text" in g and "generated_text" in metrics:
-            tested = True
-            shortest = min(len(g["generated_text"]), len(c["generated_text"]))
-            assert shortest > 0
-            assert g["generated_text"][:shortest] == c["generated_text"][:shortest]
-        if "routing_indices" in g and "routing_indices" in metrics:
-            tested = True
-            token_indices = g.get("routing_indices_token_indices")
-            assert token_indices is not None
-            chosen = np.array(c["routing_indices"])[token_indices]
-            assert np.array_equal(np.sort(np.array(g["routing_indices"]), axis=-1), np.sort(chosen, axis=-1))
-        assert tested
-
-
-# --- crafted documents -----------------------------------------------------------------
-
-def make_request(prompt=(-1.5, -2.25, -0.5), tokens=(11, 12, 13), generated=(-0.1, -0.2, -0.3), text=" a b c"):
-    return {
-        "input_prompt": "p q r s",
-        "generated_text": text,
-        "generated_tokens": list(tokens),
-        "latency": 1.25,
-        "logprobs": list(prompt) + list(generated),
-    }
-
-
-def make_doc(n_requests=2, **run_keys):
-    doc = {str(i): make_request() for i in range(n_requests)}
-    doc.update(run_keys)
-    return doc
-
-
-def edited(doc, edit):
-    """A deep copy of `doc` changed by `edit(copy)`."""
-    out = copy.deepcopy(doc)
-    edit(out)
-    return out
-
-
-def _set(path, value):
-    def apply(doc):
-        target = doc
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
-    return apply
-
-
-def _add(path, amount):
-    def apply(doc):
-        target = doc
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] += amount
-    return apply
-
-
-BASE = make_doc()
-TPUT = make_doc(throughput=[5.0, 100.0, 102.0, 98.0])
-MEM = make_doc(**{"mem-max-allocated-bytes": 1_000_000})
-# Megatron's goldens keep routing rows only for the sampled tokens; a run records every token.
-ROUTED = {"0": dict(make_request(), routing_indices=[[3, 1], [5, 4]], routing_indices_token_indices=[0, 2])}
-DEFAULT = ["generated_tokens", "logprobs"]
-
-PARITY_CASES = {
-    "identical": (BASE, BASE, DEFAULT),
-    "logprob within 1e-3": (BASE, edited(BASE, _add(["0", "logprobs", 4], 9e-4)), DEFAULT),
-    "logprob beyond 1e-3": (BASE, edited(BASE, _add(["0", "logprobs", 1], 1.1e-3)), DEFAULT),
-    "logprob exactly 1e-3 away": (edited(BASE, _set(["0", "logprobs", 0], 0.0)),
-                                  edited(BASE, _set(["0", "logprobs", 0], 0.001)), DEFAULT),
-    "rounding at the 1e-3 edge": (edited(BASE, _set(["0", "logprobs", 0], -1.0)),
-                                  edited(BASE, _set(["0", "logprobs", 0], -1.001)), DEFAULT),
-    "math.isclose rel_tol 1e-9 on large values": (edited(BASE, _set(["0", "logprobs", 0], 1e7)),
-                                                  edited(BASE, _set(["0", "logprobs", 0], 1e7 + 0.005)), DEFAULT),
-    "token changed": (BASE, edited(BASE, _set(["1", "generated_tokens", 1], 99)), DEFAULT),
-    "token changed, tokens not a metric": (BASE, edited(BASE, _set(["1", "generated_tokens", 1], 99)), ["generated_text"]),
-    "logprobs one longer": (BASE, edited(BASE, lambda d: d["0"]["logprobs"].insert(0, -3.0)), DEFAULT),
-    "text is a prefix": (BASE, edited(BASE, _set(["0", "generated_text"], " a b")), ["generated_text"]),
-    "text differs": (BASE, edited(BASE, _set(["0", "generated_text"], " a x c")), ["generated_text"]),
-    "text empty": (BASE, edited(BASE, _set(["0", "generated_text"], "")), ["generated_text"]),
-    "text differs, not a metric": (BASE, edited(BASE, _set(["0", "generated_text"], " zzz")), DEFAULT),
-    "latency differs": (BASE, edited(BASE, _set(["0", "latency"], 9.0)), DEFAULT),
-    "extra request in current": (BASE, edited(BASE, _set(["7"], make_request())), DEFAULT),
-    "fewer requests in current": (BASE, edited(BASE, lambda d: d.pop("1")), DEFAULT),
-    "metric absent from golden request": (edited(BASE, lambda d: d["0"].pop("logprobs")), BASE, DEFAULT),
-    "no metric in golden request": (edited(BASE, lambda d: [d["0"].pop(k) for k in DEFAULT]), BASE, DEFAULT),
-    "metric missing in current": (BASE, edited(BASE, lambda d: d["1"].pop("generated_tokens")), DEFAULT),
-    "inf equals inf": (edited(BASE, _set(["0", "logprobs", 2], -math.inf)),
-                       edited(BASE, _set(["0", "logprobs", 2], -math.inf)), DEFAULT),
-    "inf against -inf": (edited(BASE, _set(["0", "logprobs", 2], math.inf)),
-                         edited(BASE, _set(["0", "logprobs", 2], -math.inf)), DEFAULT),
-    "inf against a number": (edited(BASE, _set(["0", "logprobs", 2], -math.inf)), BASE, DEFAULT),
-    "no metrics at all": (BASE, edited(BASE, _set(["0", "generated_tokens"], [])), []),
-    "throughput within": (TPUT, edited(TPUT, _set(["throughput"], [1.0, 95.0, 91.0, 99.0])), DEFAULT + ["throughput"]),
-    "throughput too low": (TPUT, edited(TPUT, _set(["throughput"], [1.0, 80.0, 85.0, 90.0])), DEFAULT + ["throughput"]),
-    "throughput too high": (TPUT, edited(TPUT, _set(["throughput"], [1.0, 120.0, 130.0, 125.0])), DEFAULT + ["throughput"]),
-    "throughput not a metric": (TPUT, edited(TPUT, _set(["throughput"], [1.0, 1.0, 1.0])), DEFAULT),
-    "memory within 5%": (MEM, edited(MEM, _set(["mem-max-allocated-bytes"], 1_040_000)), DEFAULT + ["mem-max-allocated-bytes"]),
-    "memory 6% higher": (MEM, edited(MEM, _set(["mem-max-allocated-bytes"], 1_060_000)), DEFAULT + ["mem-max-allocated-bytes"]),
-    "memory missing in current": (MEM, edited(MEM, lambda d: d.pop("mem-max-allocated-bytes")), DEFAULT + ["mem-max-allocated-bytes"]),
-    "routing reordered within a token": (ROUTED, edited(ROUTED, _set(["0", "routing_indices"], [[1, 3], [9, 9], [4, 5]])),
-                                         DEFAULT + ["routing_indices"]),
-    "routing differs": (ROUTED, edited(ROUTED, _set(["0", "routing_indices"], [[1, 2], [2, 0], [4, 5]])),
-                        DEFAULT + ["routing_indices"]),
-}
-EXPECTED_VERDICT = {
-    "identical": True, "logprob within 1e-3": True, "logprob beyond 1e-3": False,
-    "logprob exactly 1e-3 away": True, "math.isclose rel_tol 1e-9 on large values": True,
-    "token changed": False, "token changed, tokens not a metric": True, "logprobs one longer": False,
-    "text is a prefix": True, "text differs": False, "text empty": False, "text differs, not a metric": True,
-    "latency differs": True, "extra request in current": False, "fewer requests in current": True,
-    "metric absent from golden request": True, "no metric in golden request": False,
-    "metric missing in current": False, "inf equals inf": True, "inf against -inf": False,
-    "inf against a number": False, "no metrics at all": True, "throughput within": True,
-    "throughput too low": False, "throughput too high": False, "throughput not a metric": True,
-    "memory within 5%": True, "memory 6% higher": False, "memory missing in current": False,
-    "routing reordered within a token": True, "routing differs": False,
-}
-
-
-@pytest.mark.parametrize("name", sorted(PARITY_CASES))
-def test_verdict_matches_megatron_on_crafted_cases(name):
-    golden, current, metrics = PARITY_CASES[name]
-    expected = megatron_verdict(golden, current, metrics)
-    if name != "rounding at the 1e-3 edge":
-        assert expected is EXPECTED_VERDICT[name], "the oracle itself disagrees with the case's intent"
-    assert compare(golden, current, Policy(metrics=metrics)).passed is expected
-
-
-def test_nan_matches_megatron_when_nan_is_not_equal():
-    nan_doc = edited(BASE, _set(["0", "logprobs", 3], math.nan))
-    assert megatron_verdict(nan_doc, nan_doc, DEFAULT) is False
-    assert compare(nan_doc, nan_doc, Policy(nan_equal=False)).passed is False
-    assert compare(nan_doc, nan_doc, Policy()).passed is True  # our default: NaN == NaN
-
+# --- Megatron's own goldens and real drift ---------------------------------------------
 
 def _megatron_case_dirs():
     if not MEGATRON_CASES.is_dir():
-        pytest.skip("shared/megatron_cases is not beside the repository")
+        pytest.skip("../shared/megatron_cases is not beside the repository")
     return sorted(p for p in MEGATRON_CASES.iterdir() if (p / "model_config.yaml").is_file())
 
 
-def _perturbations(doc: dict) -> dict:
-    rid = next(k for k, v in doc.items() if isinstance(v, dict))
-    n_logprobs = len(doc[rid]["logprobs"])
-    return {
-        "self": doc,
-        "generated logprob +2e-3": edited(doc, _add([rid, "logprobs", n_logprobs - 5], 2e-3)),
-        "prompt logprob -5e-4": edited(doc, _add([rid, "logprobs", 3], -5e-4)),
-        "token 5 changed": edited(doc, _add([rid, "generated_tokens", 5], 1)),
-        "latency dropped": edited(doc, lambda d: d[rid].pop("latency")),
-        "extra request": edited(doc, _set(["999"], copy.deepcopy(doc[rid]))),
-        "logprobs truncated": edited(doc, lambda d: d[rid]["logprobs"].pop()),
-    }
-
-
-def test_megatron_goldens_parity_and_report():
+def test_megatron_goldens_report_where_they_moved():
     for case in _megatron_case_dirs():
         golden = load_golden(case / "golden_values_dev_dgx_h100.json")
         metrics = yaml.safe_load((case / "model_config.yaml").read_text())["METRICS"]
         rid = next(iter(golden))
         n_logprobs = len(golden[rid]["logprobs"])
         prompt = n_logprobs - len(golden[rid]["generated_tokens"])
-        for name, current in _perturbations(golden).items():
+        perturbations = {
+            "self": golden,
+            "generated logprob +2e-3": edited(golden, add_at([rid, "logprobs", n_logprobs - 5], 2e-3)),
+            "token 5 changed": edited(golden, add_at([rid, "generated_tokens", 5], 1)),
+        }
+        for name, current in perturbations.items():
             result = compare(golden, current, Policy.from_suite(metrics))
-            assert result.passed is megatron_verdict(golden, current, metrics), (case.name, name)
             report = result.to_dict()["requests"][rid]
             if name == "self":
                 assert result.passed and result.n_over_tolerance == 0
@@ -288,7 +89,7 @@ def test_real_toolchain_drift_is_reported_exactly(folder):
     assert result.first_divergences == {"0": divergence} and not result.tokens_agree
     assert result.n_over_tolerance == len(over)
     assert result.max_abs_delta == max(abs(c["logprobs"][i] - g["logprobs"][i]) for i in range(comparable))
-    assert result.passed is megatron_verdict(before_raw, after_raw, DEFAULT) is False
+    assert not result.passed
 
 
 def test_real_drift_structural_changes_from_deepdiff_paths():
@@ -338,10 +139,10 @@ def test_unequal_prompt_parts_are_not_comparable():
 # --- modes, tolerances and NaN policy ----------------------------------------------------
 
 def test_deterministic_mode_is_bit_exact():
-    one_ulp = edited(BASE, _set(["0", "logprobs", 0], math.nextafter(-1.5, 0.0)))
+    one_ulp = edited(BASE, set_at(["0", "logprobs", 0], math.nextafter(-1.5, 0.0)))
     assert compare(BASE, one_ulp, Policy()).passed
     assert not compare(BASE, one_ulp, Policy(mode=Mode.DETERMINISTIC)).passed
-    signed_zero = edited(BASE, _set(["0", "logprobs", 0], -0.0)), edited(BASE, _set(["0", "logprobs", 0], 0.0))
+    signed_zero = edited(BASE, set_at(["0", "logprobs", 0], -0.0)), edited(BASE, set_at(["0", "logprobs", 0], 0.0))
     assert not compare(*signed_zero, Policy(mode="deterministic")).passed
     assert compare(BASE, copy.deepcopy(BASE), Policy(mode="deterministic")).passed
 
@@ -371,7 +172,7 @@ def test_approximate_tolerances_are_symmetric_abs_or_rel():
 
 def test_nan_and_inf_policy():
     def doc(value):
-        return edited(BASE, _set(["0", "logprobs", 1], value))
+        return edited(BASE, set_at(["0", "logprobs", 1], value))
 
     assert compare(doc(math.nan), doc(math.nan), Policy()).passed
     assert not compare(doc(math.nan), doc(math.nan), Policy(nan_equal=False)).passed
@@ -425,13 +226,13 @@ def test_structural_changes_and_which_fail():
     current["0"]["generated_text"] = " a b c"
     changes = {(c["kind"], c["path"]): c["fails"] for c in compare(BASE, current, Policy()).structural_changes}
     assert changes == {
-        ("missing_request", "root['1']"): False,
+        ("missing_request", "root['1']"): True,
         ("extra_request", "root['5']"): True,
         ("missing_field", "root['0']['latency']"): False,
         ("extra_field", "root['0']['ttft']"): False,
         ("length_change", "root['0']['logprobs']"): True,
     }
-    typed = compare(BASE, edited(BASE, _set(["0", "latency"], None)), Policy()).structural_changes
+    typed = compare(BASE, edited(BASE, set_at(["0", "latency"], None)), Policy()).structural_changes
     assert [(c["kind"], c["golden"], c["current"]) for c in typed] == [("type_change", "number", "null")]
 
 
@@ -442,8 +243,10 @@ def test_deepdiff_sees_only_skeletons(monkeypatch):
         seen.append((t1, t2))
         return original(t1, t2, **kwargs)
 
-    original = compare_module.DeepDiff
-    monkeypatch.setattr(compare_module, "DeepDiff", recording_deepdiff)
+    import deepdiff
+
+    original = deepdiff.DeepDiff
+    monkeypatch.setattr(deepdiff, "DeepDiff", recording_deepdiff)
     long = {"0": make_request(generated=[-0.5] * 5000, tokens=list(range(5000))), "1": make_request()}
     current = edited(long, lambda d: d["1"].pop("latency"))
     compare(long, current, Policy())
@@ -457,7 +260,7 @@ def test_deepdiff_sees_only_skeletons(monkeypatch):
 
 
 def test_matrix_summary_numbers():
-    current = edited(BASE, lambda d: (_add(["0", "logprobs", 0], 0.25)(d), _set(["1", "generated_tokens", 2], 7)(d)))
+    current = edited(BASE, lambda d: (add_at(["0", "logprobs", 0], 0.25)(d), set_at(["1", "generated_tokens", 2], 7)(d)))
     result = compare(BASE, current, Policy())
     assert result.tokens_agree is False
     assert result.first_divergences == {"0": None, "1": 2}
@@ -487,44 +290,8 @@ def test_statistics_match_numpy():
 
 def test_compare_rejects_unvalidated_garbage_as_bad_input():
     with pytest.raises(BadInput, match=r"current: request '0': logprobs\[1\] is null, expected a number"):
-        compare(BASE, edited(BASE, _set(["0", "logprobs", 1], None)), Policy())
+        compare(BASE, edited(BASE, set_at(["0", "logprobs", 1], None)), Policy())
     with pytest.raises(BadInput, match=r"golden: request '1': generated_tokens\[0\] is a string, expected an integer"):
-        compare(edited(BASE, _set(["1", "generated_tokens", 0], "x")), BASE, Policy())
+        compare(edited(BASE, set_at(["1", "generated_tokens", 0], "x")), BASE, Policy())
     with pytest.raises(BadInput, match="expected an object"):
         compare([], BASE, Policy())
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    data=st.data(),
-    metrics=st.sets(st.sampled_from(["generated_tokens", "logprobs", "generated_text"]), min_size=1),
-)
-def test_verdict_matches_megatron_on_random_perturbations(data, metrics):
-    """Where the rules agree by design: NaN never equal, and logprobs always checked with tokens."""
-    if "logprobs" in metrics:
-        metrics.add("generated_tokens")
-    golden = {"0": make_request(), "1": make_request(tokens=(5, 6), generated=(-0.7, -0.01), text=" e f")}
-    current = copy.deepcopy(golden)
-    for _ in range(data.draw(st.integers(0, 3))):
-        rid = data.draw(st.sampled_from(sorted(current)))
-        request = current[rid]
-        change = data.draw(st.sampled_from(["noise", "token", "drop_token", "text", "drop_field", "drop_request"]))
-        logprobs, tokens = request.get("logprobs", []), request.get("generated_tokens", [])
-        if change == "noise" and logprobs:
-            i = data.draw(st.integers(0, len(logprobs) - 1))
-            logprobs[i] += data.draw(st.sampled_from([5e-4, -9.99e-4, 1e-3, 1.0001e-3, -0.3, math.nan]))
-        elif change == "token" and tokens:
-            tokens[data.draw(st.integers(0, len(tokens) - 1))] += 1
-        elif change == "drop_token" and tokens and logprobs:
-            tokens.pop()
-            logprobs.pop()
-        elif change == "text":
-            request["generated_text"] = data.draw(st.sampled_from(["", " a", " a b c d", " q"]))
-        elif change == "drop_field":
-            request.pop(data.draw(st.sampled_from(sorted(request))))
-        elif change == "drop_request" and len(current) > 1:
-            current.pop(rid)
-    metrics = sorted(metrics)
-    expected = megatron_verdict(golden, current, metrics)
-    event(f"megatron verdict: {'pass' if expected else 'fail'}")
-    assert compare(golden, current, Policy(metrics=metrics, nan_equal=False)).passed is expected

@@ -100,3 +100,26 @@ def test_changed_weight_fails_and_names_the_indices(tiny_run, tmp_path):
     changes = report["requests"]["0"]["logprob_changes"]
     assert changes, "the changed logit must show up as out-of-tolerance logprobs"
     assert all({"index", "part", "golden", "current", "delta"} <= set(change) for change in changes)
+
+
+def test_a_run_that_lost_requests_fails_the_main_jobs_verdict(tiny_run, tmp_path, capsys):
+    """The real result with 3 of its 4 requests removed: the verdict the main job prints fails and names them."""
+    from logitsmatch.judge.verdict import judge_against_golden
+    from logitsmatch.suites import load_suite
+
+    completed, result_dir = tiny_run
+    assert completed.returncode == 0
+    current = json.loads((result_dir / "result.json").read_text())
+    assert sorted(current) == ["0", "1", "2", "3"]
+    lost = tmp_path / "result.json"
+    lost.write_text(json.dumps({"0": current["0"]}))
+    suite = load_suite(PROJECT, TINY_SUITE)
+    assert judge_against_golden(suite, lost, GOLDEN, DEFAULT_TOOLCHAIN) is False
+    out = capsys.readouterr().out
+    assert out.startswith("[logitsmatch] golden:") or "FAIL" in out
+    assert "current lacks 3 golden request id(s): 1, 2, 3" in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["verdict"] == "fail"
+    assert [c["request"] for c in report["structural_changes"] if c["kind"] == "missing_request"] == ["1", "2", "3"]
+    cli = run_logitsmatch("compare", str(GOLDEN), str(lost))
+    assert cli.returncode == 1 and "current lacks 3 golden request id(s): 1, 2, 3" in cli.stdout

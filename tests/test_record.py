@@ -1,4 +1,5 @@
-"""`logitsmatch record`: shows the diff first, refuses to overwrite without --force, atomic."""
+"""`logitsmatch record`: shows the diff first, refuses to overwrite without --force, atomic, and records
+only a result that ran the suite as it is now, on its own weights, in the toolchain being recorded."""
 
 from __future__ import annotations
 
@@ -11,8 +12,24 @@ import pytest
 
 from logitsmatch.cli import main as cli_main
 from logitsmatch.cli import record as record_cli
+from logitsmatch.run.plan import expected_weights
 from logitsmatch.suites import load_suite
+from logitsmatch.toolchains import get_toolchain
 from support import DEFAULT_TOOLCHAIN, TINY_SUITE
+
+
+def provenance_of_a_run(root) -> dict:
+    """What `logitsmatch run` records for the tiny suite in the default toolchain (the fields freshness reads)."""
+    toolchain = get_toolchain(root / "pyproject.toml", DEFAULT_TOOLCHAIN)
+    suite = load_suite(root, TINY_SUITE)
+    return {
+        "suite_config_sha256": suite.config_digest(),
+        "toolchain": DEFAULT_TOOLCHAIN,
+        "candidate_of": None,
+        "python": f"{toolchain.python}.7",
+        "packages": {"torch": f"{toolchain.torch}+cpu", "megatron-core": toolchain.megatron_core},
+        "weights": {**expected_weights(suite, root), "sha256": "0" * 64},
+    }
 
 
 @pytest.fixture
@@ -32,8 +49,7 @@ def project_copy(project, tmp_path, monkeypatch):
     drifted = json.loads(golden.read_text())
     drifted["0"]["logprobs"][3] += 0.5
     (result_dir / "result.json").write_text(json.dumps(drifted))
-    digest = load_suite(root, TINY_SUITE).config_digest()
-    (result_dir / "result.provenance.json").write_text(json.dumps({"suite_config_sha256": digest}))
+    (result_dir / "result.provenance.json").write_text(json.dumps(provenance_of_a_run(root)))
     return golden, result_dir
 
 
@@ -60,14 +76,45 @@ def test_force_replaces_golden_and_records_provenance(project_copy):
     assert provenance["recorded"]["golden_sha256"] == hashlib.sha256(golden.read_bytes()).hexdigest()
 
 
-def test_stale_or_missing_result_leaves_golden_alone(project_copy, capsys):
+def _edit_provenance(result_dir, edit) -> None:
+    sidecar = result_dir / "result.provenance.json"
+    record_ = json.loads(sidecar.read_text())
+    edit(record_)
+    sidecar.write_text(json.dumps(record_))
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda r: r.update(suite_config_sha256="old"), "it ran an older config of the suite"),
+    (lambda r: r.update(weights={"source": "checkpoint", "path": "/data/ckpt/iter_0000100"}),
+     "it ran checkpoint /data/ckpt/iter_0000100, not the suite's synthetic weights (seed 1234"),
+    (lambda r: r["weights"]["spec"].update(seed=7), "it ran synthetic weights (seed 7"),
+    (lambda r: r["weights"].update(generator_version=1), "generator v1"),
+    (lambda r: r.update(toolchain="py3.11-torch2.13.0-mcore0.15.3"), "names toolchain py3.11-torch2.13.0-mcore0.15.3, not"),
+    (lambda r: r.update(candidate_of=DEFAULT_TOOLCHAIN), "(a candidate of"),
+    (lambda r: r["packages"].update(torch="2.14.1"), "it ran torch 2.14.1, the toolchain pins 2.13.0"),
+    (lambda r: r["packages"].pop("megatron-core"), "it ran megatron-core (none recorded)"),
+    (lambda r: r.update(python="3.12.1"), "it ran python 3.12.1, the toolchain pins 3.11"),
+], ids=["suite config", "a --checkpoint experiment", "other seed", "other value rules", "other toolchain",
+        "a candidate", "torch version", "no megatron-core", "python version"])
+def test_a_result_that_is_not_the_suites_or_the_toolchains_is_refused(project_copy, capsys, edit, reason):
     golden, result_dir = project_copy
     before = golden.read_bytes()
-    (result_dir / "result.provenance.json").write_text(json.dumps({"suite_config_sha256": "old"}))
+    _edit_provenance(result_dir, edit)
     assert record("--force") == 2
-    assert "no fresh result" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and reason in err[0] and "cannot record" in err[0], err
+    assert golden.read_bytes() == before
+
+
+def test_missing_result_or_sidecar_leaves_golden_alone(project_copy, capsys):
+    golden, result_dir = project_copy
+    before = golden.read_bytes()
+    (result_dir / "result.provenance.json").unlink()
+    assert record("--force") == 2
+    assert "no provenance sidecar" in capsys.readouterr().err
     (result_dir / "result.json").unlink()
     assert record("--force") == 2
+    assert "there is no result" in capsys.readouterr().err
     assert golden.read_bytes() == before
 
 
@@ -89,6 +136,7 @@ def test_interrupted_write_leaves_old_golden_and_no_temp_file(project_copy, monk
 
 def test_fresh_result_requires_current_suite_config(project_copy):
     _, result_dir = project_copy
-    suite = load_suite(record_cli.paths.project_root(), TINY_SUITE)
-    path, provenance = record_cli.fresh_result(suite, "cpu", DEFAULT_TOOLCHAIN)
+    root = record_cli.paths.project_root()
+    suite = load_suite(root, TINY_SUITE)
+    path, provenance = record_cli.fresh_result(suite, "cpu", get_toolchain(root / "pyproject.toml", DEFAULT_TOOLCHAIN))
     assert path == result_dir / "result.json" and provenance["suite_config_sha256"] == suite.config_digest()

@@ -38,11 +38,20 @@ def harness_traceback(stderr: str) -> bool:
     return "Traceback (most recent call last)" in own
 
 
+# A parent that starts the run and waits for it, as nox does (stands in for nox in the orphan faults).
+PARENT = "import subprocess, sys; sys.exit(subprocess.Popen(sys.argv[1:]).wait())"
+
+
 class LiveRun:
-    """One ``logitsmatch run`` in the background, with its results folder and run dir."""
+    """One ``logitsmatch run`` in the background, with its results folder and run dir.
+
+    With ``under_parent`` the run is started by a waiting parent process (as nox starts it);
+    ``process`` is then that parent.
+    """
 
     def __init__(self, results_root: Path, toolchain: str, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 extra_args: tuple[str, ...] = (), env: dict | None = None, name: str = "run"):
+                 extra_args: tuple[str, ...] = (), env: dict | None = None, name: str = "run",
+                 under_parent: bool = False):
         self.results_root = Path(results_root)
         self.results_root.mkdir(parents=True, exist_ok=True)
         self.timeout_s = timeout_s
@@ -51,6 +60,9 @@ class LiveRun:
         # --keep-run-dir: the run dir's name is the run's process tag, needed for the orphan scan.
         command = [sys.executable, "-m", "logitsmatch", "run", SUITE, "--toolchain", toolchain,
                    "--timeout", str(timeout_s), "--no-compare", "--keep-run-dir", *extra_args]
+        if under_parent:
+            command = [sys.executable, "-c", PARENT, *command]
+        self.under_parent = under_parent
         pythonpath = os.pathsep.join(filter(None, [str(PROJECT / "tools"), os.environ.get("PYTHONPATH")]))
         self.started = time.monotonic()
         # Its own process group, like a shell job: Ctrl-C is SIGINT to that group.
@@ -64,14 +76,33 @@ class LiveRun:
     # --- where the run is -------------------------------------------------------------
     @property
     def result_dir(self) -> Path:
-        return self.results_root / SUITE / "cpu" / installed_toolchain() or "unknown"
+        return self.results_root / SUITE / "cpu" / (installed_toolchain() or "unknown")
 
     def run_dir(self) -> Path | None:
-        found = sorted(self.results_root.glob(f"{SUITE}/*/*/.runs/*-{self.process.pid}-*"))
+        pid = "*" if self.under_parent else self.process.pid
+        found = sorted(self.results_root.glob(f"{SUITE}/*/*/.runs/*-{pid}-*"))
         if found:
             self.run_id = found[0].name
             return found[0]
         return None
+
+    @property
+    def run_pid(self) -> int | None:
+        """The ``logitsmatch run`` process (its pid is in the run dir's name)."""
+        if self.under_parent:
+            return int(self.run_id.split("-")[1]) if self.run_id or self.run_dir() else None
+        return self.process.pid
+
+    def wait_until_gone(self, timeout: float) -> float:
+        """Seconds until neither the run's process nor any process tagged with the run is left."""
+        started = time.monotonic()
+        pid = self.run_pid
+        while time.monotonic() - started < timeout:
+            alive = pid is not None and Path(f"/proc/{pid}").exists() and b"Z" not in _state(pid)
+            if not alive and not self.leftovers():
+                break
+            time.sleep(0.1)
+        return time.monotonic() - started
 
     def status(self, rank: int) -> dict:
         run_dir = self.run_dir()
@@ -295,6 +326,38 @@ def fault_sigkill_agent(root: Path, toolchain: str, timeout: float) -> Outcome:
         injected = time.monotonic()
         rc = run.finish()
         return _outcome("SIGKILL torchrun agent", run, rc, (3,), injected, ["torchrun's agent", "killed by SIGKILL"])
+    finally:
+        run.kill()
+
+
+ORPHAN_GRACE_S = 20.0  # from SIGKILL of a parent to the last process of the run gone
+
+
+def _state(pid: int) -> bytes:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return b"X"
+    return stat[stat.rindex(b")") + 2:].split()[0]
+
+
+def fault_parent_sigkill(root: Path, toolchain: str, timeout: float, under_parent: bool = False) -> Outcome:
+    """SIGKILL of `logitsmatch run` itself mid-decode (an OOM killer), or of the parent that started it
+    (nox, a CI runner): nothing may survive it; every process of the run is gone within seconds."""
+    run = LiveRun(root, toolchain, timeout, under_parent=under_parent)
+    try:
+        run.wait_phase(0, "decode")
+        run.wait_for(lambda: coordinator_pid(RunDir(run.run_dir())), "the coordinator process")
+        os.kill(run.process.pid, signal.SIGKILL)
+        injected = time.monotonic()
+        run.process.wait()
+        gone_after = run.wait_until_gone(ORPHAN_GRACE_S)
+        run.ended = injected + gone_after
+        name = "SIGKILL the parent (nox) of `logitsmatch run`" if under_parent else "SIGKILL `logitsmatch run` itself"
+        outcome = _outcome(name, run, run.process.returncode, (-signal.SIGKILL,), injected, [])
+        if gone_after >= ORPHAN_GRACE_S:
+            outcome.checks.append(f"every process gone within {ORPHAN_GRACE_S:.0f} s")
+        return outcome
     finally:
         run.kill()
 

@@ -15,6 +15,7 @@ import copy
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logitsmatch import cli
+from logitsmatch.judge.golden_io import NON_REQUEST_KEYS
 from support import DEFAULT_TOOLCHAIN, PROJECT, TINY_SUITE
 
 GOLDEN = PROJECT / "golden_values" / TINY_SUITE / f"golden_values_cpu_{DEFAULT_TOOLCHAIN}.json"
@@ -47,6 +49,11 @@ JSON_VALUES = st.recursive(
     lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=4)),
     max_leaves=12,
 )
+# Strings JSON can carry but UTF-8 cannot (lone surrogates, written as \\uXXXX escapes), and control characters.
+ODD_TEXT = st.one_of(
+    st.sampled_from(["\ud800", "x\udfffy", "\ud83d", "\udc00\ud800", "\x00\x1b[31m", "\u2028", "\ufffe"]),
+    st.text(alphabet=st.characters(categories=["Cs", "Cc"]), min_size=1, max_size=6),
+)
 REQUEST_FIELDS = ["generated_tokens", "logprobs", "generated_text", "input_prompt", "latency", "routing_indices"]
 RUN_KEYS = ["throughput", "mem-max-allocated-bytes", "lifetime_prefill_token_count"]
 
@@ -62,7 +69,8 @@ def golden_documents(draw, base: dict) -> dict:
         request = doc.get(rid)
         if kind == "perturb" and isinstance(request, dict):
             # Still well-formed: moved logprobs (NaN/inf included), other tokens, fewer tokens, fewer requests.
-            action = draw(st.sampled_from(["logprob", "token", "shorten", "drop_request", "text"]))
+            action = draw(st.sampled_from(["logprob", "token", "shorten", "drop_request", "text", "odd_text",
+                                           "huge_token", "named_request", "odd_request_id"]))
             logprobs, tokens = request.get("logprobs"), request.get("generated_tokens")
             if action == "logprob" and isinstance(logprobs, list) and logprobs:
                 logprobs[draw(st.integers(0, len(logprobs) - 1))] = draw(FLOATS)
@@ -76,6 +84,14 @@ def golden_documents(draw, base: dict) -> dict:
                 doc.pop(rid)
             elif action == "text":
                 request["generated_text"] = draw(st.text(max_size=20))
+            elif action == "odd_text":  # well-formed: reaches the comparison and every report writer
+                request["generated_text"] = draw(ODD_TEXT) + request.get("generated_text", "")
+            elif action == "huge_token" and isinstance(tokens, list) and tokens:
+                tokens[draw(st.integers(0, len(tokens) - 1))] = draw(st.sampled_from([2**63, 2**64, 2**64 + 7, -(2**63) - 1, 10**30]))
+            elif action == "named_request":  # a non-numeric top-level key: a request id, as in Megatron
+                doc[draw(st.sampled_from(["foo", "note", "config", "version"]))] = copy.deepcopy(request)
+            elif action == "odd_request_id":
+                doc[draw(ODD_TEXT)] = copy.deepcopy(request)
             continue
         if kind == "top":
             return draw(st.one_of(JSON_VALUES, st.just({})))
@@ -166,6 +182,13 @@ class Tally:
         self.tracebacks: list[str] = []
         self.multiline: list[str] = []
         self.undocumented: list[str] = []
+        self.features: dict[str, int] = {}
+
+    def saw(self, *files: bytes) -> None:
+        """Count the inputs that hold what the writers and the parser must survive."""
+        for name, present in FEATURES.items():
+            if any(present(raw) for raw in files):
+                self.features[name] = self.features.get(name, 0) + 1
 
     def record(self, argv: list[str], outcome) -> None:
         self.inputs += 1
@@ -199,6 +222,24 @@ def run_cli(argv: list[str]) -> tuple[int, str, str | None]:
     return code, err.getvalue(), None
 
 
+def _named_keys(raw: bytes) -> bool:
+    """A top-level key that is not a number and not run-level (a request id by Megatron's rule)."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(doc, dict) and any(not key.isdigit() and key not in NON_REQUEST_KEYS for key in doc)
+
+
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_HUGE_INT = re.compile(rb"(?<![\d.eE+-])-?\d{20,}(?![\d.eE])")
+FEATURES = {
+    "lone surrogates": lambda raw: bool(_SURROGATE.search(raw)),
+    "integers beyond 64 bits": lambda raw: bool(_HUGE_INT.search(raw)),
+    "non-request top-level keys": _named_keys,
+}
+
+
 class WouldLaunch(Exception):
     """The suite passed every check; the ranks would start now."""
 
@@ -220,6 +261,7 @@ def fuzz_compare(examples: int, work: Path, seed: int) -> Tally:
         golden_path.write_bytes(GOLDEN.read_bytes() if real_golden else golden)
         current_path.write_bytes(current)
         argv = ["compare", str(golden_path), str(current_path), *options]
+        tally.saw(golden_path.read_bytes(), current)
         tally.record(argv, run_cli(argv))
 
     _seeded(one, seed)()

@@ -82,16 +82,60 @@ def collect(**fields) -> dict:
     }
 
 
-def result_is_fresh(result: Path, suite) -> bool:
-    """A result counts as fresh if its sidecar says it ran the suite's current config."""
+def weights_identity(weights: dict) -> dict:
+    """What identifies a run's weights: the synthetic spec and value rules, or the checkpoint path."""
+    if weights.get("source") == "synthetic":
+        return {"source": "synthetic", "spec": weights.get("spec"), "generator_version": weights.get("generator_version")}
+    return {"source": weights.get("source"), "path": weights.get("path")}
+
+
+def _describe_weights(identity: dict) -> str:
+    if identity["source"] == "synthetic":
+        return f"synthetic weights (seed {(identity.get('spec') or {}).get('seed')}, generator v{identity.get('generator_version')})"
+    return f"{identity['source']} {identity.get('path')}"
+
+
+def freshness_problem(result: Path, suite, expected_weights: dict, toolchain=None) -> str | None:
+    """Why ``result`` cannot stand for ``suite`` as it is now (and for ``toolchain``), or None.
+
+    Fresh means: its provenance ran the suite's current config on the weights the suite
+    uses now (``expected_weights``, see run.plan.expected_weights) — a ``--checkpoint``
+    experiment is never fresh for a synthetic golden — and, when ``toolchain`` is given,
+    names that toolchain and its python, torch and megatron-core versions.
+    """
     import json
 
     from logitsmatch.paths import provenance_path
 
     sidecar = provenance_path(result)
-    if not result.is_file() or not sidecar.is_file():
-        return False
+    if not result.is_file():
+        return "there is no result"
+    if not sidecar.is_file():
+        return f"it has no provenance sidecar ({sidecar.name})"
     try:
-        return json.loads(sidecar.read_text()).get("suite_config_sha256") == suite.config_digest()
+        record = json.loads(sidecar.read_text())
     except ValueError:
-        return False
+        return f"its provenance sidecar {sidecar.name} is not JSON"
+    if not isinstance(record, dict):
+        return f"its provenance sidecar {sidecar.name} is not an object"
+    if record.get("suite_config_sha256") != suite.config_digest():
+        return "it ran an older config of the suite"
+    ran = weights_identity(record.get("weights") or {})
+    wanted = weights_identity(expected_weights)
+    if ran != wanted:
+        return f"it ran {_describe_weights(ran)}, not the suite's {_describe_weights(wanted)}"
+    if toolchain is None:
+        return None
+    if record.get("toolchain") != toolchain.name or record.get("candidate_of"):
+        label = record.get("toolchain")
+        if record.get("candidate_of"):
+            label = f"{label} (a candidate of {record['candidate_of']})"
+        return f"its provenance names toolchain {label}, not {toolchain.name}"
+    packages = record.get("packages") or {}
+    for name, pinned in (("torch", toolchain.torch), ("megatron-core", toolchain.megatron_core)):
+        if str(packages.get(name, "")).split("+")[0] != pinned:
+            return f"it ran {name} {packages.get(name, '(none recorded)')}, the toolchain pins {pinned}"
+    python = ".".join(str(record.get("python", "")).split(".")[:2])
+    if python != toolchain.python:
+        return f"it ran python {record.get('python', '(none recorded)')}, the toolchain pins {toolchain.python}"
+    return None

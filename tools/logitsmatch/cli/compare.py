@@ -35,6 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="whether NaN matches NaN (default: yes)")
     parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS), metavar="LIST",
                         help="comma-separated metrics to check (default: %(default)s)")
+    parser.add_argument("--request-subset", action="store_true",
+                        help="judge only the golden requests the current file has (default, as Megatron: "
+                             "a golden request missing from current fails)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -45,6 +48,7 @@ def main(args: argparse.Namespace) -> int:
         failure_budget=args.failure_budget,
         nan_equal=args.nan_equal,
         metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
+        request_subset=args.request_subset,
     )
     golden = load_golden(args.golden)
     current = load_golden(args.current)

@@ -18,7 +18,7 @@ from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
 from logitsmatch.judge.golden_io import atomic_writer, load_golden, write_json_atomic
 from logitsmatch.log import logger
-from logitsmatch.provenance import invocation, result_is_fresh
+from logitsmatch.provenance import freshness_problem, invocation
 
 EXAMPLE = "logitsmatch record gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq --toolchain py3.11-torch2.13.0-mcore0.16.1 --force"
 
@@ -30,14 +30,15 @@ def configure(parser) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing golden")
 
 
-def fresh_result(suite, platform: str, toolchain: str) -> tuple[Path, dict]:
-    """The latest result of the triple, if it was produced from the suite as it is now."""
-    result = paths.result_path(suite.name, platform, toolchain)
-    if not result_is_fresh(result, suite):
-        raise BadInput(
-            f"no fresh result for {suite.name} on {platform} with {toolchain} "
-            f"(missing, or older than the suite's config): run it first"
-        )
+def fresh_result(suite, platform: str, toolchain) -> tuple[Path, dict]:
+    """The latest result of the triple, if it ran the suite as it is now on ``toolchain`` itself."""
+    from logitsmatch.run.plan import expected_weights
+
+    result = paths.result_path(suite.name, platform, toolchain.name)
+    problem = freshness_problem(result, suite, expected_weights(suite, paths.project_root()), toolchain)
+    if problem is not None:
+        raise BadInput(f"cannot record {result} for {suite.name} on {platform} with {toolchain.name}: {problem} "
+                       f"(run it again: nox -s \"logitsmatch({toolchain.name})\" -- {suite.name})")
     return result, json.loads(paths.provenance_path(result).read_text())
 
 
@@ -47,9 +48,9 @@ def main(args) -> int:
     from logitsmatch.toolchains import get_toolchain
 
     project = paths.project_root()
-    get_toolchain(project / "pyproject.toml", args.toolchain)
+    toolchain = get_toolchain(project / "pyproject.toml", args.toolchain)
     suite = load_suite(project, args.suite)
-    result_path, provenance = fresh_result(suite, args.platform, args.toolchain)
+    result_path, provenance = fresh_result(suite, args.platform, toolchain)
     golden = paths.golden_path(suite.name, args.platform, args.toolchain)
 
     if golden.is_file():

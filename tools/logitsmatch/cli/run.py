@@ -82,8 +82,10 @@ def prepare_weights(choice, timeout: float) -> Weights:
     started = time.monotonic()
     if choice.load_path is not None:
         return Weights(choice.load_path, {"source": "checkpoint", "path": str(choice.load_path)}, 0.0)
+    from logitsmatch.run.synthetic_weights import GENERATOR_VERSION
+
     cached, digest = ensure_checkpoint(choice.synthetic_spec, paths.cache_root(), timeout)
-    record = {"source": "synthetic", "spec": choice.synthetic_spec, "sha256": digest}
+    record = {"source": "synthetic", "spec": choice.synthetic_spec, "generator_version": GENERATOR_VERSION, "sha256": digest}
     return Weights(resolve_checkpoint_dir(cached), record, time.monotonic() - started)
 
 
@@ -130,8 +132,15 @@ def publish(run, target: Path, provenance: dict) -> Path:
 
 
 def main(args, results_root: Path | None = None) -> int:
-    """Run, publish under ``results_root`` (default: the results tree), then judge unless --no-compare."""
+    """Run, publish under ``results_root`` (default: the results tree), then judge unless --no-compare.
+
+    The run ends with the process that started it (nox, a shell, a CI job): if that one dies, even
+    by SIGKILL, this process gets SIGTERM, which ends every process of the run (exit 130).
+    """
+    import signal
+
     from logitsmatch import provenance as provenance_module
+    from logitsmatch.lifetime import die_with_parent
     from logitsmatch.run.launcher import launch, publish_lock
     from logitsmatch.run.plan import build_plan, choose_checkpoint, launch_env, tokenizer_spec
     from logitsmatch.run.platforms import get_platform
@@ -139,6 +148,7 @@ def main(args, results_root: Path | None = None) -> int:
     from logitsmatch.suites import load_suite
     from logitsmatch.toolchains import get_toolchain
 
+    die_with_parent(sig=signal.SIGTERM)
     project = paths.project_root()
     toolchain = get_toolchain(project / "pyproject.toml", args.toolchain)
     if args.candidate is None:

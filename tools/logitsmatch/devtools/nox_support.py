@@ -14,7 +14,7 @@ from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.devtools import interpreters
-from logitsmatch.provenance import result_is_fresh
+from logitsmatch.provenance import freshness_problem
 from logitsmatch.suites import load_suite, suite_names
 from logitsmatch.toolchains import Toolchain, default_toolchain_name, load_toolchains
 
@@ -118,11 +118,16 @@ def split_posargs(session, flags_with_values: tuple[str, ...] = ()) -> tuple[lis
 
 
 def stale_suites(toolchain_name: str, suites: list[str], platform: str = "cpu") -> list[str]:
-    return [
-        name
-        for name in suites
-        if not result_is_fresh(paths.result_path(name, platform, toolchain_name), load_suite(PROJECT, name))
-    ]
+    """Suites whose latest result does not stand for the suite, its weights and the toolchain as they are now."""
+    from logitsmatch.run.plan import expected_weights
+
+    stale = []
+    for name in suites:
+        suite = load_suite(PROJECT, name)
+        result = paths.result_path(name, platform, toolchain_name)
+        if freshness_problem(result, suite, expected_weights(suite, PROJECT), TOOLCHAINS[toolchain_name]):
+            stale.append(name)
+    return stale
 
 
 def ensure_fresh_results(session, toolchain_name: str, suites: list[str]) -> None:

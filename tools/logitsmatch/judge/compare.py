@@ -1,17 +1,22 @@
 """Compare two golden-format documents: Megatron's verdict, and where and how far they drift.
 
 By default the verdict is the one Megatron-LM's inference comparator reaches
-(tests/functional_tests/python_test_utils/test_inference_regular_pipeline.py):
-tokens exact, logprobs `math.isclose(abs_tol=1e-3)` index by index, same
-length, generated_text a prefix, current request ids a subset of the golden's,
-only the suite's METRICS checked. On top of it the result says where the two
-runs part: the first diverging generated token per request, and every logprob
-out of tolerance before it. Logprobs from that token on were computed for a
-different token or context, so they are "not comparable" rather than drift.
+(tests/functional_tests/python_test_utils/test_inference_regular_pipeline.py,
+run itself by tests/test_megatron_parity.py): every top-level key but the
+run-level ones (throughput, memory, ...) is a request id; every golden request
+must be in the current file and the current file may hold no other; tokens
+exact, logprobs ``math.isclose(abs_tol=1e-3)`` index by index, same length,
+generated_text a prefix, only the suite's METRICS checked. The deliberate
+differences are listed in the README ("Comparing files").
+
+On top of the verdict the result says where the two runs part: the first
+diverging generated token per request, and every logprob out of tolerance
+before it. Logprobs from that token on were computed for a different token or
+context, so they are "not comparable" rather than drift.
 
 Numerics are decided vectorised with numpy over all requests at once; deepdiff
-diffs a skeleton of both documents (lists replaced by their lengths), so its
-cost does not grow with the number of logprobs.
+diffs a skeleton of both documents (lists replaced by their lengths), only when
+their shapes differ, so its cost does not grow with the number of logprobs.
 """
 
 from __future__ import annotations
@@ -20,11 +25,9 @@ import enum
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from statistics import median
 from typing import Any
 
 import numpy as np
-from deepdiff import DeepDiff
 
 from logitsmatch.errors import BadInput
 from logitsmatch.judge.golden_io import GoldenDocument, json_type, request_ids, validate_golden
@@ -62,7 +65,7 @@ _MODE_DEFAULTS = {
     Mode.DETERMINISTIC: {"abs_tol": 0.0, "rel_tol": 0.0, "failure_budget": 0},
     Mode.APPROXIMATE: {"abs_tol": 1e-5, "rel_tol": 1e-5, "failure_budget": None},
 }
-_COMPARISON_KEYS = ("mode", "abs_tol", "rel_tol", "failure_budget", "nan_equal")
+_COMPARISON_KEYS = ("mode", "abs_tol", "rel_tol", "failure_budget", "nan_equal", "request_subset")
 
 
 def _tolerance(name: str, value: Any) -> float:
@@ -96,6 +99,9 @@ class Policy:
     failure_budget is the number of out-of-tolerance logprobs allowed per
     request; None (APPROXIMATE's default) applies Megatron's training rule,
     min(max(n // 100, 1), 50) of the n compared values.
+
+    request_subset (off by default, unlike Megatron's verdict) judges only the
+    golden requests the current file has: the others are a warning, not a failure.
     """
 
     mode: Mode = Mode.MEGATRON
@@ -104,6 +110,7 @@ class Policy:
     failure_budget: int | None = None
     nan_equal: bool = True
     metrics: tuple[str, ...] = DEFAULT_METRICS
+    request_subset: bool = False
 
     def __post_init__(self) -> None:
         mode = Mode.parse(self.mode)
@@ -115,6 +122,8 @@ class Policy:
             raise BadInput("deterministic mode is bit-exact: abs_tol, rel_tol and failure_budget must be 0")
         if not isinstance(self.nan_equal, bool):
             raise BadInput(f"nan_equal must be true or false, got {self.nan_equal!r}")
+        if not isinstance(self.request_subset, bool):
+            raise BadInput(f"request_subset must be true or false, got {self.request_subset!r}")
         if isinstance(self.metrics, str) or not isinstance(self.metrics, Iterable):
             raise BadInput(f"metrics must be a list of names, got {self.metrics!r}")
         metrics = tuple(self.metrics)
@@ -153,6 +162,7 @@ class Policy:
             "failure_budget": self.failure_budget,
             "failure_budget_rule": AUTO_BUDGET_RULE if self.failure_budget is None else "fixed, per request",
             "nan_equal": self.nan_equal,
+            "request_subset": self.request_subset,
             "metrics": list(self.metrics),
         }
 
@@ -375,7 +385,7 @@ def _structural_changes(golden: dict, current: dict, failed_checks: list[Check])
     """deepdiff over the skeletons of the top-level entries whose shape differs.
 
     `fails` marks a change that a failing check covers: the same request and
-    field, or, for an extra request, the request-id check.
+    field, or, for a missing or extra request, the request-id check.
     """
     golden_shape = {k: _skeleton(v) for k, v in golden.items()}
     current_shape = {k: _skeleton(v) for k, v in current.items()}
@@ -386,6 +396,8 @@ def _structural_changes(golden: dict, current: dict, failed_checks: list[Check])
     ]
     if not differing:
         return []
+    from deepdiff import DeepDiff  # imported only when shapes differ: most comparisons never need it
+
     diff = DeepDiff(
         {k: golden_shape[k] for k in differing if k in golden_shape},
         {k: current_shape[k] for k in differing if k in current_shape},
@@ -411,10 +423,10 @@ def _structural_changes(golden: dict, current: dict, failed_checks: list[Check])
                 kind = "type_change"
             request = key if is_request else None
             name = path[1] if is_request and len(path) > 1 else (None if is_request else key)
-            if kind == "extra_request":
+            if kind in ("extra_request", "missing_request"):
                 fails = (None, "request_ids") in failing
             else:
-                fails = kind != "missing_request" and (request, name) in failing
+                fails = (request, name) in failing
             changes.append({
                 "kind": kind,
                 "path": level.path(),
@@ -513,7 +525,7 @@ def compare(golden: dict, current: dict, policy: Policy = Policy()) -> Compariso
         current = validate_golden(current, "current")
     golden_ids, current_ids = set(request_ids(golden)), set(request_ids(current))
     order = sorted(golden_ids & current_ids, key=_sort_key)
-    checks, warnings = _request_set_checks(golden_ids, current_ids, order, policy)
+    checks, warnings = _request_set_checks(golden, golden_ids, current_ids, order, policy)
 
     pairs = [_gather(rid, golden[rid], current[rid]) for rid in order]
     numerics = _Numerics(pairs, policy)
@@ -539,27 +551,31 @@ def compare(golden: dict, current: dict, policy: Policy = Policy()) -> Compariso
     )
 
 
-def _request_set_checks(golden_ids: set, current_ids: set, order: list[str],
+def _request_set_checks(golden: dict, golden_ids: set, current_ids: set, order: list[str],
                         policy: Policy) -> tuple[list[Check], list[str]]:
-    """Megatron: current ids must be a subset of the golden's; a smaller set only warns."""
+    """Megatron: the current ids are exactly the golden's (no extra id; a missing one fails when its
+    golden request is read). Each missing request also fails every metric it was to be judged on."""
     warnings = []
-    missing = sorted(golden_ids - current_ids, key=_sort_key)
-    if missing:
-        warnings.append(
-            f"{len(missing)} golden request(s) absent from current ({_preview(missing)}); "
-            f"compared the {len(order)} present"
-        )
     if not policy.metrics:
         warnings.append("no metrics selected: nothing checked")
         return [], warnings
+    missing = sorted(golden_ids - current_ids, key=_sort_key)
     extra = sorted(current_ids - golden_ids, key=_sort_key)
+    problems, checks = [], []
+    if missing and policy.request_subset:
+        warnings.append(f"{len(missing)} golden request(s) absent from current ({_preview(missing)}); "
+                        f"compared the {len(order)} present (--request-subset)")
+    elif missing:
+        problems.append(f"current lacks {len(missing)} golden request id(s): {_preview(missing)}")
+        for rid in missing:
+            metrics = [m for m in policy.metrics if m in REQUEST_METRICS and m in golden[rid]] or ["metrics"]
+            checks += [Check(rid, metric, "fail", "request missing in current") for metric in metrics]
     if extra:
-        check = Check(None, "request_ids", "fail", f"current has request ids not in golden: {_preview(extra)}")
-    elif not order:
-        check = Check(None, "request_ids", "fail", "no current requests to compare")
-    else:
-        check = Check(None, "request_ids", "pass")
-    return [check], warnings
+        problems.append(f"current has request ids not in golden: {_preview(extra)}")
+    if not order and not problems:
+        problems.append("no current requests to compare")
+    request_ids_check = Check(None, "request_ids", "fail" if problems else "pass", "; ".join(problems))
+    return [request_ids_check, *checks], warnings
 
 
 def _preview(items: list[str], limit: int = 10) -> str:
@@ -779,6 +795,13 @@ def _run_checks(golden: dict, current: dict, policy: Policy) -> list[Check]:
         problem = check(golden[metric], current[metric])
         checks.append(Check(None, metric, "fail" if problem else "pass", problem))
     return checks
+
+
+def median(values: list) -> float:
+    """statistics.median (which Megatron calls), without importing statistics on every compare."""
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _throughput_problem(golden: Any, current: Any) -> str:

@@ -1,13 +1,18 @@
 """Read, validate and atomically write files in Megatron's golden format.
 
 A golden file maps request ids ("0", "1", ...) to request objects
-(`generated_tokens`, `logprobs`, `generated_text`, ...) and may carry run-level
-keys such as `throughput`. Every problem with a file becomes one
-`BadInput` line that names the file, so the CLI can exit 2 without a traceback.
+(`generated_tokens`, `logprobs`, `generated_text`, ...) and may carry the
+run-level keys Megatron's comparator knows (``NON_REQUEST_KEYS``); as there,
+every other top-level key is a request id, and must hold an object. Every
+problem with a file becomes one `BadInput` line that names the file, so the CLI
+can exit 2 without a traceback.
 
 orjson, when installed, parses about four times faster than the stdlib; files
-it refuses (NaN/Infinity tokens, huge integers, malformed text) go through the
-stdlib, which accepts the NaN tokens Python writes and explains real errors.
+it refuses (NaN/Infinity tokens, malformed text) go through the stdlib, which
+accepts the NaN tokens Python writes and explains real errors. orjson reads an
+integer beyond 64 bits as a float, so a file it parsed but that fails
+validation is parsed again by the stdlib, whose exact integers word the error.
+Token ids must fit in 64 bits (an id beyond is refused with that reason).
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ try:
 except ImportError:  # optional accelerator; the stdlib gives the same results, slower
     orjson = None
 
-# Top-level keys Megatron's inference comparator treats as run-level, not requests.
+# Top-level keys Megatron's inference comparator treats as run-level, not requests
+# (its _NON_REQUEST_TOP_LEVEL_KEYS); every other key is a request id.
 NON_REQUEST_KEYS = frozenset(
     {
         "throughput",
@@ -61,8 +67,8 @@ class GoldenDocument(dict):
 
 
 def request_ids(doc: dict) -> list[str]:
-    """Keys of `doc` that hold requests: object values outside the run-level keys."""
-    return [k for k, v in doc.items() if k not in NON_REQUEST_KEYS and isinstance(v, dict)]
+    """Keys of `doc` that are request ids: every key outside the run-level ones, as in Megatron."""
+    return [k for k in doc if k not in NON_REQUEST_KEYS]
 
 
 def load_golden(path: str | os.PathLike) -> GoldenDocument:
@@ -78,16 +84,21 @@ def load_golden(path: str | os.PathLike) -> GoldenDocument:
         raise BadInput(f"{source}: cannot read: {exc.strerror or exc}") from None
     if not raw.strip():
         raise BadInput(f"{source}: empty file")
+    if orjson is not None:
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # the stdlib accepts NaN tokens, and words errors well
+        else:
+            try:
+                return validate_golden(parsed, source)
+            except BadInput:
+                pass  # the stdlib's exact integers give the accurate message
     return validate_golden(parse_json(raw, source), source)
 
 
 def parse_json(raw: bytes, source: str) -> Any:
-    """JSON text to Python objects, NaN/Infinity tokens included."""
-    if orjson is not None:
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass  # the stdlib accepts NaN tokens and big ints, and words errors well
+    """JSON text to Python objects with the stdlib: NaN/Infinity tokens and integers of any size."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -125,12 +136,21 @@ def validate_golden(doc: Any, source: str) -> GoldenDocument:
             _check_run_value(source, key, value)
         elif isinstance(value, dict):
             _check_request(source, key, value)
-        elif key.isdigit():
-            raise BadInput(f"{source}: request '{key}' is {json_type(value)}, expected an object")
+        else:
+            raise BadInput(
+                f"{source}: request {_quoted(key)} is {json_type(value)}, expected an object "
+                f"(every top-level key but {', '.join(sorted(NON_REQUEST_KEYS))} is a request id, as in Megatron)"
+            )
         validated[key] = value
     if not request_ids(validated):
         raise BadInput(f"{source}: no requests (expected request ids mapping to objects)")
     return validated
+
+
+def _quoted(text: str, limit: int = 60) -> str:
+    """A key for a one-line message: quoted, shortened, with unprintable characters escaped."""
+    shown = text if len(text) <= limit else text[:limit] + "..."
+    return "'" + shown.encode("unicode_escape").decode("ascii").replace("'", "\\'") + "'"
 
 
 def _is_number(value: Any) -> bool:
@@ -146,7 +166,7 @@ def _check_run_value(source: str, key: str, value: Any) -> None:
 
 
 def _check_request(source: str, rid: str, request: dict) -> None:
-    where = f"{source}: request '{rid}'"
+    where = f"{source}: request {_quoted(rid)}"
     tokens = request.get("generated_tokens")
     if "generated_tokens" in request:
         if not isinstance(tokens, list):
@@ -177,7 +197,8 @@ def _check_tokens(where: str, tokens: list) -> None:
         if type(token) is not int:
             raise BadInput(f"{where}: generated_tokens[{i}] is {json_type(token)}, expected an integer")
         if not -(2**63) <= token < 2**63:
-            raise BadInput(f"{where}: generated_tokens[{i}] does not fit a 64-bit integer")
+            raise BadInput(f"{where}: generated_tokens[{i}] is an integer beyond 64 bits ({str(token)[:30]}): "
+                           "token ids must fit in 64 bits")
 
 
 def _check_numbers(where: str, name: str, values: list) -> None:
@@ -224,17 +245,30 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
         raise
 
 
+def _utf8_json(text: str, obj: Any, **options) -> bytes:
+    """``text`` as UTF-8; a string UTF-8 cannot carry (a lone surrogate) makes it ASCII JSON, escaped."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, ensure_ascii=True, **options).encode("ascii")
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented JSON atomically; NaN/Infinity stay tokens load_golden reads back."""
     with atomic_writer(path) as handle:
-        handle.write(json.dumps(obj, indent=1, ensure_ascii=False).encode("utf-8"))
+        handle.write(_utf8_json(json.dumps(obj, indent=1, ensure_ascii=False), obj, indent=1))
         handle.write(b"\n")
 
 
 def dumps_json(obj: Any, indent: bool = False) -> bytes:
-    """JSON bytes of finite data; orjson when available, as reports can hold millions of values."""
+    """JSON bytes of finite data; orjson when available, as reports can hold millions of values.
+
+    Strings that JSON can carry but UTF-8 cannot (lone surrogates) are written escaped.
+    """
     if orjson is not None:
-        return orjson.dumps(obj, option=orjson.OPT_INDENT_2 if indent else 0)
-    separators = None if indent else (",", ":")
-    return json.dumps(obj, ensure_ascii=False, indent=2 if indent else None,
-                      separators=separators, allow_nan=False).encode("utf-8")
+        try:
+            return orjson.dumps(obj, option=orjson.OPT_INDENT_2 if indent else 0)
+        except TypeError:  # orjson refuses lone surrogates; the stdlib escapes them
+            pass
+    options = {"indent": 2 if indent else None, "separators": None if indent else (",", ":"), "allow_nan": False}
+    return _utf8_json(json.dumps(obj, ensure_ascii=False, **options), obj, **options)

@@ -9,12 +9,24 @@ request, so a huge one never exists twice in memory.
 from __future__ import annotations
 
 import os
-import xml.etree.ElementTree as ET
+import re
 
 from logitsmatch.judge.compare import Check, ComparisonResult
 from logitsmatch.judge.golden_io import atomic_writer, dumps_json
 
 DEFAULT_LIMIT = 20
+# What a terminal, Markdown or XML cannot carry: lone surrogates (JSON can, UTF-8 cannot) and,
+# for XML, the control characters it forbids. Shown as U+FFFD; the JSON report keeps them escaped.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def printable(text: str) -> str:
+    return _SURROGATES.sub("\ufffd", text)
+
+
+def _xml(text: str) -> str:
+    return _NOT_XML.sub("\ufffd", text)
 
 
 def verdict_line(result: ComparisonResult) -> str:
@@ -114,7 +126,7 @@ def render_terminal(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str
 
     lines = [verdict_line(result)]
     if log.quiet():
-        return lines[0] + "\n"
+        return printable(lines[0]) + "\n"
 
     def section(title: str, body: list[str]) -> None:
         if body:
@@ -136,7 +148,7 @@ def render_terminal(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str
         shown = min(limit, len(result.requests))
         section(f"Requests by max |delta| (top {shown} of {len(result.requests)}):",
                 _table(_REQUEST_HEADER, _request_rows(result, limit)))
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines)) + "\n"
 
 
 def _md_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
@@ -184,11 +196,13 @@ def render_markdown(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str
         shown = min(limit, len(result.requests))
         section(f"Requests by max |delta| (top {shown} of {len(result.requests)})",
                 _md_table(_REQUEST_HEADER, _request_rows(result, limit)))
-    return "\n".join(lines).rstrip() + "\n"
+    return printable("\n".join(lines).rstrip()) + "\n"
 
 
 def render_junit(result: ComparisonResult) -> bytes:
     """JUnit XML: one testcase per request x metric, plus run-level checks."""
+    import xml.etree.ElementTree as ET
+
     counts = {s: sum(c.status == s for c in result.checks) for s in ("fail", "skip")}
     suites = ET.Element("testsuites", name="logitsmatch compare", tests=str(len(result.checks)),
                         failures=str(counts["fail"]))
@@ -199,12 +213,13 @@ def render_junit(result: ComparisonResult) -> bytes:
         text = ",".join(value) if isinstance(value, list) else str(value)
         ET.SubElement(properties, "property", name=name, value=text)
     for check in result.checks:
-        classname = "run" if check.request is None else f"request.{check.request}"
+        classname = "run" if check.request is None else _xml(f"request.{check.request}")
         case = ET.SubElement(suite, "testcase", classname=classname, name=check.metric)
+        message = _xml(check.message)
         if check.status == "fail":
-            ET.SubElement(case, "failure", message=check.message, type="drift").text = check.message
+            ET.SubElement(case, "failure", message=message, type="drift").text = message
         elif check.status == "skip":
-            ET.SubElement(case, "skipped", message=check.message)
+            ET.SubElement(case, "skipped", message=message)
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
+import signal
 import socket as _socket
 import tempfile
 from pathlib import Path
@@ -97,10 +98,12 @@ class _CoordinatorEntrypoint:
 
     The coordinator runs in a process spawned from scratch, where our patches
     to the parent's modules do not exist. Unpickling this object (before the
-    coordinator's arguments, whose classes import megatron-core) installs the
-    torch stand-ins there when the parent has them (0.15 compiles a CUDA
-    extension at import), then ``bind`` (a module-level function, so it
-    pickles) re-applies the socket binding before the real entrypoint runs.
+    coordinator's arguments, whose classes import megatron-core) makes the
+    process die with rank 0 (``PR_SET_PDEATHSIG``: no orphan coordinator),
+    installs the torch stand-ins there when the parent has them (0.15 compiles
+    a CUDA extension at import), then ``bind`` (a module-level function, so it
+    pickles; None on releases that take ``hostname=``) re-applies the socket
+    binding before the real entrypoint runs.
     """
 
     def __init__(self, original, bind, bind_host: str):
@@ -114,6 +117,10 @@ class _CoordinatorEntrypoint:
         return {"bind": self.bind, "bind_host": self.bind_host, "standins": self.standins}
 
     def __setstate__(self, state):
+        # This runs in the coordinator process, before anything else of it: it ends with rank 0.
+        from logitsmatch.lifetime import die_with_parent
+
+        die_with_parent(sig=signal.SIGKILL)
         self.__dict__.update(state)
         if self.standins:
             from logitsmatch.rank import cpu_standins
@@ -126,11 +133,13 @@ class _CoordinatorEntrypoint:
     def __call__(self, *args, **kwargs):
         from megatron.core.inference import data_parallel_inference_coordinator as coordinator_module
 
-        self.bind(coordinator_module, self.bind_host)
+        if self.bind is not None:
+            self.bind(coordinator_module, self.bind_host)
         return self.original(*args, **kwargs)
 
 
 def _wrap_coordinator_entrypoint(bind, bind_host: str) -> None:
+    """Route megatron-core's coordinator process through ``_CoordinatorEntrypoint``."""
     from megatron.core.inference import data_parallel_inference_coordinator as coordinator_module
 
     coordinator_class = coordinator_module.DataParallelInferenceCoordinator
@@ -385,6 +394,7 @@ class Mcore017(_Adapter):
 
     def install_network_binding(self, bind_host: str) -> list[str]:
         self.bind_host = bind_host  # passed as hostname= in start_listening
+        _wrap_coordinator_entrypoint(None, bind_host)  # only so that the coordinator dies with rank 0
         return [f"engine, communicator and coordinator sockets bound to {bind_host} (hostname=)"]
 
     def build_context(self, model, plan: dict):

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 
-from logitsmatch.rank.lifetime import die_with_parent
+from logitsmatch.lifetime import die_with_parent
 from logitsmatch.run.runfiles import LAUNCHER_PID_ENV, RENDEZVOUS_BACKEND, STORE_FD_ENV
 
 

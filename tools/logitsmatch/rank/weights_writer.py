@@ -10,9 +10,11 @@ starts it and caches the result.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
+from logitsmatch.lifetime import die_with_parent
 from logitsmatch.run.synthetic_weights import GENERATOR_VERSION, parameter_values, weights_digest
 
 
@@ -44,6 +46,7 @@ def write_checkpoint(spec: dict, out_dir: Path) -> str:
 
 
 def main(argv: list[str]) -> int:
+    die_with_parent(sig=signal.SIGKILL)  # nothing to clean up: the caller discards the staging folder
     spec_path, out_dir = argv
     write_checkpoint(json.loads(Path(spec_path).read_text()), Path(out_dir))
     return 0

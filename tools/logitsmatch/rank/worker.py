@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from logitsmatch.rank.lifetime import die_with_parent
+from logitsmatch.lifetime import die_with_parent
 from logitsmatch.run.runfiles import COORDINATOR_PORT_ENV, PhaseRecorder, RunDir
 
 

@@ -79,6 +79,20 @@ def choose_checkpoint(suite: Suite, project: Path, checkpoint: str | None, token
     return CheckpointChoice(None, arch, spec)
 
 
+def expected_weights(suite: Suite, project: Path) -> dict:
+    """The weights a run of the suite uses now, as provenance records them (without any rank work):
+    the checkpoint the suite's --load names when its variables are set, else its synthetic spec."""
+    load = suite.arg("--load")
+    if load:
+        from logitsmatch.rank.checkpoint import resolve_checkpoint_dir
+
+        return {"source": "checkpoint", "path": str(resolve_checkpoint_dir(load))}
+    from logitsmatch.run.synthetic_weights import GENERATOR_VERSION
+
+    choice = choose_checkpoint(suite, project, None, tokenizer_spec(suite, project, False, None))
+    return {"source": "synthetic", "spec": choice.synthetic_spec, "generator_version": GENERATOR_VERSION}
+
+
 def check_shape(suite: Suite, arch: dict) -> None:
     """The suite's shape flags must describe the model actually loaded."""
     for flag, key in (
