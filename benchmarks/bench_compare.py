@@ -1,15 +1,18 @@
-"""Benchmark `logitsmatch compare` on golden files of realistic size; prints a table, asserts nothing.
+"""Benchmark `logitsmatch compare` on golden files of realistic size; prints figures, asserts nothing.
 
-    PYTHONPATH=tools python benchmarks/bench_compare.py [--requests 1000] [--logprobs 1117]
+    PYTHONPATH=tools python benchmarks/bench_compare.py [--requests 1000] [--logprobs 1117] [--repeat 3]
 
 Writes a synthetic golden and three "current" files (about 23 MB each at the
-default size) into a temp dir, then times, each in a fresh process so that
-peak RSS belongs to one measurement:
+default size) into a temp dir. Each figure is the best of ``--repeat`` runs,
+each in a fresh process, the two sides of a ratio interleaved in the same run:
 
-  full compare    load both files, compare, terminal text, JSON + Markdown + JUnit reports
-  megatron rule   Megatron-LM's inference check on the same pair (json.loads, then
-                  tokens ==, len ==, math.isclose(abs_tol=1e-3) index by index)
-  deepdiff        plain DeepDiff(math_epsilon=1e-3) on a 10-request slice, times 100
+  logitsmatch --json   `python -m logitsmatch compare G C --json R`, the whole process
+  megatron             Megatron-LM's own comparator (the byte copy in tests/data/megatron/)
+                       as a whole process: `test_inference_pipeline(G, C, model_config)`
+  logitsmatch --deepdiff  the same compare writing DeepDiff's result shape too (--deepdiff)
+  breakdown            in one process: imports, parse, compare, reports
+  deepdiff itself      DeepDiff(math_epsilon=1e-3, zip_ordered_iterables=True, ...) on the
+                       first 10 and 100 requests, extrapolated to all
 
 Scenarios: "rerun" (every logprob moved by ~1e-5, within tolerance: passes),
 "drift" (1% of logprobs out of tolerance, 2% of requests diverge) and
@@ -20,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,17 +32,21 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import logitsmatch  # noqa: F401
-except ImportError:  # run from a checkout without PYTHONPATH=tools
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-
-from logitsmatch.judge import golden_io  # noqa: E402
-from logitsmatch.judge.compare import Policy, compare  # noqa: E402
-from logitsmatch.judge.report import render_terminal, write_reports  # noqa: E402
-
+PROJECT = Path(__file__).resolve().parents[1]
+MEGATRON_COMPARATOR = PROJECT / "tests" / "data" / "megatron" / "test_inference_regular_pipeline.py"
 GENERATED = 30
 SCENARIOS = ("rerun", "drift", "worst")
+MODEL_CONFIG = "MODE: inference\nMETRICS:\n  - generated_tokens\n  - logprobs\n"
+RUN_MEGATRON = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("megatron_comparator", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+try:
+    module.test_inference_pipeline(sys.argv[2], sys.argv[3], sys.argv[4])
+except AssertionError:
+    sys.exit(1)
+"""
 
 
 def make_files(folder: Path, n_requests: int, n_logprobs: int) -> dict[str, Path]:
@@ -89,86 +94,81 @@ def _moved(golden: dict, rng, scale: float, fraction: float, diverge: float, flo
     return current
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def timed(command: list[str]) -> dict:
+    """One whole process: wall seconds, exit code, and its own peak RSS (from wait4)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT / "tools"), os.environ.get("PYTHONPATH")]))}
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 1):
+        raise SystemExit(f"{command[:4]} failed ({code}): {process.stderr.read().decode()[-2000:]}")
+    process.stderr.close()
+    return {"seconds": seconds, "rc": code, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
-def measure_full(golden_path: str, current_path: str, out: Path) -> dict:
-    start = time.perf_counter()
-    golden, current = golden_io.load_golden(golden_path), golden_io.load_golden(current_path)
-    loaded = time.perf_counter()
-    result = compare(golden, current, Policy())
-    compared = time.perf_counter()
-    render_terminal(result)
-    write_reports(result, str(out / "report.json"), str(out / "report.md"), str(out / "report.xml"))
-    done = time.perf_counter()
-    return {"seconds": done - start, "load": loaded - start, "compare": compared - loaded,
-            "reports": done - compared, "verdict": result.verdict, "over": result.n_over_tolerance,
-            "json_mb": (out / "report.json").stat().st_size / 1e6}
+def commands(golden: Path, current: Path, out: Path) -> dict[str, list[str]]:
+    config = out / "model_config.yaml"
+    config.write_text(MODEL_CONFIG)
+    ours = [sys.executable, "-m", "logitsmatch", "compare", str(golden), str(current), "--json", str(out / "report.json")]
+    return {
+        "logitsmatch --json": ours,
+        "megatron": [sys.executable, "-c", RUN_MEGATRON, str(MEGATRON_COMPARATOR), str(golden), str(current), str(config)],
+        "logitsmatch --deepdiff": [*ours, "--deepdiff", str(out / "deepdiff.json")],
+    }
 
 
-def megatron_rule(golden: dict, current: dict) -> bool:
-    """Megatron-LM's inference check (metrics generated_tokens, logprobs), stopping at the first failure."""
-    for rid, expected in golden.items():
-        if not isinstance(expected, dict) or rid not in current:
-            continue
-        actual = current[rid]
-        if expected["generated_tokens"] != actual["generated_tokens"]:
-            return False
-        if len(expected["logprobs"]) != len(actual["logprobs"]):
-            return False
-        for a, b in zip(expected["logprobs"], actual["logprobs"]):
-            if not math.isclose(a, b, abs_tol=0.001):
-                return False
-    return True
+def best_interleaved(repeat: int, runs: dict[str, list[str]]) -> dict[str, dict]:
+    """Best of ``repeat`` per command, the commands taking turns (a load spike hits all alike)."""
+    best: dict[str, dict] = {}
+    for _ in range(repeat):
+        for name, command in runs.items():
+            figures = timed(command)
+            if name not in best or figures["seconds"] < best[name]["seconds"]:
+                best[name] = figures
+    return best
 
 
-def measure_megatron(golden_path: str, current_path: str) -> dict:
-    start = time.perf_counter()
-    golden = json.loads(Path(golden_path).read_text())
-    current = json.loads(Path(current_path).read_text())
-    passed = megatron_rule(golden, current)
-    return {"seconds": time.perf_counter() - start, "verdict": "pass" if passed else "fail"}
+def breakdown(golden: Path, current: Path, out: Path) -> dict:
+    """Where one in-process compare spends its time (fresh interpreter)."""
+    script = f"""
+import json, time
+t0 = time.perf_counter()
+from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.compare import Policy, compare
+from logitsmatch.judge.report import render_terminal, write_reports
+t1 = time.perf_counter()
+g, c = load_golden({str(golden)!r}), load_golden({str(current)!r})
+t2 = time.perf_counter()
+r = compare(g, c, Policy())
+t3 = time.perf_counter()
+render_terminal(r); write_reports(r, {str(out / "r.json")!r})
+t4 = time.perf_counter()
+import sys
+print(json.dumps({{"imports": t1 - t0, "parse": t2 - t1, "compare": t3 - t2, "reports": t4 - t3,
+                  "verdict": r.verdict, "over": r.n_over_tolerance, "deepdiff_imported": "deepdiff" in sys.modules}}))
+"""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT / "tools")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    return json.loads(done.stdout)
 
 
-def measure_deepdiff(golden_path: str, current_path: str, slice_size: int = 10) -> dict:
+def deepdiff_itself(golden: Path, current: Path, sizes=(10, 100)) -> dict[int, float]:
+    """Seconds DeepDiff takes on the first N requests (whole requests, logprobs included)."""
+    sys.path.insert(0, str(PROJECT / "tools"))
     from deepdiff import DeepDiff
 
-    golden = json.loads(Path(golden_path).read_text())
-    current = json.loads(Path(current_path).read_text())
-    rids = [k for k, v in golden.items() if isinstance(v, dict)]
-    chosen = rids[:slice_size]
-    start = time.perf_counter()
-    DeepDiff({k: golden[k] for k in chosen}, {k: current[k] for k in chosen}, math_epsilon=1e-3)
-    elapsed = time.perf_counter() - start
-    return {"seconds": elapsed * len(rids) / len(chosen), "slice_seconds": elapsed}
-
-
-def child(kind: str, golden_path: str, current_path: str) -> None:
-    if kind == "generate":
-        make_files(Path(golden_path), *map(int, current_path.split("x")))
-        return
-    with tempfile.TemporaryDirectory() as out:
-        if kind == "full":
-            figures = measure_full(golden_path, current_path, Path(out))
-        elif kind == "megatron":
-            figures = measure_megatron(golden_path, current_path)
-        else:
-            figures = measure_deepdiff(golden_path, current_path)
-    figures["peak_rss_mb"] = peak_rss_mb()
-    print(json.dumps(figures))
-
-
-def run_child(kind: str, first: Path | str, second: Path | str) -> dict | None:
-    """One measurement in a fresh process: peak RSS then counts that measurement only."""
-    done = subprocess.run([sys.executable, __file__, "--child", kind, str(first), str(second)],
-                          capture_output=True, text=True, check=True)
-    return json.loads(done.stdout) if done.stdout else None
-
-
-def fastest(repeat: int, kind: str, golden: Path, current: Path) -> dict:
-    """Best of `repeat` runs: on a shared machine the minimum is the least disturbed one."""
-    return min((run_child(kind, golden, current) for _ in range(repeat)), key=lambda f: f["seconds"])
+    g, c = json.loads(golden.read_text()), json.loads(current.read_text())
+    options = {"math_epsilon": 1e-3, "zip_ordered_iterables": True, "threshold_to_diff_deeper": 0, "ignore_nan_inequality": True}
+    figures = {}
+    ids_all = [k for k, v in g.items() if isinstance(v, dict)]
+    for size in (s for s in sizes if s <= len(ids_all)):
+        ids = ids_all[:size]
+        started = time.perf_counter()
+        DeepDiff({k: g[k] for k in ids}, {k: c[k] for k in ids}, **options)
+        figures[size] = time.perf_counter() - started
+    return figures
 
 
 def main() -> None:
@@ -176,39 +176,38 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--logprobs", type=int, default=1117)
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the fastest is shown")
-    parser.add_argument("--child", nargs=3, metavar=("KIND", "GOLDEN", "CURRENT"), help=argparse.SUPPRESS)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     args = parser.parse_args()
-    if args.child:
-        child(*args.child)
-        return
-    parser_name = "orjson" if golden_io.orjson is not None else "stdlib json"
-    print(f"{args.requests} requests x {args.logprobs} logprobs; JSON parser: {parser_name}; "
-          f"python {sys.version.split()[0]}, numpy {np.__version__}; {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}; best of {args.repeat}")
+    print(f"{args.requests} requests x {args.logprobs} logprobs; python {sys.version.split()[0]}, numpy {np.__version__}; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; best of {args.repeat}, interleaved")
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        run_child("generate", folder, f"{args.requests}x{args.logprobs}")
-        paths = scenario_paths(Path(folder))
+        paths = make_files(Path(folder), args.requests, args.logprobs)
         sizes = ", ".join(f"{name} {path.stat().st_size / 1e6:.1f} MB" for name, path in paths.items())
-        print(f"generated in {time.perf_counter() - started:.1f} s: {sizes}\n")
-        header = f"{'scenario':<8} {'measurement':<14} {'seconds':>8} {'peak RSS MB':>12}  notes"
-        print(header)
-        print("-" * len(header))
-        for scenario in SCENARIOS:
-            runs = [("full compare", fastest(args.repeat, "full", paths["golden"], paths[scenario])),
-                    ("megatron rule", fastest(args.repeat, "megatron", paths["golden"], paths[scenario]))]
+        print(f"generated in {time.perf_counter() - started:.1f} s: {sizes}")
+        for scenario in args.scenarios.split(","):
+            out = Path(folder) / f"out_{scenario}"
+            out.mkdir()
+            best = best_interleaved(args.repeat, commands(paths["golden"], paths[scenario], out))
+            ours, megatron = best["logitsmatch --json"], best["megatron"]
+            print(f"\n[{scenario}]")
+            for name, figures in best.items():
+                verdict = "pass" if figures["rc"] == 0 else "fail"
+                print(f"  {name:<24} {figures['seconds']:6.2f} s  peak RSS {figures['peak_rss_mb']:5.0f} MB  {verdict}")
+            print(f"  ratio logitsmatch --json / megatron = {ours['seconds'] / megatron['seconds']:.2f}")
+            parts = breakdown(paths["golden"], paths[scenario], out)
+            print(f"  breakdown (one process): imports {parts['imports']:.2f} + parse {parts['parse']:.2f} + compare "
+                  f"{parts['compare']:.2f} + reports {parts['reports']:.2f} s; {parts['over']} over tolerance; "
+                  f"deepdiff imported: {parts['deepdiff_imported']}")
+            report = out / "report.json"
+            print(f"  JSON report {report.stat().st_size / 1e6:.1f} MB; deepdiff-shaped output "
+                  f"{(out / 'deepdiff.json').stat().st_size / 1e6:.1f} MB")
             if scenario == "rerun":
-                runs.append(("deepdiff", run_child("deepdiff", paths["golden"], paths[scenario])))
-            for label, figures in runs:
-                if label == "full compare":
-                    notes = (f"load {figures['load']:.2f} + compare {figures['compare']:.2f} + reports "
-                             f"{figures['reports']:.2f}; {figures['verdict']}, {figures['over']} over tolerance, "
-                             f"JSON report {figures['json_mb']:.1f} MB")
-                elif label == "megatron rule":
-                    notes = f"{figures['verdict']} (stops at the first failure)"
-                else:
-                    notes = f"10 requests took {figures['slice_seconds']:.2f} s, x{args.requests // 10} extrapolated"
-                print(f"{scenario:<8} {label:<14} {figures['seconds']:>8.2f} {figures['peak_rss_mb']:>12.0f}  {notes}")
+                slices = deepdiff_itself(paths["golden"], paths[scenario])
+                for size, seconds in slices.items():
+                    total = seconds * args.requests / size
+                    print(f"  deepdiff itself on {size:>3} requests {seconds:6.2f} s -> {total:6.1f} s for {args.requests} "
+                          f"(x{total / best['logitsmatch --deepdiff']['seconds']:.0f} logitsmatch --deepdiff)")
 
 
 if __name__ == "__main__":

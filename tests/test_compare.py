@@ -81,8 +81,10 @@ def test_real_toolchain_drift_is_reported_exactly(folder):
         i = entry["index"]
         assert entry["part"] == ("prompt" if i < prompt else "generated")
         assert (entry["golden"], entry["current"]) == (g["logprobs"][i], c["logprobs"][i])
+        assert entry["path"] == f"root['0']['logprobs'][{i}]"
         assert entry["delta"] == c["logprobs"][i] - g["logprobs"][i]
-    assert report["token_changes"][0] == {"index": divergence, "golden": g["generated_tokens"][divergence],
+    assert report["token_changes"][0] == {"path": f"root['0']['generated_tokens'][{divergence}]", "index": divergence,
+                                          "golden": g["generated_tokens"][divergence],
                                           "current": c["generated_tokens"][divergence]}
     assert report["stats"]["compared"] == comparable
     assert report["stats"]["not_comparable"] == len(g["logprobs"]) - comparable
@@ -124,7 +126,7 @@ def test_early_stop_diverges_at_the_shorter_length():
     current = {"0": make_request(tokens=(1, 2), generated=(-0.1, -0.2))}
     entry = compare(golden, current, Policy()).to_dict()["requests"]["0"]
     assert entry["first_token_divergence"] == 2
-    assert entry["token_changes"] == [{"index": 2, "golden": 3, "current": None}]
+    assert entry["token_changes"] == [{"path": "root['0']['generated_tokens'][2]", "index": 2, "golden": 3, "current": None}]
     assert entry["stats"]["compared"] == 5 and entry["stats"]["not_comparable"] == 1
 
 

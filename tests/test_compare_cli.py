@@ -211,11 +211,11 @@ def test_terminal_and_markdown_truncate_largest_first():
     result = many_drifts(100)
     terminal = render_terminal(result).splitlines()
     header = terminal.index("Largest logprob drifts (top 20 of 100):")
-    assert terminal[header + 2].split()[:2] == ["0", "99"]  # largest |delta| first
+    assert terminal[header + 2].split()[:2] == ["root['0']['logprobs'][99]", "prompt"]  # largest |delta| first
     assert terminal[header + 22] == "  ... and 80 more"
     markdown = render_markdown(result)
     assert "#### Largest logprob drifts (top 20 of 100)" in markdown and "... and 80 more" in markdown
-    assert markdown.count("| 0 | 9") >= 10  # indices 99..80 in the table
+    assert markdown.count("| root['0']['logprobs'][9") >= 10  # indices 99..80 in the table
     assert len(result.to_dict()["requests"]["0"]["logprob_changes"]) == 100
 
 

@@ -97,7 +97,7 @@ def test_swapping_golden_and_current_only_flips_signs(pair, mode):
     assert forward.first_divergences == backward.first_divergences
     assert forward.passed == backward.passed
     for rid, entry in forward.to_dict()["requests"].items():
-        swapped = [{"index": t["index"], "golden": t["current"], "current": t["golden"]} for t in entry["token_changes"]]
+        swapped = [{**t, "golden": t["current"], "current": t["golden"]} for t in entry["token_changes"]]
         assert backward.to_dict()["requests"][rid]["token_changes"] == swapped
 
 

@@ -24,6 +24,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", dest="json_path", metavar="PATH", help="write the JSON report here")
     parser.add_argument("--markdown", dest="markdown_path", metavar="PATH", help="write a Markdown summary here")
     parser.add_argument("--junit", dest="junit_path", metavar="PATH", help="write JUnit XML here")
+    parser.add_argument("--deepdiff", dest="deepdiff_path", metavar="PATH",
+                        help="write the changes as DeepDiff's own result (values_changed, iterable_item_added, ...)")
     parser.add_argument("--mode", default=Mode.MEGATRON.value, metavar="MODE",
                         help="megatron (default: abs 1e-3, as Megatron-LM), deterministic (bit-exact), "
                              "approximate (abs/rel tolerance with a failure budget)")
@@ -54,5 +56,9 @@ def main(args: argparse.Namespace) -> int:
     current = load_golden(args.current)
     result = compare(golden, current, policy)
     write_reports(result, args.json_path, args.markdown_path, args.junit_path)
+    if args.deepdiff_path:
+        from logitsmatch.judge.deepdiff_view import write_deepdiff
+
+        write_deepdiff(golden, current, result, args.deepdiff_path)
     sys.stdout.write(render_terminal(result))
     return EXIT_OK if result.passed else EXIT_DRIFT

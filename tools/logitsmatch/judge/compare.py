@@ -37,6 +37,16 @@ RUN_METRICS = ("throughput", "mem-max-allocated-bytes")
 KNOWN_METRICS = REQUEST_METRICS + RUN_METRICS
 DEFAULT_METRICS = ("generated_tokens", "logprobs")
 
+def _deepdiff_key(key: str) -> str:
+    """A dict key as deepdiff quotes it (deepdiff.path.stringify_element for dict keys)."""
+    return f'"{key}"' if "'" in key else f"'{key}'"
+
+
+def deepdiff_path(*elements: str | int) -> str:
+    """The path deepdiff prints for a place in a golden document: ``root['17']['logprobs'][51]``."""
+    return "root" + "".join(f"[{e}]" if isinstance(e, int) else f"[{_deepdiff_key(e)}]" for e in elements)
+
+
 # Megatron's training comparator allows min(max(N // 100, 1), 50) failing values of N.
 AUTO_BUDGET_RULE = "min(max(n_compared // 100, 1), 50) per request"
 
@@ -230,12 +240,13 @@ class DriftTable:
         with np.errstate(invalid="ignore"):
             return self.current[rows] - self.golden[rows]
 
-    def rows(self, rows: slice | np.ndarray) -> list[dict]:
-        """Report entries {index, part, golden, current, delta}; non-finite values as strings."""
+    def rows(self, rows: slice | np.ndarray, path_prefix: str) -> list[dict]:
+        """Report entries {path, index, part, golden, current, delta} of one request (``path_prefix``
+        is deepdiff's path of its logprobs list); non-finite values as strings."""
         golden, current, delta = (_json_floats(a) for a in (self.golden[rows], self.current[rows], self.delta(rows)))
         parts = np.where(self.generated[rows], "generated", "prompt").tolist()
         return [
-            {"index": i, "part": p, "golden": g, "current": c, "delta": d}
+            {"path": f"{path_prefix}[{i}]", "index": i, "part": p, "golden": g, "current": c, "delta": d}
             for i, p, g, c, d in zip(self.index[rows].tolist(), parts, golden, current, delta)
         ]
 
@@ -328,19 +339,21 @@ class ComparisonResult:
 
     def request_entry(self, rid: str) -> dict:
         r = self.requests[rid]
+        tokens = deepdiff_path(rid, "generated_tokens")
+        text = None if r.text_change is None else {"path": deepdiff_path(rid, "generated_text"), **r.text_change}
         return {
             "passed": r.passed,
             "first_token_divergence": r.first_divergence,
-            "token_changes": r.token_changes,
-            "logprob_changes": self.drift.rows(r.changes),
-            "generated_text": r.text_change,
+            "token_changes": [{"path": f"{tokens}[{c['index']}]", **c} for c in r.token_changes],
+            "logprob_changes": self.drift.rows(r.changes, deepdiff_path(rid, "logprobs")),
+            "generated_text": text,
             "stats": r.stats(),
         }
 
     def header_dict(self) -> dict:
         """The report without its per-request entries (written first when streaming)."""
         return {
-            "schema_version": 1,
+            "schema_version": 2,
             "verdict": self.verdict,
             "policy": self.policy.to_dict(),
             "summary": self.summary(),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 
-from logitsmatch.judge.compare import Check, ComparisonResult
+from logitsmatch.judge.compare import Check, ComparisonResult, deepdiff_path
 from logitsmatch.judge.golden_io import atomic_writer, dumps_json
 
 DEFAULT_LIMIT = 20
@@ -74,8 +74,7 @@ def _drift_rows(result: ComparisonResult, limit: int) -> list[tuple[str, ...]]:
     for row in result.drift.largest(limit).tolist():
         golden, current = float(drift.golden[row]), float(drift.current[row])
         rows.append((
-            result.request_order[drift.request[row]],
-            str(int(drift.index[row])),
+            deepdiff_path(result.request_order[drift.request[row]], "logprobs", int(drift.index[row])),
             "generated" if drift.generated[row] else "prompt",
             _num(golden),
             _num(current),
@@ -99,9 +98,9 @@ def _divergence_lines(result: ComparisonResult, limit: int) -> list[str]:
     lines = []
     for r in diverged[:limit]:
         first = next(c for c in r.token_changes if c["index"] == r.first_divergence)
-        lines.append(f"request {r.request_id}: first divergence at generated index {r.first_divergence} "
-                     f"(golden {first['golden']}, current {first['current']}); "
-                     f"{len(r.token_changes)} tokens changed")
+        path = deepdiff_path(r.request_id, "generated_tokens", r.first_divergence)
+        lines.append(f"{path}: first divergence of request {r.request_id} (golden {first['golden']}, "
+                     f"current {first['current']}); {len(r.token_changes)} tokens changed")
     return lines + _more(len(diverged), len(lines))
 
 
@@ -109,7 +108,7 @@ def _structural_text(change: dict) -> str:
     return f"{change['kind']} {change['path']}: {change['golden'] or 'absent'} -> {change['current'] or 'absent'}"
 
 
-_DRIFT_HEADER = ("request", "index", "part", "golden", "current", "delta")
+_DRIFT_HEADER = ("path", "part", "golden", "current", "delta")
 _REQUEST_HEADER = ("request", "verdict", "compared", "over", "not comparable", "first divergence",
                    "max |delta|", "mean |delta|", "p99 |delta|")
 
