@@ -120,6 +120,7 @@ def run(plan: dict, run_dir: RunDir) -> None:
     recorder.enter("coordinator")
     tokenizer = adapter.build_tokenizer(plan["tokenizer"])
     engine = adapter.build_engine(model, tokenizer, plan)
+    standins += adapter.hold_requests_until_all_arrived(engine, len(plan["prompts"]))
     if rank == 0:
         run_dir.write_stand_ins(standins)
 

@@ -28,25 +28,33 @@ from pathlib import Path
 
 import numpy as np
 
-GENERATOR_VERSION = 2  # bump when the value rules below change
+GENERATOR_VERSION = 3  # bump when the value rules below change (3: every rule names its precision)
 # Output rows of the tokenizer's special ids are damped so that greedy decoding
 # of a random model produces ordinary text tokens (and never an early eod).
 SPECIAL_ROW_SCALE = 0.1
 
 
 def parameter_values(name: str, shape: tuple[int, ...], seed: int, num_layers: int, num_special: int) -> np.ndarray:
-    """The float32 value of one parameter: a function of (seed, name, shape) only."""
+    """The float32 value of one parameter: a function of (seed, name, shape) only.
+
+    Every operation names its precision. numpy 1.x (value-based casting) and 2.x (NEP 50)
+    promote a numpy float64 scalar times a float32 array differently, so the scaled
+    projections once differed by 1 ulp between the 0.15 toolchain (numpy 1.26) and the
+    others (numpy 2.x): that was the whole 0.15.3 <-> 0.16.1 drift (docs/explain/). The rules
+    below keep numpy 2.x's values; tests/test_synthetic_weights.py checks both numpy releases.
+    """
     stream = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, zlib.crc32(name.encode())])))
     noise = stream.standard_normal(size=shape, dtype=np.float32)
     leaf = name.rsplit(".", 1)[-1]
     if "norm" in name and leaf in ("weight", "layer_norm_weight"):
-        return (1.0 + 0.05 * noise).astype(np.float32)
+        return np.float32(1.0) + np.float32(0.05) * noise
     if leaf in ("bias", "layer_norm_bias"):
-        return (0.02 * noise).astype(np.float32)
-    std = 0.02
+        return np.float32(0.02) * noise
     if name.endswith(("linear_proj.weight", "linear_fc2.weight")):
-        std = 0.02 / np.sqrt(2.0 * num_layers)
-    values = (std * noise).astype(np.float32)
+        std = np.float64(0.02) / np.sqrt(np.float64(2.0 * num_layers))
+        values = (std * noise.astype(np.float64)).astype(np.float32)
+    else:
+        values = np.float32(0.02) * noise
     if name == "output_layer.weight":
         values[:num_special] *= np.float32(SPECIAL_ROW_SCALE)
     return values
