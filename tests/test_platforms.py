@@ -62,9 +62,11 @@ def test_seed_on_dgx_h100_with_full_gpu_toolchain_applies_every_flag(project, se
     assert plan["platform"]["layer_spec"] == "inference_optimized"
     assert plan["platform"]["attention"] == "flash-attn" and not plan["platform"]["stand_ins"]
     assert plan["parallel"] == {
-        "tensor": 8, "pipeline": 1, "sequence_parallel": True, "deterministic_mode": True,
+        "tensor": 8, "pipeline": 1, "data": 1, "expert": 1, "expert_tensor": 8, "layout": "tp8",
+        "sequence_parallel": True, "deterministic_mode": True,
         "inference_fuse_tp_communication": True, "attention_backend": "flash",
     }
+    assert plan["moe"] is None
     assert plan["inference"]["use_flashinfer_fused_rope"] is True
     assert plan["inference"]["buffer_size_gb"] == 20.0
     assert plan["world_size"] == 8
