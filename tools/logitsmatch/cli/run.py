@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from logitsmatch import paths
-from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
+from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput, Unsupported
 from logitsmatch.log import logger
 
 EXAMPLE = "logitsmatch run gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq --toolchain py3.11-torch2.13.0-mcore0.16.1"
@@ -124,7 +124,8 @@ def announce(suite, label: str, toolchain, candidate: bool, platform, plan: dict
         f"python {sys.version.split()[0]}, torch {versions['torch']}, megatron-core {versions['megatron-core']}"
         + (f" (candidate {label} of {toolchain.name})" if candidate else "")
     )
-    logger.info(f"{plan['world_size']} ranks ({platform.backend}), layout {describe_layout(plan['parallel'])}, "
+    ranks = f"{plan['world_size']} rank{'s' if plan['world_size'] != 1 else ''}"
+    logger.info(f"{ranks} ({platform.backend}), layout {describe_layout(plan['parallel'])}, "
                 f"dtype {plan['dtype']}, weights: {weights.record['source']}")
     for line in flags.lines(platform_label):
         logger.info(line.strip())
@@ -210,9 +211,12 @@ def main(args, results_root: Path | None = None) -> int:
     platform = get_platform(args.platform, tensor_parallel=args.tensor_parallel_size, dtype=args.dtype, layout=layout)
     platform_label = platform.label(suite.model_args, suite.world_size)
     release = installed_release()
+    from logitsmatch.rank.adapters import for_installed_megatron
+
+    for_installed_megatron()  # a release no adapter speaks: one clear line now, not a dead rank later
     refusal = layouts.unsupported(platform.layout(suite.model_args, suite.world_size), release)
     if refusal:  # before any weights are written or run folder made
-        raise BadInput(f"suite {suite.name}: {refusal}")
+        raise Unsupported(f"suite {suite.name} not run: {refusal}")
     if args.timeout is not None and not 0 < args.timeout < float("inf"):
         raise BadInput(f"--timeout must be a positive number of seconds, got {args.timeout}")
     timeout = args.timeout or suite.timeout_s

@@ -183,7 +183,7 @@ def build_plan(
         flags.not_applied[flag] = why
     max_seq = int(args.get("--inference-max-seq-length", 4096))
     platform_plan = dict(decision.plan)
-    if platform.overridden:
+    if platform.label(args, suite.world_size) != platform.profile:
         suite_layout = layouts.of_suite(args, suite.world_size, f"suite {suite.name}")
         platform_plan["overrides"] = {
             "tensor_parallel": {"suite": suite_layout.tensor, "run": layout.tensor},

@@ -113,8 +113,12 @@ class Platform:
         return self.tensor_parallel is not None or self.dtype_override is not None or self.layout_override is not None
 
     def label(self, model_args: dict, world_size: int = layouts.DEFAULT_WORLD_SIZE) -> str:
-        """The name keying results and goldens: the profile, plus ``-<layout>-<dtype>`` when overridden."""
-        if not self.overridden:
+        """The name keying results and goldens: the profile, plus ``-<layout>-<dtype>`` when overridden
+        (a --layout naming the suite's own layout overrides nothing)."""
+        if not self.overridden or (
+            self.tensor_parallel is None and self.dtype_override is None
+            and self.layout_override == layouts.of_suite(model_args, world_size, "suite")
+        ):
             return self.profile
         return f"{self.profile}-{self.layout(model_args, world_size).name}-{DTYPE_SHORT[self.dtype(model_args)]}"
 
