@@ -35,6 +35,10 @@ class Layout:
     expert: int = 1
     expert_tensor: int | None = None  # None: the tensor-parallel size (Megatron's default)
 
+    def __post_init__(self) -> None:
+        if self.expert_tensor == self.tensor:  # one spelling per layout: equal layouts compare equal
+            object.__setattr__(self, "expert_tensor", None)
+
     @property
     def etp(self) -> int:
         return self.tensor if self.expert_tensor is None else self.expert_tensor

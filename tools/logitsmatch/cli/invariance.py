@@ -154,7 +154,7 @@ def main(args) -> int:
         "",
         "Tolerance: " + TOLERANCE_WHY,
         "",
-        f"Made by: `{provenance_module.invocation()}`",
+        f"Made by: `{command_line(args, suite.name)}`",
         "",
         "| layout | ranks | engines that served | wall s | max peak RSS per rank (MiB) | CPU |",
         "|---|---|---|---|---|---|",
@@ -163,14 +163,16 @@ def main(args) -> int:
     ]
     write_json_atomic(out / "invariance.json", {
         "suite": suite.name, "toolchain": toolchain.name, "policy": policy.to_dict(), "tolerance_why": TOLERANCE_WHY,
-        "command": provenance_module.invocation(), "runs": runs, "failed": failed, "table": table_json(table),
+        "command": command_line(args, suite.name), "runs": runs, "failed": failed, "table": table_json(table),
     })
     (out / "invariance.md").write_text(render_markdown({heading: table}, "Parallelism invariance", notes))
-    try:
-        render_heatmap({heading: table}, out / "invariance.png", lambda _: f"{suite.name.replace('gpt_dynamic_inference_', '')}")
-        png = ", invariance.png"
-    except ImportError:
-        png = " (no PNG: matplotlib is not installed here; pip install 'logitsmatch[plot]')"
+    png = " (no PNG: no layout has a result)"
+    if documents:
+        try:
+            render_heatmap({heading: table}, out / "invariance.png", lambda _: suite.name.replace("gpt_dynamic_inference_", ""))
+            png = ", invariance.png"
+        except ImportError:
+            png = " (no PNG: matplotlib is not installed here; pip install 'logitsmatch[plot]')"
     print(render_terminal({heading: table}))
     logger.info(f"wrote {out}/invariance.md, invariance.json{png}")
     for name, why in failed.items():
@@ -197,6 +199,15 @@ TOLERANCE_WHY = (
     "Megatron's 1e-3 (set for bf16 on GPUs); a layout that shards, routes, offsets or caches anything wrongly "
     "moves logprobs by 1e-2 or more, or changes tokens."
 )
+
+
+def command_line(args, suite: str) -> str:
+    """The command that makes this table (its options spelled out; --no-run and --out left aside)."""
+    layouts = args.layouts or ""
+    parts = ["logitsmatch", "invariance", suite, "--toolchain", args.toolchain]
+    parts += ["--layouts", layouts] if layouts else []
+    parts += ["--abs-tol", f"{args.abs_tol:g}"] if args.abs_tol != INVARIANCE_ABS_TOL else []
+    return " ".join(parts)
 
 
 def read_provenance(result: Path) -> dict:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from logitsmatch import layouts
-from logitsmatch.errors import BadInput
+from logitsmatch.errors import BadInput, Unsupported
 from logitsmatch.layouts import Layout
 from logitsmatch.model_args import FlagReport, classify
 from logitsmatch.run.platforms import Platform
@@ -175,7 +175,7 @@ def build_plan(
     if megatron_version is not None:
         refusal = layouts.unsupported(layout, megatron_version)
         if refusal:
-            raise BadInput(f"suite {suite.name}: {refusal}")
+            raise Unsupported(f"suite {suite.name} not run: {refusal}")
     decision = platform.decide(args, arch, layout)
     flags = platform_flags(args, platform, decision)
     for flag, why in scaled.items():
