@@ -34,6 +34,7 @@ def tests(session):
     """The test suite, in the default toolchain's venv (it runs real TP8 inference)."""
     support.install_toolchain(session, support.DEFAULT_TOOLCHAIN)
     support.install_harness(session, "plot", "test")
+    support.ensure_test_toolchains(session)  # the routing test runs in the newest toolchain that records routing
     session.run("pytest", *session.posargs)
 
 

@@ -7,6 +7,7 @@ standard library until a session runs.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,28 @@ def install_toolchain(session, toolchain_name: str) -> Toolchain:
         session.error(interpreters.missing_message(toolchain.name, toolchain.python))
     session.install(*toolchain.requirements(), str(PROJECT))
     return toolchain
+
+
+def routing_toolchain() -> str | None:
+    """The newest CPU toolchain whose megatron-core records routing_indices (tests/test_family.py runs in it)."""
+    from logitsmatch.layouts import parse_version, records_routing
+
+    candidates = [t for t in TOOLCHAINS.values() if not t.requires_gpu and records_routing(parse_version(t.megatron_core))]
+    return max(candidates, key=lambda t: parse_version(t.megatron_core)).name if candidates else None
+
+
+def ensure_test_toolchains(session) -> None:
+    """Build the venvs the inference tests use beyond the session's own (the routing toolchain's), unless
+    the selection leaves inference out (-m "not inference") or they exist already."""
+    if any("not inference" in arg for arg in session.posargs):
+        return
+    toolchain = routing_toolchain()
+    if toolchain is None:
+        return
+    venv = PROJECT / ".nox" / re.sub(r"[^\w]+", "-", f"logitsmatch({toolchain})").strip("-")
+    if not (venv / "bin" / "python").is_file():
+        session.log(f"building the {toolchain} venv the routing test runs in")
+        session.run(sys.executable, "-m", "nox", "-s", f"logitsmatch({toolchain})", "--install-only", external=True)
 
 
 def extra_requirements(extra: str) -> list[str]:

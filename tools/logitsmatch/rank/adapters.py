@@ -161,9 +161,10 @@ class RequestIntake:
       the same order. With ``hold`` None each request is added as it arrives.
     """
 
-    def __init__(self, engine, hold: int | None):
+    def __init__(self, engine, hold: int | None, dp_rank: int = 0):
         self.request_ids: list[int] = []
         self.hold = hold
+        self.dp_rank = dp_rank  # read while the model-parallel state lives (0.15's engine stop tears it down)
         real, held = engine.add_request, []
 
         def add_request(request_id, *args, **kwargs):
@@ -190,9 +191,8 @@ class RequestIntake:
 def gather_served_by(intake: RequestIntake) -> dict[str, int] | None:
     """All ranks: {coordinator request id: data-parallel rank of the engine that served it} on rank 0."""
     import torch
-    from megatron.core import parallel_state
 
-    mine = {"dp_rank": parallel_state.get_data_parallel_rank(), "request_ids": intake.request_ids}
+    mine = {"dp_rank": intake.dp_rank, "request_ids": intake.request_ids}
     everyone = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(everyone, mine)
     if torch.distributed.get_rank() != 0:
@@ -287,7 +287,9 @@ class _Adapter:
 
     def take_requests(self, engine, hold: int | None) -> RequestIntake:
         """Route the coordinator's requests to ``engine`` through a ``RequestIntake``."""
-        return RequestIntake(engine, hold)
+        from megatron.core import parallel_state
+
+        return RequestIntake(engine, hold, parallel_state.get_data_parallel_rank())
 
     # --- coordinator and client --------------------------------------------------
     def finished_request(self, result):

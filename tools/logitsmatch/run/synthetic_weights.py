@@ -76,9 +76,9 @@ def weights_digest(named_arrays: list[tuple[str, np.ndarray]]) -> str:
     return digest.hexdigest()
 
 
-def cache_key(spec: dict) -> str:
-    """Content key: the spec, the value rules and the writer's megatron-core release."""
-    keyed = {**spec, "generator_version": GENERATOR_VERSION, "writer": importlib.metadata.version("megatron-core")}
+def cache_key(spec: dict, writer: str | None = None) -> str:
+    """Content key: the spec, the value rules and the writer's megatron-core release (default: this venv's)."""
+    keyed = {**spec, "generator_version": GENERATOR_VERSION, "writer": writer or importlib.metadata.version("megatron-core")}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:20]
 
 
