@@ -24,11 +24,11 @@ from pathlib import Path
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, EXIT_RUN_FAILED, BadInput
 from logitsmatch.log import logger
+from logitsmatch.run.plan import DENSE_LAYOUTS, default_invariance_layouts
 
 EXAMPLE = ("logitsmatch invariance gpt_dynamic_inference_tp8_pp1_dp1_583m_logitsmatch_zmq "
            "--toolchain py3.11-torch2.13.0-mcore0.16.1 --layouts tp8,pp8,tp2pp2dp2,dp8,tp1")
 
-DENSE_LAYOUTS = "tp8,pp8,tp2pp2dp2,dp8,tp1"
 INVARIANCE_ABS_TOL = 1e-4
 
 
@@ -44,15 +44,6 @@ def configure(parser) -> None:
     parser.add_argument("--no-run", action="store_true", help="only tabulate fresh results; run nothing")
     parser.add_argument("--timeout", type=float, default=None, help="deadline per run in seconds (default: the suite's)")
     parser.add_argument("--out", default=None, help="output folder (default: results/invariance/<suite>/<toolchain>)")
-
-
-def default_layouts(suite, project: Path) -> str:
-    from logitsmatch.layouts import of_suite
-    from logitsmatch.suites import load_architecture
-
-    if load_architecture(project, suite.synthetic_model).get("num_experts"):
-        return f"{of_suite(suite.model_args, suite.world_size, suite.name).name},tp1"
-    return DENSE_LAYOUTS
 
 
 def plan_layouts(suite, project: Path, text: str, platform_name: str | None):
@@ -118,7 +109,7 @@ def main(args) -> int:
         raise BadInput(f"--abs-tol must be a finite number >= 0, got {args.abs_tol}")
     if args.rerun and args.no_run:
         raise BadInput("--rerun and --no-run contradict each other")
-    chosen = plan_layouts(suite, project, args.layouts or default_layouts(suite, project), args.platform)
+    chosen = plan_layouts(suite, project, args.layouts or default_invariance_layouts(suite, project), args.platform)
     weights = expected_weights(suite, project)
 
     files, failed = {}, {}

@@ -19,7 +19,9 @@ from logitsmatch.provenance import freshness_problem
 from logitsmatch.suites import load_suite, suite_names
 from logitsmatch.toolchains import Toolchain, default_suite_names, default_toolchain_name, load_toolchains
 
-PROJECT = Path(__file__).resolve().parents[3]  # tools/logitsmatch/devtools/ -> the project
+_SOURCE_TREE = Path(__file__).resolve().parents[3]  # tools/logitsmatch/devtools/ -> the project
+# nox imports this file from the project's tools/; an installed copy (a test venv) finds the project as the CLI does
+PROJECT = _SOURCE_TREE if (_SOURCE_TREE / "pyproject.toml").is_file() else paths.project_root()
 PYPROJECT = PROJECT / "pyproject.toml"
 TOOLCHAINS = load_toolchains(PYPROJECT)
 DEFAULT_TOOLCHAIN = default_toolchain_name(PYPROJECT)
@@ -261,9 +263,9 @@ def run_invariance(session) -> None:
     the layouts without a fresh result in the toolchain's own session (nested nox), then tabulate them here."""
     import argparse
 
-    from logitsmatch.cli.invariance import default_layouts
     from logitsmatch.errors import BadInput
     from logitsmatch.layouts import parse
+    from logitsmatch.run.plan import default_invariance_layouts
     from logitsmatch.run.platforms import get_platform
 
     parser = argparse.ArgumentParser(prog="nox -s invariance --", add_help=False, exit_on_error=False)
@@ -281,7 +283,7 @@ def run_invariance(session) -> None:
     if toolchain not in TOOLCHAINS:
         session.error(f"unknown toolchain {toolchain!r} (known: {', '.join(TOOLCHAINS)})")
     suite = load_suite(PROJECT, args.suite)
-    layouts_text = args.layouts or default_layouts(suite, PROJECT)
+    layouts_text = args.layouts or default_invariance_layouts(suite, PROJECT)
     timeout = (f"--timeout={args.timeout}",) if args.timeout else ()
     try:
         chosen = [parse(name.strip()) for name in layouts_text.split(",")]

@@ -269,6 +269,18 @@ def moe_plan(args: dict, arch: dict, decision) -> dict | None:
     }
 
 
+# The family's layouts of a dense model: logitsmatch invariance compares them by default.
+DENSE_LAYOUTS = "tp8,pp8,tp2pp2dp2,dp8,tp1"
+
+
+def default_invariance_layouts(suite: Suite, project: Path) -> str:
+    """The layouts ``logitsmatch invariance`` compares unless told: the family's for a dense model;
+    a MoE model's own layout and one rank (experts cannot re-split freely)."""
+    if load_architecture(project, suite.synthetic_model).get("num_experts"):
+        return f"{layouts.of_suite(suite.model_args, suite.world_size, suite.name).name},tp1"
+    return DENSE_LAYOUTS
+
+
 def launch_env(suite: Suite, platform: Platform, run: RunDir, bind_host: str) -> dict[str, str]:
     """ENV_VARS of the suite plus what keeps ranks on loopback and single-threaded on CPU."""
     env = dict(suite.env_vars)
