@@ -285,6 +285,32 @@ class _Adapter:
         """From 0.16 the end-of-document id travels with each request's sampling params."""
         return {"termination_id": engine.controller.tokenizer.eod}
 
+    def report_when_listening(self, engine, report) -> list[str]:
+        """Call ``report()`` once this rank's engine has received its first broadcast.
+
+        An engine's first rank (the MP coordinator) republishes what the coordinator sends it to the
+        other ranks of its engine over ZMQ PUB/SUB, every loop turn (a message count, 0.15/0.16, or a
+        batch, 0.17+). A SUB connection is made in the background: megatron-core's barrier after
+        connect() does not wait for it, and a PUB drops what it sends before the subscription has
+        arrived. On a loaded host that window can outlast the client's start, and a rank that missed
+        a request's broadcast never steps while its peers wait for it in a collective: the run hangs
+        (seen: a TP2 x PP2 x DP2 run at load average 47). ``schedule_requests`` returns on a
+        subscriber only after it received a broadcast, so its first return proves the subscription
+        live; the driver submits once every rank has reported (``drive_client``). No value changes.
+        """
+        real, reported = engine.schedule_requests, []
+
+        def schedule_requests(*args, **kwargs):
+            result = real(*args, **kwargs)
+            if not reported:
+                reported.append(True)
+                report()
+            return result
+
+        engine.schedule_requests = schedule_requests
+        return ["client submits once every rank's engine has received a broadcast of its group "
+                "(ZMQ subscriptions live; no request lost to a slow joiner)"]
+
     def take_requests(self, engine, hold: int | None) -> RequestIntake:
         """Route the coordinator's requests to ``engine`` through a ``RequestIntake``."""
         from megatron.core import parallel_state

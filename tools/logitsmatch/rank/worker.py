@@ -15,6 +15,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from logitsmatch.lifetime import die_with_parent
@@ -53,9 +54,23 @@ def peak_rss_mib(pid: int | None = None) -> float | None:
     return None
 
 
+LISTENING_TIMEOUT_S = 300.0
+
+
+async def wait_until_every_engine_listens(run: RunDir, world_size: int) -> None:
+    """Rank 0, before the first request: every rank's engine receives its group's broadcasts
+    (see adapters.report_when_listening). Awaits, so rank 0's own engine loop keeps publishing."""
+    deadline = time.monotonic() + LISTENING_TIMEOUT_S
+    while missing := run.not_listening(world_size):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the engines of ranks {missing} received no broadcast in {LISTENING_TIMEOUT_S:.0f} s")
+        await asyncio.sleep(0.05)
+
+
 async def drive_client(adapter, engine, coordinator_address: str, plan: dict, sampling_params,
-                       recorder: PhaseRecorder) -> dict:
+                       recorder: PhaseRecorder, run: RunDir) -> dict:
     """Rank 0: submit every prompt through the coordinator, gather, shut everything down."""
+    await wait_until_every_engine_listens(run, plan["world_size"])
     client = await adapter.start_client(coordinator_address)
     futures = [client.add_request(prompt, sampling_params) for prompt in plan["prompts"]]
     records = [adapter.finished_request(result) for result in await asyncio.gather(*futures)]
@@ -85,7 +100,7 @@ async def serve(adapter, engine, plan: dict, run: RunDir, recorder: PhaseRecorde
     results = None
     if rank == 0:
         run.write_network(network_record(engine, coordinator_address, network_plan))
-        results = await drive_client(adapter, engine, coordinator_address, plan, sampling_params, recorder)
+        results = await drive_client(adapter, engine, coordinator_address, plan, sampling_params, recorder, run)
     await adapter.wait_for_engine_stop(engine)
     if rank != 0:
         recorder.enter("shutdown")
@@ -152,6 +167,7 @@ def run(plan: dict, run_dir: RunDir) -> None:
     engine = adapter.build_engine(model, tokenizer, plan)
     intake = adapter.take_requests(engine, plan["inference"].get("hold_requests"))
     standins += intake.description()
+    standins += adapter.report_when_listening(engine, lambda: run_dir.mark_listening(rank))
     if rank == 0:
         run_dir.write_stand_ins(standins)
 

@@ -13,6 +13,7 @@ file                       written by       read by
 ``status/network.json``    rank 0           launcher (coordinator pid), harness
 ``status/stand_ins.json``  rank 0           harness (provenance)
 ``status/served_by.json``  rank 0           harness (which engine served which request)
+``status/listening-N``     rank N           rank 0 (rank N's engine receives its broadcasts)
 ``status/coordinator_     megatron-core's  harness (its own routing record; 0.17+)
 schedule.json``            coordinator
 ``result.json``            rank 0           harness (published as the result)
@@ -141,6 +142,16 @@ class RunDir:
 
     def read_stand_ins(self) -> list[str]:
         return json.loads(self.stand_ins_file.read_text())
+
+    def listening_file(self, rank: int) -> Path:
+        return self.status / f"listening-{rank}"
+
+    def mark_listening(self, rank: int) -> None:
+        self.listening_file(rank).touch()
+
+    def not_listening(self, world_size: int) -> list[int]:
+        """Ranks whose engine has not yet received a broadcast of its model-parallel group."""
+        return [rank for rank in range(world_size) if not self.listening_file(rank).is_file()]
 
     def write_served_by(self, served_by: dict[str, int]) -> None:
         _write_atomic(self.served_by_file, served_by)
