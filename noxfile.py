@@ -6,6 +6,7 @@
     nox -s tests                        the test suite (what CI runs)
     nox -s tests -- -m "not inference"  the fast selection: no megatron-core runs
     nox -s lint                         ruff
+    nox -s invariance -- SUITE          one suite at several parallel layouts (N x N table)
 """
 
 import sys
@@ -33,6 +34,7 @@ def tests(session):
     """The test suite, in the default toolchain's venv (it runs real TP8 inference)."""
     support.install_toolchain(session, support.DEFAULT_TOOLCHAIN)
     support.install_harness(session, "plot", "test")
+    support.ensure_test_toolchains(session)  # the routing test runs in the newest toolchain that records routing
     session.run("pytest", *session.posargs)
 
 
@@ -55,7 +57,7 @@ def record(session):
     """Make a toolchain's fresh result the golden: nox -s record -- TOOLCHAIN [SUITE ...] [--force]."""
     toolchain, suites, options = support.toolchain_and_suites(session)
     support.install_harness(session)
-    support.ensure_fresh_results(session, toolchain, suites)
+    suites = support.ensure_fresh_results(session, toolchain, suites)  # less those its release cannot run
     for suite in suites:
         session.run("logitsmatch", "record", suite, "--toolchain", toolchain, *options)
 
@@ -68,6 +70,13 @@ def matrix(session):
     for toolchain in toolchains:
         support.ensure_fresh_results(session, toolchain, support.SUITES)
     session.run("logitsmatch", "matrix", *(f"--toolchain={name}" for name in toolchains), *session.posargs)
+
+
+@nox.session
+def invariance(session):
+    """One suite at several parallel layouts, N x N table (runs what has no fresh result):
+    nox -s invariance -- SUITE [--layouts tp8,pp8,tp2pp2dp2,dp8,tp1] [--toolchain T] [--out DIR]."""
+    support.run_invariance(session)
 
 
 @nox.session(python=False)

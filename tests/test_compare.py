@@ -297,3 +297,65 @@ def test_compare_rejects_unvalidated_garbage_as_bad_input():
         compare(edited(BASE, set_at(["1", "generated_tokens", 0], "x")), BASE, Policy())
     with pytest.raises(BadInput, match="expected an object"):
         compare([], BASE, Policy())
+
+
+# --- routing_indices as logitsmatch records them: every row ---------------------------------------
+
+def routed_pair(prompt_tokens: int = 5, generated: int = 4, layers: int = 3, topk: int = 2, seed: int = 0):
+    """A golden request with full routing [prompt + generated - 1, layers, topk] and its current copy."""
+    rng = np.random.default_rng(seed)
+    routing = np.stack([rng.permutation(16)[:topk] for _ in range((prompt_tokens + generated - 1) * layers)])
+    request = make_request(prompt=[-1.0] * (prompt_tokens - 1), tokens=range(11, 11 + generated),
+                           generated=[-0.5] * generated)
+    request["routing_indices"] = routing.reshape(prompt_tokens + generated - 1, layers, topk).tolist()
+    golden = {"0": request}
+    return golden, copy.deepcopy(golden)
+
+
+ROUTING = ["generated_tokens", "logprobs", "routing_indices"]
+
+
+def test_full_routing_equal_as_sets_passes():
+    golden, current = routed_pair()
+    for row in current["0"]["routing_indices"]:
+        for experts in row:
+            experts.reverse()  # the order within the top-k is not compared (Megatron sorts too)
+    assert compare(golden, current, Policy(metrics=ROUTING)).passed
+
+
+def test_a_moved_expert_fails_and_the_check_names_token_layer_and_path():
+    golden, current = routed_pair()
+    moved = current["0"]["routing_indices"][6][2]
+    moved[0] = next(e for e in range(16) if e not in moved)
+    result = compare(golden, current, Policy(metrics=ROUTING))
+    assert not result.passed
+    (check,) = [c for c in result.failed_checks if c.metric == "routing_indices"]
+    assert "first at token 6, layer 2 (root['0']['routing_indices'][6][2])" in check.message
+    assert "1 of 24 (token, layer) expert sets over 8 tokens" in check.message
+    assert f"current {sorted(moved)}" in check.message
+
+
+def test_routing_after_a_token_divergence_is_not_compared():
+    golden, current = routed_pair(prompt_tokens=5, generated=4)
+    current["0"]["generated_tokens"][2] += 1  # the 3rd generated token differs: rows 5 + 2 = 7 on differ in input
+    current["0"]["routing_indices"][7][0] = [98, 99]
+    result = compare(golden, current, Policy(metrics=ROUTING))
+    assert {c.metric for c in result.failed_checks} == {"generated_tokens", "logprobs"}
+    current["0"]["routing_indices"][6][0] = [98, 99]  # the row of the 2nd generated token: still comparable
+    result = compare(golden, current, Policy(metrics=ROUTING))
+    assert "routing_indices" in {c.metric for c in result.failed_checks}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: r.pop(), "routing indices cover 7 tokens, golden 8"),
+        (lambda r: [row.pop() for row in r], "routing indices shape (8, 2, 2), golden (8, 3, 2)"),
+        (lambda r: r.__setitem__(0, 5), "not a [tokens, layers, top-k] array"),
+    ],
+)
+def test_routing_of_another_shape_fails_naming_it(change, message):
+    golden, current = routed_pair()
+    change(current["0"]["routing_indices"])
+    (check,) = [c for c in compare(golden, current, Policy(metrics=ROUTING)).failed_checks if c.metric == "routing_indices"]
+    assert message in check.message

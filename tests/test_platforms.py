@@ -62,9 +62,11 @@ def test_seed_on_dgx_h100_with_full_gpu_toolchain_applies_every_flag(project, se
     assert plan["platform"]["layer_spec"] == "inference_optimized"
     assert plan["platform"]["attention"] == "flash-attn" and not plan["platform"]["stand_ins"]
     assert plan["parallel"] == {
-        "tensor": 8, "pipeline": 1, "sequence_parallel": True, "deterministic_mode": True,
+        "tensor": 8, "pipeline": 1, "data": 1, "expert": 1, "expert_tensor": 8, "layout": "tp8",
+        "sequence_parallel": True, "deterministic_mode": True,
         "inference_fuse_tp_communication": True, "attention_backend": "flash",
     }
+    assert plan["moe"] is None
     assert plan["inference"]["use_flashinfer_fused_rope"] is True
     assert plan["inference"]["buffer_size_gb"] == 20.0
     assert plan["world_size"] == 8
@@ -227,3 +229,92 @@ def test_bad_platform_choices():
         get_platform("cpu", dtype="int8")
     with pytest.raises(BadInput, match="at least 1"):
         get_platform("cpu", tensor_parallel=0)
+
+
+# --- the case family: layouts, engines, experts ---------------------------------------------------
+
+PP8 = "gpt_dynamic_inference_tp1_pp8_dp1_583m_logitsmatch_zmq"
+DP8_TINY = "gpt_dynamic_inference_tp1_pp1_dp8_tiny_logitsmatch_zmq"
+MOE = "gpt_dynamic_inference_tp4_etp1_pp1_ep8_16B_logitsmatch_zmq"
+MOE_TINY = "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq"
+
+
+def test_family_plans_on_cpu(project):
+    pp8, _ = plan_for(project, load_suite(project, PP8), get_platform("cpu"))
+    assert (pp8["world_size"], pp8["parallel"]["pipeline"], pp8["parallel"]["data"]) == (8, 8, 1)
+    assert pp8["inference"]["hold_requests"] == 1  # one engine: it holds every prompt
+    dp8, _ = plan_for(project, load_suite(project, DP8_TINY), get_platform("cpu"))
+    assert (dp8["world_size"], dp8["parallel"]["tensor"], dp8["parallel"]["data"]) == (8, 1, 8)
+    assert dp8["inference"]["hold_requests"] is None and len(dp8["prompts"]) == 8  # one prompt per engine
+    moe, flags = plan_for(project, load_suite(project, MOE_TINY), get_platform("cpu"))
+    wanted = {"tensor": 4, "data": 2, "expert": 8, "expert_tensor": 1, "layout": "tp4dp2ep8etp1"}
+    assert {key: moe["parallel"][key] for key in wanted} == wanted
+    assert moe["moe"] == {"token_dispatcher_type": "alltoall", "grouped_gemm": False,
+                          "router_load_balancing_type": "seq_aux_loss", "enable_routing_replay": True}
+    assert "SequentialMLP" in flags.not_applied["--moe-grouped-gemm"]
+    assert "--num-experts" in flags.applied and "--moe-aux-loss-coeff" in flags.no_effect
+
+
+def test_family_suites_leave_each_engine_at_most_one_prompt(project):
+    """Without a hold (DP > 1) a single request per engine keeps the batch schedule timing-independent."""
+    from logitsmatch.run.plan import hold_requests
+
+    for name in ("583m", "tiny"):
+        for case in ("tp2_pp2_dp2", "tp1_pp1_dp8"):
+            plan, _ = plan_for(project, load_suite(project, f"gpt_dynamic_inference_{case}_{name}_logitsmatch_zmq"),
+                               get_platform("cpu"))
+            assert len(plan["prompts"]) <= plan["parallel"]["data"] and plan["inference"]["hold_requests"] is None
+    assert hold_requests(parse_layout("tp8"), 4) == 4 and hold_requests(parse_layout("tp2pp2dp2"), 8) is None
+
+
+def test_scaled_down_moe_reports_its_shape_flags_and_keeps_its_layout_flags(project):
+    plan, flags = plan_for(project, load_suite(project, MOE), get_platform("cpu"))
+    assert plan["architecture"]["num_layers"] == 9 and plan["architecture"]["num_experts"] == 64
+    for flag in ("--num-layers", "--hidden-size", "--moe-ffn-hidden-size", "--kv-channels"):
+        assert "scaled down" in flags.not_applied[flag] and flag not in flags.applied
+    assert {"--num-experts", "--moe-router-topk", "--moe-router-score-function"} <= set(flags.applied)
+
+
+def test_a_shape_the_suite_does_not_declare_scaled_is_refused(project):
+    suite = load_suite(project, MOE_TINY)  # tiny_moe matches its flags exactly; no scaled_down
+    arch = {**load_architecture(project, "tiny_moe"), "num_layers": 2}
+    with pytest.raises(BadInput, match="says --num-layers 4 but the checkpoint has num_layers=2"):
+        plan_for(project, suite, get_platform("cpu"), arch)
+    arch = {**load_architecture(project, "tiny_moe"), "moe_router_topk": 2}
+    with pytest.raises(BadInput, match="says --moe-router-topk 6"):
+        plan_for(project, suite, get_platform("cpu"), arch)
+
+
+def test_oldest_release_is_refused_pipeline_and_cross_engine_experts(project):
+    from logitsmatch.errors import Unsupported
+
+    for name, what in ((PP8, r"pipeline parallel \(PP8\)"), (MOE, "expert parallel across engines")):
+        suite = load_suite(project, name)
+        tokenizer = tokenizer_spec(suite, project, False, None)
+        choice = choose_checkpoint(suite, project, None, tokenizer)
+        with pytest.raises(Unsupported, match=f"megatron-core 0.15.3 cannot run {what}"):
+            build_plan(suite, get_platform("cpu"), choice, Path("/ckpt"), tokenizer, "127.0.0.1", (0, 15, 3))
+        build_plan(suite, get_platform("cpu"), choice, Path("/ckpt"), tokenizer, "127.0.0.1", (0, 16, 1))
+
+
+@pytest.mark.parametrize("layout, label, world", [("tp8", "cpu", 8), ("tp1", "cpu-tp1-fp32", 1),
+                                                   ("pp8", "cpu-pp8-fp32", 8), ("tp2pp2dp2", "cpu-tp2pp2dp2-fp32", 8)])
+def test_layout_override_is_labelled_unless_it_is_the_suites_own(project, seed, layout, label, world):
+    platform = get_platform("cpu", layout=parse_layout(layout))
+    plan, flags = plan_for(project, seed, platform)
+    assert platform.label(seed.model_args) == label == plan["platform"]["name"].replace("cpu-tp8-fp32", "cpu")
+    assert plan["world_size"] == world and plan["parallel"]["layout"] == layout
+    if label != "cpu":
+        assert plan["platform"]["overrides"]["layout"] == {"suite": "tp8", "run": layout}
+        assert "overridden on the command line: --layout" in flags.not_applied["--tensor-model-parallel-size"]
+
+
+def test_tensor_parallel_and_layout_overrides_exclude_each_other():
+    with pytest.raises(BadInput, match="give one"):
+        get_platform("cpu", tensor_parallel=1, layout=parse_layout("tp1"))
+
+
+def parse_layout(text):
+    from logitsmatch.layouts import parse
+
+    return parse(text)

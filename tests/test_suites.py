@@ -91,3 +91,76 @@ def test_cpu_reports_what_it_cannot_honour_and_gpu_applies_it(project):
     assert not gpu.not_applied
     assert expected <= set(gpu.applied)
     assert "--log-interval" in cpu.no_effect and "--log-interval" in gpu.no_effect
+
+
+# Megatron-LM's case files, byte for byte: the git blob id of each model_config.yaml at
+# NVIDIA/Megatron-LM commit d98e8a64dd (git rev-parse d98e8a64dd:tests/functional_tests/test_cases/<dir>/<case>/model_config.yaml).
+MEGATRON_COPIES = {
+    "gpt_dynamic_inference_tp8_pp1_dp1_583m_logitsmatch_zmq": "e34e63ec4c0b600e6103d65df01b34e9a0a5e776",
+    "gpt_dynamic_inference_tp1_pp8_dp1_583m_logitsmatch_zmq": "3fe997dd46ba18c53e29417d63470414581cd402",
+    "gpt_dynamic_inference_tp2_pp2_dp2_583m_logitsmatch_zmq": "a3976951850f6f9f2391398d6143d5938efccf88",
+    "gpt_dynamic_inference_tp1_pp1_dp8_583m_logitsmatch_zmq": "dea5eec83dc0b5b6a69a9695debe2d4bfd295ab1",
+    "gpt_dynamic_inference_tp4_etp1_pp1_ep8_16B_logitsmatch_zmq": "b05134ba37d3588c6b81d44ef127bf13374f8775",
+}
+
+
+def git_blob_id(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def test_family_suites_are_megatrons_files_unchanged(project):
+    for case, blob in MEGATRON_COPIES.items():
+        data = (project / "suites" / case / "model_config.yaml").read_bytes()
+        assert git_blob_id(data) == blob, case
+        description = load_suite(project, case).folder.joinpath("logitsmatch.yaml").read_text()
+        assert "d98e8a64dd" in description and "LICENSE" in description, case
+
+
+def test_family_gpt_cases_match_the_shared_copies(project, megatron_cases):
+    for case in MEGATRON_COPIES:
+        shared = megatron_cases / case / "model_config.yaml"
+        if shared.is_file():
+            assert (project / "suites" / case / "model_config.yaml").read_bytes() == shared.read_bytes()
+
+
+def test_tiny_siblings_keep_their_cases_flags_but_the_shape_and_prompts(project):
+    shape = {"--num-layers", "--hidden-size", "--num-attention-heads", "--ffn-hidden-size", "--kv-channels",
+             "--moe-ffn-hidden-size", "--moe-shared-expert-intermediate-size", "--prompts"}
+    for case in MEGATRON_COPIES:
+        tiny = case.replace("_583m_", "_tiny_").replace("_16B_", "_tiny_")
+        ours, theirs = load_suite(project, tiny), load_suite(project, case)
+        assert set(ours.model_args) == set(theirs.model_args), tiny
+        assert {flag for flag in ours.model_args if ours.model_args[flag] != theirs.model_args[flag]} <= shape, tiny
+        assert ours.metrics == theirs.metrics and ours.env_vars == theirs.env_vars
+
+
+@pytest.mark.parametrize(
+    "addition, message",
+    [
+        ("world_size: 0\n", "world_size must be a positive integer"),
+        ("world_size: eight\n", "world_size must be a positive integer"),
+        ("world_size: true\n", "world_size must be a positive integer"),
+    ],
+)
+def test_bad_world_size(project, tmp_path, addition, message):
+    sidecar = copy_suite(project, tmp_path).with_name("logitsmatch.yaml")
+    sidecar.write_text(sidecar.read_text() + addition)
+    with pytest.raises(BadInput, match=message):
+        load_suite(tmp_path, TINY_SUITE)
+
+
+@pytest.mark.parametrize(
+    "synthetic, message",
+    [
+        ("  scaled_down: 3\n", "scaled_down must say why"),
+        ("  scaled_down: ' '\n", "scaled_down must say why"),
+        ("  layers: 3\n", "unknown key synthetic_checkpoint.layers"),
+    ],
+)
+def test_bad_synthetic_checkpoint_keys(project, tmp_path, synthetic, message):
+    sidecar = copy_suite(project, tmp_path).with_name("logitsmatch.yaml")
+    sidecar.write_text(sidecar.read_text().replace("  seed: 1234\n", "  seed: 1234\n" + synthetic))
+    with pytest.raises(BadInput, match=message):
+        load_suite(tmp_path, TINY_SUITE)

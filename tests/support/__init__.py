@@ -98,3 +98,33 @@ def require_toolchain_module(name: str):
         if os.environ.get("CI"):
             raise RuntimeError(f"CI is set and {name} is not importable ({exc}): the inference tests would vanish") from exc
         pytest.skip(f"{name} is not importable ({exc})", allow_module_level=True)
+
+
+def nox_venv(toolchain: str) -> Path:
+    """The venv nox builds for ``logitsmatch(<toolchain>)`` (nox's name for it: dots and parentheses as dashes)."""
+    import re
+
+    return PROJECT / ".nox" / re.sub(r"[^\w]+", "-", f"logitsmatch({toolchain})").strip("-")
+
+
+def routing_toolchain() -> str:
+    """The newest CPU toolchain whose megatron-core records routing_indices (0.17+)."""
+    from logitsmatch.layouts import parse_version, records_routing
+
+    candidates = [t for t in load_toolchains(PYPROJECT).values()
+                  if not t.requires_gpu and records_routing(parse_version(t.megatron_core))]
+    return max(candidates, key=lambda t: parse_version(t.megatron_core)).name
+
+
+def require_toolchain_venv(toolchain: str) -> Path:
+    """The python of ``toolchain``'s nox venv; a test without it is skipped, except under CI (fails).
+    ``nox -s tests`` builds it (noxfile: tests); alone: nox -s "logitsmatch(<toolchain>)" --install-only."""
+    import pytest
+
+    python = nox_venv(toolchain) / "bin" / "python"
+    if python.is_file():
+        return python
+    message = f"no venv for toolchain {toolchain} ({python}): nox -s \"logitsmatch({toolchain})\" --install-only builds it"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set: {message}", pytrace=False)
+    pytest.skip(message)

@@ -8,6 +8,7 @@ EXIT_OK = 0
 EXIT_DRIFT = 1  # numerics or tokens differ beyond policy / golden missing
 EXIT_BAD_INPUT = 2  # malformed file, unknown name, bad flag, missing path
 EXIT_RUN_FAILED = 3  # a rank died or hung, deadline passed, coordinator failed
+EXIT_UNSUPPORTED = 4  # this toolchain's megatron-core release cannot run the suite's layout
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
@@ -27,3 +28,9 @@ class RunFailed(LogitsmatchError):
     """The inference run itself failed (rank death, hang, deadline)."""
 
     exit_code = EXIT_RUN_FAILED
+
+
+class Unsupported(LogitsmatchError):
+    """The toolchain's megatron-core release cannot run what the suite asks for (nothing was run)."""
+
+    exit_code = EXIT_UNSUPPORTED

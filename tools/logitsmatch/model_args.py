@@ -83,6 +83,46 @@ FLAGS: dict[str, Flag] = {
     "--log-validation-ppl-to-tensorboard": Flag("no-effect", "logging (training)"),
     "--log-timers-to-tensorboard": Flag("no-effect", "logging"),
     "--output-path": Flag("no-effect", "logitsmatch chooses where results go"),
+    # architecture beyond the shape (checked against the architecture actually loaded)
+    "--ffn-hidden-size": Flag("applied"),
+    "--kv-channels": Flag("applied"),
+    "--normalization": Flag("applied"),
+    "--swiglu": Flag("applied"),
+    "--untie-embeddings-and-output-weights": Flag("applied"),
+    "--disable-bias-linear": Flag("applied"),
+    "--position-embedding-type": Flag("applied"),
+    "--rotary-base": Flag("applied"),
+    "--rotary-percent": Flag("applied"),
+    "--init-method-std": Flag("no-effect", "initialisation only; the weights come from the checkpoint"),
+    "--attention-dropout": Flag("no-effect", "dropout is off at inference"),
+    "--hidden-dropout": Flag("no-effect", "dropout is off at inference"),
+    # mixture of experts
+    "--expert-model-parallel-size": Flag("applied"),
+    "--expert-tensor-parallel-size": Flag("applied"),
+    "--num-experts": Flag("applied"),
+    "--moe-router-topk": Flag("applied"),
+    "--moe-ffn-hidden-size": Flag("applied"),
+    "--moe-shared-expert-intermediate-size": Flag("applied"),
+    "--moe-router-score-function": Flag("applied"),
+    "--moe-router-load-balancing-type": Flag("applied"),
+    "--moe-token-dispatcher-type": Flag("applied"),
+    "--moe-grouped-gemm": Flag(
+        "platform", "grouped GEMM needs CUDA; CPU runs SequentialMLP, the same per-expert GEMMs one expert at a time"
+    ),
+    "--moe-aux-loss-coeff": Flag("no-effect", "router load-balancing loss, training only"),
+    "--moe-z-loss-coeff": Flag("no-effect", "router z-loss, training only"),
+    "--moe-enable-routing-replay": Flag("applied"),
+    "--inference-dynamic-batching-max-requests": Flag("applied"),
+    "--incoming-requests-per-sec": Flag(
+        "no-effect", "shapes Megatron's in-process driver; the ZMQ client submits every request at once"
+    ),
+    # checkpoint I/O and training-only
+    "--ckpt-fully-parallel-save": Flag("no-effect", "checkpoint saving"),
+    "--ckpt-fully-parallel-load": Flag("no-effect", "how checkpoint files are read, not what is read"),
+    "--ckpt-assume-constant-structure": Flag("no-effect", "checkpoint I/O caching"),
+    "--no-create-attention-mask-in-dataloader": Flag("no-effect", "training data loader"),
+    "--num-workers": Flag("no-effect", "training data loader"),
+    "--save-interval": Flag("no-effect", "training checkpoints"),
 }
 
 

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from logitsmatch.errors import BadInput
+from logitsmatch.layouts import DEFAULT_WORLD_SIZE
 from logitsmatch.model_args import check_known
 
 MEGATRON_KEYS = {"ENV_VARS", "TEST_TYPE", "MODE", "MODEL_ARGS", "METRICS", "LAUNCHER"}
-SIDECAR_KEYS = {"synthetic_checkpoint", "tokenizer_model", "timeout_s", "comparison", "description"}
+SIDECAR_KEYS = {"synthetic_checkpoint", "tokenizer_model", "timeout_s", "comparison", "description", "world_size"}
+SYNTHETIC_KEYS = {"model", "seed", "scaled_down"}
 DEFAULT_TIMEOUT_S = 600
 _VARIABLE = re.compile(r"\$\{(\w+)\}")
 
@@ -37,6 +39,8 @@ class Suite:
     tokenizer_model: str
     timeout_s: float
     comparison: dict | None
+    world_size: int = DEFAULT_WORLD_SIZE
+    scaled_down: str | None = None  # why the synthetic model is smaller than the case's shape flags
 
     def config_digest(self) -> str:
         """sha256 of the suite's two files, recorded in provenance."""
@@ -89,6 +93,15 @@ _VALUE_TYPES = {
     "--max-position-embeddings": ("int", 1),
     "--tensor-model-parallel-size": ("int", 1),
     "--pipeline-model-parallel-size": ("int", 1),
+    "--expert-model-parallel-size": ("int", 1),
+    "--expert-tensor-parallel-size": ("int", 1),
+    "--num-experts": ("int", 1),
+    "--moe-router-topk": ("int", 1),
+    "--moe-ffn-hidden-size": ("int", 1),
+    "--moe-shared-expert-intermediate-size": ("int", 1),
+    "--ffn-hidden-size": ("int", 1),
+    "--kv-channels": ("int", 1),
+    "--inference-dynamic-batching-max-requests": ("int", 1),
     "--top_k": ("int", 0),
     "--num-tokens-to-generate": ("int", 1),
     "--inference-max-seq-length": ("int", 1),
@@ -97,7 +110,8 @@ _VALUE_TYPES = {
     "--inference-dynamic-batching-buffer-size-gb": ("float", 0.0),
 }
 _TEXT_FLAGS = ("--tokenizer-type", "--tiktoken-pattern", "--tokenizer-model", "--load", "--transformer-impl",
-               "--attention-backend", "--distributed-backend")
+               "--attention-backend", "--distributed-backend", "--moe-token-dispatcher-type",
+               "--moe-router-score-function", "--normalization", "--position-embedding-type")
 
 
 def _number(value, kind: str):
@@ -168,6 +182,15 @@ def load_suite(project: Path, name: str) -> Suite:
     synthetic = sidecar.get("synthetic_checkpoint") or {}
     if not isinstance(synthetic, dict) or not isinstance(synthetic.get("model"), str):
         raise BadInput(f"{folder}/logitsmatch.yaml: synthetic_checkpoint.model must name a file in model_configs/")
+    unknown = set(synthetic) - SYNTHETIC_KEYS
+    if unknown:
+        raise BadInput(f"{folder}/logitsmatch.yaml: unknown key synthetic_checkpoint.{sorted(unknown, key=str)[0]}")
+    scaled_down = synthetic.get("scaled_down")
+    if scaled_down is not None and not (isinstance(scaled_down, str) and scaled_down.strip()):
+        raise BadInput(f"{folder}/logitsmatch.yaml: synthetic_checkpoint.scaled_down must say why, as text")
+    world_size = sidecar.get("world_size", DEFAULT_WORLD_SIZE)
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise BadInput(f"{folder}/logitsmatch.yaml: world_size must be a positive integer")
     seed = synthetic.get("seed", 1234)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise BadInput(f"{folder}/logitsmatch.yaml: synthetic_checkpoint.seed must be an integer in [0, 2**32)")
@@ -191,6 +214,8 @@ def load_suite(project: Path, name: str) -> Suite:
         tokenizer_model=tokenizer_model,
         timeout_s=float(timeout),
         comparison=comparison,
+        world_size=world_size,
+        scaled_down=scaled_down.strip() if scaled_down else None,
     )
 
 

@@ -63,3 +63,14 @@ def get_toolchain(pyproject: Path, name: str) -> Toolchain:
     if name not in toolchains:
         raise BadInput(f"unknown toolchain {name!r} (known: {', '.join(toolchains)})")
     return toolchains[name]
+
+
+def default_suite_names(pyproject: Path, known: list[str]) -> list[str]:
+    """``default-suites``: what ``nox -s logitsmatch`` runs when no suite is named (all ``known`` if unset)."""
+    names = _table(pyproject).get("default-suites")
+    if names is None:
+        return list(known)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise BadInput(f"{pyproject}: default-suites names unknown suite {unknown[0]!r}")
+    return list(names)

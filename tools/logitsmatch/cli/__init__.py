@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "run": ("logitsmatch.cli.run", "run one suite at TP-N in this venv's toolchain and judge it"),
     "compare-toolchains": ("logitsmatch.cli.compare_toolchains", "report which logprobs/tokens moved between two toolchains"),
     "matrix": ("logitsmatch.cli.matrix", "N x N drift table of toolchains (Markdown, JSON, heatmap PNG)"),
+    "invariance": ("logitsmatch.cli.invariance", "one suite at several parallel layouts, N x N (Markdown, JSON, heatmap PNG)"),
     "determinism": ("logitsmatch.cli.determinism", "run a suite twice and demand bit-identical results"),
     "record": ("logitsmatch.cli.record", "make a fresh result the golden (shows the diff; --force to replace)"),
     "make-vocab": ("logitsmatch.cli.make_vocab", "train the shipped TikTokenizer BPE vocabulary (or --check it)"),

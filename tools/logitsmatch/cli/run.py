@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from logitsmatch import paths
-from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
+from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput, Unsupported
 from logitsmatch.log import logger
 
 EXAMPLE = "logitsmatch run gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq --toolchain py3.11-torch2.13.0-mcore0.16.1"
@@ -27,6 +27,9 @@ def configure(parser) -> None:
     parser.add_argument("--platform", default=None, help="cpu, gpu, h100 or dgx_h100 (default: detected)")
     parser.add_argument("--tensor-parallel-size", type=int, default=None, metavar="N",
                         help="override the suite's TP size (results and goldens are then labelled <platform>-tpN-<dtype>)")
+    parser.add_argument("--layout", default=None, metavar="LAYOUT",
+                        help="run at another parallel layout, e.g. tp1, pp8, tp2pp2dp2, dp8 (results and goldens are then "
+                        "labelled <platform>-<layout>-<dtype>; see logitsmatch invariance)")
     parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16", "fp32", "bf16", "fp16"),
                         help="override the dtype the platform takes from the suite (labelled like --tensor-parallel-size)")
     parser.add_argument("--checkpoint", default=None, help="torch_dist checkpoint to load instead of synthetic weights")
@@ -65,6 +68,18 @@ def verify_toolchain(toolchain) -> None:
         raise BadInput(f"this venv does not match toolchain {toolchain.name}: " + "; ".join(mismatches))
 
 
+def installed_release() -> tuple[int, int, int]:
+    """This venv's megatron-core release (the planner refuses layouts it cannot run)."""
+    import importlib.metadata
+
+    from logitsmatch.layouts import parse_version
+
+    try:
+        return parse_version(importlib.metadata.version("megatron-core"))
+    except importlib.metadata.PackageNotFoundError:
+        raise BadInput("this venv has no megatron-core: run inside a toolchain venv (nox -s logitsmatch)") from None
+
+
 @dataclass
 class Weights:
     """Where this run's weights come from, as recorded in provenance."""
@@ -89,23 +104,47 @@ def prepare_weights(choice, timeout: float) -> Weights:
     return Weights(resolve_checkpoint_dir(cached), record, time.monotonic() - started)
 
 
+def describe_layout(parallel: dict) -> str:
+    """'tp2pp2dp2: 2 engines of TP2 x PP2' and the like, for people."""
+    engine = " x ".join(f"{name}{size}" for name, size in (("TP", parallel["tensor"]), ("PP", parallel["pipeline"]))
+                        if size > 1 or name == "TP")
+    text = f"{parallel['layout']}: {parallel['data']} engine{'s' if parallel['data'] > 1 else ''} of {engine}"
+    if parallel.get("expert", 1) > 1:
+        text += f", experts EP{parallel['expert']} x ETP{parallel['expert_tensor']}"
+    return text
+
+
 def announce(suite, label: str, toolchain, candidate: bool, platform, plan: dict, weights: Weights, flags) -> None:
     from logitsmatch.provenance import package_versions
 
     versions = package_versions()
-    logger.info(f"suite {suite.name} | toolchain {label} | platform {platform.label(suite.model_args)}")
+    platform_label = platform.label(suite.model_args, suite.world_size)
+    logger.info(f"suite {suite.name} | toolchain {label} | platform {platform_label}")
     logger.info(
         f"python {sys.version.split()[0]}, torch {versions['torch']}, megatron-core {versions['megatron-core']}"
         + (f" (candidate {label} of {toolchain.name})" if candidate else "")
     )
-    logger.info(f"{plan['world_size']} ranks ({platform.backend}), dtype {plan['dtype']}, weights: {weights.record['source']}")
-    for line in flags.lines(platform.label(suite.model_args)):
+    ranks = f"{plan['world_size']} rank{'s' if plan['world_size'] != 1 else ''}"
+    logger.info(f"{ranks} ({platform.backend}), layout {describe_layout(plan['parallel'])}, "
+                f"dtype {plan['dtype']}, weights: {weights.record['source']}")
+    for line in flags.lines(platform_label):
         logger.info(line.strip())
+    schedule = request_schedule(plan)
+    if schedule["timing_dependent"]:
+        logger.warning(f"{len(plan['prompts'])} prompts over {plan['parallel']['data']} engines: each engine adds its "
+                       "requests as they arrive, so its batch schedule depends on arrival timing")
     sys.stdout.flush()
 
 
-def report_ranks(run, wall_s: float) -> dict:
-    """Print what the ranks left behind (coordinator, stand-ins, phases); return it for provenance."""
+def request_schedule(plan: dict) -> dict:
+    """How requests reach the engines (see run.plan.hold_requests), as provenance records it."""
+    engines, prompts = plan["parallel"]["data"], len(plan["prompts"])
+    return {"engines": engines, "prompts": prompts, "held_until_all_arrived": plan["inference"].get("hold_requests"),
+            "timing_dependent": engines > 1 and prompts > engines}
+
+
+def report_ranks(run, plan: dict, wall_s: float) -> dict:
+    """Print what the ranks left behind (coordinator, stand-ins, phases, engines, memory); return it for provenance."""
     status = run.rank_status(0)
     network = run.read_network()
     stand_ins = run.read_stand_ins()
@@ -116,7 +155,19 @@ def report_ranks(run, wall_s: float) -> dict:
         logger.info(f"stand-in: {name}")
     logger.info(f"ranks finished in {wall_s:.1f} s; phases (rank 0): "
                 + ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in status["timings_s"].items()))
-    return {"network": network, "stand_ins": stand_ins, "timings_s": status["timings_s"]}
+    memory = run.memory(plan["world_size"])
+    logger.info(f"peak RSS per rank (MiB): {memory['peak_rss_mib_per_rank']}; "
+                f"coordinator: {memory['coordinator_peak_rss_mib']}")
+    served_by = run.read_served_by()
+    engines = sorted(set((served_by or {}).values()))
+    logger.info(f"requests served by engine (data-parallel rank): {served_by} "
+                f"({len(engines)} of {plan['parallel']['data']} engines served)")
+    schedule = run.read_coordinator_schedule()
+    if schedule is not None:
+        routed = {str(record.get("request_id")): record.get("rank_index") for record in schedule.get("records", [])}
+        logger.info(f"megatron-core's coordinator schedule: policy {schedule.get('policy')}, request -> engine {routed}")
+    network = {**network, "served_by_dp_rank": served_by, "coordinator_schedule": schedule}
+    return {"network": network, "stand_ins": stand_ins, "timings_s": status["timings_s"], "memory": memory}
 
 
 def publish(run, target: Path, provenance: dict) -> Path:
@@ -139,6 +190,7 @@ def main(args, results_root: Path | None = None) -> int:
     """
     import signal
 
+    from logitsmatch import layouts
     from logitsmatch import provenance as provenance_module
     from logitsmatch.lifetime import die_with_parent
     from logitsmatch.run.launcher import launch, publish_lock
@@ -155,8 +207,16 @@ def main(args, results_root: Path | None = None) -> int:
         verify_toolchain(toolchain)
     label = args.candidate or toolchain.name
     suite = load_suite(project, args.suite)
-    platform = get_platform(args.platform, tensor_parallel=args.tensor_parallel_size, dtype=args.dtype)
-    platform_label = platform.label(suite.model_args)
+    layout = layouts.parse(args.layout) if args.layout else None
+    platform = get_platform(args.platform, tensor_parallel=args.tensor_parallel_size, dtype=args.dtype, layout=layout)
+    platform_label = platform.label(suite.model_args, suite.world_size)
+    release = installed_release()
+    from logitsmatch.rank.adapters import for_installed_megatron
+
+    for_installed_megatron()  # a release no adapter speaks: one clear line now, not a dead rank later
+    refusal = layouts.unsupported(platform.layout(suite.model_args, suite.world_size), release)
+    if refusal:  # before any weights are written or run folder made
+        raise Unsupported(f"suite {suite.name} not run: {refusal}")
     if args.timeout is not None and not 0 < args.timeout < float("inf"):
         raise BadInput(f"--timeout must be a positive number of seconds, got {args.timeout}")
     timeout = args.timeout or suite.timeout_s
@@ -172,14 +232,16 @@ def main(args, results_root: Path | None = None) -> int:
 
     target = paths.result_path(suite.name, platform_label, label, results_root)
     run = RunDir.create(target.parent)
-    plan, flags = build_plan(suite, platform, choice, weights.checkpoint_dir, tokenizer, args.bind_host)
+    plan, flags = build_plan(suite, platform, choice, weights.checkpoint_dir, tokenizer, args.bind_host, release)
     run.write_plan(plan)
     announce(suite, label, toolchain, bool(args.candidate), platform, plan, weights, flags)
+    if "routing_indices" in suite.metrics and plan["moe"] and not layouts.records_routing(release):
+        logger.info(layouts.routing_note(release))
 
     # One deadline for the whole run: what preparing the weights used is gone from the ranks' share.
     remaining = max(timeout - (time.monotonic() - started), 1.0)
     wall_s = launch(run, plan["world_size"], remaining, launch_env(suite, platform, run, args.bind_host))
-    ranks = report_ranks(run, wall_s)
+    ranks = report_ranks(run, plan, wall_s)
 
     record = provenance_module.collect(
         toolchain=label,
@@ -187,12 +249,14 @@ def main(args, results_root: Path | None = None) -> int:
         suite=suite.name,
         suite_config_sha256=suite.config_digest(),
         platform=platform_label,
-        platform_decisions={**plan["platform"], "dtype": plan["dtype"], "parallel": plan["parallel"]},
+        platform_decisions={**plan["platform"], "dtype": plan["dtype"], "parallel": plan["parallel"], "moe": plan["moe"]},
         weights=weights.record,
         stand_ins=ranks["stand_ins"],
         flags=flags.to_dict(),
         network=ranks["network"],
         timings_s={"weights_prepare": weights.prepare_s, "launch_wall": wall_s, **ranks["timings_s"]},
+        memory=ranks["memory"],
+        request_schedule=request_schedule(plan),
     )
     with publish_lock(target.parent):  # a concurrent run of the same triple publishes before or after, never between
         publish(run, target, record)

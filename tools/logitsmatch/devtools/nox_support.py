@@ -7,6 +7,7 @@ standard library until a session runs.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -16,13 +17,16 @@ from logitsmatch import paths
 from logitsmatch.devtools import interpreters
 from logitsmatch.provenance import freshness_problem
 from logitsmatch.suites import load_suite, suite_names
-from logitsmatch.toolchains import Toolchain, default_toolchain_name, load_toolchains
+from logitsmatch.toolchains import Toolchain, default_suite_names, default_toolchain_name, load_toolchains
 
-PROJECT = Path(__file__).resolve().parents[3]  # tools/logitsmatch/devtools/ -> the project
+_SOURCE_TREE = Path(__file__).resolve().parents[3]  # tools/logitsmatch/devtools/ -> the project
+# nox imports this file from the project's tools/; an installed copy (a test venv) finds the project as the CLI does
+PROJECT = _SOURCE_TREE if (_SOURCE_TREE / "pyproject.toml").is_file() else paths.project_root()
 PYPROJECT = PROJECT / "pyproject.toml"
 TOOLCHAINS = load_toolchains(PYPROJECT)
 DEFAULT_TOOLCHAIN = default_toolchain_name(PYPROJECT)
 SUITES = suite_names(PROJECT)
+DEFAULT_SUITES = default_suite_names(PYPROJECT, SUITES)
 
 
 def default_interpreter() -> str | bool:
@@ -63,6 +67,28 @@ def install_toolchain(session, toolchain_name: str) -> Toolchain:
     return toolchain
 
 
+def routing_toolchain() -> str | None:
+    """The newest CPU toolchain whose megatron-core records routing_indices (tests/test_family.py runs in it)."""
+    from logitsmatch.layouts import parse_version, records_routing
+
+    candidates = [t for t in TOOLCHAINS.values() if not t.requires_gpu and records_routing(parse_version(t.megatron_core))]
+    return max(candidates, key=lambda t: parse_version(t.megatron_core)).name if candidates else None
+
+
+def ensure_test_toolchains(session) -> None:
+    """Build the venvs the inference tests use beyond the session's own (the routing toolchain's), unless
+    the selection leaves inference out (-m "not inference") or they exist already."""
+    if any("not inference" in arg for arg in session.posargs):
+        return
+    toolchain = routing_toolchain()
+    if toolchain is None:
+        return
+    venv = PROJECT / ".nox" / re.sub(r"[^\w]+", "-", f"logitsmatch({toolchain})").strip("-")
+    if not (venv / "bin" / "python").is_file():
+        session.log(f"building the {toolchain} venv the routing test runs in")
+        session.run(sys.executable, "-m", "nox", "-s", f"logitsmatch({toolchain})", "--install-only", external=True)
+
+
 def extra_requirements(extra: str) -> list[str]:
     """The pins of one of the project's optional-dependency groups."""
     import tomllib
@@ -84,21 +110,55 @@ def checked_suites(session, names: list[str]) -> list[str]:
 
 
 def selected_suites(session) -> list[str]:
-    """Suites named after ``--``, or all of them."""
-    return checked_suites(session, [arg for arg in session.posargs if not arg.startswith("-")])
+    """Suites named after ``--`` (``all``: every suite), or the default ones (``default-suites`` in pyproject.toml)."""
+    names = [arg for arg in session.posargs if not arg.startswith("-")]
+    if names == ["all"]:
+        return SUITES
+    return checked_suites(session, names) if names else DEFAULT_SUITES
+
+
+def release_refusal(toolchain_name: str, suite_name: str) -> str | None:
+    """Why the toolchain's megatron-core release cannot run the suite at its own layout, or None."""
+    from logitsmatch import layouts
+
+    suite = load_suite(PROJECT, suite_name)
+    layout = layouts.of_suite(suite.model_args, suite.world_size, suite_name)
+    return layouts.unsupported(layout, layouts.parse_version(TOOLCHAINS[toolchain_name].megatron_core))
+
+
+def runnable_suites(session, toolchain_name: str, suites: list[str]) -> list[str]:
+    """``suites`` less those the toolchain's release cannot run, each logged with the reason (they get no golden)."""
+    runnable = []
+    for suite in suites:
+        refusal = release_refusal(toolchain_name, suite)
+        if refusal:
+            session.log(f"{suite}: not run on {toolchain_name}: {refusal}")
+        else:
+            runnable.append(suite)
+    return runnable
 
 
 def run_suites(session, toolchain_name: str) -> None:
-    """Run each suite; report every failure, fail the session at the end if any failed."""
+    """Run each suite; report every failure, fail the session at the end if any failed.
+
+    A suite the toolchain's release cannot run (``logitsmatch run`` exits 4, naming what the release
+    lacks, before running anything) is listed as not run and does not fail the session: it has no
+    golden for that toolchain. The decision is the run's own, made in the toolchain venv, so nox's
+    interpreter needs nothing beyond the standard library.
+    """
     from nox.command import CommandFailed
 
-    failed = []
+    from logitsmatch.errors import EXIT_UNSUPPORTED
+
+    failed, not_run = [], []
     flags = [arg for arg in session.posargs if arg.startswith("-")]
     for suite in selected_suites(session):
         try:
             session.run("logitsmatch", "run", suite, "--toolchain", toolchain_name, *flags)
-        except CommandFailed:  # keep running the other suites
-            failed.append(suite)
+        except CommandFailed as exc:  # keep running the other suites
+            (not_run if getattr(exc, "return_code", None) == EXIT_UNSUPPORTED else failed).append(suite)
+    if not_run:
+        session.log(f"{toolchain_name}: not run, its megatron-core release cannot (see above): {', '.join(not_run)}")
     if failed:
         session.error(f"{toolchain_name}: failed suites: {', '.join(failed)}")
 
@@ -130,15 +190,19 @@ def stale_suites(toolchain_name: str, suites: list[str], platform: str = "cpu") 
     return stale
 
 
-def ensure_fresh_results(session, toolchain_name: str, suites: list[str]) -> None:
-    """Run the toolchain's own session (same venv, nested nox) for suites without a fresh result."""
-    stale = stale_suites(toolchain_name, suites)
+def ensure_fresh_results(session, toolchain_name: str, suites: list[str], flags: tuple[str, ...] = (),
+                         platform: str = "cpu") -> list[str]:
+    """Run the toolchain's own session (same venv, nested nox) for suites without a fresh result; return the
+    suites its release can run (the others are logged with the reason)."""
+    suites = runnable_suites(session, toolchain_name, suites)
+    stale = stale_suites(toolchain_name, suites, platform)
     if stale:
         session.log(f"{toolchain_name}: no fresh result for {', '.join(stale)}; running them")
         session.run(
-            sys.executable, "-m", "nox", "-s", f"logitsmatch({toolchain_name})", "--", *stale, "--no-compare",
+            sys.executable, "-m", "nox", "-s", f"logitsmatch({toolchain_name})", "--", *stale, *flags, "--no-compare",
             external=True,
         )
+    return suites
 
 
 def toolchain_and_suites(session) -> tuple[str, list[str], list[str]]:
@@ -192,3 +256,43 @@ def run_prerelease(session) -> None:
         session.log(f"{suite}: reports in {reports} (report.md, report.junit.xml, report.json)")
     if failed:
         session.error(f"candidate {candidate.name} drifts from {baseline.name} beyond policy in: {', '.join(failed)}")
+
+
+def run_invariance(session) -> None:
+    """``nox -s invariance -- SUITE [--layouts L,...] [--toolchain T] [--out DIR] [--abs-tol X] [--timeout S]``: run
+    the layouts without a fresh result in the toolchain's own session (nested nox), then tabulate them here."""
+    import argparse
+
+    from logitsmatch.errors import BadInput
+    from logitsmatch.layouts import parse
+    from logitsmatch.run.plan import default_invariance_layouts
+    from logitsmatch.run.platforms import get_platform
+
+    parser = argparse.ArgumentParser(prog="nox -s invariance --", add_help=False, exit_on_error=False)
+    parser.add_argument("suite")
+    for option in ("--layouts", "--toolchain", "--out", "--abs-tol", "--timeout"):
+        parser.add_argument(option)
+    try:
+        args = parser.parse_args(session.posargs)
+    except (argparse.ArgumentError, SystemExit):
+        session.error("usage: nox -s invariance -- SUITE [--layouts L,...] [--toolchain T] [--out DIR] [--abs-tol X] "
+                      "[--timeout S]")
+    if args.suite not in SUITES:
+        session.error(f"unknown suite {args.suite!r} (known: {', '.join(SUITES)})")
+    toolchain = args.toolchain or DEFAULT_TOOLCHAIN
+    if toolchain not in TOOLCHAINS:
+        session.error(f"unknown toolchain {toolchain!r} (known: {', '.join(TOOLCHAINS)})")
+    suite = load_suite(PROJECT, args.suite)
+    layouts_text = args.layouts or default_invariance_layouts(suite, PROJECT)
+    timeout = (f"--timeout={args.timeout}",) if args.timeout else ()
+    try:
+        chosen = [parse(name.strip()) for name in layouts_text.split(",")]
+    except BadInput as exc:
+        session.error(str(exc))
+    for layout in chosen:
+        label = get_platform("cpu", layout=layout).label(suite.model_args, suite.world_size)
+        ensure_fresh_results(session, toolchain, [suite.name], (f"--layout={layout.name}", *timeout), label)
+    install_harness(session, "plot")
+    options = [f"--layouts={layouts_text}"] + [f"--{key.replace('_', '-')}={value}" for key, value in
+                                               (("out", args.out), ("abs_tol", args.abs_tol)) if value]
+    session.run("logitsmatch", "invariance", suite.name, f"--toolchain={toolchain}", "--no-run", *options)

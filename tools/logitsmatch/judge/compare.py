@@ -773,10 +773,15 @@ def _check_text(pair: _Pair, numerics: _Numerics, position: int, policy: Policy)
 
 
 def _check_routing(pair: _Pair, numerics: _Numerics, position: int, policy: Policy) -> str:
-    """Megatron: current routing rows picked by the golden's token indices, experts sorted, equal."""
+    """Megatron: current routing rows picked by the golden's token indices, experts sorted, equal.
+
+    A golden without ``routing_indices_token_indices`` holds every row, as megatron-core records
+    them (one per token that went through the model: [prompt + generated - 1, MoE layers, top-k]):
+    then every row up to the first diverging token is compared, as a set of experts per layer.
+    """
     token_indices = pair.golden.get("routing_indices_token_indices")
     if token_indices is None:
-        return "golden has no routing_indices_token_indices"
+        return _routing_all_rows(pair)
     try:
         golden = np.sort(np.asarray(pair.golden["routing_indices"]), axis=-1)
         current = np.sort(np.asarray(pair.current["routing_indices"])[np.asarray(token_indices)], axis=-1)
@@ -788,6 +793,40 @@ def _check_routing(pair: _Pair, numerics: _Numerics, position: int, policy: Poli
         rows = np.flatnonzero((golden != current).reshape(len(golden), -1).any(axis=1))
         return f"routing differs for {len(rows)} of {len(golden)} tokens (first at row {rows[0]})"
     return ""
+
+
+def _routing_all_rows(pair: _Pair) -> str:
+    """Every comparable row of the two routing arrays: the same expert set per token and layer.
+
+    Row r routes the r-th token fed to the model: the prompt's tokens, then each generated token
+    but the last. From the first diverging generated token d on, the inputs differ, so only rows
+    before prompt + d are comparable (the token check reports the divergence itself).
+    """
+    try:
+        golden = np.sort(np.asarray(pair.golden["routing_indices"], dtype=np.int64), axis=-1)
+        current = np.sort(np.asarray(pair.current["routing_indices"], dtype=np.int64), axis=-1)
+    except (ValueError, TypeError) as exc:
+        return f"routing indices are not a [tokens, layers, top-k] array of expert ids: {exc}"
+    if golden.ndim != 3 or current.ndim != 3:
+        return f"routing indices have {current.ndim} dimensions, golden {golden.ndim} (expected [tokens, layers, top-k])"
+    if golden.shape[1:] != current.shape[1:]:
+        return f"routing indices shape {current.shape}, golden {golden.shape}"
+    rows = len(golden)
+    if pair.first_divergence is not None:
+        tokens = pair.golden.get("generated_tokens") or []
+        prompt = rows - max(len(tokens) - 1, 0)
+        rows = prompt + pair.first_divergence
+    elif len(golden) != len(current):
+        return f"routing indices cover {len(current)} tokens, golden {len(golden)}"
+    rows = min(rows, len(golden), len(current))
+    differs = (golden[:rows] != current[:rows]).any(axis=-1)
+    if not differs.any():
+        return ""
+    token, layer = (int(i) for i in np.argwhere(differs)[0])
+    where = deepdiff_path(pair.rid, "routing_indices", token, layer)
+    return (f"routing differs in {int(differs.sum())} of {differs.size} (token, layer) expert sets over {rows} tokens; "
+            f"first at token {token}, layer {layer} ({where}): golden experts {golden[token, layer].tolist()}, "
+            f"current {current[token, layer].tolist()}")
 
 
 _METRIC_CHECKS = {

@@ -146,6 +146,65 @@ def _wrap_coordinator_entrypoint(bind, bind_host: str) -> None:
     coordinator_class.entrypoint = _CoordinatorEntrypoint(coordinator_class.entrypoint, bind, bind_host)
 
 
+class RequestIntake:
+    """What this rank's engine is given by the coordinator: which requests, and when it adds them.
+
+    Wraps the engine's ``add_request`` (the coordinator path calls it with the coordinator's request
+    id first, on every rank of the engine, 0.15 to 0.19):
+
+    * it records the request ids, so that after the run ``gather_served_by`` can say which
+      data-parallel engine served which request (megatron-core's reply names no engine before
+      0.17's coordinator schedule);
+    * with ``hold`` = N (one engine receives every prompt, see ``run.plan.hold_requests``) it holds
+      the requests until N have arrived and then adds them together, so the batch schedule does not
+      depend on when each ZMQ message arrived. Every rank of the engine receives the same messages in
+      the same order. With ``hold`` None each request is added as it arrives.
+    """
+
+    def __init__(self, engine, hold: int | None, dp_rank: int = 0):
+        self.request_ids: list[int] = []
+        self.hold = hold
+        self.dp_rank = dp_rank  # read while the model-parallel state lives (0.15's engine stop tears it down)
+        real, held = engine.add_request, []
+
+        def add_request(request_id, *args, **kwargs):
+            self.request_ids.append(int(request_id))
+            if hold is None:
+                real(request_id, *args, **kwargs)
+                return
+            held.append((request_id, args, kwargs))
+            if len(held) == hold:
+                for held_id, held_args, held_kwargs in held:
+                    real(held_id, *held_args, **held_kwargs)
+                held.clear()
+            # the coordinator path ignores add_request's result: nothing to return
+
+        engine.add_request = add_request
+
+    def description(self) -> list[str]:
+        if self.hold is None:
+            return []
+        return [f"engine adds the {self.hold} submitted requests together once all have arrived "
+                "(deterministic batch schedule)"]
+
+
+def gather_served_by(intake: RequestIntake) -> dict[str, int] | None:
+    """All ranks: {coordinator request id: data-parallel rank of the engine that served it} on rank 0."""
+    import torch
+
+    mine = {"dp_rank": intake.dp_rank, "request_ids": intake.request_ids}
+    everyone = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(everyone, mine)
+    if torch.distributed.get_rank() != 0:
+        return None
+    served: dict[int, int] = {}
+    for entry in everyone:
+        for request_id in entry["request_ids"]:
+            if served.setdefault(request_id, entry["dp_rank"]) != entry["dp_rank"]:
+                raise RuntimeError(f"request {request_id} was added by engines {served[request_id]} and {entry['dp_rank']}")
+    return {str(request_id): served[request_id] for request_id in sorted(served)}
+
+
 # --- adapters ---------------------------------------------------------------------------
 
 
@@ -160,10 +219,25 @@ class _Adapter:
         from megatron.core import parallel_state
 
         torch.distributed.init_process_group(backend=plan["platform"]["backend"])
+        parallel = plan["parallel"]
+        # DP is what remains of the world (megatron's rule, as the plan computed it); the experts'
+        # grid re-slices each pipeline stage's TP x DP ranks as ETP x EP x expert-DP.
         parallel_state.initialize_model_parallel(
-            tensor_model_parallel_size=plan["parallel"]["tensor"],
-            pipeline_model_parallel_size=plan["parallel"]["pipeline"],
+            tensor_model_parallel_size=parallel["tensor"],
+            pipeline_model_parallel_size=parallel["pipeline"],
+            expert_model_parallel_size=parallel.get("expert", 1),
+            expert_tensor_parallel_size=parallel.get("expert_tensor", parallel["tensor"]),
         )
+        if parallel_state.get_data_parallel_world_size() != parallel.get("data", 1):
+            raise RuntimeError(f"megatron-core derived DP {parallel_state.get_data_parallel_world_size()}, "
+                               f"the plan says {parallel.get('data', 1)}")
+        # megatron's inference RNG tracker, which Megatron-LM's driver registers through
+        # model_parallel_cuda_manual_seed (CUDA only): code outside the dynamic path (the idle
+        # engine's expert-parallel dummy forward) forks its 'model-parallel-rng' state. Inference
+        # has no dropout, so nothing draws from it.
+        from megatron.core.tensor_parallel import random as tp_random
+
+        tp_random.initialize_rng_tracker(inference_rng_tracker=True)
 
     def destroy_distributed(self) -> None:
         import torch
@@ -211,30 +285,37 @@ class _Adapter:
         """From 0.16 the end-of-document id travels with each request's sampling params."""
         return {"termination_id": engine.controller.tokenizer.eod}
 
-    def hold_requests_until_all_arrived(self, engine, expected: int) -> list[str]:
-        """Make the batch schedule independent of arrival timing.
+    def report_when_listening(self, engine, report) -> list[str]:
+        """Call ``report()`` once this rank's engine has received its first broadcast.
 
-        The client submits every prompt at once, but the coordinator delivers them to the
-        engine over ZMQ one by one; if the engine steps between two deliveries it prefills
-        them in different batches, and different batch shapes give different fp32 results
-        (measured: 4.8e-7 on the tiny suite, in 1 of 21 runs under load). Every rank of the
-        engine receives the same messages in the same order, so each holds them here and adds
-        all ``expected`` together once the last has arrived. Only for an engine that receives
-        every prompt (one data-parallel replica).
+        An engine's first rank (the MP coordinator) republishes what the coordinator sends it to the
+        other ranks of its engine over ZMQ PUB/SUB, every loop turn (a message count, 0.15/0.16, or a
+        batch, 0.17+). A SUB connection is made in the background: megatron-core's barrier after
+        connect() does not wait for it, and a PUB drops what it sends before the subscription has
+        arrived. On a loaded host that window can outlast the client's start, and a rank that missed
+        a request's broadcast never steps while its peers wait for it in a collective: the run hangs
+        (seen: a TP2 x PP2 x DP2 run at load average 47). ``schedule_requests`` returns on a
+        subscriber only after it received a broadcast, so its first return proves the subscription
+        live; the driver submits once every rank has reported (``drive_client``). No value changes.
         """
-        real, held = engine.add_request, []
+        real, reported = engine.schedule_requests, []
 
-        def add_request(*args, **kwargs):
-            held.append((args, kwargs))
-            if len(held) == expected:
-                for held_args, held_kwargs in held:
-                    real(*held_args, **held_kwargs)
-                held.clear()
-            # the coordinator path ignores add_request's result: nothing to return
+        def schedule_requests(*args, **kwargs):
+            result = real(*args, **kwargs)
+            if not reported:
+                reported.append(True)
+                report()
+            return result
 
-        engine.add_request = add_request
-        return [f"engine adds the {expected} submitted requests together once all have arrived "
-                "(deterministic batch schedule)"]
+        engine.schedule_requests = schedule_requests
+        return ["client submits once every rank's engine has received a broadcast of its group "
+                "(ZMQ subscriptions live; no request lost to a slow joiner)"]
+
+    def take_requests(self, engine, hold: int | None) -> RequestIntake:
+        """Route the coordinator's requests to ``engine`` through a ``RequestIntake``."""
+        from megatron.core import parallel_state
+
+        return RequestIntake(engine, hold, parallel_state.get_data_parallel_rank())
 
     # --- coordinator and client --------------------------------------------------
     def finished_request(self, result):
@@ -255,7 +336,13 @@ class Mcore016(_Adapter):
 
         dynamic_engine.socket = _LoopbackSocketModule(bind_host)
         _wrap_coordinator_entrypoint(bind_coordinator_by_hostname, bind_host)
-        return [f"engine and coordinator sockets bound to {bind_host} (socket.gethostname override)"]
+        applied = [f"engine and coordinator sockets bound to {bind_host} (socket.gethostname override)"]
+        try:  # 0.16: the expert-parallel work-consensus sockets bind to gethostname() too
+            from megatron.core.inference.engines import async_zmq_communicator
+        except ImportError:
+            return applied
+        async_zmq_communicator.socket = _LoopbackSocketModule(bind_host)
+        return applied + [f"expert-parallel ZMQ communicator bound to {bind_host} (socket.gethostname override)"]
 
     def context_kwargs(self, model, plan: dict) -> dict:
         arch, inference = plan["architecture"], plan["inference"]
@@ -272,6 +359,7 @@ class Mcore016(_Adapter):
             materialize_only_last_token_logits=not plan["sampling"]["return_log_probs"],
             use_flashinfer_fused_rope=inference["use_flashinfer_fused_rope"],
             unified_memory_level=0,
+            max_requests=inference.get("context_max_requests"),
         )
 
     def build_context(self, model, plan: dict):
@@ -375,7 +463,8 @@ class Mcore015(Mcore016):
     def context_kwargs(self, model, plan: dict) -> dict:
         kwargs = super().context_kwargs(model, plan)
         kwargs["max_tokens_override"] = kwargs.pop("max_tokens")
-        kwargs.update(max_requests_override=None, buffer_guaranteed_fraction=self.BUFFER_GUARANTEED_FRACTION)
+        kwargs["max_requests_override"] = kwargs.pop("max_requests")
+        kwargs.update(buffer_guaranteed_fraction=self.BUFFER_GUARANTEED_FRACTION)
         return kwargs
 
     def engine_kwargs(self, controller, plan: dict) -> dict:
@@ -436,6 +525,7 @@ class Mcore017(_Adapter):
             use_flashinfer_fused_rope=inference["use_flashinfer_fused_rope"],
             enable_chunked_prefill=inference["enable_chunked_prefill"],
             unified_memory_level=0,
+            max_requests=inference.get("context_max_requests"),
         )
         return DynamicInferenceContext(model.config, config)
 
@@ -457,11 +547,19 @@ class Mcore017(_Adapter):
         return super().build_engine(model, tokenizer, plan)
 
     async def start_listening(self, engine, sampling_params, network: dict) -> str:
+        import inspect
+
         self.engine = engine  # the shutdown handshake waits on this rank's engine state
-        return await engine.start_listening_to_data_parallel_coordinator(
+        start = engine.start_listening_to_data_parallel_coordinator
+        schedule = {}
+        if network.get("coordinator_schedule_path") and "coordinator_schedule_output_path" in inspect.signature(start).parameters:
+            # the coordinator writes, when it stops, which engine it routed each request to
+            schedule["coordinator_schedule_output_path"] = network["coordinator_schedule_path"]
+        return await start(
             inference_coordinator_port=network["coordinator_port"],
             launch_inference_coordinator=True,
             hostname=self.bind_host,
+            **schedule,
         )
 
     async def start_client(self, address: str):

@@ -32,6 +32,11 @@ _ARCH_FROM_ARGS = {
     "rotary_base": "rotary_base",
     "max_position_embeddings": "max_position_embeddings",
     "init_method_std": "init_method_std",
+    "num_experts": "num_experts",
+    "moe_router_topk": "moe_router_topk",
+    "moe_ffn_hidden_size": "moe_ffn_hidden_size",
+    "moe_shared_expert_intermediate_size": "moe_shared_expert_intermediate_size",
+    "moe_router_score_function": "moe_router_score_function",
 }
 
 

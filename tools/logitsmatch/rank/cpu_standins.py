@@ -6,7 +6,8 @@ thing is unusable in this process, and every installed stand-in is named in
 the run's output and provenance, so a CPU golden never hides what ran.
 Only two can touch numerics: the attention kernels (exact pure-torch
 implementations, see ``cpu_attention``) and running megatron's ``jit_fuser``
-functions eagerly instead of through ``torch.compile``.
+functions eagerly instead of through ``torch.compile``. Those for pipeline and
+expert parallel runs are installed only for the runs that reach them.
 """
 
 from __future__ import annotations
@@ -170,13 +171,138 @@ def _no_cuda_builds(load_inline):
     return load_inline_without_cuda
 
 
-def install_megatron_standins() -> list[str]:
-    """Replace the CUDA-only kernels megatron-core picks; call after importing it."""
+def install_megatron_standins(pipeline: int = 1, experts: bool = False, expert_parallel: int = 1) -> list[str]:
+    """Replace the CUDA-only kernels megatron-core picks; call after importing it.
+
+    ``pipeline`` > 1 adds the pipeline logits broadcast's; a model with ``experts`` the MoE
+    router's and dispatcher's; ``expert_parallel`` > 1 the idle engine's dummy forward's.
+    """
     from megatron.core.transformer import attention
 
     from logitsmatch.rank import cpu_attention
 
-    return cpu_attention.install(attention) + _use_torch_kv_append()
+    applied = cpu_attention.install(attention) + _use_torch_kv_append()
+    if pipeline > 1:
+        applied += _allow_host_tensors_in_pipeline_broadcast()
+    if experts:
+        applied += _moe_te_names_without_te() + _moe_split_sizes_as_numpy()
+    if expert_parallel > 1:
+        applied += _host_default_causal_mask()
+    return applied
+
+
+def _allow_host_tensors_in_pipeline_broadcast() -> list[str]:
+    """Let the pipeline-parallel logits broadcast take host tensors.
+
+    Every step the controller broadcasts the last stage's logits to the other stages
+    (``communication_utils.broadcast_from_last_pipeline_stage``), which asserts ``tensor.is_cuda``
+    through ``_is_cuda`` before a plain ``torch.distributed.broadcast`` that gloo carries. Only the
+    device check is relaxed: the tensor must still exist. Values move unchanged.
+    """
+    if torch.cuda.is_available():
+        return []
+    from megatron.core.inference import communication_utils
+
+    check = getattr(communication_utils, "_is_cuda", None)
+    if check is None or not _fails(lambda: check(torch.empty(1))):
+        return []
+
+    def _is_present(tensor):
+        assert tensor is not None
+
+    communication_utils._is_cuda = _is_present
+    return ["inference.communication_utils._is_cuda -> accepts host tensors (pipeline logits broadcast over gloo)"]
+
+
+def _host_default_causal_mask() -> list[str]:
+    """Build megatron's default causal mask on the host.
+
+    ``transformer.utils.get_default_causal_mask`` allocates on ``device="cuda"``. The dynamic path
+    never calls it (paged attention masks itself); the expert-parallel ``dummy_forward`` does: an
+    engine without a request runs the model without an inference context so that its ranks join
+    their expert-parallel peers' all-to-alls, and its output is discarded. No numerics change.
+    """
+    if torch.cuda.is_available():
+        return []
+    from megatron.core.fusions import fused_softmax
+    from megatron.core.transformer import utils
+
+    if not hasattr(utils, "get_default_causal_mask") or not _fails(lambda: utils.get_default_causal_mask(2)):
+        return []
+
+    @functools.lru_cache
+    def get_default_causal_mask(sq: int) -> torch.Tensor:
+        return torch.triu(torch.ones(sq, sq), diagonal=1).bool()
+
+    utils.get_default_causal_mask = get_default_causal_mask
+    if hasattr(fused_softmax, "get_default_causal_mask"):
+        fused_softmax.get_default_causal_mask = get_default_causal_mask
+    return ["transformer.utils.get_default_causal_mask -> host tensor (expert-parallel dummy forward of an idle engine)"]
+
+
+# Names megatron.core.transformer.moe.moe_utils binds from Transformer Engine inside
+# ``try: import transformer_engine``; 0.19 binds them to None when TE is missing.
+_MOE_TE_NAMES = (
+    "fused_compute_score_for_moe_aux_loss",
+    "fused_moe_aux_loss",
+    "fused_permute",
+    "fused_permute_and_pad_with_probs",
+    "fused_permute_with_probs",
+    "fused_sort_chunks_by_index",
+    "fused_sort_chunks_by_index_with_probs",
+    "fused_topk_with_score_function",
+    "fused_unpermute",
+    "te_general_gemm",
+)
+
+
+def _moe_te_names_without_te() -> list[str]:
+    """megatron-core 0.15/0.16 without Transformer Engine: bind moe_utils' TE names to None.
+
+    There ``moe_utils`` binds ``te_general_gemm`` and the fused MoE kernels only when Transformer
+    Engine imports and otherwise leaves the names undefined, so the router's
+    ``RouterGatingLinearFunction.forward`` (``if te_general_gemm is not None``) raises NameError.
+    0.19 binds them to None itself and takes its torch fallback; this does the same, and only for
+    names the module lacks.
+    """
+    from megatron.core.transformer.moe import moe_utils
+
+    missing = [name for name in _MOE_TE_NAMES if not hasattr(moe_utils, name)]
+    for name in missing:
+        setattr(moe_utils, name, None)
+    if not missing:
+        return []
+    return [f"transformer.moe.moe_utils.{{{', '.join(missing)}}} -> None (Transformer Engine absent: "
+            "megatron's torch fallbacks, as 0.19 binds them)"]
+
+
+def _moe_split_sizes_as_numpy() -> list[str]:
+    """The alltoall dispatcher's split sizes as numpy for host tensors too.
+
+    ``moe_utils.maybe_move_tensor_to_cpu(t, as_numpy=True)`` converts only CUDA tensors; a host
+    tensor comes back a tensor, which ``torch.distributed.all_to_all_single`` refuses as
+    ``input_split_sizes`` / ``output_split_sizes`` (TypeError). On a GPU they always arrive as
+    numpy; here too, with the same integers.
+    """
+    if torch.cuda.is_available():
+        return []
+    from megatron.core.transformer.moe import moe_utils, token_dispatcher
+
+    original = getattr(moe_utils, "maybe_move_tensor_to_cpu", None)
+    if original is None or not torch.is_tensor(original(torch.zeros(1, dtype=torch.long), as_numpy=True)):
+        return []
+
+    @functools.wraps(original)
+    def maybe_move_tensor_to_cpu(tensor, as_numpy: bool = False, record_stream: bool = False):
+        if as_numpy and torch.is_tensor(tensor) and not tensor.is_cuda:
+            return tensor.numpy()
+        return original(tensor, as_numpy=as_numpy, record_stream=record_stream)
+
+    moe_utils.maybe_move_tensor_to_cpu = maybe_move_tensor_to_cpu
+    if hasattr(token_dispatcher, "maybe_move_tensor_to_cpu"):
+        token_dispatcher.maybe_move_tensor_to_cpu = maybe_move_tensor_to_cpu
+    return ["transformer.moe.moe_utils.maybe_move_tensor_to_cpu(as_numpy=True) -> numpy for host tensors too "
+            "(alltoall split sizes)"]
 
 
 def _use_torch_kv_append() -> list[str]:

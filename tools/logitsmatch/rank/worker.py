@@ -1,11 +1,12 @@
 """One rank of a logitsmatch run: megatron-core's real dynamic-inference stack.
 
 Started by torch's elastic launcher (see ``launcher``), one process per rank.
-Every rank builds the model shard, loads the checkpoint and joins the ZMQ
-data-parallel coordinator; rank 0 also launches the coordinator, drives it
-through a real ``InferenceClient`` and writes the result in Megatron's golden
-format. Each rank records its current phase (``run.runfiles``) so a failure
-can be reported by rank and phase.
+Every rank builds its shard of the model (its pipeline stage, its tensor and
+expert slices), loads the checkpoint and joins the ZMQ data-parallel
+coordinator through its engine; rank 0 also launches the coordinator, drives
+it through a real ``InferenceClient`` and writes the result in Megatron's
+golden format. Each rank records its current phase (``run.runfiles``) so a
+failure can be reported by rank and phase, and its peak memory when it ends.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from logitsmatch.lifetime import die_with_parent
@@ -30,15 +32,55 @@ def golden_record(record, return_log_probs: bool) -> dict:
     }
     if return_log_probs:
         entry["logprobs"] = list(record.prompt_log_probs or []) + list(record.generated_log_probs or [])
+    routing = getattr(record, "routing_indices", None)  # 0.17+ with --moe-enable-routing-replay
+    if routing is not None:
+        # [prompt + generated - 1 tokens, MoE layers, top-k] expert ids, as Megatron's driver writes them
+        entry["routing_indices"] = routing.tolist()
     return entry
 
 
+def peak_rss_mib(pid: int | None = None) -> float | None:
+    """VmHWM of this process (or of a live ``pid``), MiB.
+
+    The coordinator is read from /proc, not from RUSAGE_CHILDREN: a 'spawn' child starts by fork,
+    and Linux carries the parent's high-water mark across the exec.
+    """
+    try:
+        for line in Path(f"/proc/{pid or 'self'}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+LISTENING_TIMEOUT_S = 300.0
+
+
+async def wait_until_every_engine_listens(run: RunDir, world_size: int) -> None:
+    """Rank 0, before the first request: every rank's engine receives its group's broadcasts
+    (see adapters.report_when_listening). Awaits, so rank 0's own engine loop keeps publishing."""
+    deadline = time.monotonic() + LISTENING_TIMEOUT_S
+    while missing := run.not_listening(world_size):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the engines of ranks {missing} received no broadcast in {LISTENING_TIMEOUT_S:.0f} s")
+        await asyncio.sleep(0.05)
+
+
 async def drive_client(adapter, engine, coordinator_address: str, plan: dict, sampling_params,
-                       recorder: PhaseRecorder) -> dict:
+                       recorder: PhaseRecorder, run: RunDir) -> dict:
     """Rank 0: submit every prompt through the coordinator, gather, shut everything down."""
+    await wait_until_every_engine_listens(run, plan["world_size"])
     client = await adapter.start_client(coordinator_address)
     futures = [client.add_request(prompt, sampling_params) for prompt in plan["prompts"]]
     records = [adapter.finished_request(result) for result in await asyncio.gather(*futures)]
+    for index, record in enumerate(records):
+        # One client: the coordinator numbers the requests 0..N-1 in submission order; the engines
+        # see those ids (served-by) and Megatron's driver keys its golden with them.
+        if int(record.request_id) != index:
+            raise RuntimeError(f"request {index} came back with coordinator request id {record.request_id}")
+    process = getattr(engine, "inference_coordinator_process", None)
+    recorder.extra["coordinator_peak_rss_mib"] = peak_rss_mib(getattr(process, "pid", None))
     # Before the stop: from here on the coordinator may exit by design (the launcher watches for that).
     recorder.enter("shutdown")
     await adapter.shutdown(client)
@@ -50,7 +92,7 @@ async def drive_client(adapter, engine, coordinator_address: str, plan: dict, sa
 
 async def serve(adapter, engine, plan: dict, run: RunDir, recorder: PhaseRecorder, rank: int):
     sampling_params = adapter.sampling_params(plan["sampling"], engine)
-    network_plan = dict(plan["network"])
+    network_plan = dict(plan["network"], coordinator_schedule_path=str(run.coordinator_schedule_file))
     if network_plan.get("coordinator_port") is None and os.environ.get(COORDINATOR_PORT_ENV):
         network_plan["coordinator_port"] = int(os.environ[COORDINATOR_PORT_ENV])
     coordinator_address = await adapter.start_listening(engine, sampling_params, network_plan)
@@ -58,7 +100,7 @@ async def serve(adapter, engine, plan: dict, run: RunDir, recorder: PhaseRecorde
     results = None
     if rank == 0:
         run.write_network(network_record(engine, coordinator_address, network_plan))
-        results = await drive_client(adapter, engine, coordinator_address, plan, sampling_params, recorder)
+        results = await drive_client(adapter, engine, coordinator_address, plan, sampling_params, recorder, run)
     await adapter.wait_for_engine_stop(engine)
     if rank != 0:
         recorder.enter("shutdown")
@@ -104,14 +146,17 @@ def run(plan: dict, run_dir: RunDir) -> None:
     from logitsmatch.rank.model_builder import build_gpt_model
 
     adapter = adapters.for_installed_megatron()
+    parallel = plan["parallel"]
     if plan["platform"]["stand_ins"]:
-        standins += cpu_standins.install_megatron_standins()
+        standins += cpu_standins.install_megatron_standins(
+            pipeline=parallel["pipeline"], experts=plan.get("moe") is not None, expert_parallel=parallel.get("expert", 1)
+        )
     standins += adapter.install_network_binding(plan["network"]["bind_host"])
 
     torch.set_num_threads(plan["platform"].get("torch_threads", 1))
     adapter.init_distributed(plan)
     model = build_gpt_model(
-        plan["architecture"], plan["parallel"], plan["dtype"], plan["vocab_size"], plan["platform"]["layer_spec"]
+        plan["architecture"], parallel, plan["dtype"], plan["vocab_size"], plan["platform"]["layer_spec"], plan.get("moe")
     )
 
     recorder.enter("weights")
@@ -120,16 +165,20 @@ def run(plan: dict, run_dir: RunDir) -> None:
     recorder.enter("coordinator")
     tokenizer = adapter.build_tokenizer(plan["tokenizer"])
     engine = adapter.build_engine(model, tokenizer, plan)
-    standins += adapter.hold_requests_until_all_arrived(engine, len(plan["prompts"]))
+    intake = adapter.take_requests(engine, plan["inference"].get("hold_requests"))
+    standins += intake.description()
+    standins += adapter.report_when_listening(engine, lambda: run_dir.mark_listening(rank))
     if rank == 0:
         run_dir.write_stand_ins(standins)
 
     with torch.inference_mode():
         results = asyncio.run(serve(adapter, engine, plan, run_dir, recorder, rank))
 
+    served_by = adapters.gather_served_by(intake)  # every rank takes part
     if rank == 0:
+        run_dir.write_served_by(served_by)
         run_dir.write_result(results)
-    recorder.finish()
+    recorder.finish(peak_rss_mib=peak_rss_mib())
     adapter.destroy_distributed()
 
 

@@ -12,7 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from logitsmatch.errors import BadInput
+from logitsmatch import layouts
+from logitsmatch.errors import BadInput, Unsupported
+from logitsmatch.layouts import Layout
 from logitsmatch.model_args import FlagReport, classify
 from logitsmatch.run.platforms import Platform
 from logitsmatch.run.runfiles import RunDir
@@ -93,16 +95,50 @@ def expected_weights(suite: Suite, project: Path) -> dict:
     return {"source": "synthetic", "spec": choice.synthetic_spec, "generator_version": GENERATOR_VERSION}
 
 
-def check_shape(suite: Suite, arch: dict) -> None:
-    """The suite's shape flags must describe the model actually loaded."""
-    for flag, key in (
-        ("--num-layers", "num_layers"),
-        ("--hidden-size", "hidden_size"),
-        ("--num-attention-heads", "num_attention_heads"),
-    ):
-        wanted = suite.model_args.get(flag)
-        if wanted is not None and arch.get(key) != wanted:
+# MODEL_ARGS flag -> (architecture key, how the flag's value reads as that key's value).
+_SHAPE_FLAGS = {
+    "--num-layers": ("num_layers", int),
+    "--hidden-size": ("hidden_size", int),
+    "--num-attention-heads": ("num_attention_heads", int),
+    "--ffn-hidden-size": ("ffn_hidden_size", int),
+    "--kv-channels": ("kv_channels", int),
+    "--moe-ffn-hidden-size": ("moe_ffn_hidden_size", int),
+    "--moe-shared-expert-intermediate-size": ("moe_shared_expert_intermediate_size", int),
+}
+_LAYOUT_FLAGS = {
+    "--num-experts": ("num_experts", int),
+    "--moe-router-topk": ("moe_router_topk", int),
+    "--moe-router-score-function": ("moe_router_score_function", str),
+    "--normalization": ("normalization", str),
+    "--position-embedding-type": ("position_embedding_type", str),
+    "--rotary-base": ("rotary_base", float),
+    "--rotary-percent": ("rotary_percent", float),
+    "--swiglu": ("gated_linear_unit", _bool),
+    "--untie-embeddings-and-output-weights": ("share_embeddings_and_output_weights", lambda v: not _bool(v)),
+    "--disable-bias-linear": ("add_bias_linear", lambda v: not _bool(v)),
+}
+
+
+def check_shape(suite: Suite, arch: dict, synthetic: bool = False) -> dict[str, str]:
+    """The suite's architecture flags must describe the model actually loaded.
+
+    A synthetic checkpoint the suite declares ``scaled_down`` may differ in its sizes (layers,
+    widths, heads), never in its layout (experts, top-k, router, norm, RoPE, ...): the returned
+    {flag: why} lists each size flag not applied, for the flag report.
+    """
+    not_applied = {}
+    for table in (_SHAPE_FLAGS, _LAYOUT_FLAGS):
+        for flag, (key, read) in table.items():
+            wanted = suite.model_args.get(flag)
+            if wanted is None or (key not in arch and flag != "--num-experts"):
+                continue  # a user checkpoint's stored args may not name it; megatron then uses its default
+            if arch.get(key) == read(wanted):
+                continue
+            if synthetic and suite.scaled_down and table is _SHAPE_FLAGS:
+                not_applied[flag] = f"{suite.scaled_down} ({key}={arch.get(key)})"
+                continue
             raise BadInput(f"suite {suite.name} says {flag} {wanted} but the checkpoint has {key}={arch.get(key)}")
+    return not_applied
 
 
 def platform_flags(model_args: dict, platform: Platform, decision) -> FlagReport:
@@ -126,38 +162,53 @@ def build_plan(
     checkpoint_dir: Path,
     tokenizer: dict,
     bind_host: str,
+    megatron_version: tuple[int, int, int] | None = None,
 ) -> tuple[dict, FlagReport]:
+    """The plan, and the flag report; ``megatron_version`` (the toolchain's) refuses a layout it cannot run."""
     args = suite.model_args
-    pipeline = int(args.get("--pipeline-model-parallel-size", 1))
-    if pipeline != 1:
-        raise BadInput(f"suite {suite.name}: pipeline parallel size {pipeline} is not supported yet (only 1)")
     arch = dict(choice.architecture)
-    check_shape(suite, arch)
+    scaled = check_shape(suite, arch, synthetic=choice.load_path is None)
     if "--max-position-embeddings" in args:
         arch["max_position_embeddings"] = int(args["--max-position-embeddings"])
-    decision = platform.decide(args, arch, pipeline)
-    tensor = decision.tensor
+    layout = platform.layout(args, suite.world_size)
+    layout.check(arch, f"suite {suite.name}")
+    if megatron_version is not None:
+        refusal = layouts.unsupported(layout, megatron_version)
+        if refusal:
+            raise Unsupported(f"suite {suite.name} not run: {refusal}")
+    decision = platform.decide(args, arch, layout)
     flags = platform_flags(args, platform, decision)
+    for flag, why in scaled.items():
+        flags.applied.remove(flag)
+        flags.not_applied[flag] = why
     max_seq = int(args.get("--inference-max-seq-length", 4096))
     platform_plan = dict(decision.plan)
-    if platform.overridden:
+    if platform.label(args, suite.world_size) != platform.profile:
+        suite_layout = layouts.of_suite(args, suite.world_size, f"suite {suite.name}")
         platform_plan["overrides"] = {
-            "tensor_parallel": {"suite": int(args.get("--tensor-model-parallel-size", 1)), "run": tensor},
+            "tensor_parallel": {"suite": suite_layout.tensor, "run": layout.tensor},
+            "layout": {"suite": suite_layout.name, "run": layout.name},
             "dtype": {"run": decision.dtype, "command_line": platform.dtype_override},
         }
+    max_requests = args.get("--inference-dynamic-batching-max-requests")
     plan = {
         "suite": suite.name,
         "platform": platform_plan,
         "dtype": decision.dtype,
         "parallel": {
-            "tensor": tensor,
-            "pipeline": pipeline,
+            "tensor": layout.tensor,
+            "pipeline": layout.pipeline,
+            "data": layout.data,
+            "expert": layout.expert,
+            "expert_tensor": layout.etp,
+            "layout": layout.name,
             "sequence_parallel": decision.sequence_parallel,
             "deterministic_mode": _bool(args.get("--deterministic-mode")),
             "inference_fuse_tp_communication": decision.fuse_tp_communication,
             "attention_backend": decision.attention_backend,
         },
-        "world_size": tensor * pipeline,
+        "moe": moe_plan(args, arch, decision),
+        "world_size": layout.world_size,
         "architecture": arch,
         "vocab_size": tokenizer["vocab_size"],
         "seed": suite.synthetic_seed,
@@ -177,13 +228,57 @@ def build_plan(
             "max_tokens": 16384,
             "block_size_tokens": BLOCK_SIZE_TOKENS,
             "max_requests": max(len(suite.prompts), 8),
+            # --inference-dynamic-batching-max-requests: the context's cap on concurrent requests
+            "context_max_requests": None if max_requests is None else int(max_requests),
             "enable_chunked_prefill": False,
             "use_flashinfer_fused_rope": decision.use_flashinfer_fused_rope,
             "enable_cuda_graph": False,  # not wired yet: reported as not applied (platforms.NOT_WIRED)
+            "hold_requests": hold_requests(layout, len(suite.prompts)),
         },
         "network": {"bind_host": bind_host, "coordinator_port": None},
     }
     return plan, flags
+
+
+def hold_requests(layout: Layout, prompts: int) -> int | None:
+    """How many requests each engine holds and then adds together (None: each as it arrives).
+
+    The client submits every prompt at once, but the coordinator forwards them to an engine one
+    message at a time: an engine that steps between two arrivals prefills them in different
+    batches, and a different batch shape can move fp32 results in the last bits. With one engine
+    (DP1) every prompt goes to it, so it holds them until all ``prompts`` have arrived (every rank
+    of the engine sees the same messages in the same order) and the schedule no longer depends on
+    timing. With several engines no engine knows its share in advance: the coordinator picks by
+    registration order (0.15, 0.16) or load (0.19), and an engine waiting for a share it never gets
+    would hang. There nothing is held; the DP suites give each engine at most one prompt (a single
+    request cannot be split), so their schedules are timing-independent too. A DP run with more
+    prompts than engines (an invariance layout, say) is, and its provenance says so.
+    """
+    return prompts if layout.data == 1 else None
+
+
+def moe_plan(args: dict, arch: dict, decision) -> dict | None:
+    """The MoE settings the ranks build (None for a dense model)."""
+    if not arch.get("num_experts"):
+        return None
+    return {
+        "token_dispatcher_type": str(args.get("--moe-token-dispatcher-type", "allgather")),
+        "grouped_gemm": decision.moe_grouped_gemm,
+        "router_load_balancing_type": str(args.get("--moe-router-load-balancing-type", "aux_loss")),
+        "enable_routing_replay": _bool(args.get("--moe-enable-routing-replay", False)),
+    }
+
+
+# The family's layouts of a dense model: logitsmatch invariance compares them by default.
+DENSE_LAYOUTS = "tp8,pp8,tp2pp2dp2,dp8,tp1"
+
+
+def default_invariance_layouts(suite: Suite, project: Path) -> str:
+    """The layouts ``logitsmatch invariance`` compares unless told: the family's for a dense model;
+    a MoE model's own layout and one rank (experts cannot re-split freely)."""
+    if load_architecture(project, suite.synthetic_model).get("num_experts"):
+        return f"{layouts.of_suite(suite.model_args, suite.world_size, suite.name).name},tp1"
+    return DENSE_LAYOUTS
 
 
 def launch_env(suite: Suite, platform: Platform, run: RunDir, bind_host: str) -> dict[str, str]:

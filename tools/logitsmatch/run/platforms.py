@@ -19,10 +19,11 @@ A flag the profile cannot apply with what is installed (or with the model
 actually loaded, or at the tensor-parallel size actually run) is reported as
 "not applied on platform <name>" with the reason, never dropped silently.
 
-Command-line overrides (``--tensor-parallel-size``, ``--dtype``) change
-numerics, so a run with any override is labelled ``<profile>-tp<N>-<dtype>``
-(e.g. ``h100-tp1-bf16``): that label keys its results and goldens, and each
-overridden flag is reported as "overridden on the command line".
+Command-line overrides (``--tensor-parallel-size``, ``--layout``, ``--dtype``) change
+numerics, so a run with any override is labelled ``<profile>-<layout>-<dtype>``
+(e.g. ``h100-tp1-bf16``, ``cpu-tp2pp2dp2-fp32``; layout names: ``logitsmatch.layouts``):
+that label keys its results and goldens, and each overridden flag is reported as
+"overridden on the command line".
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ import importlib
 import importlib.util
 from dataclasses import dataclass, field
 
+from logitsmatch import layouts
 from logitsmatch.errors import BadInput
+from logitsmatch.layouts import Layout
 
 # The CPU profile keeps each rank's KV cache small: 8 ranks share host memory.
 CPU_KV_BUFFER_GB = 0.25
@@ -49,6 +52,7 @@ FLAG_NEEDS_PACKAGE = {
     "--inference-fuse-tp-communication": "transformer_engine",
     "--attention-backend": "flash_attn",
     "--use-flashinfer-fused-rope": "flashinfer",
+    "--moe-grouped-gemm": "transformer_engine",
 }
 # Flags no profile applies yet, with the reason.
 NOT_WIRED = {
@@ -85,6 +89,7 @@ class Decision:
     fuse_tp_communication: bool
     attention_backend: str | None
     use_flashinfer_fused_rope: bool
+    moe_grouped_gemm: bool = False
     not_applied: dict[str, str] = field(default_factory=dict)  # flag -> platform-specific reason
     applied: list[str] = field(default_factory=list)  # platform flags applied here
 
@@ -101,16 +106,21 @@ class Platform:
     gpu_count: int | None = None  # None: not probed (a plan for another machine)
     tensor_parallel: int | None = None  # --tensor-parallel-size override
     dtype_override: str | None = None  # --dtype override
+    layout_override: Layout | None = None  # --layout override (TP, PP, DP, EP, ETP at once)
 
     @property
     def overridden(self) -> bool:
-        return self.tensor_parallel is not None or self.dtype_override is not None
+        return self.tensor_parallel is not None or self.dtype_override is not None or self.layout_override is not None
 
-    def label(self, model_args: dict) -> str:
-        """The name keying results and goldens: the profile, plus ``-tp<N>-<dtype>`` when overridden."""
-        if not self.overridden:
+    def label(self, model_args: dict, world_size: int = layouts.DEFAULT_WORLD_SIZE) -> str:
+        """The name keying results and goldens: the profile, plus ``-<layout>-<dtype>`` when overridden
+        (a --layout naming the suite's own layout overrides nothing)."""
+        if not self.overridden or (
+            self.tensor_parallel is None and self.dtype_override is None
+            and self.layout_override == layouts.of_suite(model_args, world_size, "suite")
+        ):
             return self.profile
-        return f"{self.profile}-tp{self.tensor(model_args)}-{DTYPE_SHORT[self.dtype(model_args)]}"
+        return f"{self.profile}-{self.layout(model_args, world_size).name}-{DTYPE_SHORT[self.dtype(model_args)]}"
 
     @property
     def stand_ins(self) -> bool:
@@ -133,9 +143,20 @@ class Platform:
 
     # --- single decisions -------------------------------------------------------------
     def tensor(self, model_args: dict) -> int:
+        if self.layout_override is not None:
+            return self.layout_override.tensor
         if self.tensor_parallel is not None:
             return self.tensor_parallel
         return int(model_args.get("--tensor-model-parallel-size", 1))
+
+    def layout(self, model_args: dict, world_size: int = layouts.DEFAULT_WORLD_SIZE) -> Layout:
+        """The run's layout: --layout, else the suite's with --tensor-parallel-size replacing TP only."""
+        if self.layout_override is not None:
+            return self.layout_override
+        suite = layouts.of_suite(model_args, world_size, "suite")
+        if self.tensor_parallel is None:
+            return suite
+        return Layout(self.tensor_parallel, suite.pipeline, suite.data, suite.expert, suite.expert_tensor)
 
     def dtype(self, model_args: dict) -> str:
         if self.dtype_override is not None:
@@ -186,6 +207,13 @@ class Platform:
             not_applied["--tensor-model-parallel-size"] = (
                 f"overridden on the command line: --tensor-parallel-size {tensor} (suite: {suite_tp})"
             )
+        if self.layout_override is not None:
+            run = self.layout_override
+            for flag, size in (("--tensor-model-parallel-size", run.tensor), ("--pipeline-model-parallel-size", run.pipeline),
+                               ("--expert-model-parallel-size", run.expert),
+                               ("--expert-tensor-parallel-size", run.etp)):
+                if flag in model_args and int(model_args[flag]) != size:
+                    not_applied[flag] = f"overridden on the command line: --layout {run.name} ({flag} {size})"
         if self.dtype_override is not None:
             for flag, flag_dtype in DTYPE_FLAGS.items():
                 if _bool(model_args.get(flag)):
@@ -217,13 +245,18 @@ class Platform:
             "--use-flashinfer-fused-rope": None if "flashinfer" in self.installed else (
                 "flashinfer not installed; megatron-core's own RoPE runs"
             ),
+            "--moe-grouped-gemm": None if spec != "local" else (
+                "needs the Transformer Engine spec (TEGroupedMLP); the local spec runs SequentialMLP, the same "
+                "per-expert GEMMs one expert at a time"
+            ),
             **NOT_WIRED,
         }
 
     # --- everything at once -------------------------------------------------------------
-    def decide(self, model_args: dict, arch: dict, pipeline: int = 1) -> Decision:
-        """Every platform decision for this suite, model and TP size, with the reasons."""
-        tensor = self.tensor(model_args)
+    def decide(self, model_args: dict, arch: dict, layout: Layout | None = None) -> Decision:
+        """Every platform decision for this suite, model and layout (default: the suite's), with the reasons."""
+        layout = self.layout(model_args) if layout is None else layout
+        tensor = layout.tensor
         if tensor < 1:
             raise BadInput(f"tensor parallel size must be at least 1, got {tensor}")
         dtype = self.dtype(model_args)
@@ -233,9 +266,9 @@ class Platform:
         if self.device == "cpu":
             plan.update(backend=self.backend, stand_ins=True, layer_spec="local",
                         attention="pure-torch stand-in (logitsmatch.rank.cpu_attention)", installed=[])
-            return Decision(plan, dtype, tensor, False, False, None, False, not_applied, applied)
+            return Decision(plan, dtype, tensor, False, False, None, False, False, not_applied, applied)
 
-        world = tensor * pipeline
+        world = layout.world_size
         if self.gpu_count is not None and world > self.gpu_count:
             raise BadInput(
                 f"platform {self.profile}: {world} ranks need {world} GPUs (one per rank; NCCL refuses two ranks "
@@ -274,6 +307,7 @@ class Platform:
             fuse_tp_communication=enabled["--inference-fuse-tp-communication"],
             attention_backend=attention_backend,
             use_flashinfer_fused_rope=enabled["--use-flashinfer-fused-rope"],
+            moe_grouped_gemm=enabled["--moe-grouped-gemm"],
             not_applied=not_applied,
             applied=applied,
         )
@@ -291,6 +325,7 @@ _GPU_FLAGS = frozenset(
         "--use-flashinfer-fused-rope",
         "--enable-cuda-graph",
         "--inference-dynamic-batching-buffer-size-gb",
+        "--moe-grouped-gemm",
     }
 )
 _ALL_GPU_PACKAGES = frozenset(GPU_PACKAGES)
@@ -346,6 +381,7 @@ def get_platform(
     *,
     tensor_parallel: int | None = None,
     dtype: str | None = None,
+    layout: Layout | None = None,
     installed: frozenset[str] | None = None,
     gpu_count: int | None = None,
     probe: bool = True,
@@ -364,7 +400,9 @@ def get_platform(
             raise BadInput(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
     if tensor_parallel is not None and tensor_parallel < 1:
         raise BadInput(f"--tensor-parallel-size must be at least 1, got {tensor_parallel}")
-    platform = PLATFORMS[name].configured(tensor_parallel=tensor_parallel, dtype_override=dtype)
+    if tensor_parallel is not None and layout is not None:
+        raise BadInput("--tensor-parallel-size and --layout both set the tensor-parallel size: give one")
+    platform = PLATFORMS[name].configured(tensor_parallel=tensor_parallel, dtype_override=dtype, layout_override=layout)
     if platform.device == "cpu":
         return platform
     if gpu_count is None and probe:

@@ -9,9 +9,13 @@ share only what this module names, written and read only through it:
 file                       written by       read by
 =========================  ===============  =========================================
 ``plan.json``              harness          every rank (what to run, see run.plan)
-``status/rank-N.json``     rank N           launcher (phase and pid, phase timings)
+``status/rank-N.json``     rank N           launcher (phase and pid, phase timings), harness (peak RSS)
 ``status/network.json``    rank 0           launcher (coordinator pid), harness
 ``status/stand_ins.json``  rank 0           harness (provenance)
+``status/served_by.json``  rank 0           harness (which engine served which request)
+``status/listening-N``     rank N           rank 0 (rank N's engine receives its broadcasts)
+``status/coordinator_     megatron-core's  harness (its own routing record; 0.17+)
+schedule.json``            coordinator
 ``result.json``            rank 0           harness (published as the result)
 ``logs/``, ``launcher.log`` torchrun        launcher (last lines of a failing rank)
 ``FAILED``                 launcher         people (why the run was not published)
@@ -111,6 +115,14 @@ class RunDir:
     def stand_ins_file(self) -> Path:
         return self.status / "stand_ins.json"
 
+    @property
+    def served_by_file(self) -> Path:
+        return self.status / "served_by.json"
+
+    @property
+    def coordinator_schedule_file(self) -> Path:
+        return self.status / "coordinator_schedule.json"
+
     # --- plan ----------------------------------------------------------------------
     def write_plan(self, plan: dict) -> None:
         self.plan.write_text(json.dumps(plan, indent=2))
@@ -130,6 +142,30 @@ class RunDir:
 
     def read_stand_ins(self) -> list[str]:
         return json.loads(self.stand_ins_file.read_text())
+
+    def listening_file(self, rank: int) -> Path:
+        return self.status / f"listening-{rank}"
+
+    def mark_listening(self, rank: int) -> None:
+        self.listening_file(rank).touch()
+
+    def not_listening(self, world_size: int) -> list[int]:
+        """Ranks whose engine has not yet received a broadcast of its model-parallel group."""
+        return [rank for rank in range(world_size) if not self.listening_file(rank).is_file()]
+
+    def write_served_by(self, served_by: dict[str, int]) -> None:
+        _write_atomic(self.served_by_file, served_by)
+
+    def read_served_by(self) -> dict[str, int] | None:
+        """{request id: data-parallel rank of the engine that served it}, or None (not written)."""
+        return json.loads(self.served_by_file.read_text()) if self.served_by_file.is_file() else None
+
+    def read_coordinator_schedule(self) -> dict | None:
+        """What megatron-core's coordinator wrote (0.17+), or None."""
+        try:
+            return json.loads(self.coordinator_schedule_file.read_text())
+        except (OSError, ValueError):
+            return None
 
     def write_result(self, results: dict) -> None:
         _write_atomic(self.result, results)
@@ -153,6 +189,19 @@ class RunDir:
     def rank_phases(self, world_size: int) -> dict[int, str]:
         return {rank: self.rank_status(rank)["phase"] for rank in range(world_size)}
 
+    def memory(self, world_size: int) -> dict:
+        """Peak resident memory (MiB) each rank reported when it finished, and rank 0's reading of the coordinator's."""
+        statuses = []
+        for rank in range(world_size):
+            try:
+                statuses.append(json.loads(self.rank_status_file(rank).read_text()))
+            except (OSError, ValueError):
+                statuses.append({})
+        return {
+            "peak_rss_mib_per_rank": [status.get("peak_rss_mib") for status in statuses],
+            "coordinator_peak_rss_mib": statuses[0].get("coordinator_peak_rss_mib") if statuses else None,
+        }
+
 
 class PhaseRecorder:
     """A rank's side of ``status/rank-N.json``: its phase, its pid and the time spent per phase."""
@@ -162,6 +211,7 @@ class PhaseRecorder:
         self.timings: dict[str, float] = {}
         self._phase: str | None = None
         self._started = time.perf_counter()
+        self.extra: dict = {}  # reported with the final status (peak memory)
 
     def enter(self, phase: str) -> None:
         if phase not in PHASES:
@@ -170,7 +220,8 @@ class PhaseRecorder:
         if self._phase is not None:
             self.timings[self._phase] = now - self._started
         self._phase, self._started = phase, now
-        _write_atomic(self.path, {"phase": phase, "pid": os.getpid(), "timings_s": self.timings})
+        _write_atomic(self.path, {"phase": phase, "pid": os.getpid(), "timings_s": self.timings, **self.extra})
 
-    def finish(self) -> None:
+    def finish(self, **extra) -> None:
+        self.extra.update(extra)
         self.enter("done")

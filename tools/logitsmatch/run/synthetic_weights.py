@@ -32,6 +32,10 @@ GENERATOR_VERSION = 3  # bump when the value rules below change (3: every rule n
 # Output rows of the tokenizer's special ids are damped so that greedy decoding
 # of a random model produces ordinary text tokens (and never an early eod).
 SPECIAL_ROW_SCALE = 0.1
+# MoE router weights: wide enough that a token's top-k experts are separated by margins far above
+# TP/EP reduction-order noise (one flipped expert changes every later logit). Added to v3 without a
+# bump: no model before it had a router, so every v3 checkpoint keeps its values and digest.
+ROUTER_STD = 0.2
 
 
 def parameter_values(name: str, shape: tuple[int, ...], seed: int, num_layers: int, num_special: int) -> np.ndarray:
@@ -50,7 +54,9 @@ def parameter_values(name: str, shape: tuple[int, ...], seed: int, num_layers: i
         return np.float32(1.0) + np.float32(0.05) * noise
     if leaf in ("bias", "layer_norm_bias"):
         return np.float32(0.02) * noise
-    if name.endswith(("linear_proj.weight", "linear_fc2.weight")):
+    if name.endswith("router.weight"):
+        values = np.float32(ROUTER_STD) * noise
+    elif name.endswith(("linear_proj.weight", "linear_fc2.weight")):
         std = np.float64(0.02) / np.sqrt(np.float64(2.0 * num_layers))
         values = (std * noise.astype(np.float64)).astype(np.float32)
     else:
@@ -70,9 +76,9 @@ def weights_digest(named_arrays: list[tuple[str, np.ndarray]]) -> str:
     return digest.hexdigest()
 
 
-def cache_key(spec: dict) -> str:
-    """Content key: the spec, the value rules and the writer's megatron-core release."""
-    keyed = {**spec, "generator_version": GENERATOR_VERSION, "writer": importlib.metadata.version("megatron-core")}
+def cache_key(spec: dict, writer: str | None = None) -> str:
+    """Content key: the spec, the value rules and the writer's megatron-core release (default: this venv's)."""
+    keyed = {**spec, "generator_version": GENERATOR_VERSION, "writer": writer or importlib.metadata.version("megatron-core")}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:20]
 
 

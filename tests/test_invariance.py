@@ -1,0 +1,133 @@
+"""`logitsmatch invariance`: one suite's results at several layouts, judged pair by pair like the matrix.
+
+The results here are a committed golden and edited copies of it, published the way `logitsmatch run
+--layout L` publishes them (result + provenance under results/<suite>/<platform label>/<toolchain>/);
+the real layouts run in tests/test_family.py and docs/invariance/.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+
+import pytest
+
+from logitsmatch.cli import main as cli_main
+from logitsmatch.judge.compare import Policy, compare
+from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.layouts import parse
+from logitsmatch.run.plan import expected_weights
+from logitsmatch.run.platforms import get_platform
+from logitsmatch.suites import load_suite
+from logitsmatch.toolchains import load_toolchains
+from support import DEFAULT_TOOLCHAIN, TINY_SUITE, golden_file
+
+
+def publish(project, root, suite, layout: str, document: dict, toolchain=DEFAULT_TOOLCHAIN):
+    """A result of `suite` at `layout`, with the provenance a fresh run of the toolchain has."""
+    chain = load_toolchains(project / "pyproject.toml")[toolchain]
+    label = get_platform("cpu", layout=parse(layout)).label(suite.model_args, suite.world_size)
+    folder = root / suite.name / label / toolchain
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps(document))
+    (folder / "result.provenance.json").write_text(json.dumps({
+        "toolchain": toolchain, "python": chain.python + ".0", "suite_config_sha256": suite.config_digest(),
+        "packages": {"torch": chain.torch, "megatron-core": chain.megatron_core},
+        "weights": expected_weights(suite, project), "timings_s": {"launch_wall": 12.5},
+        "memory": {"peak_rss_mib_per_rank": [400.0] * parse(layout).world_size},
+        "network": {"served_by_dp_rank": {"0": 0}}, "hardware": {"cpu": "test CPU"},
+    }))
+    return folder / "result.json"
+
+
+def shifted(document: dict, delta: float, index: int = 3) -> dict:
+    out = copy.deepcopy(document)
+    out["1"]["logprobs"][index] += delta
+    return out
+
+
+@pytest.fixture
+def published(project, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
+    monkeypatch.setenv("LOGITSMATCH_RESULTS", str(tmp_path / "results"))
+    suite = load_suite(project, TINY_SUITE)
+    golden = json.loads(golden_file(TINY_SUITE).read_text())
+    return suite, golden, tmp_path
+
+
+def test_table_is_compare_pair_by_pair_at_the_stated_tolerance(published, project, capsys):
+    suite, golden, tmp_path = published
+    files = {
+        "tp8": publish(project, tmp_path / "results", suite, "tp8", golden),
+        "tp1": publish(project, tmp_path / "results", suite, "tp1", shifted(golden, 5e-5)),
+        "pp2": publish(project, tmp_path / "results", suite, "pp2", shifted(golden, 2e-4)),
+    }
+    assert files["tp8"].parent.parent.name == "cpu"  # the suite's own layout is its plain result
+    out = tmp_path / "out"
+    code = cli_main(["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--layouts", "tp8,tp1,pp2",
+                     "--no-run", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 1 and "NOT INVARIANT" in printed
+    report = json.loads((out / "invariance.json").read_text())
+    assert report["policy"]["abs_tol"] == 1e-4 and report["policy"]["metrics"] == ["generated_tokens", "logprobs"]
+    policy = Policy(abs_tol=1e-4, metrics=["generated_tokens", "logprobs"])
+    for row, row_file in files.items():
+        for col, col_file in files.items():
+            expected = compare(load_golden(row_file), load_golden(col_file), policy)
+            cell = report["table"]["cells"][row][col]
+            assert (cell["passed"], cell["max_abs_delta"], cell["n_over_tolerance"]) == (
+                expected.passed, expected.max_abs_delta, expected.n_over_tolerance)
+    assert report["table"]["cells"]["tp8"]["tp1"]["passed"] and not report["table"]["cells"]["tp8"]["pp2"]["passed"]
+    assert report["runs"]["tp1"] == {"ranks": 1, "engines_served": 1, "wall_s": 12.5, "peak_rss_mib_max": 400.0,
+                                     "date": None, "cpu": "test CPU"}
+    markdown = (out / "invariance.md").read_text()
+    assert "Tolerance: fp32 on one toolchain and one CPU" in markdown and "| **tp8** |" in markdown
+    assert f"`logitsmatch invariance {TINY_SUITE} --toolchain {DEFAULT_TOOLCHAIN} --layouts tp8,tp1,pp2`" in markdown
+    if "matplotlib" in sys.modules or _has_matplotlib():
+        assert (out / "invariance.png").stat().st_size > 10_000
+
+
+def test_all_within_tolerance_is_invariant(published, project, capsys):
+    suite, golden, tmp_path = published
+    publish(project, tmp_path / "results", suite, "tp8", golden)
+    publish(project, tmp_path / "results", suite, "tp2", shifted(golden, -3e-6))
+    code = cli_main(["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--layouts", "tp8,tp2", "--no-run",
+                     "--out", str(tmp_path / "out")])
+    assert code == 0
+    assert "INVARIANT: 2 layouts, every pair within tolerance: tokens equal, max |delta logprob| 3e-06" in capsys.readouterr().out
+
+
+def test_a_stale_or_missing_layout_is_named_not_taken(published, project, capsys):
+    suite, golden, tmp_path = published
+    result = publish(project, tmp_path / "results", suite, "tp8", golden)
+    sidecar = result.with_name("result.provenance.json")  # a result another toolchain produced
+    sidecar.write_text(sidecar.read_text().replace(DEFAULT_TOOLCHAIN, "py3.11-torch2.13.0-mcore0.15.3"))
+    code = cli_main(["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--layouts", "tp8,tp1", "--no-run",
+                     "--out", str(tmp_path / "out")])
+    assert code == 3
+    err = capsys.readouterr().out
+    assert "layout tp8: no fresh result (its provenance names toolchain py3.11-torch2.13.0-mcore0.15.3" in err
+    assert "layout tp1: no fresh result (there is no result)" in err
+
+
+@pytest.mark.parametrize(
+    "layouts, message",
+    [
+        ("tp8", "at least two layouts"),
+        ("tp8,tp8", "listed twice"),
+        ("tp8,pp8", "2 layers do not split evenly over 8 pipeline stages"),
+        ("tp8,qq2", "is not understood"),
+    ],
+)
+def test_bad_layouts_are_refused_before_anything_runs(published, layouts, message, capsys):
+    code = cli_main(["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--layouts", layouts])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
