@@ -12,6 +12,10 @@ file                       written by       read by
 ``status/rank-N.json``     rank N           launcher (phase and pid, phase timings)
 ``status/network.json``    rank 0           launcher (coordinator pid), harness
 ``status/stand_ins.json``  rank 0           harness (provenance)
+``status/inputs-N.json``   rank N           harness (provenance: loaded-weights digest, megatron-core
+                                            identity, adapter decisions; what ``explain`` compares)
+``capture/rank-N.jsonl``   rank N           ``run --capture``: module outputs (docs/capture_format.md),
+``capture/rank-N.npz``     value ranks      published beside the result as ``capture/``
 ``result.json``            rank 0           harness (published as the result)
 ``logs/``, ``launcher.log`` torchrun        launcher (last lines of a failing rank)
 ``FAILED``                 launcher         people (why the run was not published)
@@ -111,6 +115,13 @@ class RunDir:
     def stand_ins_file(self) -> Path:
         return self.status / "stand_ins.json"
 
+    def inputs_file(self, rank: int) -> Path:
+        return self.status / f"inputs-{rank}.json"
+
+    @property
+    def capture(self) -> Path:
+        return self.root / "capture"
+
     # --- plan ----------------------------------------------------------------------
     def write_plan(self, plan: dict) -> None:
         self.plan.write_text(json.dumps(plan, indent=2))
@@ -130,6 +141,19 @@ class RunDir:
 
     def read_stand_ins(self) -> list[str]:
         return json.loads(self.stand_ins_file.read_text())
+
+    def write_inputs(self, rank: int, record: dict) -> None:
+        _write_atomic(self.inputs_file(rank), record)
+
+    def read_inputs(self, world_size: int) -> list[dict]:
+        """Every rank's inputs record (a rank that wrote none is left out)."""
+        found = []
+        for rank in range(world_size):
+            try:
+                found.append(json.loads(self.inputs_file(rank).read_text()))
+            except (OSError, ValueError):
+                continue
+        return found
 
     def write_result(self, results: dict) -> None:
         _write_atomic(self.result, results)
