@@ -140,7 +140,7 @@ def harness_inputs(run, plan: dict) -> tuple[dict, dict]:
         "adapter_decisions": first.get("decisions"),
         "plan": comparable_plan(plan),
     }
-    return summary, {"ranks": ranks}
+    return summary, {"checkpoint_dir": plan["checkpoint_dir"], "ranks": ranks}
 
 
 def publish(run, target: Path, provenance: dict, inputs: dict | None = None) -> Path:

@@ -43,10 +43,14 @@ for dist in md.distributions():
         continue
     files = [str(f) for f in (dist.files or [])]
     location = str(dist.locate_file(""))
+    try:
+        commit = (json.loads(dist.read_text("direct_url.json") or "{}").get("vcs_info") or {}).get("commit_id")
+    except ValueError:
+        commit = None
     seen[name] = {"name": name, "version": dist.version, "location": location,
                   "dist_info": str(getattr(dist, "_path", "")), "files": files,
                   "compiled": any(f.endswith((".so", ".pyd")) or ".so." in f for f in files),
-                  "requires": dist.requires or []}
+                  "requires": dist.requires or [], "commit": commit}
 print(json.dumps({"python": sys.version.split()[0], "executable": sys.executable,
                   "abi": sysconfig.get_config_var("SOABI"), "distributions": seen}))
 """
