@@ -216,7 +216,8 @@ def run_explain(session) -> None:
         if interpreter is None:
             session.error(interpreters.missing_message(name, python))
         session.log(f"environment {name}: {' '.join(requirements)}")
-        bin_dir = prerelease.create_venv(interpreter, PROJECT / ".nox" / "explain" / name, [*requirements, str(PROJECT)], reuse=True)
+        bin_dir = prerelease.create_venv(interpreter, PROJECT / ".nox" / "explain" / name, [*requirements, str(PROJECT) + "[plot]"],
+                                           reuse=True)
         return str(bin_dir / "python")
 
     base_python = venv(baseline.name, baseline.python, baseline.requirements())

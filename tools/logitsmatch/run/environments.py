@@ -42,6 +42,7 @@ for dist in md.distributions():
     if not name or name in seen:
         continue
     files = [str(f) for f in (dist.files or [])]
+    hashes = {str(f): f.hash.value for f in (dist.files or []) if f.hash is not None}
     location = str(dist.locate_file(""))
     try:
         commit = (json.loads(dist.read_text("direct_url.json") or "{}").get("vcs_info") or {}).get("commit_id")
@@ -50,7 +51,7 @@ for dist in md.distributions():
     seen[name] = {"name": name, "version": dist.version, "location": location,
                   "dist_info": str(getattr(dist, "_path", "")), "files": files,
                   "compiled": any(f.endswith((".so", ".pyd")) or ".so." in f for f in files),
-                  "requires": dist.requires or [], "commit": commit}
+                  "requires": dist.requires or [], "commit": commit, "hashes": hashes}
 print(json.dumps({"python": sys.version.split()[0], "executable": sys.executable,
                   "abi": sysconfig.get_config_var("SOABI"), "distributions": seen}))
 """
@@ -130,12 +131,18 @@ def _origin(env: Environment, name: str) -> str | None:
 
 
 def _files_differ(a: Environment, b: Environment, name: str) -> bool:
-    """Same version from another place (an overlay of a planted or rebuilt package): compare the files."""
+    """Same version from another place (an overlay of a planted or rebuilt package): compare the files,
+    by the hashes their RECORDs list where both have one, else by content."""
     x, y = a.distributions[name], b.distributions[name]
     if sorted(x["files"]) != sorted(y["files"]):
         return True
+    hx, hy = x.get("hashes", {}), y.get("hashes", {})
     for relative in x["files"]:
         if relative.startswith("..") or relative.endswith((".pyc", "RECORD", "INSTALLER", "direct_url.json")):
+            continue
+        if relative in hx and relative in hy:
+            if hx[relative] != hy[relative]:
+                return True
             continue
         p, q = Path(x["location"]) / relative, Path(y["location"]) / relative
         try:

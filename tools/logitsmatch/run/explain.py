@@ -387,9 +387,16 @@ def _judgement(policy: Policy) -> str:
     return f"{policy.mode.value} mode (abs_tol {policy.abs_tol:g}, rel_tol {policy.rel_tol:g}): changes within it do not count"
 
 
+# What a suite run executes of the harness (a change here invalidates earlier runs; explain's own code does not).
+RUN_CODE = ("*.py", "rank/*.py", "cli/run.py", "run/launcher.py", "run/plan.py", "run/platforms.py", "run/ports.py",
+            "run/runfiles.py", "run/synthetic_weights.py")
+
+
 def _harness_digest(project: Path) -> str:
     digest = hashlib.sha256()
-    for path in sorted((project / "tools" / "logitsmatch").rglob("*.py")):
+    package = project / "tools" / "logitsmatch"
+    for path in sorted({path for pattern in RUN_CODE for path in package.glob(pattern)}):
+        digest.update(str(path.relative_to(package)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

@@ -112,7 +112,8 @@ def install_commit(package: str, gitdir: str | Path, sha: str, cache: Path, base
         (info / "INSTALLER").write_text("logitsmatch-explain\n")
         (info / "direct_url.json").write_text(json.dumps({"url": f"file://{Path(gitdir).resolve()}",
                                                           "vcs_info": {"vcs": "git", "commit_id": sha}}))
-        (info / "RECORD").write_text("")
+        files = sorted(str(path.relative_to(staging)) for path in staging.rglob("*") if path.is_file())
+        (info / "RECORD").write_text("".join(f"{name},,\n" for name in files) + f"{info.name}/RECORD,,\n")
     else:
         tree = staging.with_name(staging.name + ".src")
         shutil.rmtree(tree, ignore_errors=True)
