@@ -236,7 +236,8 @@ def _compiled(env: Environment, name: str) -> bool:
 
 def overlay(entry: dict, cache: Path) -> Path:
     """A folder holding exactly one installed distribution's files (hard links where possible), cached."""
-    origin = hashlib.sha256(f"{entry['location']}|{entry['dist_info']}".encode()).hexdigest()[:10]
+    listing = json.dumps([entry["location"], entry["dist_info"], sorted(entry["files"]), entry.get("hashes", {})], sort_keys=True)
+    origin = hashlib.sha256(listing.encode()).hexdigest()[:10]  # where from and exactly which files
     folder = cache / "overlays" / f"{entry['name']}-{entry['version']}-{origin}"
     if (folder / ".complete").is_file():
         return folder
