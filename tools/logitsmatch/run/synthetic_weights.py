@@ -75,7 +75,7 @@ def cache_key(spec: dict) -> str:
     draws the values (numpy does not promise the same Generator streams across releases; a checkpoint
     drawn by another numpy is never reused, and the loaded-weights digest shows whether it differs)."""
     keyed = {**spec, "generator_version": GENERATOR_VERSION, "writer": importlib.metadata.version("megatron-core"),
-             "numpy": np.__version__}
+             "numpy": [importlib.metadata.version("numpy"), np.__version__]}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:20]
 
 
