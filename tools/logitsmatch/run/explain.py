@@ -433,7 +433,8 @@ def harness_differences(baseline: Run, candidate: Run) -> list[dict]:
     if a.get("stand_ins") != b.get("stand_ins"):
         only_a = sorted(set(a.get("stand_ins") or []) - set(b.get("stand_ins") or []))
         only_b = sorted(set(b.get("stand_ins") or []) - set(a.get("stand_ins") or []))
-        found.append({"what": "stand-ins", "detail": f"baseline only: {only_a}; candidate only: {only_b}"})
+        why = " (the adapters' socket bindings differ with them)" if ha.get("adapter") != hb.get("adapter") else ""
+        found.append({"what": "stand-ins", "detail": f"baseline only: {only_a}; candidate only: {only_b}{why}"})
     ma, mb = ha.get("megatron_core") or {}, hb.get("megatron_core") or {}
     release = f"megatron-core {ma.get('package_info_version')} vs {mb.get('package_info_version')}"
     if ha.get("adapter") != hb.get("adapter"):
