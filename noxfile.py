@@ -7,6 +7,7 @@
     nox -s tests -- -m "not inference"  the fast selection: no megatron-core runs
     nox -s lint                         ruff
     nox -s invariance -- SUITE          one suite at several parallel layouts (N x N table)
+    nox -s explain -- --baseline T ...  why two environments drift (package, commit, module)
 """
 
 import sys
@@ -85,3 +86,12 @@ def prerelease(session):
     nox -s prerelease -- --megatron-core SPEC [--torch SPEC] [--baseline TOOLCHAIN] [SUITE ...]
     (SPEC: a registry version, a local wheel or a local source directory)."""
     support.run_prerelease(session)
+
+
+@nox.session(python=False)
+def explain(session):
+    """Why two environments drift: the harness inputs, the packages, the commit, the first moving module:
+    nox -s explain -- --baseline TOOLCHAIN (--candidate TOOLCHAIN | --megatron-core SPEC | --torch SPEC | --pin N==V ...)
+    [SUITE ...] [--source PACKAGE=GITDIR] [--json PATH] [--markdown PATH] [--mode deterministic|megatron|approximate]
+    (SPEC: a registry version, a local wheel, a local source directory or GITDIR@REF)."""
+    support.run_explain(session)

@@ -53,6 +53,16 @@ def report_paths(result: Path) -> dict[str, Path]:
     }
 
 
+def inputs_path(result: Path) -> Path:
+    """Per-rank harness inputs of a published result (loaded-weights digests, adapter decisions)."""
+    return result.with_name("inputs.json")
+
+
+def capture_dir(result: Path) -> Path:
+    """Module capture of a published result (``logitsmatch run --capture``; docs/capture_format.md)."""
+    return result.with_name("capture")
+
+
 def golden_path(suite: str, platform: str, toolchain: str) -> Path:
     """golden_values/<suite>/golden_values_<platform>_<toolchain>.json"""
     return project_root() / "golden_values" / suite / f"golden_values_{platform}_{toolchain}.json"

@@ -23,6 +23,8 @@ SUBCOMMANDS = {
     "invariance": ("logitsmatch.cli.invariance", "one suite at several parallel layouts, N x N (Markdown, JSON, heatmap PNG)"),
     "determinism": ("logitsmatch.cli.determinism", "run a suite twice and demand bit-identical results"),
     "record": ("logitsmatch.cli.record", "make a fresh result the golden (shows the diff; --force to replace)"),
+    "localize": ("logitsmatch.cli.localize", "name the first module whose output differs between two captures"),
+    "explain": ("logitsmatch.cli.explain", "explain a drift: harness inputs, packages, commit, first moving module"),
     "make-vocab": ("logitsmatch.cli.make_vocab", "train the shipped TikTokenizer BPE vocabulary (or --check it)"),
 }
 

@@ -38,6 +38,9 @@ def configure(parser) -> None:
     parser.add_argument("--bind-host", default="127.0.0.1", help="address the coordinator and engines bind to")
     parser.add_argument("--no-compare", action="store_true", help="run and publish the result, skip the golden check")
     parser.add_argument("--keep-run-dir", action="store_true", help="keep per-rank logs of a successful run")
+    parser.add_argument("--capture", nargs="?", type=int, const=3, default=None, metavar="K",
+                        help="record every module's output for the prefill and the first K decode steps (default 3) "
+                        "into capture/ beside the result (docs/capture_format.md)")
     parser.add_argument(
         "--candidate",
         default=None,
@@ -170,13 +173,42 @@ def report_ranks(run, plan: dict, wall_s: float) -> dict:
     return {"network": network, "stand_ins": stand_ins, "timings_s": status["timings_s"], "memory": memory}
 
 
-def publish(run, target: Path, provenance: dict) -> Path:
+def harness_inputs(run, plan: dict) -> tuple[dict, dict]:
+    """What logitsmatch fed this run beyond its packages: the provenance summary and the full
+    per-rank record (every loaded tensor's digest), which is published as ``inputs.json``."""
+    import hashlib
+
+    from logitsmatch.run.plan import comparable_plan
+
+    ranks = run.read_inputs(plan["world_size"])
+    combined = hashlib.sha256("".join(r["weights"]["digest"] for r in ranks).encode()).hexdigest() if ranks else None
+    first = ranks[0] if ranks else {}
+    summary = {
+        "loaded_weights_digest": combined,
+        "ranks_reporting": len(ranks),
+        "megatron_core": first.get("megatron_core"),
+        "adapter": first.get("adapter"),
+        "adapter_decisions": first.get("decisions"),
+        "plan": comparable_plan(plan),
+    }
+    return summary, {"checkpoint_dir": plan["checkpoint_dir"], "ranks": ranks}
+
+
+def publish(run, target: Path, provenance: dict, inputs: dict | None = None) -> Path:
     """Write a finished run's result to ``target`` (results/<suite>/<platform>/<toolchain>/) in the
-    golden files' layout, and its provenance beside it, each atomically."""
+    golden files' layout, and its provenance beside it, each atomically; the per-rank inputs as
+    ``inputs.json`` and a capture as ``capture/`` beside them (an older capture is removed)."""
     import json
 
     from logitsmatch.judge.golden_io import write_json_atomic
 
+    if inputs is not None:
+        write_json_atomic(paths.inputs_path(target), inputs)
+    published_capture = paths.capture_dir(target)
+    if published_capture.exists():
+        shutil.rmtree(published_capture)
+    if run.capture.is_dir():
+        shutil.move(str(run.capture), str(published_capture))
     write_json_atomic(paths.provenance_path(target), provenance)
     write_json_atomic(target, json.loads(run.result.read_text()))
     return target
@@ -194,7 +226,7 @@ def main(args, results_root: Path | None = None) -> int:
     from logitsmatch import provenance as provenance_module
     from logitsmatch.lifetime import die_with_parent
     from logitsmatch.run.launcher import launch, publish_lock
-    from logitsmatch.run.plan import build_plan, choose_checkpoint, launch_env, tokenizer_spec
+    from logitsmatch.run.plan import build_plan, capture_spec, choose_checkpoint, launch_env, tokenizer_spec
     from logitsmatch.run.platforms import get_platform
     from logitsmatch.run.runfiles import RunDir
     from logitsmatch.suites import load_suite
@@ -233,6 +265,8 @@ def main(args, results_root: Path | None = None) -> int:
     target = paths.result_path(suite.name, platform_label, label, results_root)
     run = RunDir.create(target.parent)
     plan, flags = build_plan(suite, platform, choice, weights.checkpoint_dir, tokenizer, args.bind_host, release)
+    if args.capture is not None:
+        plan["capture"] = capture_spec(args.capture)
     run.write_plan(plan)
     announce(suite, label, toolchain, bool(args.candidate), platform, plan, weights, flags)
     if "routing_indices" in suite.metrics and plan["moe"] and not layouts.records_routing(release):
@@ -242,6 +276,7 @@ def main(args, results_root: Path | None = None) -> int:
     remaining = max(timeout - (time.monotonic() - started), 1.0)
     wall_s = launch(run, plan["world_size"], remaining, launch_env(suite, platform, run, args.bind_host))
     ranks = report_ranks(run, plan, wall_s)
+    inputs_summary, inputs = harness_inputs(run, plan)
 
     record = provenance_module.collect(
         toolchain=label,
@@ -257,9 +292,10 @@ def main(args, results_root: Path | None = None) -> int:
         timings_s={"weights_prepare": weights.prepare_s, "launch_wall": wall_s, **ranks["timings_s"]},
         memory=ranks["memory"],
         request_schedule=request_schedule(plan),
+        harness_inputs=inputs_summary,
     )
     with publish_lock(target.parent):  # a concurrent run of the same triple publishes before or after, never between
-        publish(run, target, record)
+        publish(run, target, record, inputs)
         if not args.keep_run_dir:
             shutil.rmtree(run.root, ignore_errors=True)
         logger.info(f"result: {target}")

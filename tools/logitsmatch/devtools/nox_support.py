@@ -296,3 +296,44 @@ def run_invariance(session) -> None:
     options = [f"--layouts={layouts_text}"] + [f"--{key.replace('_', '-')}={value}" for key, value in
                                                (("out", args.out), ("abs_tol", args.abs_tol)) if value]
     session.run("logitsmatch", "invariance", suite.name, f"--toolchain={toolchain}", "--no-run", *options)
+
+
+def run_explain(session) -> None:
+    """Build (or reuse) the two environments and run ``logitsmatch explain`` on them."""
+    import os
+
+    from logitsmatch.devtools import explain_sides, prerelease
+    from logitsmatch.errors import BadInput
+
+    try:
+        request = explain_sides.parse(list(session.posargs))
+        checked_suites(session, request.suites)
+        if request.baseline not in TOOLCHAINS or (request.candidate and request.candidate not in TOOLCHAINS):
+            unknown = request.baseline if request.baseline not in TOOLCHAINS else request.candidate
+            raise BadInput(f"unknown toolchain {unknown!r} (known: {', '.join(TOOLCHAINS)})")
+    except BadInput as exc:
+        session.error(str(exc))
+    baseline = TOOLCHAINS[request.baseline]
+
+    def venv(name: str, python: str, requirements: list[str]) -> str:
+        interpreter = interpreters.find(python)
+        if interpreter is None:
+            session.error(interpreters.missing_message(name, python))
+        session.log(f"environment {name}: {' '.join(requirements)}")
+        bin_dir = prerelease.create_venv(interpreter, PROJECT / ".nox" / "explain" / name, [*requirements, str(PROJECT) + "[plot]"],
+                                           reuse=True)
+        return str(bin_dir / "python")
+
+    base_python = venv(baseline.name, baseline.python, baseline.requirements())
+    command = [base_python, "-m", "logitsmatch", "explain", *request.suites, "--baseline-python", base_python,
+               "--toolchain", baseline.name, *request.passed_on]
+    if request.candidate:
+        other = TOOLCHAINS[request.candidate]
+        command += ["--candidate-python", venv(other.name, other.python, other.requirements())]
+    elif request.overrides or request.pins:
+        name, requirements = explain_sides.candidate_requirements(baseline, request, baseline.python)
+        command += ["--candidate-python", venv(name, baseline.python, requirements)]
+    if request.commit:
+        package, spec = request.commit
+        command += ["--candidate-commit", f"{package}={spec}"]
+    session.run(*command, external=True, env={"PYTHONPATH": str(PROJECT / "tools") + os.pathsep + os.environ.get("PYTHONPATH", "")})

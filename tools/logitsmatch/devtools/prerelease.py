@@ -11,6 +11,7 @@ interpreter: standard library plus ``packaging`` (a nox dependency).
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import tempfile
 import tomllib
@@ -120,10 +121,19 @@ def derive(baseline: Toolchain, overrides: list[Override], python: str) -> Candi
     return Candidate(name, python, tuple(kept + [override.requirement() for override in overrides]))
 
 
-def create_venv(interpreter: str, location: Path, requirements: list[str]) -> Path:
-    """A fresh venv at ``location`` with the requirements installed; returns its bin folder."""
+def create_venv(interpreter: str, location: Path, requirements: list[str], reuse: bool = False) -> Path:
+    """A venv at ``location`` with the requirements installed; returns its bin folder.
+
+    ``reuse``: a venv that was built from exactly these requirements (and whose local paths
+    have not changed since) is taken as it is, without asking pip again.
+    """
+    marker = location / "logitsmatch-requirements.json"
+    stamp = json.dumps([[r, Path(r).stat().st_mtime if Path(r).exists() else None] for r in requirements])
+    bin_dir = location / "bin"
+    if reuse and marker.is_file() and marker.read_text() == stamp and (bin_dir / "python").exists():
+        return bin_dir
     if not (location / "bin" / "python").exists():
         subprocess.run([interpreter, "-m", "venv", str(location)], check=True)
-    bin_dir = location / "bin"
     subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", *requirements], check=True)
+    marker.write_text(stamp)
     return bin_dir

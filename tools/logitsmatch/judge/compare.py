@@ -713,6 +713,19 @@ def _judge(golden: np.ndarray, current: np.ndarray, policy: Policy) -> tuple[np.
     return ~close, magnitude
 
 
+def compare_arrays(golden: np.ndarray, current: np.ndarray, policy: Policy = Policy(mode=Mode.DETERMINISTIC)) -> dict:
+    """Two same-shaped arrays (a module's output in two runs) under ``policy``'s tolerance, element by
+    element as logprobs are judged: {"bitwise_equal", "n_over", "n", "max_abs_delta"} (float64)."""
+    golden = np.ascontiguousarray(golden, dtype=np.float64).reshape(-1)
+    current = np.ascontiguousarray(current, dtype=np.float64).reshape(-1)
+    if golden.shape != current.shape:
+        raise BadInput(f"arrays of different sizes cannot be compared ({golden.size} vs {current.size})")
+    over, magnitude = _judge(golden, current, policy)
+    bitwise = bool(np.array_equal(golden.view(np.uint64), current.view(np.uint64)))
+    return {"bitwise_equal": bitwise, "n_over": int(over.sum()), "n": int(golden.size),
+            "max_abs_delta": float(magnitude.max()) if magnitude.size else 0.0}
+
+
 # --- checks -----------------------------------------------------------------------------
 
 def _request_checks(pair: _Pair, numerics: _Numerics, position: int, policy: Policy) -> list[Check]:

@@ -21,10 +21,37 @@ from pathlib import Path
 from logitsmatch.errors import BadInput
 
 
-def installed_megatron_version() -> tuple[int, int, int]:
-    text = importlib.metadata.version("megatron-core")
-    parts = [int("".join(ch for ch in piece if ch.isdigit()) or 0) for piece in text.split(".")[:3]]
+def _version_tuple(text: str) -> tuple[int, int, int]:
+    parts = [int("".join(ch for ch in piece if ch.isdigit()) or 0) for piece in text.split("+", maxsplit=1)[0].split(".")[:3]]
     return tuple(parts + [0] * (3 - len(parts)))
+
+
+def megatron_identity() -> dict:
+    """Which megatron-core this process imports: its own ``package_info`` version, the file, and the
+    distribution metadata (which a PYTHONPATH overlay of a source tree does not change), plus the
+    git commit when the installed tree says where it came from (PEP 610 ``direct_url.json``)."""
+    import json
+
+    import megatron.core
+    from megatron.core import package_info
+
+    identity = {"package_info_version": package_info.__version__, "file": megatron.core.__file__,
+                "metadata_version": None, "commit": None}
+    try:
+        distribution = importlib.metadata.distribution("megatron-core")
+        identity["metadata_version"] = distribution.version
+        direct_url = json.loads(distribution.read_text("direct_url.json") or "{}")
+        identity["commit"] = (direct_url.get("vcs_info") or {}).get("commit_id")
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        pass
+    return identity
+
+
+def installed_megatron_version() -> tuple[int, int, int]:
+    """The release of the megatron-core this process imports (``package_info``, not the dist metadata)."""
+    from megatron.core import package_info
+
+    return _version_tuple(package_info.__version__)
 
 
 # --- socket binding helpers (0.15 / 0.16 have no hostname argument) ----------------
@@ -213,6 +240,17 @@ class _Adapter:
 
     name = "base"
 
+    def __init__(self):
+        self.decisions: dict = {}  # what this adapter passed to megatron-core (recorded in provenance)
+
+    def record(self, what: str, kwargs: dict) -> dict:
+        self.decisions[what] = {key: value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+                                for key, value in kwargs.items()}
+        return kwargs
+
+    def describe(self) -> dict:
+        return {"adapter": type(self).__name__, "decisions": self.decisions}
+
     # --- distributed -------------------------------------------------------------
     def init_distributed(self, plan: dict) -> None:
         import torch
@@ -365,7 +403,7 @@ class Mcore016(_Adapter):
     def build_context(self, model, plan: dict):
         from megatron.core.inference.contexts.dynamic_context import DynamicInferenceContext
 
-        return DynamicInferenceContext(**self.context_kwargs(model, plan))
+        return DynamicInferenceContext(**self.record("context", self.context_kwargs(model, plan)))
 
     def build_wrapper(self, model, context, plan: dict):
         from megatron.core.inference.model_inference_wrappers.gpt.gpt_inference_wrapper import (
@@ -390,7 +428,7 @@ class Mcore016(_Adapter):
     def make_engine(self, controller, context, plan: dict):
         from megatron.core.inference.engines import DynamicInferenceEngine
 
-        return DynamicInferenceEngine(controller, context, **self.engine_kwargs(controller, plan))
+        return DynamicInferenceEngine(controller, context, **self.record("engine", self.engine_kwargs(controller, plan)))
 
     def engine_kwargs(self, controller, plan: dict) -> dict:
         return dict(
@@ -516,7 +554,7 @@ class Mcore017(_Adapter):
         from megatron.core.inference.contexts.dynamic_context import DynamicInferenceContext
 
         inference = plan["inference"]
-        config = InferenceConfig(
+        config = InferenceConfig(**self.record("context", dict(
             block_size_tokens=inference["block_size_tokens"],
             buffer_size_gb=inference["buffer_size_gb"],
             max_tokens=inference["max_tokens"],
@@ -526,7 +564,7 @@ class Mcore017(_Adapter):
             enable_chunked_prefill=inference["enable_chunked_prefill"],
             unified_memory_level=0,
             max_requests=inference.get("context_max_requests"),
-        )
+        )))
         return DynamicInferenceContext(model.config, config)
 
     def build_wrapper(self, model, context, plan: dict):
@@ -582,11 +620,20 @@ class Mcore017(_Adapter):
 
 
 def for_installed_megatron() -> _Adapter:
-    """The adapter for the megatron-core release in this venv."""
+    """The adapter for the megatron-core this process imports.
+
+    The release comes from megatron-core's own ``package_info`` (a source tree put first on
+    PYTHONPATH keeps the venv's dist metadata); between 0.15 and 0.16 the context's signature
+    decides, so a commit between the two releases gets the API it actually has.
+    """
     version = installed_megatron_version()
-    if version[:2] == (0, 15):
-        return Mcore015()
-    if version[:2] == (0, 16):
+    if version[:2] in ((0, 15), (0, 16)):
+        import inspect
+
+        from megatron.core.inference.contexts.dynamic_context import DynamicInferenceContext
+
+        if "buffer_guaranteed_fraction" in inspect.signature(DynamicInferenceContext.__init__).parameters:
+            return Mcore015()
         return Mcore016()
     if (0, 17) <= version[:2] <= (0, 19):
         return Mcore017()

@@ -161,6 +161,12 @@ def run(plan: dict, run_dir: RunDir) -> None:
 
     recorder.enter("weights")
     load_model_weights(model, Path(plan["checkpoint_dir"]))
+    from logitsmatch.rank import capture as capture_module
+
+    weights = capture_module.weights_record(model)
+    capture = None
+    if plan.get("capture"):
+        capture = capture_module.Capture(model, run_dir.capture, rank, plan["capture"]).install()
 
     recorder.enter("coordinator")
     tokenizer = adapter.build_tokenizer(plan["tokenizer"])
@@ -170,10 +176,15 @@ def run(plan: dict, run_dir: RunDir) -> None:
     standins += adapter.report_when_listening(engine, lambda: run_dir.mark_listening(rank))
     if rank == 0:
         run_dir.write_stand_ins(standins)
+    # What this rank computes with, beyond the plan: what `explain` compares between two runs.
+    run_dir.write_inputs(rank, {"rank": rank, "weights": weights,
+                                "megatron_core": adapters.megatron_identity(), **adapter.describe()})
 
     with torch.inference_mode():
         results = asyncio.run(serve(adapter, engine, plan, run_dir, recorder, rank))
 
+    if capture is not None:
+        capture.close()  # a run shorter than the capture window
     served_by = adapters.gather_served_by(intake)  # every rank takes part
     if rank == 0:
         run_dir.write_served_by(served_by)

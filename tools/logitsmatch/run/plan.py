@@ -281,6 +281,24 @@ def default_invariance_layouts(suite: Suite, project: Path) -> str:
     return DENSE_LAYOUTS
 
 
+CAPTURE_VALUE_BUDGET_BYTES = 200_000_000  # values kept per run (docs/capture_format.md)
+
+
+def capture_spec(decode_steps: int, value_ranks: tuple[int, ...] = (0,), budget: int = CAPTURE_VALUE_BUDGET_BYTES) -> dict:
+    """``plan["capture"]`` for ``logitsmatch run --capture``: prefill + ``decode_steps`` decode steps,
+    digests on every rank, the values of the real token rows on ``value_ranks`` within ``budget``."""
+    if decode_steps < 0:
+        raise BadInput(f"--capture takes the number of decode steps to record (>= 0), got {decode_steps}")
+    return {"decode_steps": decode_steps, "value_ranks": list(value_ranks), "value_budget_bytes": budget}
+
+
+def comparable_plan(plan: dict) -> dict:
+    """The plan without what differs between any two runs (folders, ports): what ``explain`` compares."""
+    kept = {key: value for key, value in plan.items() if key not in ("checkpoint_dir", "network", "capture")}
+    kept["tokenizer"] = {key: value for key, value in plan.get("tokenizer", {}).items() if key != "path"}
+    return kept
+
+
 def launch_env(suite: Suite, platform: Platform, run: RunDir, bind_host: str) -> dict[str, str]:
     """ENV_VARS of the suite plus what keeps ranks on loopback and single-threaded on CPU."""
     env = dict(suite.env_vars)

@@ -16,6 +16,10 @@ file                       written by       read by
 ``status/listening-N``     rank N           rank 0 (rank N's engine receives its broadcasts)
 ``status/coordinator_     megatron-core's  harness (its own routing record; 0.17+)
 schedule.json``            coordinator
+``status/inputs-N.json``   rank N           harness (provenance: loaded-weights digest, megatron-core
+                                            identity, adapter decisions; what ``explain`` compares)
+``capture/rank-N.jsonl``   rank N           ``run --capture``: module outputs (docs/capture_format.md),
+``capture/rank-N.npz``     value ranks      published beside the result as ``capture/``
 ``result.json``            rank 0           harness (published as the result)
 ``logs/``, ``launcher.log`` torchrun        launcher (last lines of a failing rank)
 ``FAILED``                 launcher         people (why the run was not published)
@@ -123,6 +127,13 @@ class RunDir:
     def coordinator_schedule_file(self) -> Path:
         return self.status / "coordinator_schedule.json"
 
+    def inputs_file(self, rank: int) -> Path:
+        return self.status / f"inputs-{rank}.json"
+
+    @property
+    def capture(self) -> Path:
+        return self.root / "capture"
+
     # --- plan ----------------------------------------------------------------------
     def write_plan(self, plan: dict) -> None:
         self.plan.write_text(json.dumps(plan, indent=2))
@@ -166,6 +177,19 @@ class RunDir:
             return json.loads(self.coordinator_schedule_file.read_text())
         except (OSError, ValueError):
             return None
+
+    def write_inputs(self, rank: int, record: dict) -> None:
+        _write_atomic(self.inputs_file(rank), record)
+
+    def read_inputs(self, world_size: int) -> list[dict]:
+        """Every rank's inputs record (a rank that wrote none is left out)."""
+        found = []
+        for rank in range(world_size):
+            try:
+                found.append(json.loads(self.inputs_file(rank).read_text()))
+            except (OSError, ValueError):
+                continue
+        return found
 
     def write_result(self, results: dict) -> None:
         _write_atomic(self.result, results)

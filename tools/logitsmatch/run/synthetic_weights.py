@@ -6,7 +6,7 @@ them. The checkpoint is saved at TP1 with megatron-core's ``dist_checkpointing``
 and read back at any TP by the same loader a user checkpoint takes.
 
 Generated checkpoints are cached under ``<cache>/checkpoints/<key>/``, keyed
-by the spec's content and the writing megatron-core release; the writer runs
+by the spec's content, the writing megatron-core release and numpy's version; the writer runs
 as ``python -m logitsmatch.rank.weights_writer SPEC.json OUT_DIR`` (one gloo
 process on loopback) into a private folder that is renamed into place, so
 concurrent runs never see a half-written checkpoint.
@@ -76,9 +76,14 @@ def weights_digest(named_arrays: list[tuple[str, np.ndarray]]) -> str:
     return digest.hexdigest()
 
 
-def cache_key(spec: dict, writer: str | None = None) -> str:
-    """Content key: the spec, the value rules and the writer's megatron-core release (default: this venv's)."""
-    keyed = {**spec, "generator_version": GENERATOR_VERSION, "writer": writer or importlib.metadata.version("megatron-core")}
+def cache_key(spec: dict, writer: str | None = None, numpy_versions: list[str] | None = None) -> str:
+    """Content key: the spec, the value rules, the writer's megatron-core release and the numpy that
+    draws the values (default: this venv's). numpy does not promise the same Generator streams across
+    releases: a checkpoint drawn by another numpy is never reused, and the loaded-weights digest shows
+    whether it differs."""
+    numpy_versions = numpy_versions or [importlib.metadata.version("numpy"), np.__version__]
+    keyed = {**spec, "generator_version": GENERATOR_VERSION, "writer": writer or importlib.metadata.version("megatron-core"),
+             "numpy": numpy_versions}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:20]
 
 

@@ -1,0 +1,218 @@
+"""explain's parts without megatron-core: the searches, the environment algebra, localization, reports."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from logitsmatch.errors import BadInput
+from logitsmatch.judge.localize import localize, read_capture
+from logitsmatch.run import environments as envs
+from logitsmatch.run.bisect import first_bad, isolate
+
+# --- delta debugging ---------------------------------------------------------------------------
+
+def _oracle(culprits: set[str], log: list):
+    def test(subset: frozenset[str]) -> str:
+        log.append(subset)
+        return "bad" if culprits <= subset else "good"
+    return test
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 8, 13, 16, 31])
+def test_isolate_finds_one_culprit_within_two_tests_per_halving(n):
+    changes = [f"p{i:02d}" for i in range(n)]
+    for culprit in changes:
+        log: list = []
+        assert isolate(changes, _oracle({culprit}, log)) == [culprit]
+        assert len(set(log)) <= 2 * math.ceil(math.log2(n)), (culprit, len(log))
+
+
+def test_isolate_finds_two_interacting_culprits():
+    changes = [f"p{i}" for i in range(8)]
+    log: list = []
+    assert sorted(isolate(changes, _oracle({"p1", "p6"}, log))) == ["p1", "p6"]
+
+
+def test_isolate_never_runs_a_set_twice_and_treats_other_and_skip_as_not_reproducing():
+    calls: list = []
+
+    def test(subset):
+        calls.append(subset)
+        if subset == frozenset({"a"}):
+            return "skip"
+        return "bad" if "b" in subset else "other"
+
+    assert isolate(["a", "b", "c", "d"], test) == ["b"]
+    assert len(calls) == len(set(calls))
+
+
+@pytest.mark.parametrize("count", [2, 3, 5, 9, 17])
+def test_first_bad_is_git_bisect(count):
+    commits = [f"c{i}" for i in range(count)]
+    for bad_from in range(1, count):
+        tested: list = []
+
+        def test(sha, bad_from=bad_from, tested=tested):
+            tested.append(sha)
+            return "bad" if int(sha[1:]) >= bad_from else "good"
+
+        found, skipped = first_bad(commits, test)
+        assert found == f"c{bad_from}" and skipped == []
+        assert len(tested) <= math.ceil(math.log2(count - 1)) if count > 2 else not tested
+
+
+def test_first_bad_skips_commits_that_do_not_run():
+    commits = [f"c{i}" for i in range(9)]
+
+    def test(sha):
+        number = int(sha[1:])
+        return "skip" if number in (4, 5) else ("bad" if number >= 5 else "good")
+
+    found, skipped = first_bad(commits, test)
+    assert found is None and set(skipped) == {"c4", "c5"}  # the boundary lies among skipped commits
+    found, skipped = first_bad(commits, lambda sha: "skip" if sha == "c3" else ("bad" if int(sha[1:]) >= 6 else "good"))
+    assert found == "c6"
+
+
+# --- environments --------------------------------------------------------------------------------
+
+def _env(python: str, **packages) -> envs.Environment:
+    distributions = {}
+    for name, spec in packages.items():
+        version, requires, compiled = (spec + (None, False))[:3] if isinstance(spec, tuple) else (spec, None, False)
+        distributions[name.replace("_", "-")] = {"name": name.replace("_", "-"), "version": version, "location": f"/{python}",
+                                                 "dist_info": "", "files": [], "compiled": compiled, "requires": requires or [],
+                                                 "commit": None}
+    return envs.Environment(envs.Side("x", f"/{python}/python"), python, "", distributions)
+
+
+def test_diff_lists_every_differing_distribution_and_the_interpreter_but_not_the_harness():
+    a = _env("3.11.7", torch="2.13.0", numpy="1.26.4", logitsmatch="0.1.0", only_a="1")
+    b = _env("3.12.1", torch="2.13.0", numpy="2.4.6", logitsmatch="0.2.0", only_b="1")
+    changes = {c.name: (c.baseline, c.candidate) for c in envs.diff(a, b)}
+    assert changes == {"python": ("3.11.7", "3.12.1"), "numpy": ("1.26.4", "2.4.6"), "only-a": ("1", None), "only-b": (None, "1")}
+
+
+def test_a_declared_requirement_moves_packages_together_and_says_why():
+    """megatron-core 0.15.3 requires numpy<2: numpy 2 cannot move without megatron-core; the reverse can."""
+    a = _env("3.11.7", megatron_core=("0.15.3", ["numpy<2.0.0", 'wandb; extra == "mlm"']), numpy="1.26.4")
+    b = _env("3.11.7", megatron_core=("0.16.1", ["numpy"]), numpy="2.4.6")
+    changed = {"megatron-core", "numpy"}
+    moved, why = envs.closure(a, b, {"numpy"}, changed)
+    assert moved == changed and "megatron-core 0.15.3 requires numpy<2.0.0" in why["megatron-core"]
+    assert envs.closure(a, b, {"megatron-core"}, changed) == ({"megatron-core"}, {})
+
+
+def test_the_interpreter_takes_compiled_packages_with_it():
+    a = _env("3.11.7", torch=("2.13.0", [], True), einops="0.8.1")
+    b = _env("3.12.1", torch=("2.14.1", [], True), einops="0.8.2")
+    changed = {"python", "torch", "einops"}
+    moved, why = envs.closure(a, b, {"python"}, changed)
+    assert moved == {"python", "torch"} and "interpreter" in why["torch"]
+    assert envs.closure(a, b, {"einops"}, changed)[0] == {"einops"}
+
+
+def test_compose_overlays_exactly_the_moved_distributions(tmp_path):
+    """A real package of this interpreter moved by overlay: the composed side imports the overlay's copy."""
+    here = envs.resolve(envs.Side("here", sys.executable))
+    entry = dict(here.distributions["pyyaml"])
+    moved = {**here.distributions, "pyyaml": {**entry, "version": entry["version"] + "+x"}}
+    other = envs.Environment(here.side, here.python, here.abi, moved)
+    side = envs.compose(here, other, {"pyyaml"}, tmp_path, "pyyaml-moved")
+    assert len(side.pythonpath) == 1 and side.pythonpath[0].startswith(str(tmp_path / "overlays"))
+    probe = subprocess.run([side.python, "-c", "import yaml; print(yaml.__file__)"], env=side.env(), capture_output=True, text=True)
+    assert probe.stdout.startswith(side.pythonpath[0]), probe.stderr
+    again = envs.compose(here, other, {"pyyaml"}, tmp_path, "again")
+    assert again.pythonpath == side.pythonpath  # materialised once, reused
+
+
+# --- localization ----------------------------------------------------------------------------------
+
+def _capture(folder, outputs: dict[str, np.ndarray], steps=((0, 5, "ids"),), ranks=(0, 1), shard=None):
+    folder.mkdir(parents=True)
+    import hashlib
+
+    for rank in ranks:
+        lines = [{"kind": "header", "format": 1, "rank": rank}]
+        values = {}
+        for step, active, ids in steps:
+            lines.append({"kind": "step", "step": step, "active_tokens": active, "valid_ids_sha256": ids, "padded_tokens": 8})
+            for order, (name, array) in enumerate(outputs.items()):
+                data = array if not (shard and name in shard and rank == 1) else shard[name]
+                key = f"v{len(values):05d}"
+                if rank == 0:
+                    values[key] = data
+                lines.append({"kind": "output", "step": step, "order": order, "name": name, "output": "0", "shape": list(data.shape),
+                              "valid_shape": list(data.shape), "dtype": "float32",
+                              "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
+                              "valid_sha256": hashlib.sha256(data.tobytes()).hexdigest(), "values": key if rank == 0 else None})
+        (folder / f"rank-{rank}.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+        if rank == 0:
+            np.savez(folder / f"rank-{rank}.npz", **values)
+    return read_capture(folder)
+
+
+def test_localize_names_the_first_moving_module_and_the_first_beyond_tolerance(tmp_path):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    a = {"embedding": x, "layers.0.linear_qkv": x + 1, "layers.0.linear_proj": x + 2, "output_layer": x + 3}
+    b = dict(a)
+    b["layers.0.linear_proj"] = np.nextafter(a["layers.0.linear_proj"], np.float32(np.inf))  # 1 ulp
+    b["output_layer"] = a["output_layer"] + np.float32(0.01)
+    result = localize(_capture(tmp_path / "a", a), _capture(tmp_path / "b", b))
+    assert result.first_bitwise.name == "layers.0.linear_proj" and result.first_bitwise.max_abs_delta < 1e-5
+    assert result.first_beyond_tolerance.name == "output_layer"
+    assert [row.differs for row in result.rows] == [False, False, True, True]
+
+
+def test_localize_sees_a_shard_that_moved_on_another_rank_only(tmp_path):
+    x = np.ones((2, 2), dtype=np.float32)
+    a = _capture(tmp_path / "a", {"m1": x, "m2": x})
+    b = _capture(tmp_path / "b", {"m1": x, "m2": x}, shard={"m1": x * 2})
+    first = localize(a, b).first_bitwise
+    assert first.name == "m1" and first.ranks_differing == 1 and first.max_abs_delta == 0.0
+
+
+def test_localize_refuses_runs_whose_steps_hold_different_tokens(tmp_path):
+    x = np.ones((2, 2), dtype=np.float32)
+    a = _capture(tmp_path / "a", {"m": x}, steps=((0, 175, "s"),))
+    b = _capture(tmp_path / "b", {"m": x * 3}, steps=((0, 129, "t"),))
+    result = localize(a, b)
+    assert result.first_bitwise is None and "different tokens" in result.schedule_problem
+
+
+def test_localize_cli_table_json_and_png(tmp_path):
+    from support import run_logitsmatch
+
+    x = np.ones((2, 2), dtype=np.float32)
+    _capture(tmp_path / "a" / "capture", {"m1": x, "m2": x})
+    _capture(tmp_path / "b" / "capture", {"m1": x, "m2": x * 2})
+    done = run_logitsmatch("localize", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(tmp_path / "l.json"),
+                           "--png", str(tmp_path / "l.png"), "--markdown", str(tmp_path / "l.md"))
+    assert done.returncode == 1, done.stderr
+    assert "first moving module m2 (prefill, max |Δ| 1)" in done.stdout
+    assert json.loads((tmp_path / "l.json").read_text())["first_bitwise"]["name"] == "m2"
+    assert (tmp_path / "l.png").read_bytes()[:4] == b"\x89PNG"
+    bad = run_logitsmatch("localize", str(tmp_path), str(tmp_path / "b"))
+    assert bad.returncode == 2 and "not a capture" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_explain_sides_parsing(tmp_path):
+    from logitsmatch.devtools import explain_sides
+
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    request = explain_sides.parse(["--baseline", "A", "--megatron-core", f"{repo}@main", "--pin", "numpy==2.4.6", "tiny", "--json", "x"])
+    assert request.commit == ("megatron-core", f"{repo}@main") and request.pins == ["numpy==2.4.6"]
+    assert request.suites == ["tiny"] and request.passed_on == ["--json", "x"]
+    assert explain_sides.parse(["--baseline", "A", "--megatron-core", "0.17.0"]).overrides[0].spec == "0.17.0"
+    for bad, message in ((["--candidate", "B"], "--baseline"), (["--baseline", "A"], "give --candidate"),
+                         (["--baseline", "A", "--candidate", "B", "--torch", "2.14.1"], "excludes"),
+                         (["--baseline", "A", "--pin", "numpy"], "NAME==VERSION"), (["--baseline", "A", "--frob", "1"], "unknown option")):
+        with pytest.raises(BadInput, match=message):
+            explain_sides.parse(bad)

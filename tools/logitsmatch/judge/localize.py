@@ -1,0 +1,294 @@
+"""Where two runs part inside the model: align two captures module by module.
+
+A capture (``logitsmatch run --capture``, docs/capture_format.md) holds, per rank, the
+engine steps it saw and every module output of those steps in execution order, with
+digests of the real token rows and, on the value ranks, their values. Two captures are
+aligned by (step, module name, output index, occurrence); the steps must hold the same
+tokens (same active token count and token ids) or step k would mean different things in
+the two runs, and the localization refuses. Then:
+
+* the first module whose real-row digest differs on any rank: the first *bitwise* move;
+* per module, max |Δ| over the value ranks' real rows, decided by the one comparator
+  (``judge.compare.compare_arrays``), and the first module beyond the tolerance.
+
+Pure reading and numpy: no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from logitsmatch.errors import BadInput
+from logitsmatch.judge.compare import Mode, Policy, compare_arrays
+
+DEFAULT_TOLERANCE = Policy(mode=Mode.APPROXIMATE, abs_tol=1e-5, rel_tol=1e-5, failure_budget=0)
+
+
+@dataclass
+class RankCapture:
+    rank: int
+    steps: dict[int, dict]
+    outputs: list[dict]
+    values: object | None  # np.lib.npyio.NpzFile or None
+    footer: dict | None
+
+
+@dataclass
+class CaptureSet:
+    folder: Path
+    ranks: dict[int, RankCapture]
+    inputs: dict | None = None  # inputs.json beside the capture (per-rank loaded-weights digests)
+
+    @property
+    def value_ranks(self) -> list[int]:
+        return [rank for rank, capture in self.ranks.items() if capture.values is not None]
+
+
+def read_capture(folder: str | Path) -> CaptureSet:
+    """A capture folder (``capture/`` beside a result, or the folder holding ``rank-N.jsonl``)."""
+    folder = Path(folder)
+    if (folder / "capture").is_dir() and not list(folder.glob("rank-*.jsonl")):
+        folder = folder / "capture"
+    files = sorted(folder.glob("rank-*.jsonl"), key=lambda path: int(path.stem.split("-")[1]))
+    if not files:
+        raise BadInput(f"{folder}: not a capture (no rank-N.jsonl; run logitsmatch run ... --capture)")
+    ranks = {}
+    for path in files:
+        rank = int(path.stem.split("-")[1])
+        steps, outputs, footer = {}, [], None
+        try:
+            for line in path.read_text().splitlines():
+                record = json.loads(line)
+                kind = record.get("kind")
+                if kind == "step":
+                    steps[record["step"]] = record
+                elif kind == "output":
+                    outputs.append(record)
+                elif kind == "footer":
+                    footer = record
+        except (ValueError, KeyError) as exc:
+            raise BadInput(f"{path}: not a capture file ({exc})") from None
+        values_path = path.with_suffix(".npz")
+        values = np.load(values_path) if values_path.is_file() else None
+        ranks[rank] = RankCapture(rank, steps, outputs, values, footer)
+    inputs_path = folder.parent / "inputs.json"
+    inputs = json.loads(inputs_path.read_text()) if inputs_path.is_file() else None
+    return CaptureSet(folder, ranks, inputs)
+
+
+def _keyed(outputs: list[dict]) -> dict[tuple, dict]:
+    """(step, name, output, occurrence) -> record, in execution order."""
+    seen: dict[tuple, int] = {}
+    keyed = {}
+    for record in outputs:
+        base = (record["step"], record["name"], record["output"])
+        seen[base] = seen.get(base, -1) + 1
+        keyed[(*base, seen[base])] = record
+    return keyed
+
+
+@dataclass
+class ModuleRow:
+    step: int
+    order: int
+    name: str
+    output: str
+    shape: list
+    ranks_compared: int
+    ranks_differing: int
+    max_abs_delta: float | None  # over the value ranks' real rows; None without values
+    beyond_tolerance: bool | None
+
+    @property
+    def differs(self) -> bool:
+        return self.ranks_differing > 0
+
+    def to_dict(self) -> dict:
+        delta = self.max_abs_delta
+        return {"step": self.step, "order": self.order, "name": self.name, "output": self.output, "shape": self.shape,
+                "ranks_compared": self.ranks_compared, "ranks_differing": self.ranks_differing,
+                "max_abs_delta": delta if delta is None or math.isfinite(delta) else str(delta),
+                "beyond_tolerance": self.beyond_tolerance}
+
+
+@dataclass
+class Localization:
+    rows: list[ModuleRow]
+    tolerance: Policy
+    schedule_problem: str | None = None
+    weights_differing: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # records only one side has
+
+    @property
+    def first_bitwise(self) -> ModuleRow | None:
+        return next((row for row in self.rows if row.differs), None)
+
+    @property
+    def first_beyond_tolerance(self) -> ModuleRow | None:
+        return next((row for row in self.rows if row.beyond_tolerance), None)
+
+    def summary(self) -> str:
+        if self.schedule_problem:
+            return f"not comparable: {self.schedule_problem}"
+        first = self.first_bitwise
+        if first is None:
+            return f"no module output differs ({len(self.rows)} outputs compared, real token rows)"
+        return f"first moving module {describe(first)}"
+
+    def to_dict(self) -> dict:
+        def brief(row):
+            return None if row is None else {"name": row.name, "output": row.output, "step": row.step,
+                                             "step_kind": step_kind(row.step), "max_abs_delta": row.to_dict()["max_abs_delta"]}
+        return {
+            "schedule_problem": self.schedule_problem,
+            "tolerance": {"abs_tol": self.tolerance.abs_tol, "rel_tol": self.tolerance.rel_tol},
+            "first_bitwise": brief(self.first_bitwise),
+            "first_beyond_tolerance": brief(self.first_beyond_tolerance),
+            "loaded_weights_differing": self.weights_differing,
+            "only_one_side": self.missing,
+            "modules": [row.to_dict() for row in self.rows],
+        }
+
+
+def step_kind(step: int) -> str:
+    return "prefill" if step == 0 else f"decode {step}"
+
+
+def describe(row: ModuleRow) -> str:
+    name = row.name + (" (input: the attention's output)" if row.output == "in0" else "")
+    delta = "" if row.max_abs_delta is None else f", max |Δ| {row.max_abs_delta:.3g}"
+    return f"{name} ({step_kind(row.step)}{delta})"
+
+
+def _schedule_problem(a: CaptureSet, b: CaptureSet) -> str | None:
+    for rank in sorted(set(a.ranks) & set(b.ranks)):
+        steps_a, steps_b = a.ranks[rank].steps, b.ranks[rank].steps
+        for step in sorted(set(steps_a) & set(steps_b)):
+            x, y = steps_a[step], steps_b[step]
+            if (x["active_tokens"], x["valid_ids_sha256"]) != (y["active_tokens"], y["valid_ids_sha256"]):
+                return (f"the engine steps hold different tokens from {step_kind(step)} on (rank {rank}: "
+                        f"{x['active_tokens']} vs {y['active_tokens']} active tokens); a different batch schedule, "
+                        "not a module, separates these runs")
+    return None
+
+
+def _weights_differing(a: CaptureSet, b: CaptureSet) -> list[str]:
+    if not a.inputs or not b.inputs:
+        return []
+    names = set()
+    for x, y in zip(a.inputs.get("ranks", []), b.inputs.get("ranks", [])):
+        tx, ty = x["weights"].get("tensors", {}), y["weights"].get("tensors", {})
+        names |= {name for name in set(tx) | set(ty) if (tx.get(name) or {}).get("sha256") != (ty.get(name) or {}).get("sha256")}
+    return sorted(name.split(":", 1)[-1] for name in names)
+
+
+def localize(a: CaptureSet, b: CaptureSet, tolerance: Policy = DEFAULT_TOLERANCE) -> Localization:
+    """Align two captures and find the first module whose output moved."""
+    common = sorted(set(a.ranks) & set(b.ranks))
+    if not common:
+        raise BadInput("the two captures share no rank")
+    result = Localization([], tolerance, _schedule_problem(a, b), _weights_differing(a, b))
+    if result.schedule_problem:
+        return result
+    keyed = {rank: (_keyed(a.ranks[rank].outputs), _keyed(b.ranks[rank].outputs)) for rank in common}
+    order_rank = common[0]
+    left, right = keyed[order_rank]
+    result.missing = [f"{k[1]}#{k[2]} ({step_kind(k[0])})" for k in list(left) + list(right) if (k in left) != (k in right)]
+    value_ranks = [rank for rank in common if a.ranks[rank].values is not None and b.ranks[rank].values is not None]
+    for key, record in left.items():
+        if key not in right:
+            continue
+        differing = compared = 0
+        for rank in common:
+            x, y = keyed[rank][0].get(key), keyed[rank][1].get(key)
+            if x is None or y is None:
+                continue
+            compared += 1
+            differing += (x["valid_sha256"] != y["valid_sha256"]) or (x["valid_shape"] != y["valid_shape"])
+        delta, beyond = None, None
+        for rank in value_ranks:
+            x, y = keyed[rank][0].get(key), keyed[rank][1].get(key)
+            if x is None or y is None or x.get("values") is None or y.get("values") is None:
+                continue
+            va, vb = a.ranks[rank].values[x["values"]], b.ranks[rank].values[y["values"]]
+            if va.shape != vb.shape:
+                delta, beyond = math.inf, True
+                continue
+            judged = compare_arrays(va, vb, tolerance)
+            delta = max(delta or 0.0, judged["max_abs_delta"])
+            beyond = bool(beyond) or judged["n_over"] > 0
+        result.rows.append(ModuleRow(record["step"], record["order"], record["name"], record["output"],
+                                     record["valid_shape"], compared, differing, delta, beyond))
+    return result
+
+
+# --- rendering --------------------------------------------------------------------------
+
+def terminal(result: Localization, limit: int = 12) -> str:
+    lines = []
+    if result.weights_differing:
+        shown = ", ".join(result.weights_differing[:4]) + (" ..." if len(result.weights_differing) > 4 else "")
+        lines.append(f"loaded weights differ in {len(result.weights_differing)} tensor(s): {shown}")
+    lines.append(result.summary())
+    if result.schedule_problem:
+        return "\n".join(lines)
+    beyond = result.first_beyond_tolerance
+    tol = result.tolerance
+    lines.append("first beyond tolerance (abs {:g}, rel {:g}): {}".format(
+        tol.abs_tol, tol.rel_tol, describe(beyond) if beyond else "none"))
+    moved = [row for row in result.rows if row.differs]
+    if moved:
+        lines.append(f"{len(moved)} of {len(result.rows)} module outputs differ; the first {min(limit, len(moved))}:")
+        lines.append(f"  {'step':<9} {'module':<58} {'ranks':>7} {'max |Δ|':>10}")
+        for row in moved[:limit]:
+            delta = "-" if row.max_abs_delta is None else f"{row.max_abs_delta:.3g}"
+            name = row.name + ("[in]" if row.output == "in0" else (f"#{row.output}" if row.output != "0" else ""))
+            lines.append(f"  {step_kind(row.step):<9} {name:<58} {row.ranks_differing:>3}/{row.ranks_compared:<3} {delta:>10}")
+    return "\n".join(lines)
+
+
+def markdown(result: Localization) -> str:
+    lines = ["| # | step | module | output | shape (real rows) | ranks differing | max abs delta | beyond tolerance |",
+             "|---|---|---|---|---|---|---|---|"]
+    for index, row in enumerate(result.rows):
+        delta = "-" if row.max_abs_delta is None else f"{row.max_abs_delta:.3g}"
+        mark = "**" if row is result.first_bitwise else ""
+        lines.append(f"| {index} | {step_kind(row.step)} | {mark}{row.name}{mark} | {row.output} | {row.shape} | "
+                     f"{row.ranks_differing}/{row.ranks_compared} | {delta} | {'yes' if row.beyond_tolerance else ''} |")
+    return "\n".join(lines)
+
+
+def plot(result: Localization, path: Path, title: str = "") -> None:
+    """max |Δ| per module output along the execution order (log scale); 0 drawn at the floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    floor = 1e-12
+    deltas = [row.max_abs_delta if row.max_abs_delta is not None else math.nan for row in result.rows]
+    shown = [max(d, floor) if not math.isnan(d) else math.nan for d in deltas]
+    figure, axis = plt.subplots(figsize=(12, 4.5))
+    axis.plot(range(len(shown)), shown, marker=".", linewidth=0.8)
+    axis.set_yscale("log")
+    axis.set_ylim(floor / 2, max([d for d in shown if not math.isnan(d)] + [1e-6]) * 5)
+    for index, row in enumerate(result.rows):
+        if index and row.step != result.rows[index - 1].step:
+            axis.axvline(index - 0.5, color="grey", linewidth=0.6, linestyle="--")
+            axis.text(index, floor, f" {step_kind(row.step)}", fontsize=7, va="bottom")
+    first = result.first_bitwise
+    if first is not None:
+        index = result.rows.index(first)
+        axis.annotate(f"first moving: {first.name}", (index, shown[index] if not math.isnan(shown[index]) else floor),
+                      xytext=(10, 20), textcoords="offset points", fontsize=8, arrowprops={"arrowstyle": "->"})
+    axis.set_xlabel("module output, execution order (prefill, then decode steps)")
+    axis.set_ylabel("max |Δ| on value ranks (1e-12 = equal)")
+    axis.set_title(title or result.summary(), fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,179 @@
+"""What a rank computed with and what every module of its GPTModel produced.
+
+* ``weights_record(model)``: a digest of the tensors the model computes with (its
+  parameters and buffers as loaded on this rank, not the checkpoint's state dict), per
+  name and overall. Two runs that load different weights differ here, whatever the
+  checkpoint files say.
+* ``Capture``: forward hooks on every submodule of the GPTModel for the first engine
+  step (prefill) and the first K decode steps. Each output is recorded in execution
+  order (hook completion order: a module after its children) with its shape, dtype and
+  digests; the core attention runs inside ``Attention`` without a module of its own, so
+  every ``linear_proj`` also records its *input* (output index ``in0``). Values are kept
+  on the chosen ranks (default rank 0), only the real token rows (padding rows are cut:
+  their width differs between releases), each distinct tensor once, within a byte
+  budget. The format is documented in docs/capture_format.md; ``judge.localize`` reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+
+
+def tensor_bytes(tensor: torch.Tensor) -> bytes:
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor_bytes(tensor)).hexdigest()
+
+
+def weights_record(model) -> dict:
+    """sha256 of every parameter and buffer the model computes with, and one digest over all."""
+    tensors = {f"param:{name}": value for name, value in model.named_parameters()}
+    tensors.update({f"buffer:{name}": value for name, value in model.named_buffers() if value is not None})
+    per = {name: {"shape": list(value.shape), "dtype": str(value.dtype).replace("torch.", ""), "sha256": tensor_digest(value)}
+           for name, value in sorted(tensors.items())}
+    total = hashlib.sha256()
+    for name, entry in per.items():
+        total.update(f"{name}|{entry['shape']}|{entry['dtype']}|{entry['sha256']}\n".encode())
+    return {"digest": total.hexdigest(), "tensors": per}
+
+
+def _valid_rows(tensor: torch.Tensor, padded: int, active: int) -> torch.Tensor:
+    """The real token rows: the first dimension as long as the padded step, cut to the active tokens."""
+    if active >= padded:
+        return tensor
+    for dim, size in enumerate(tensor.shape):
+        if size == padded:
+            return tensor.narrow(dim, 0, active)
+    return tensor  # no token dimension (e.g. the rotary table)
+
+
+def _as_int(value) -> int | None:
+    if value is None:
+        return None
+    return int(value.item()) if isinstance(value, torch.Tensor) else int(value)
+
+
+class Capture:
+    """Hooks on one rank's GPTModel; ``close()`` writes what is not written yet."""
+
+    def __init__(self, model, folder: Path, rank: int, spec: dict):
+        self.model = model
+        self.folder = folder
+        self.rank = rank
+        self.last_step = int(spec.get("decode_steps", 3))
+        self.keep_values = rank in spec.get("value_ranks", [0])
+        self.budget = int(spec.get("value_budget_bytes", 200_000_000))
+        self.stored_bytes = 0
+        self.over_budget = 0
+        self.step = -1
+        self.order = 0
+        self.padded = 0
+        self.active = 0
+        self.values: dict[str, np.ndarray] = {}
+        self.stored: dict[tuple, str] = {}
+        self.handles: list = []
+        self.closed = False
+        folder.mkdir(parents=True, exist_ok=True)
+        self.meta = open(folder / f"rank-{rank}.jsonl", "w")  # closed in close()
+        self._write({"kind": "header", "format": FORMAT_VERSION, "rank": rank, "decode_steps": self.last_step,
+                     "values": self.keep_values, "value_budget_bytes": self.budget})
+
+    def install(self) -> Capture:
+        self.handles.append(self.model.register_forward_pre_hook(self._step_begins, with_kwargs=True))
+        for name, module in self.model.named_modules():
+            self.handles.append(module.register_forward_hook(self._output_hook(name or "<GPTModel>")))
+            if name.endswith("linear_proj"):  # the attention's result: the core attention is no module
+                self.handles.append(module.register_forward_pre_hook(self._input_hook(name)))
+        return self
+
+    # --- hooks -----------------------------------------------------------------------
+    def _step_begins(self, module, args, kwargs):
+        self.step += 1
+        if self.step > self.last_step:
+            return
+        ids = args[0] if args else kwargs.get("input_ids")
+        positions = args[1] if len(args) > 1 else kwargs.get("position_ids")
+        context = kwargs.get("inference_context") or kwargs.get("inference_params")
+        self.padded = int(ids.shape[-1])
+        active = _as_int(getattr(context, "active_token_count", None))
+        self.active = self.padded if active is None else active
+        record = {"kind": "step", "step": self.step, "input_ids_shape": list(ids.shape), "padded_tokens": self.padded,
+                  "active_tokens": self.active, "valid_ids_sha256": tensor_digest(ids[..., : self.active])}
+        if positions is not None:
+            record["valid_positions_sha256"] = tensor_digest(positions[..., : self.active])
+        self._write(record)
+
+    def _output_hook(self, name: str):
+        def hook(module, args, output):
+            if self.step > self.last_step or self.step < 0:
+                return
+            items = output if isinstance(output, (tuple, list)) else (output,)
+            for index, item in enumerate(items):
+                if isinstance(item, torch.Tensor):
+                    self._record(name, str(index), item)
+            if module is self.model and self.step == self.last_step:
+                self.close()
+        return hook
+
+    def _input_hook(self, name: str):
+        def hook(module, args):
+            if 0 <= self.step <= self.last_step and args and isinstance(args[0], torch.Tensor):
+                self._record(name, "in0", args[0])
+        return hook
+
+    # --- records -----------------------------------------------------------------------
+    def _record(self, name: str, output: str, tensor: torch.Tensor) -> None:
+        valid = _valid_rows(tensor.detach(), self.padded, self.active)
+        valid_sha = tensor_digest(valid)
+        record = {
+            "kind": "output", "step": self.step, "order": self.order, "name": name, "output": output,
+            "shape": list(tensor.shape), "valid_shape": list(valid.shape), "dtype": str(tensor.dtype).replace("torch.", ""),
+            "sha256": tensor_digest(tensor) if valid.shape != tensor.shape else valid_sha,
+            "valid_sha256": valid_sha, "values": None,
+        }
+        self.order += 1
+        if self.keep_values:
+            record["values"] = self._store(name, output, valid, valid_sha)
+        self._write(record)
+
+    def _store(self, name: str, output: str, valid: torch.Tensor, digest: str) -> str | None:
+        key = (name, output, digest)
+        if key in self.stored:  # the same tensor again (e.g. the rotary table every step): stored once
+            return self.stored[key]
+        array = valid.to("cpu")
+        array = (array.float() if array.is_floating_point() else array.long()).numpy()
+        if self.stored_bytes + array.nbytes > self.budget:
+            self.over_budget += 1
+            return None
+        label = f"v{len(self.values):05d}"
+        self.values[label] = np.ascontiguousarray(array)
+        self.stored_bytes += array.nbytes
+        self.stored[key] = label
+        return label
+
+    def _write(self, record: dict) -> None:
+        self.meta.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        """Write the values and the footer once; remove the hooks (later steps run unobserved)."""
+        if self.closed:
+            return
+        self.closed = True
+        for handle in self.handles:
+            handle.remove()
+        if self.keep_values:
+            np.savez(self.folder / f"rank-{self.rank}.npz", **self.values)
+        self._write({"kind": "footer", "steps": min(self.step, self.last_step) + 1, "records": self.order,
+                     "stored_bytes": self.stored_bytes, "not_stored_over_budget": self.over_budget})
+        self.meta.close()
+        self.values.clear()

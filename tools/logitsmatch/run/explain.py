@@ -1,0 +1,450 @@
+"""Explain a drift between two environments: harness inputs, packages, commit, first moving module.
+
+1. Run the suite (with ``--capture``) on both sides and judge them with the one comparator
+   (bit-exact by default). Equal: "no drift", nothing is bisected.
+2. Is it logitsmatch? Compare what the harness fed both runs (loaded-weights digests, the
+   synthetic checkpoint, the plan, the stand-ins, the adapter and its decisions). When the
+   loaded weights differ, run the candidate's packages on the baseline's checkpoint: if that
+   gives the baseline's result, the weights alone explain the drift (a harness drift).
+3. Which packages: delta debugging (``run.bisect.isolate``) over the differing packages,
+   each intermediate environment composed by overlay (``run.environments``); what cannot move
+   alone moves with what it needs, and the report says why.
+4. Which commit: when the culprit is one package with a git source, ``git bisect`` over the
+   commits between the two refs, each commit's tree installed over the baseline environment
+   (``run.gitsource``); commits that do not install or run are skipped and listed.
+5. Which module: ``judge.localize`` on the captures of the two boundary environments.
+
+Every suite run is a ``logitsmatch run`` subprocess in that environment's interpreter with
+this project's ``tools/`` first on PYTHONPATH, so both sides run the same harness code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from logitsmatch import paths
+from logitsmatch.errors import BadInput
+from logitsmatch.judge.compare import Policy, compare
+from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.log import logger
+from logitsmatch.run import environments as envs
+from logitsmatch.run import gitsource
+from logitsmatch.run.bisect import first_bad, isolate
+
+CAPTURE_STEPS = 3
+
+
+@dataclass
+class Settings:
+    project: Path
+    suite: str
+    toolchain: str  # the label runs carry (``logitsmatch run --toolchain``); numerics do not depend on it
+    baseline: envs.Side
+    candidate: envs.Side
+    policy: Policy
+    workdir: Path
+    cache: Path
+    sources: dict[str, str] = field(default_factory=dict)  # package -> git checkout
+    candidate_commit: tuple[str, str, str] | None = None  # (package, gitdir, ref): the candidate is baseline + that tree
+    timeout_s: float | None = None
+
+
+@dataclass
+class Run:
+    """One suite run in one environment."""
+
+    index: int
+    label: str
+    what: str
+    moved: list[str]
+    side: envs.Side
+    result: Path | None
+    error: str | None
+    wall_s: float
+    reused: bool
+    outcome: str = "?"
+    versus: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+    def provenance(self) -> dict:
+        return json.loads(paths.provenance_path(self.result).read_text()) if self.ok else {}
+
+    def inputs(self) -> dict:
+        path = paths.inputs_path(self.result) if self.ok else None
+        return json.loads(path.read_text()) if path and path.is_file() else {}
+
+    def to_dict(self) -> dict:
+        provenance = self.provenance()
+        inputs = provenance.get("harness_inputs") or {}
+        return {
+            "run": self.index, "what": self.what, "moved_to_candidate": self.moved, "label": self.label,
+            "python": self.side.python, "pythonpath": list(self.side.pythonpath),
+            "outcome": self.outcome, "result": {k: v for k, v in self.versus.items()},
+            "error": self.error, "wall_s": round(self.wall_s, 1), "reused": self.reused,
+            "packages": provenance.get("packages"), "megatron_core": inputs.get("megatron_core"),
+            "loaded_weights_digest": inputs.get("loaded_weights_digest"), "result_file": str(self.result) if self.ok else None,
+            **self.extra,
+        }
+
+
+class Explainer:
+    def __init__(self, settings: Settings):
+        self.s = settings
+        self.runs: list[Run] = []
+        self.started = time.monotonic()
+        self.expected_steps = 2
+        self.harness_digest = _harness_digest(settings.project)
+        self.docs: dict[str, dict] = {}
+
+    # --- running ----------------------------------------------------------------------------
+    def progress(self, what: str) -> None:
+        step = len(self.runs) + 1
+        self.expected_steps = max(self.expected_steps, step)
+        logger.info(f"step {step} of about {self.expected_steps} ({time.monotonic() - self.started:.0f} s so far): {what}")
+
+    def run(self, side: envs.Side, what: str, moved: list[str], checkpoint: str | None = None) -> Run:
+        key = {"python": side.python, "pythonpath": list(side.pythonpath), "suite": self.s.suite, "checkpoint": checkpoint,
+               "harness": self.harness_digest, "capture": CAPTURE_STEPS}
+        label = "explain-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+        for earlier in self.runs:
+            if earlier.label == label:
+                return earlier
+        results_root = self.s.workdir / "results"
+        result = paths.result_path(self.s.suite, "cpu", label, results_root)
+        key_file = result.with_name("explain_key.json")
+        self.progress(what)
+        started = time.monotonic()
+        if result.is_file() and key_file.is_file() and json.loads(key_file.read_text()) == key:
+            run = Run(len(self.runs) + 1, label, what, moved, side, result, None, 0.0, True)
+            logger.info(f"  reused the earlier run {label} (same environment, suite and harness)")
+        else:
+            command = [side.python, "-m", "logitsmatch", "run", self.s.suite, "--toolchain", self.s.toolchain,
+                       "--candidate", label, "--no-compare", "--capture", str(CAPTURE_STEPS)]
+            if checkpoint:
+                command += ["--checkpoint", checkpoint]
+            if self.s.timeout_s:
+                command += ["--timeout", str(self.s.timeout_s)]
+            env = side.env(extra_path=(str(self.s.project / "tools"),))
+            env.update(LOGITSMATCH_RESULTS=str(results_root), LOGITSMATCH_ROOT=str(self.s.project))
+            completed = subprocess.run(command, cwd=self.s.project, env=env, capture_output=True, text=True)
+            wall = time.monotonic() - started
+            if completed.returncode == 0 and result.is_file():
+                key_file.write_text(json.dumps(key, sort_keys=True))
+                run = Run(len(self.runs) + 1, label, what, moved, side, result, None, wall, False)
+            else:
+                tail = (completed.stderr.strip() or completed.stdout.strip()).splitlines()[-3:]
+                run = Run(len(self.runs) + 1, label, what, moved, side, None,
+                          f"exit {completed.returncode}: " + " | ".join(tail), wall, False)
+        self.runs.append(run)
+        logger.info(f"  {'ran' if not run.reused else 'took'} {label} in {run.wall_s:.0f} s"
+                    + (f": FAILED ({run.error})" if run.error else ""))
+        return run
+
+    def judge(self, run: Run, baseline: Run | None, candidate: Run | None) -> str:
+        """Classify a run against the two sides: good (the baseline's result), bad (the candidate's),
+        other (neither), skip (did not run)."""
+        if not run.ok:
+            run.outcome = "skip"
+            return run.outcome
+        document = self.document(run)
+        same = {}
+        for name, side in (("baseline", baseline), ("candidate", candidate)):
+            if side is None or not side.ok:
+                continue
+            result = compare(self.document(side), document, self.s.policy)
+            same[name] = result.passed
+            run.versus[f"vs_{name}"] = {"tokens_agree": result.tokens_agree, "max_abs_delta": _float(result.max_abs_delta),
+                                        "over_tolerance": result.n_over_tolerance, "same": result.passed}
+        if same.get("baseline"):
+            run.outcome = "good"
+        elif same.get("candidate"):
+            run.outcome = "bad"
+        else:
+            run.outcome = "other"
+        return run.outcome
+
+    def document(self, run: Run) -> dict:
+        if run.label not in self.docs:
+            self.docs[run.label] = load_golden(run.result)
+        return self.docs[run.label]
+
+    # --- the explanation --------------------------------------------------------------------------
+    def explain(self) -> dict:
+        s = self.s
+        logger.info(f"resolving both environments ({s.baseline.python} | {s.candidate.python})")
+        base_env, cand_env = envs.resolve(s.baseline), envs.resolve(s.candidate)
+        changes = envs.diff(base_env, cand_env)
+        changed = [change.name for change in changes]
+        report: dict = {
+            "suite": s.suite, "judgement": _judgement(s.policy),
+            "baseline": {"python": s.baseline.python, "pythonpath": list(s.baseline.pythonpath), "environment": base_env.listing()},
+            "candidate": {"python": s.candidate.python, "pythonpath": list(s.candidate.pythonpath), "environment": cand_env.listing()},
+            "differing_packages": [{"name": c.name, "baseline": c.baseline, "candidate": c.candidate} for c in changes],
+            "harness_differences": [], "harness_drift": False, "culprits": [], "moved_together": {}, "commit": None,
+            "commit_search": None, "first_module": None, "localization": None,
+        }
+        logger.info(f"{len(changes)} differing: " + (", ".join(c.label() for c in changes) or "none"))
+        bits = max(1, math.ceil(math.log2(max(len(changes), 1)))) if len(changes) > 1 else 0
+        self.expected_steps = 2 + 2 * bits
+        baseline = self.run(s.baseline, "baseline", [])
+        candidate = self.run(s.candidate, "candidate", changed)
+        for run in (baseline, candidate):
+            if not run.ok:
+                raise BadInput(f"the {run.what} does not run the suite: {run.error}")
+        self.judge(candidate, baseline, None)
+        baseline.outcome = "good"
+        candidate.outcome = "good" if candidate.versus["vs_baseline"]["same"] else "bad"
+        baseline.versus["vs_candidate"] = candidate.versus["vs_baseline"]
+        report["harness_differences"] = harness_differences(baseline, candidate)
+        if candidate.versus["vs_baseline"]["same"]:
+            report["verdict"] = "no drift"
+            report["runs"] = [run.to_dict() for run in self.runs]
+            return self._finish(report)
+        report["verdict"] = "drift"
+
+        # 2. the harness
+        weights_differ = any(d["what"] == "loaded weights" for d in report["harness_differences"])
+        checkpoint = baseline.inputs().get("checkpoint_dir")
+        if weights_differ and checkpoint:
+            self.expected_steps += 1
+            swap = self.run(s.candidate, "candidate's packages on the baseline's checkpoint", changed, checkpoint=checkpoint)
+            self.judge(swap, baseline, candidate)
+            swap.extra["checkpoint"] = checkpoint
+            report["weights_swap"] = {"run": swap.index, "outcome": swap.outcome}
+            if swap.outcome == "good":
+                report["harness_drift"] = True
+                report["verdict"] = "harness drift"
+
+        # 3. packages
+        last_good, first_bad_run = baseline, candidate
+        if len(changes) > 1:
+            culprits, moved_with, boundary = self.packages(base_env, cand_env, changes, baseline, candidate)
+        else:
+            culprits, moved_with, boundary = changed, {}, candidate
+        report["culprits"], report["moved_together"] = culprits, moved_with
+        first_bad_run = boundary
+
+        # 4. commit
+        commit_package = culprits[0] if len(culprits) == 1 else None
+        if commit_package and (s.candidate_commit or commit_package in s.sources):
+            search = self.commits(commit_package, base_env, cand_env, baseline, first_bad_run)
+            report["commit_search"] = search
+            report["commit"] = search.get("commit")
+            if search.get("boundary"):
+                last_good, first_bad_run = search["boundary"]
+                del search["boundary"]
+
+        # 5. module
+        report["localization_runs"] = [last_good.index, first_bad_run.index]
+        report.update(self.localization(last_good, first_bad_run))
+        report["runs"] = [run.to_dict() for run in self.runs]
+        return self._finish(report)
+
+    def _finish(self, report: dict) -> dict:
+        report["counts"] = {"suite_runs": sum(1 for r in self.runs if not r.reused), "reused_runs": sum(1 for r in self.runs if r.reused),
+                            "environments": len(self.runs)}
+        report["elapsed_s"] = round(time.monotonic() - self.started, 1)
+        return report
+
+    def packages(self, base_env, cand_env, changes, baseline: Run, candidate: Run):
+        changed = {change.name for change in changes}
+        order = [change.name for change in changes]
+        moved_with: dict[str, str] = {}
+        by_closure: dict[frozenset, Run] = {frozenset(changed): candidate}
+
+        def test(subset: frozenset[str]) -> str:
+            full, reasons = envs.closure(base_env, cand_env, set(subset), changed)
+            for name, why in reasons.items():
+                moved_with.setdefault(name, why)
+            key = frozenset(full)
+            if key not in by_closure:
+                try:
+                    side = envs.compose(base_env, cand_env, set(full), self.s.cache, "+".join(sorted(full)))
+                except BadInput as exc:
+                    logger.info(f"  cannot compose {sorted(full)}: {exc}")
+                    return "skip"
+                what = "move " + ", ".join(sorted(subset)) + (f" (with {', '.join(sorted(full - subset))})" if full - subset else "")
+                run = self.run(side, what, sorted(full))
+                self.judge(run, baseline, candidate)
+                by_closure[key] = run
+            return by_closure[key].outcome
+
+        minimal = isolate(order, test)
+        full, _ = envs.closure(base_env, cand_env, set(minimal), changed)
+        boundary = by_closure.get(frozenset(full), candidate)
+        return minimal, {name: why for name, why in moved_with.items() if name in full and name not in minimal}, boundary
+
+    def commits(self, package: str, base_env, cand_env, baseline: Run, moved_alone: Run) -> dict:
+        """``moved_alone``: the run of the baseline with only ``package`` at the candidate's version."""
+        s = self.s
+        gitdir = s.candidate_commit[1] if s.candidate_commit and s.candidate_commit[0] == package else s.sources[package]
+        base_entry, cand_entry = base_env.distributions.get(package) or {}, cand_env.distributions.get(package) or {}
+        good_ref = base_entry.get("commit") or gitsource.tag_for(package, base_env.version(package) or "")
+        bad_ref = cand_entry.get("commit") or gitsource.tag_for(package, cand_env.version(package) or "")
+        candidate = moved_alone
+        try:
+            commits = gitsource.commits_between(gitdir, good_ref, bad_ref)
+        except BadInput as exc:
+            return {"package": package, "problem": str(exc), "commit": None}
+        helper = _cpp_helper(base_env)
+        search: dict = {"package": package, "source": str(gitdir), "good": good_ref, "bad": bad_ref,
+                        "commits_between": len(commits) - 1, "tested": [], "skipped": [], "installs": []}
+        logger.info(f"{package}: {len(commits) - 1} commits from {good_ref} to {bad_ref} in {gitdir}")
+        self.expected_steps = len(self.runs) + math.ceil(math.log2(max(len(commits) - 1, 1))) + 2
+        runs: dict[str, Run] = {}
+
+        def test(sha: str) -> str:
+            try:
+                folder, record = gitsource.install_commit(package, gitdir, sha, s.cache, base_env.side.python, helper)
+            except BadInput as exc:
+                search["skipped"].append({"sha": sha, "why": str(exc)})
+                return "skip"
+            search["installs"].append(record)
+            side = envs.Side(f"{package}@{sha[:10]}", base_env.side.python, (str(folder), *base_env.side.pythonpath))
+            subject = next((c.subject for c in commits if c.sha == sha), "")
+            run = self.run(side, f"{package} at {sha[:10]} '{subject}'", [package])
+            self.judge(run, baseline, candidate)
+            run.extra["commit"] = sha
+            runs[sha] = run
+            search["tested"].append({"sha": sha, "subject": subject, "outcome": run.outcome, "run": run.index})
+            if run.outcome == "skip":
+                search["skipped"].append({"sha": sha, "why": run.error})
+            return run.outcome
+
+        # The two ends are run as trees too: the good ref must give the baseline's result, the bad one the candidate's
+        # (when the candidate's package is that very tree, its run is the end's).
+        start = test(commits[0].sha)
+        end = _reuse_end(candidate, commits[-1].sha, runs, search) if cand_entry.get("commit") == commits[-1].sha else test(commits[-1].sha)
+        if start != "good" or end != "bad":
+            search["problem"] = (f"the ends do not reproduce the two sides ({good_ref}: {start}, {bad_ref}: {end}); "
+                                 "no commit is blamed")
+            search["commit"] = None
+            return search
+        found, skipped = first_bad([c.sha for c in commits], test)
+        if found is None:
+            search["problem"] = "only skipped commits lie between the last good and the first bad commit"
+            search["commit"] = None
+            return search
+        position = next(i for i, c in enumerate(commits) if c.sha == found)
+        previous = commits[position - 1].sha
+        search["commit"] = {"package": package, "sha": found, "subject": commits[position].subject,
+                            "files": gitsource.files_touched(gitdir, found, gitsource.PACKAGE_FOLDERS.get(package)),
+                            "all_files": gitsource.files_touched(gitdir, found)}
+        search["boundary"] = (runs.get(previous, baseline), runs[found])
+        return search
+
+    def localization(self, good: Run, bad: Run) -> dict:
+        from logitsmatch.judge.localize import localize, read_capture
+
+        try:
+            result = localize(read_capture(paths.capture_dir(good.result)), read_capture(paths.capture_dir(bad.result)))
+        except BadInput as exc:
+            return {"localization": {"problem": str(exc)}, "first_module": None}
+        first = result.first_bitwise
+        self.last_localization = result
+        module = None
+        if first is not None:
+            module = {"name": first.name, "output": first.output, "step": first.step,
+                      "step_kind": "prefill" if first.step == 0 else f"decode {first.step}",
+                      "max_abs_delta": first.to_dict()["max_abs_delta"],
+                      "weights_differing_in_it": [n for n in result.weights_differing if n.startswith(first.name + ".")]}
+        return {"localization": result.to_dict(), "first_module": module}
+
+
+def _reuse_end(candidate: Run, sha: str, runs: dict, search: dict) -> str:
+    runs[sha] = candidate
+    search["tested"].append({"sha": sha, "subject": "(the candidate itself)", "outcome": candidate.outcome, "run": candidate.index})
+    return candidate.outcome
+
+
+def _cpp_helper(env: envs.Environment) -> Path | None:
+    entry = env.distributions.get("megatron-core")
+    if not entry:
+        return None
+    for relative in entry["files"]:
+        if relative.startswith("megatron/core/datasets/helpers_cpp") and relative.endswith(".so"):
+            return Path(entry["location"]) / relative
+    return None
+
+
+def _float(value: float):
+    return value if math.isfinite(value) else str(value)
+
+
+def _judgement(policy: Policy) -> str:
+    if policy.mode.value == "deterministic":
+        return "bit-exact (deterministic mode): any change of any logprob or token counts"
+    return f"{policy.mode.value} mode (abs_tol {policy.abs_tol:g}, rel_tol {policy.rel_tol:g}): changes within it do not count"
+
+
+# What a suite run executes of the harness (a change here invalidates earlier runs; explain's own code does not).
+RUN_CODE = ("*.py", "rank/*.py", "cli/run.py", "run/launcher.py", "run/plan.py", "run/platforms.py", "run/ports.py",
+            "run/runfiles.py", "run/synthetic_weights.py")
+
+
+def _harness_digest(project: Path) -> str:
+    digest = hashlib.sha256()
+    package = project / "tools" / "logitsmatch"
+    for path in sorted({path for pattern in RUN_CODE for path in package.glob(pattern)}):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _paths_differing(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        found = []
+        for key in sorted(set(a) | set(b), key=str):
+            found += _paths_differing(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else str(key))
+        return found
+    return [] if a == b else [prefix or "(root)"]
+
+
+def harness_differences(baseline: Run, candidate: Run) -> list[dict]:
+    """What logitsmatch fed the two runs differently, most decisive first."""
+    a, b = baseline.provenance(), candidate.provenance()
+    ha, hb = a.get("harness_inputs") or {}, b.get("harness_inputs") or {}
+    found = []
+    if ha.get("loaded_weights_digest") != hb.get("loaded_weights_digest"):
+        names = set()
+        for x, y in zip(baseline.inputs().get("ranks", []), candidate.inputs().get("ranks", [])):
+            tx, ty = x["weights"].get("tensors", {}), y["weights"].get("tensors", {})
+            names |= {n for n in set(tx) | set(ty) if (tx.get(n) or {}).get("sha256") != (ty.get(n) or {}).get("sha256")}
+        found.append({"what": "loaded weights", "detail": f"{len(names)} tensor(s) differ as loaded on the ranks",
+                      "tensors": sorted(n.split(":", 1)[-1] for n in names)})
+    wa, wb = a.get("weights") or {}, b.get("weights") or {}
+    if wa.get("sha256") != wb.get("sha256"):
+        written = f"written digest {str(wa.get('sha256'))[:12]} vs {str(wb.get('sha256'))[:12]}"
+        found.append({"what": "synthetic checkpoint", "detail": f"{written} "
+                      f"(generator v{wa.get('generator_version')} vs v{wb.get('generator_version')}; each side writes its own)"})
+    plan_paths = _paths_differing(ha.get("plan"), hb.get("plan"))
+    if plan_paths:
+        found.append({"what": "plan", "detail": ", ".join(plan_paths[:12])})
+    if a.get("stand_ins") != b.get("stand_ins"):
+        only_a = sorted(set(a.get("stand_ins") or []) - set(b.get("stand_ins") or []))
+        only_b = sorted(set(b.get("stand_ins") or []) - set(a.get("stand_ins") or []))
+        why = " (the adapters' socket bindings differ with them)" if ha.get("adapter") != hb.get("adapter") else ""
+        found.append({"what": "stand-ins", "detail": f"baseline only: {only_a}; candidate only: {only_b}{why}"})
+    ma, mb = ha.get("megatron_core") or {}, hb.get("megatron_core") or {}
+    release = f"megatron-core {ma.get('package_info_version')} vs {mb.get('package_info_version')}"
+    if ha.get("adapter") != hb.get("adapter"):
+        found.append({"what": "adapter", "detail": f"{ha.get('adapter')} vs {hb.get('adapter')} (follows the release: {release})"})
+    decisions = _paths_differing(ha.get("adapter_decisions"), hb.get("adapter_decisions"))
+    if decisions:
+        found.append({"what": "adapter decisions", "detail": ", ".join(decisions[:12]) + f" (adapter API of {release})"})
+    for side, identity in (("baseline", ma), ("candidate", mb)):
+        meta, own = identity.get("metadata_version"), identity.get("package_info_version")
+        if meta and own and meta.split("+")[0] != own:
+            found.append({"what": "megatron-core identity", "detail": f"{side} imports {own} ({identity.get('file')}) "
+                          f"while its dist metadata says {meta}"})
+    return found
