@@ -94,7 +94,8 @@ def test_a_perturbed_router_weight_moves_the_routing_and_the_report_names_it(tmp
 
     spec = provenance["weights"]["spec"]
     hidden = spec["architecture"]["hidden_size"]
-    source = cache_root() / "checkpoints" / cache_key(spec, writer=provenance["packages"]["megatron-core"])
+    packages = provenance["packages"]  # the key of the routing toolchain's checkpoint, not this venv's
+    source = cache_root() / "checkpoints" / cache_key(spec, writer=packages["megatron-core"], numpy_versions=[packages["numpy"]] * 2)
     perturbed = tmp_path / "perturbed"
     subprocess.run([str(python), str(PROJECT / "tests" / "perturb_checkpoint.py"), str(source), str(perturbed), ROUTER,
                     str(5 * hidden + 3), "4.0"], check=True, capture_output=True, env=env, timeout=900)
