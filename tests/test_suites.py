@@ -136,31 +136,27 @@ def test_tiny_siblings_keep_their_cases_flags_but_the_shape_and_prompts(project)
         assert ours.metrics == theirs.metrics and ours.env_vars == theirs.env_vars
 
 
-@pytest.mark.parametrize(
-    "addition, message",
-    [
-        ("world_size: 0\n", "world_size must be a positive integer"),
-        ("world_size: eight\n", "world_size must be a positive integer"),
-        ("world_size: true\n", "world_size must be a positive integer"),
-    ],
-)
-def test_bad_world_size(project, tmp_path, addition, message):
-    sidecar = copy_suite(project, tmp_path).with_name("logitsmatch.yaml")
-    sidecar.write_text(sidecar.read_text() + addition)
-    with pytest.raises(BadInput, match=message):
-        load_suite(tmp_path, TINY_SUITE)
+def _append(text: str):
+    return lambda sidecar: sidecar + text
+
+
+def _under_synthetic_checkpoint(text: str):
+    return lambda sidecar: sidecar.replace("  seed: 1234\n", "  seed: 1234\n" + text)
 
 
 @pytest.mark.parametrize(
-    "synthetic, message",
+    "edit, message",
     [
-        ("  scaled_down: 3\n", "scaled_down must say why"),
-        ("  scaled_down: ' '\n", "scaled_down must say why"),
-        ("  layers: 3\n", "unknown key synthetic_checkpoint.layers"),
+        (_append("world_size: 0\n"), "world_size must be a positive integer"),
+        (_append("world_size: eight\n"), "world_size must be a positive integer"),
+        (_append("world_size: true\n"), "world_size must be a positive integer"),
+        (_under_synthetic_checkpoint("  scaled_down: 3\n"), "scaled_down must say why"),
+        (_under_synthetic_checkpoint("  scaled_down: ' '\n"), "scaled_down must say why"),
+        (_under_synthetic_checkpoint("  layers: 3\n"), "unknown key synthetic_checkpoint.layers"),
     ],
 )
-def test_bad_synthetic_checkpoint_keys(project, tmp_path, synthetic, message):
+def test_bad_sidecar_keys(project, tmp_path, edit, message):
     sidecar = copy_suite(project, tmp_path).with_name("logitsmatch.yaml")
-    sidecar.write_text(sidecar.read_text().replace("  seed: 1234\n", "  seed: 1234\n" + synthetic))
+    sidecar.write_text(edit(sidecar.read_text()))
     with pytest.raises(BadInput, match=message):
         load_suite(tmp_path, TINY_SUITE)
