@@ -65,12 +65,9 @@ def record(session):
 
 @nox.session
 def matrix(session):
-    """N x N drift table of every toolchain (runs what has no fresh result): nox -s matrix [-- --baseline T]."""
-    support.install_harness(session, "plot")
-    toolchains = support.runnable_toolchains()
-    for toolchain in toolchains:
-        support.ensure_fresh_results(session, toolchain, support.SUITES)
-    session.run("logitsmatch", "matrix", *(f"--toolchain={name}" for name in toolchains), *session.posargs)
+    """N x N drift table (runs what has no fresh result):
+    nox -s matrix -- [--tag TAG] [SUITE ...] [--baseline T] [--source goldens] [--out DIR]."""
+    support.run_matrix(session)
 
 
 @nox.session

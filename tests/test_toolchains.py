@@ -101,3 +101,22 @@ def test_a_suite_the_release_cannot_run_does_not_fail_the_main_job_but_a_failing
     assert any("not run" in line and pp8 in line for line in session.logs)
     with pytest.raises(RuntimeError, match=f"failed suites: {dp8}"):
         nox_support.run_suites(FakeSession([pp8, dp8], outcomes={pp8: 4, dp8: 1}), "py3.11-torch2.13.0-mcore0.15.3")
+
+
+def test_matrix_session_selects_toolchains_by_tag_and_tabulates_goldens_without_running(monkeypatch):
+    from logitsmatch.devtools import nox_support
+
+    monkeypatch.setattr(nox_support, "install_harness", lambda session, *extras: None)
+    tiny = "gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq"
+    session = FakeSession(["--tag", "releases", tiny, "--source", "goldens"])
+    nox_support.run_matrix(session)
+    (command,) = session.runs
+    releases = [name for name, t in nox_support.TOOLCHAINS.items() if "releases" in t.tags]
+    assert len(releases) >= 12
+    assert command[:2] == ("logitsmatch", "matrix")
+    assert [arg.split("=", 1)[1] for arg in command if arg.startswith("--toolchain=")] == releases
+    assert [arg for arg in command if arg.startswith("--suite=")] == [f"--suite={tiny}"] and "--source=goldens" in command
+    with pytest.raises(RuntimeError, match="no toolchain has the tag 'nope'"):
+        nox_support.run_matrix(FakeSession(["--tag", "nope"]))
+    with pytest.raises(RuntimeError, match="unknown suite 'nope'"):
+        nox_support.run_matrix(FakeSession(["nope"]))

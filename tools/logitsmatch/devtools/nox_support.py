@@ -258,6 +258,34 @@ def run_prerelease(session) -> None:
         session.error(f"candidate {candidate.name} drifts from {baseline.name} beyond policy in: {', '.join(failed)}")
 
 
+def run_matrix(session) -> None:
+    """``nox -s matrix -- [--tag TAG] [SUITE ...] [--baseline T] [--source goldens] [--out DIR]``: the toolchains
+    with the tag (default: all this machine can run) over the suites (default: the default suites); what has no
+    fresh result runs first, unless ``--source goldens`` tabulates the committed goldens alone."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="nox -s matrix --", add_help=False, exit_on_error=False)
+    parser.add_argument("suites", nargs="*")
+    for option in ("--tag", "--baseline", "--source", "--out"):
+        parser.add_argument(option)
+    try:
+        args = parser.parse_args(session.posargs)
+    except (argparse.ArgumentError, SystemExit):
+        session.error("usage: nox -s matrix -- [--tag TAG] [SUITE ...] [--baseline T] [--source auto|results|goldens] [--out DIR]")
+    suites = checked_suites(session, args.suites) if args.suites else DEFAULT_SUITES
+    toolchains = [name for name in runnable_toolchains() if args.tag is None or args.tag in TOOLCHAINS[name].tags]
+    if not toolchains:
+        session.error(f"no toolchain has the tag {args.tag!r}")
+    if args.baseline and args.baseline not in toolchains:
+        session.error(f"baseline {args.baseline!r} is not among the selected toolchains ({', '.join(toolchains)})")
+    install_harness(session, "plot")
+    if args.source != "goldens":
+        for toolchain in toolchains:
+            ensure_fresh_results(session, toolchain, suites)
+    options = [f"--{key}={value}" for key, value in (("baseline", args.baseline), ("source", args.source), ("out", args.out)) if value]
+    session.run("logitsmatch", "matrix", *(f"--toolchain={name}" for name in toolchains), *(f"--suite={name}" for name in suites), *options)
+
+
 def run_invariance(session) -> None:
     """``nox -s invariance -- SUITE [--layouts L,...] [--toolchain T] [--out DIR] [--abs-tol X] [--timeout S]``: run
     the layouts without a fresh result in the toolchain's own session (nested nox), then tabulate them here."""
