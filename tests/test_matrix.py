@@ -45,3 +45,12 @@ def test_unknown_toolchain_is_bad_input(project, monkeypatch, capsys):
     monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
     assert cli_main(["matrix", "--toolchain", "py0"]) == 2
     assert "unknown toolchain 'py0'" in capsys.readouterr().err
+
+
+def test_the_written_table_names_files_relative_to_the_project(project, tmp_path, monkeypatch):
+    """A committed table (docs/matrix) must not carry this machine's paths."""
+    monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
+    out = tmp_path / "matrix"
+    cli_main(["matrix", "--suite", TINY_SUITE, "--source", "goldens", "--out", str(out), "-q"])
+    files = json.loads((out / "matrix.json").read_text())["suites"][TINY_SUITE]["files"]
+    assert files and all(path.startswith("golden_values/") for path in files.values())

@@ -25,6 +25,16 @@ def project_root() -> Path:
     raise BadInput("not inside a logitsmatch project (no pyproject.toml with [tool.logitsmatch]); set LOGITSMATCH_ROOT")
 
 
+def shown_path(path: Path, project: Path | None = None) -> Path:
+    """A path as a committed table shows it: relative to the project when inside it (no host paths)."""
+    if not path.is_absolute():
+        return path
+    try:
+        return path.resolve().relative_to(project or project_root())
+    except ValueError:
+        return path
+
+
 def results_root() -> Path:
     return Path(os.environ.get("LOGITSMATCH_RESULTS", project_root() / "results"))
 

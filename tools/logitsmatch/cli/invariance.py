@@ -132,7 +132,7 @@ def main(args) -> int:
     metrics = [metric for metric in suite.metrics if metric in REQUEST_METRICS]
     policy = Policy(mode="megatron", abs_tol=args.abs_tol, metrics=metrics)
     documents = {name: load_golden(path) for name, path in files.items()}
-    shown = {name: _relative(path, project) for name, path in files.items()}
+    shown = {name: paths.shown_path(path, project) for name, path in files.items()}
     table = {"names": list(documents), "missing": list(failed), "files": shown, "cells": pairwise(documents, policy)}
     runs = {name: run_summary(read_provenance(path)) for name, path in files.items()}
 
@@ -200,14 +200,6 @@ def command_line(args, suite: str) -> str:
     parts += ["--layouts", layouts] if layouts else []
     parts += ["--abs-tol", f"{args.abs_tol:g}"] if args.abs_tol != INVARIANCE_ABS_TOL else []
     return " ".join(parts)
-
-
-def _relative(path: Path, project: Path) -> Path:
-    """A result's path as the committed table shows it: relative to the project when inside it."""
-    try:
-        return path.resolve().relative_to(project)
-    except ValueError:
-        return path
 
 
 def read_provenance(result: Path) -> dict:

@@ -157,6 +157,6 @@ def table_json(table: dict) -> dict:
     return {
         "names": table["names"],
         "missing": table["missing"],
-        "files": {name: str(path) for name, path in table.get("files", {}).items() if path is not None},
+        "files": {name: str(paths.shown_path(path)) for name, path in table.get("files", {}).items() if path is not None},
         "cells": {r: {c: cell.to_dict() for c, cell in cols.items()} for r, cols in table["cells"].items()},
     }
