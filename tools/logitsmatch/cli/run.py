@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -245,7 +246,9 @@ def main(args, results_root: Path | None = None) -> int:
     release = installed_release()
     from logitsmatch.rank.adapters import for_installed_megatron
 
-    for_installed_megatron()  # a release no adapter speaks: one clear line now, not a dead rank later
+    with warnings.catch_warnings():  # megatron's import-time notices (no Apex, no TE) belong to the ranks' logs
+        warnings.simplefilter("ignore")
+        for_installed_megatron()  # a release no adapter speaks: one clear line now, not a dead rank later
     refusal = layouts.unsupported(platform.layout(suite.model_args, suite.world_size), release)
     if refusal:  # before any weights are written or run folder made
         raise Unsupported(f"suite {suite.name} not run: {refusal}")
