@@ -82,6 +82,18 @@ def test_what_a_model_allows(project):
         Layout(1, 1, 3, 3, 1).check(moe, "s")
 
 
+@pytest.mark.parametrize("broken, message", [
+    ({"num_attention_heads": 8}, "names no num_layers"),
+    ({"num_layers": "eight"}, "num_layers='eight' must be a positive integer"),
+    ({"num_layers": 8, "num_attention_heads": 0}, "num_attention_heads=0 must be a positive integer"),
+    ({"num_layers": 8, "num_experts": True}, "num_experts=True must be a positive integer"),
+])
+def test_an_architecture_without_usable_sizes_is_one_clear_error(broken, message):
+    """What a hand-edited (or fuzzed) model_configs/<model>.yaml can hold: a refusal, not a KeyError."""
+    with pytest.raises(BadInput, match=message):
+        Layout(1, 8).check(broken, "s")
+
+
 def test_experts_span_engines_only_when_the_ep_group_leaves_one_engine():
     assert parse("tp4dp2ep8etp1").experts_span_engines  # the 16B case: EP over both TP4 engines
     assert not parse("tp8ep8etp1").experts_span_engines  # one TP8 engine holds the whole EP group

@@ -70,7 +70,13 @@ class Layout:
 
     def check(self, arch: dict, where: str) -> None:
         """The model must split this way (BadInput naming what does not divide)."""
-        problems = []
+        problems = [f"{key}={arch[key]!r} must be a positive integer" for key in
+                    ("num_layers", "num_attention_heads", "num_query_groups", "num_experts")
+                    if arch.get(key) is not None and not _positive_int(arch[key])]
+        if "num_layers" not in arch:
+            problems.append("the architecture names no num_layers")
+        if problems:
+            raise BadInput(f"{where}: " + "; ".join(problems))
         if arch["num_layers"] % self.pipeline:
             problems.append(f"{arch['num_layers']} layers do not split evenly over {self.pipeline} pipeline stages")
         for key in ("num_attention_heads", "num_query_groups"):
@@ -88,6 +94,10 @@ class Layout:
                                 f"stage (TP {self.tensor} x DP {self.data})")
         if problems:
             raise BadInput(f"{where}: layout {self.name}: " + "; ".join(problems))
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def parse(text: str) -> Layout:
