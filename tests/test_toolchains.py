@@ -118,5 +118,10 @@ def test_matrix_session_selects_toolchains_by_tag_and_tabulates_goldens_without_
     assert [arg for arg in command if arg.startswith("--suite=")] == [f"--suite={tiny}"] and "--source=goldens" in command
     with pytest.raises(RuntimeError, match="no toolchain has the tag 'nope'"):
         nox_support.run_matrix(FakeSession(["--tag", "nope"]))
+    main_three = FakeSession(["--tag", "default", "--tag", "oldest", "--tag", "newest", "all", "--source", "goldens"])
+    nox_support.run_matrix(main_three)
+    (command,) = main_three.runs
+    assert len([arg for arg in command if arg.startswith("--toolchain=")]) == 3
+    assert len([arg for arg in command if arg.startswith("--suite=")]) == len(nox_support.SUITES)
     with pytest.raises(RuntimeError, match="unknown suite 'nope'"):
         nox_support.run_matrix(FakeSession(["nope"]))

@@ -259,23 +259,25 @@ def run_prerelease(session) -> None:
 
 
 def run_matrix(session) -> None:
-    """``nox -s matrix -- [--tag TAG] [SUITE ...] [--baseline T] [--source goldens] [--out DIR]``: the toolchains
-    with the tag (default: all this machine can run) over the suites (default: the default suites); what has no
+    """``nox -s matrix -- [--tag TAG ...] [SUITE ... | all] [--baseline T] [--source goldens] [--out DIR]``: the
+    toolchains with any of the tags (default: all this machine can run) over the suites (default: the default suites); what has no
     fresh result runs first, unless ``--source goldens`` tabulates the committed goldens alone."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="nox -s matrix --", add_help=False, exit_on_error=False)
     parser.add_argument("suites", nargs="*")
-    for option in ("--tag", "--baseline", "--source", "--out"):
+    parser.add_argument("--tag", action="append")
+    for option in ("--baseline", "--source", "--out"):
         parser.add_argument(option)
     try:
         args = parser.parse_args(session.posargs)
     except (argparse.ArgumentError, SystemExit):
-        session.error("usage: nox -s matrix -- [--tag TAG] [SUITE ...] [--baseline T] [--source auto|results|goldens] [--out DIR]")
-    suites = checked_suites(session, args.suites) if args.suites else DEFAULT_SUITES
-    toolchains = [name for name in runnable_toolchains() if args.tag is None or args.tag in TOOLCHAINS[name].tags]
+        session.error("usage: nox -s matrix -- [--tag TAG ...] [SUITE ... | all] [--baseline T] [--source auto|results|goldens] "
+                      "[--out DIR]")
+    suites = SUITES if args.suites == ["all"] else checked_suites(session, args.suites) if args.suites else DEFAULT_SUITES
+    toolchains = [name for name in runnable_toolchains() if not args.tag or set(args.tag) & set(TOOLCHAINS[name].tags)]
     if not toolchains:
-        session.error(f"no toolchain has the tag {args.tag!r}")
+        session.error(f"no toolchain has the tag {' or '.join(map(repr, args.tag))}")
     if args.baseline and args.baseline not in toolchains:
         session.error(f"baseline {args.baseline!r} is not among the selected toolchains ({', '.join(toolchains)})")
     install_harness(session, "plot")
