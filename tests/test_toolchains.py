@@ -37,6 +37,8 @@ def test_incomplete_toolchain(tmp_path):
 class FakeSession:
     """What nox_support uses of a nox session, recording instead of running."""
 
+    name = "fake"
+
     def __init__(self, posargs=(), outcomes=None):
         self.posargs, self.outcomes, self.logs, self.runs = list(posargs), outcomes or {}, [], []
 
@@ -125,3 +127,12 @@ def test_matrix_session_selects_toolchains_by_tag_and_tabulates_goldens_without_
     assert len([arg for arg in command if arg.startswith("--suite=")]) == len(nox_support.SUITES)
     with pytest.raises(RuntimeError, match="unknown suite 'nope'"):
         nox_support.run_matrix(FakeSession(["nope"]))
+
+
+def test_session_arguments_that_do_not_parse_fail_the_session_with_its_usage():
+    from logitsmatch.devtools import nox_support
+
+    with pytest.raises(RuntimeError, match=r"usage: nox -s fake -- \[--tag TAG"):
+        nox_support.run_matrix(FakeSession(["--tag"]))
+    with pytest.raises(RuntimeError, match=r"usage: nox -s fake -- SUITE \[--layouts"):
+        nox_support.run_invariance(FakeSession([]))

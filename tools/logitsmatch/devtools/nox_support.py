@@ -258,22 +258,31 @@ def run_prerelease(session) -> None:
         session.error(f"candidate {candidate.name} drifts from {baseline.name} beyond policy in: {', '.join(failed)}")
 
 
+def session_options(session, arguments, usage: str):
+    """The session's arguments after ``--`` parsed by the parser ``arguments`` fills; a bad one fails the
+    session with the usage line."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"nox -s {session.name} --", add_help=False, exit_on_error=False)
+    arguments(parser)
+    try:
+        return parser.parse_args(session.posargs)
+    except (argparse.ArgumentError, SystemExit):
+        session.error(f"usage: nox -s {session.name} -- {usage}")
+
+
 def run_matrix(session) -> None:
     """``nox -s matrix -- [--tag TAG ...] [SUITE ... | all] [--baseline T] [--source goldens] [--out DIR]``: the
     toolchains with any of the tags (default: all this machine can run) over the suites (default: the default suites); what has no
     fresh result runs first, unless ``--source goldens`` tabulates the committed goldens alone."""
-    import argparse
+    def arguments(parser):
+        parser.add_argument("suites", nargs="*")
+        parser.add_argument("--tag", action="append")
+        for option in ("--baseline", "--source", "--out"):
+            parser.add_argument(option)
 
-    parser = argparse.ArgumentParser(prog="nox -s matrix --", add_help=False, exit_on_error=False)
-    parser.add_argument("suites", nargs="*")
-    parser.add_argument("--tag", action="append")
-    for option in ("--baseline", "--source", "--out"):
-        parser.add_argument(option)
-    try:
-        args = parser.parse_args(session.posargs)
-    except (argparse.ArgumentError, SystemExit):
-        session.error("usage: nox -s matrix -- [--tag TAG ...] [SUITE ... | all] [--baseline T] [--source auto|results|goldens] "
-                      "[--out DIR]")
+    args = session_options(session, arguments, "[--tag TAG ...] [SUITE ... | all] [--baseline T] "
+                                               "[--source auto|results|goldens] [--out DIR]")
     suites = SUITES if args.suites == ["all"] else checked_suites(session, args.suites) if args.suites else DEFAULT_SUITES
     toolchains = [name for name in runnable_toolchains() if not args.tag or set(args.tag) & set(TOOLCHAINS[name].tags)]
     if not toolchains:
@@ -291,22 +300,17 @@ def run_matrix(session) -> None:
 def run_invariance(session) -> None:
     """``nox -s invariance -- SUITE [--layouts L,...] [--toolchain T] [--out DIR] [--abs-tol X] [--timeout S]``: run
     the layouts without a fresh result in the toolchain's own session (nested nox), then tabulate them here."""
-    import argparse
-
     from logitsmatch.errors import BadInput
     from logitsmatch.layouts import parse
     from logitsmatch.run.plan import default_invariance_layouts
     from logitsmatch.run.platforms import get_platform
 
-    parser = argparse.ArgumentParser(prog="nox -s invariance --", add_help=False, exit_on_error=False)
-    parser.add_argument("suite")
-    for option in ("--layouts", "--toolchain", "--out", "--abs-tol", "--timeout"):
-        parser.add_argument(option)
-    try:
-        args = parser.parse_args(session.posargs)
-    except (argparse.ArgumentError, SystemExit):
-        session.error("usage: nox -s invariance -- SUITE [--layouts L,...] [--toolchain T] [--out DIR] [--abs-tol X] "
-                      "[--timeout S]")
+    def arguments(parser):
+        parser.add_argument("suite")
+        for option in ("--layouts", "--toolchain", "--out", "--abs-tol", "--timeout"):
+            parser.add_argument(option)
+
+    args = session_options(session, arguments, "SUITE [--layouts L,...] [--toolchain T] [--out DIR] [--abs-tol X] [--timeout S]")
     if args.suite not in SUITES:
         session.error(f"unknown suite {args.suite!r} (known: {', '.join(SUITES)})")
     toolchain = args.toolchain or DEFAULT_TOOLCHAIN
