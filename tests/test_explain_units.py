@@ -216,3 +216,13 @@ def test_explain_sides_parsing(tmp_path):
                          (["--baseline", "A", "--pin", "numpy"], "NAME==VERSION"), (["--baseline", "A", "--frob", "1"], "unknown option")):
         with pytest.raises(BadInput, match=message):
             explain_sides.parse(bad)
+
+
+def test_identity_ignores_the_local_version_megatron_derives_from_the_surrounding_checkout():
+    """0.18's package_info appends `git rev-parse --short HEAD` of its install folder's repository."""
+    from logitsmatch.run.explain import identity_mismatch
+
+    assert identity_mismatch({"metadata_version": "0.18.0", "package_info_version": "0.18.0+7a807a4"}) is None
+    assert identity_mismatch({"metadata_version": "0.16.1", "package_info_version": "0.16.1"}) is None
+    moved = identity_mismatch({"metadata_version": "0.16.1", "package_info_version": "0.17.0rc0+abc", "file": "x"})
+    assert moved == "imports 0.17.0rc0+abc (x) while its dist metadata says 0.16.1"

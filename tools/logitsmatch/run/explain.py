@@ -443,8 +443,17 @@ def harness_differences(baseline: Run, candidate: Run) -> list[dict]:
     if decisions:
         found.append({"what": "adapter decisions", "detail": ", ".join(decisions[:12]) + f" (adapter API of {release})"})
     for side, identity in (("baseline", ma), ("candidate", mb)):
-        meta, own = identity.get("metadata_version"), identity.get("package_info_version")
-        if meta and own and meta.split("+")[0] != own:
-            found.append({"what": "megatron-core identity", "detail": f"{side} imports {own} ({identity.get('file')}) "
-                          f"while its dist metadata says {meta}"})
+        if identity_mismatch(identity):
+            found.append({"what": "megatron-core identity", "detail": f"{side} {identity_mismatch(identity)}"})
     return found
+
+
+def identity_mismatch(identity: dict) -> str | None:
+    """When the megatron-core a rank imports is not the release its dist metadata names (a source tree
+    first on the path). Local version parts do not count: from 0.18 ``package_info`` appends the short
+    sha of whatever git repository holds its install folder (a venv inside a checkout gets the
+    checkout's HEAD), which says nothing about megatron-core."""
+    meta, own = identity.get("metadata_version"), identity.get("package_info_version")
+    if meta and own and meta.split("+")[0] != own.split("+")[0]:
+        return f"imports {own} ({identity.get('file')}) while its dist metadata says {meta}"
+    return None
