@@ -26,6 +26,15 @@ def _version_tuple(text: str) -> tuple[int, int, int]:
     return tuple(parts + [0] * (3 - len(parts)))
 
 
+def venv_relative(path: str) -> str:
+    """``<venv>/lib/...`` for a file inside this interpreter's environment (the same on every machine,
+    so provenance that becomes a golden names no host folder); any other path as it is (an overlay)."""
+    import sys
+
+    relative = os.path.relpath(path, sys.prefix)
+    return path if relative.startswith(os.pardir) else f"<venv>/{relative}"
+
+
 def megatron_identity() -> dict:
     """Which megatron-core this process imports: its own ``package_info`` version, the file, and the
     distribution metadata (which a PYTHONPATH overlay of a source tree does not change), plus the
@@ -35,7 +44,7 @@ def megatron_identity() -> dict:
     import megatron.core
     from megatron.core import package_info
 
-    identity = {"package_info_version": package_info.__version__, "file": megatron.core.__file__,
+    identity = {"package_info_version": package_info.__version__, "file": venv_relative(megatron.core.__file__),
                 "metadata_version": None, "commit": None}
     try:
         distribution = importlib.metadata.distribution("megatron-core")

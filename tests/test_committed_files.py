@@ -1,0 +1,27 @@
+"""Committed data names no folder of the machine that made it: the project runs on any machine."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from logitsmatch.rank.adapters import venv_relative
+from support import PROJECT
+
+DATA_FOLDERS = ("golden_values", "docs", "suites", "model_configs")
+
+
+def test_goldens_and_docs_name_no_folder_of_this_machine():
+    host = [str(PROJECT.resolve()), str(Path(sys.prefix).resolve()), str(Path.home())]
+    found = []
+    for folder in DATA_FOLDERS:
+        for path in (PROJECT / folder).rglob("*"):
+            if path.is_file() and path.suffix in (".json", ".md", ".txt", ".yaml", ".patch"):
+                text = path.read_text(errors="replace")
+                found += [f"{path.relative_to(PROJECT)}: {prefix}" for prefix in host if prefix in text]
+    assert not found, found[:5]
+
+
+def test_a_file_in_the_environment_is_named_relative_to_it():
+    assert venv_relative(str(Path(sys.prefix) / "lib" / "x.py")) == "<venv>/lib/x.py"
+    assert venv_relative("/elsewhere/megatron/core/__init__.py") == "/elsewhere/megatron/core/__init__.py"
