@@ -190,9 +190,23 @@ def harness_inputs(run, plan: dict) -> tuple[dict, dict]:
         "megatron_core": first.get("megatron_core"),
         "adapter": first.get("adapter"),
         "adapter_decisions": first.get("decisions"),
+        "hardware_class": (first.get("hardware") or {}).get("class"),
         "plan": comparable_plan(plan),
     }
     return summary, {"checkpoint_dir": plan["checkpoint_dir"], "ranks": ranks}
+
+
+def ranks_hardware(ranks: list[dict]) -> dict:
+    """Rank 0's hardware identity (the ranks' own view: their threads, their ISA), with the classes of the
+    others when they differ (a multi-node run on mixed machines)."""
+    from logitsmatch import hardware
+
+    identities = [record["hardware"] for record in ranks if record.get("hardware")]
+    if not identities:
+        return hardware.probe()
+    first = identities[0]
+    others = sorted({identity["class"] for identity in identities} - {first["class"]})
+    return {**first, "other_rank_classes": others} if others else first
 
 
 def publish(run, target: Path, provenance: dict, inputs: dict | None = None) -> Path:
@@ -282,6 +296,7 @@ def main(args, results_root: Path | None = None) -> int:
     inputs_summary, inputs = harness_inputs(run, plan)
 
     record = provenance_module.collect(
+        hardware=ranks_hardware(inputs["ranks"]),
         toolchain=label,
         candidate_of=toolchain.name if args.candidate else None,
         suite=suite.name,
