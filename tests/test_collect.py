@@ -88,3 +88,66 @@ def test_nothing_to_collect_is_bad_input(tmp_path):
     (tmp_path / "empty").mkdir()
     assert_one_line(run_logitsmatch("collect", str(tmp_path / "empty"), "--into", str(tmp_path / "m")), 2, "no results")
     shutil.rmtree(tmp_path / "empty")
+
+
+def project_copy(project, root):
+    """A scratch project (pyproject, suites, the tiny suite's goldens) that record may write into."""
+    root.mkdir()
+    shutil.copy(project / "pyproject.toml", root)
+    for folder in ("suites", "model_configs"):
+        shutil.copytree(project / folder, root / folder)
+    shutil.copytree(project / "golden_values" / TINY_SUITE, root / "golden_values" / TINY_SUITE)
+    return {"LOGITSMATCH_ROOT": str(root), "LOGITSMATCH_RESULTS": str(root / "results")}
+
+
+def record_from(into, env, *extra):
+    return run_logitsmatch("record", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--from", str(into), *extra, env=env)
+
+
+def test_record_from_a_collection_writes_only_into_the_golden_of_the_results_class(project, tmp_path):
+    env = project_copy(project, tmp_path / "project")
+    goldens = tmp_path / "project" / "golden_values" / TINY_SUITE
+    first = goldens / f"golden_values_cpu_{DEFAULT_TOOLCHAIN}.json"
+    before = first.read_bytes()
+    into = tmp_path / "merged"
+    amd, intel = machine(tmp_path, "amd"), machine(tmp_path, "intel", INTEL, nudge=9.5e-7)
+    assert run_logitsmatch("collect", str(amd), str(intel), "--into", str(into), env=env).returncode == 0
+
+    assert_one_line(record_from(into, env), 2, "name one with --hardware-class")
+    same = record_from(into, env, "--hardware-class", "x86_64-amd-avx2-mkl", "--only-failing")
+    assert same.returncode == 0, same.stderr
+    assert "not recorded (--only-failing)" in same.stderr + same.stdout
+    lie = record_from(into, env, "--hardware-class", "x86_64-amd-avx2-mkl-but-not")
+    assert_one_line(lie, 2, "holds no collected result of hardware class")
+    intel_golden = goldens / f"golden_values_cpu_{DEFAULT_TOOLCHAIN}@x86_64-intel-avx512-mkl.json"
+    recorded = record_from(into, env, "--hardware-class", "x86_64-intel-avx512-mkl")
+    assert recorded.returncode == 0, recorded.stderr
+    assert intel_golden.is_file() and first.read_bytes() == before
+    sidecar = json.loads(intel_golden.with_name(intel_golden.stem + ".provenance.json").read_text())
+    assert sidecar["hardware"]["class"] == "x86_64-intel-avx512-mkl"
+    assert hardware.golden_of_class(first, "x86_64-intel-avx512-mkl") == intel_golden
+    assert hardware.golden_of_class(first, "x86_64-amd-avx2-mkl") == first
+
+
+def test_a_result_of_another_class_is_not_recorded_over_the_golden(project, tmp_path):
+    env = project_copy(project, tmp_path / "project")
+    first = tmp_path / "project" / "golden_values" / TINY_SUITE / f"golden_values_cpu_{DEFAULT_TOOLCHAIN}.json"
+    before = first.read_bytes()
+    into = tmp_path / "merged"
+    assert run_logitsmatch("collect", str(machine(tmp_path, "intel", INTEL, nudge=9.5e-7)), "--into", str(into),
+                           env=env).returncode == 0
+    refused = record_from(into, env, "--force")
+    assert_one_line(refused, 2, "pass --hardware-class x86_64-intel-avx512-mkl")
+    assert first.read_bytes() == before
+
+
+def test_matrix_tabulates_a_collected_tree(tmp_path):
+    into = tmp_path / "merged"
+    assert run_logitsmatch("collect", str(machine(tmp_path, "amd")), "--into", str(into)).returncode == 0
+    out = tmp_path / "matrix"
+    completed = run_logitsmatch("matrix", "--source", str(into), "--suite", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN,
+                                "--out", str(out))
+    assert completed.returncode == 0, completed.stderr
+    table = json.loads((out / "matrix.json").read_text())["suites"][TINY_SUITE]
+    assert table["toolchains"] == [DEFAULT_TOOLCHAIN]
+    assert_one_line(run_logitsmatch("matrix", "--source", str(tmp_path / "nothing")), 2, "unknown source")
