@@ -211,3 +211,19 @@ def class_of_golden(golden: Path) -> str | None:
     if not identity or "unknown" in identity["class"]:
         return None
     return identity["class"]
+
+
+def sides(golden_provenance: dict | None, current_provenance: dict | None) -> dict | None:
+    """What a report says about the two sides' hardware: ``{"golden", "current", "same_class", "note"}``;
+    None when neither side has a provenance. ``note`` is the line a person reads when the classes differ."""
+    golden = of_provenance(golden_provenance or {})
+    current = of_provenance(current_provenance or {})
+    if golden is None and current is None:
+        return None
+    same = same_class(golden, current)
+    note = None
+    if same is False:
+        note = (f"golden from {describe(golden)} [{golden['class']}], this run on {describe(current)} "
+                f"[{current['class']}]: bitwise agreement is not expected across hardware classes")
+    return {"golden": golden["class"] if golden else None, "current": current["class"] if current else None,
+            "same_class": same, "note": note}
