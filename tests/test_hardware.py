@@ -59,3 +59,15 @@ def test_same_class_is_unknown_when_either_side_is():
     assert hardware.same_class(amd, dict(amd)) is True
     assert hardware.same_class(amd, intel) is False
     assert hardware.same_class(amd, legacy) is None
+
+
+def test_sides_name_both_classes_when_they_differ():
+    amd = {"hardware": {**AMD, "class": hardware.hardware_class(AMD)}}
+    intel = {"hardware": {**INTEL, "class": hardware.hardware_class(INTEL)}}
+    differ = hardware.sides(amd, intel)
+    assert differ["same_class"] is False and differ["golden"] == "x86_64-amd-avx2-mkl"
+    assert differ["note"].startswith("golden from AMD EPYC (AVX2, mkl 2024.2, 1 thread) [x86_64-amd-avx2-mkl], "
+                                     "this run on Intel(R) Xeon(R) Platinum 8480+ (AVX512")
+    assert hardware.sides(amd, amd)["note"] is None and hardware.sides(amd, amd)["same_class"] is True
+    assert hardware.sides(None, None) is None
+    assert hardware.sides(amd, {"hardware": {"cpu": "AMD EPYC"}})["same_class"] is None

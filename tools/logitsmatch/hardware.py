@@ -180,3 +180,50 @@ def same_class(first: dict | None, second: dict | None) -> bool | None:
     if not first or not second or "unknown" in first.get("class", "unknown") or "unknown" in second.get("class", "unknown"):
         return None
     return first["class"] == second["class"]
+
+
+def golden_of_class(first_golden: Path, hardware_class: str | None) -> Path:
+    """The golden that stands for ``hardware_class`` among a triple's goldens.
+
+    ``first_golden`` (``golden_values_<platform>_<toolchain>.json``) stands for the class its sidecar names;
+    another class has its own file beside it (``…@<class>.json``) once recorded. Where neither fits, the first
+    golden is the one to judge against (the report then says the classes differ).
+    """
+    from logitsmatch.paths import class_golden_path
+
+    if hardware_class is None or class_of_golden(first_golden) in (hardware_class, None):
+        return first_golden
+    own = class_golden_path(first_golden, hardware_class)
+    return own if own.is_file() or not first_golden.is_file() else first_golden
+
+
+def class_of_golden(golden: Path) -> str | None:
+    """The hardware class a golden's sidecar names (None: no golden, no sidecar, or a class with unknown parts)."""
+    import json
+
+    from logitsmatch.paths import provenance_path
+
+    sidecar = provenance_path(golden)
+    try:
+        identity = of_provenance(json.loads(sidecar.read_text()))
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not identity or "unknown" in identity["class"]:
+        return None
+    return identity["class"]
+
+
+def sides(golden_provenance: dict | None, current_provenance: dict | None) -> dict | None:
+    """What a report says about the two sides' hardware: ``{"golden", "current", "same_class", "note"}``;
+    None when neither side has a provenance. ``note`` is the line a person reads when the classes differ."""
+    golden = of_provenance(golden_provenance or {})
+    current = of_provenance(current_provenance or {})
+    if golden is None and current is None:
+        return None
+    same = same_class(golden, current)
+    note = None
+    if same is False:
+        note = (f"golden from {describe(golden)} [{golden['class']}], this run on {describe(current)} "
+                f"[{current['class']}]: bitwise agreement is not expected across hardware classes")
+    return {"golden": golden["class"] if golden else None, "current": current["class"] if current else None,
+            "same_class": same, "note": note}

@@ -321,5 +321,8 @@ def main(args, results_root: Path | None = None) -> int:
             return EXIT_OK
         from logitsmatch.judge.verdict import judge_against_golden
 
-        passed = judge_against_golden(suite, target, paths.golden_path(suite.name, platform_label, toolchain.name), toolchain.name)
+        from logitsmatch.hardware import golden_of_class
+
+        golden = golden_of_class(paths.golden_path(suite.name, platform_label, toolchain.name), record["hardware"]["class"])
+        passed = judge_against_golden(suite, target, golden, toolchain.name)
     return EXIT_OK if passed else EXIT_DRIFT
