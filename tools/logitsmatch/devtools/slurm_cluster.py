@@ -7,10 +7,10 @@
 
 Debian's packages (slurm-wlm, slurmdbd, munge, mariadb-server) run from one state folder: the configs, the
 accounting database, spool, pid and log files; nothing under /etc is written (munged uses the key its package made
-and its default socket, where Slurm looks, and a munged that already answers there is used as it is). Accounting (slurmdbd
-over MariaDB) is there because submitit reads job states with ``sacct``: without it a cancelled job is never seen
-to end. Process tracking is ``proctrack/linuxproc`` and ``task/none`` (no cgroups, no systemd). ``start`` is
-idempotent (what runs is left running), ``stop`` ends the daemons it started and keeps the folder.
+and its default socket, where Slurm looks, and a munged that already answers there is used as it is). Accounting
+(slurmdbd over MariaDB) is there because submitit reads job states with ``sacct``: without it a cancelled job is
+never seen to end. Process tracking is ``proctrack/linuxproc`` and ``task/none`` (no cgroups, no systemd). ``start``
+is idempotent (what runs is left running), ``stop`` ends the daemons it started and keeps the folder.
 
 Standard library only: it runs before any venv exists.
 """
@@ -41,7 +41,8 @@ class ClusterUnavailable(RuntimeError):
 
 
 def installed() -> bool:
-    return all(shutil.which(name) for name in ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "sbatch", "sacct"))
+    return all(shutil.which(name) for name in ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "sbatch",
+                                                "sacct"))
 
 
 def install() -> None:
@@ -171,10 +172,12 @@ class Cluster:
             )
             if done.returncode != 0:
                 raise ClusterUnavailable(f"mariadb-install-db failed: {done.stderr.strip().splitlines()[-1:]}")
-        port = next(line.split("=", 1)[1] for line in self.dbd_conf.read_text().splitlines() if line.startswith("StoragePort="))
+        port = next(line.split("=", 1)[1] for line in self.dbd_conf.read_text().splitlines()
+                    if line.startswith("StoragePort="))
         self._spawn("mariadbd", [
             "mariadbd", "--no-defaults", "--user=root", f"--datadir={self.db_dir}", f"--socket={self.db_socket}",
-            f"--port={port}", "--bind-address=127.0.0.1", "--skip-name-resolve", f"--log-error={self.log_dir / 'mariadb.log'}",
+            f"--port={port}", "--bind-address=127.0.0.1", "--skip-name-resolve",
+            f"--log-error={self.log_dir / 'mariadb.log'}",
             "--innodb-buffer-pool-size=64M",
         ], wait_for=self.db_socket)
 
@@ -242,7 +245,8 @@ class Cluster:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="slurm_cluster.py", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("install", "start", "stop"))
-    parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help=f"the cluster's folder (default {DEFAULT_STATE})")
+    parser.add_argument("--state", type=Path, default=DEFAULT_STATE,
+                        help=f"the cluster's folder (default {DEFAULT_STATE})")
     args = parser.parse_args(argv)
     cluster = Cluster(args.state)
     try:
