@@ -174,17 +174,23 @@ def slurm_state(job: Job) -> str:
 
 
 def settle(job: Job) -> None:
-    """Classify a finished job: done with its times, or failed with the reason (the job's state and error)."""
+    """Classify a finished job: done with its times, or failed with why (the command's exit, or no result at all:
+    cancelled, timed out, killed; the caller adds the scheduler's state)."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
     try:
         outcome = job.handle.result()
-    except Exception as exc:  # submitit raises the job's own error, or that it left no result (cancelled, killed)
+    except FailedJobError as exc:  # the job's own error, with its traceback
         job.state = FAILED
-        first = str(exc).strip().splitlines()
-        reason = next((line for line in reversed(first) if "exited" in line), first[0] if first else type(exc).__name__)
-        job.detail = reason
-        return
-    job.state = DONE
-    job.times.update(started=outcome["started"], ended=outcome["ended"], seen=time.time(), host=outcome["host"])
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        job.detail = next((line for line in reversed(lines) if " exited " in line), lines[-1] if lines else "failed")
+    except UncompletedJobError:  # FailedJobError's parent: no result at all
+        job.state, job.detail = FAILED, "no result"
+    else:
+        job.state = DONE
+        job.times.update(started=outcome["started"], ended=outcome["ended"], seen=time.time(), host=outcome["host"])
+    if job.state == FAILED and job.build is not None and job.build.state == FAILED:
+        job.detail += f" (its build job {job.build.job_id} did not succeed)"
 
 
 class Progress:
@@ -220,7 +226,7 @@ def wait_slurm(jobs: list[Job], executor: Executor, progress: Progress) -> None:
             if job.handle.done():
                 settle(job)
                 if job.state == FAILED and state not in ("UNKNOWN", "COMPLETED"):
-                    job.detail = f"{state}: {job.detail}" if job.detail else state
+                    job.detail = f"{state}, {job.detail}"
             else:
                 job.state = RUNNING if state in _SLURM_RUNNING else QUEUED
         progress.show(jobs)
@@ -233,7 +239,7 @@ def wait_local(jobs: list[Job], executor: Executor, progress: Progress) -> None:
     """One job at a time on this machine, each build before its suites; a suite whose build failed is not run."""
     for job in jobs:
         if job.build is not None and job.build.state == FAILED:
-            job.state, job.detail = FAILED, f"not run: its build job {job.build.job_id} failed"
+            job.state, job.detail = FAILED, f"not run (its build job {job.build.job_id} did not succeed)"
             continue
         executor.submit(job)
         job.state = RUNNING
