@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,17 +24,25 @@ SECOND_TOOLCHAIN = "py3.11-torch2.13.0-mcore0.16.0"  # same Python and torch as 
 TOOLCHAINS = (DEFAULT_TOOLCHAIN, SECOND_TOOLCHAIN)
 
 
-def run_fanout(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+def run_fanout(*args: str, env: dict | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
     """The session as a user runs it: nox -s fanout -- ARGS, from the project root."""
     return subprocess.run([sys.executable, "-m", "nox", "-f", str(PROJECT / "noxfile.py"), "-s", "fanout", "--", *args],
                           cwd=PROJECT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory) -> dict[str, str]:
-    """A running one-node cluster (the client environment); stopped after the module."""
-    cluster = slurm_cluster.Cluster(tmp_path_factory.mktemp("slurm"))
+@pytest.fixture
+def scratch():
+    """A folder outside pytest's own temporary tree: another pytest session on the host may prune that tree while
+    this test's jobs and cluster still use it."""
+    with tempfile.TemporaryDirectory(prefix="logitsmatch-fanout-") as folder:
+        yield Path(folder)
+
+
+@pytest.fixture
+def slurm(scratch) -> dict[str, str]:
+    """A running one-node cluster (the client environment), stopped after the test."""
+    cluster = slurm_cluster.Cluster(scratch / "slurm")
     try:
         env = cluster.start()
     except slurm_cluster.ClusterUnavailable as exc:
@@ -59,21 +68,21 @@ def matrix_cells(results: Path) -> dict:
 
 
 @pytest.mark.inference
-def test_slurm_fanout_matches_local(slurm, tmp_path):
+def test_slurm_fanout_matches_local(slurm, scratch):
     toolchains = [arg for name in TOOLCHAINS for arg in ("--toolchain", name)]
     one_at_a_time = f"cpus_per_task={os.cpu_count()}"  # each job takes the whole node
-    on_slurm = run_fanout(*toolchains, TINY_SUITE, "--executor", "slurm", "--results", str(tmp_path / "slurm"),
+    on_slurm = run_fanout(*toolchains, TINY_SUITE, "--executor", "slurm", "--results", str(scratch / "slurm"),
                           "--slurm-option", one_at_a_time, env=slurm)
     assert on_slurm.returncode == 0, on_slurm.stdout[-3000:] + on_slurm.stderr[-3000:]
-    assert "4 jobs: 0 queued, 0 running, 4 done, 0 failed" in on_slurm.stderr
-    jobs = json.loads((tmp_path / "slurm" / "jobs.json").read_text())["jobs"]
+    assert "4 jobs: 0 queued, 0 running, 4 done, 0 failed" in on_slurm.stdout + on_slurm.stderr  # nox merges them
+    jobs = json.loads((scratch / "slurm" / "jobs.json").read_text())["jobs"]
     suite_jobs = {job["toolchain"]: job for job in jobs if job["suite"]}
     builds = {job["toolchain"]: job for job in jobs if not job["suite"]}
     assert set(suite_jobs) == set(builds) == set(TOOLCHAINS)
     for name, job in suite_jobs.items():
         assert job["build_job_id"] == builds[name]["job_id"]  # started after its own build
 
-    provenance = collected_provenance(tmp_path / "slurm")
+    provenance = collected_provenance(scratch / "slurm")
     assert set(provenance) == set(TOOLCHAINS)
     executions = [record["execution"] for record in provenance.values()]
     assert all(execution["executor"] == "slurm" for execution in executions)
@@ -81,11 +90,11 @@ def test_slurm_fanout_matches_local(slurm, tmp_path):
     assert {name: record["execution"]["job_id"] for name, record in provenance.items()} == \
         {name: job["job_id"] for name, job in suite_jobs.items()}
 
-    local = run_fanout(*toolchains, TINY_SUITE, "--executor", "local", "--results", str(tmp_path / "local"))
+    local = run_fanout(*toolchains, TINY_SUITE, "--executor", "local", "--results", str(scratch / "local"))
     assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
-    local_records = collected_provenance(tmp_path / "local").values()
+    local_records = collected_provenance(scratch / "local").values()
     assert all(record["execution"]["executor"] == "local" for record in local_records)
-    slurm_cells, local_cells = matrix_cells(tmp_path / "slurm"), matrix_cells(tmp_path / "local")
+    slurm_cells, local_cells = matrix_cells(scratch / "slurm"), matrix_cells(scratch / "local")
     assert set(slurm_cells) == {TINY_SUITE}
     assert set(slurm_cells[TINY_SUITE]) == set(TOOLCHAINS)
     assert slurm_cells == local_cells
