@@ -36,9 +36,48 @@ def test_matrix_matches_compare_pair_by_pair(project, tmp_path, monkeypatch, cap
             assert cell["n_over_tolerance"] == expected.n_over_tolerance
             if row == col:
                 assert cell["max_abs_delta"] == 0 and cell["passed"]
+            assert cell["n_moved"] == expected.n_moved and cell["max_ulps"] == expected.max_ulps
     assert (out / "matrix.png").stat().st_size > 10_000
     assert "| **" in (out / "matrix.md").read_text()
-    assert "->" in capsys.readouterr().out
+    grid = capsys.readouterr().out.splitlines()
+    header = grid.index(TINY_SUITE) + 1
+    assert grid[header].split() == [str(i) for i in range(1, len(toolchains) + 1)]
+    assert grid[-1].startswith(f"1 suite × {len(toolchains)} toolchains: ")
+
+
+MOE_TINY = "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq"
+OLD, NEW = "py3.11-torch2.13.0-mcore0.16.1", "py3.12-torch2.14.1-mcore0.19.2"
+
+
+def test_closing_summary_names_the_suite_that_differs_and_how(project, tmp_path, monkeypatch, capsys):
+    """The tiny MoE sibling moves by one float32 ulp in 36 logprobs from megatron-core 0.18.0 on; the seed's
+    tiny sibling is bitwise the same (the committed goldens of both toolchains)."""
+    monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
+    for suite in (MOE_TINY, TINY_SUITE):
+        for toolchain in (OLD, NEW):
+            assert golden_path(suite, "cpu", toolchain).is_file()
+    options = ["--toolchain", NEW, "--toolchain", OLD, "--suite", MOE_TINY, "--suite", TINY_SUITE]
+    assert cli_main(["matrix", *options, "--source", "goldens", "--out", str(tmp_path), "-q"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == ("2 suites × 2 toolchains: 1 suite identical, 1 differs: tp4_etp1_pp1_ep8_tiny "
+                       "mcore0.16.1↔mcore0.19.2, 36 values, max 4.8e-7 (1 ulp), none over tolerance")
+    moe = out.index(MOE_TINY)
+    assert out[moe + 2].split() == ["1", OLD, "*", "=", "~36"]  # sorted by version, whatever the order given
+    assert out[moe + 3].split() == ["2", NEW, "~36", "="]
+    markdown = (tmp_path / "matrix.md").read_text()
+    assert "36 of 158 moved (max 4.8e-7, 1 ulp), 0 over" in markdown and "= bitwise identical" in markdown
+    assert f"Made by: `logitsmatch matrix --toolchain {NEW} --toolchain {OLD} --suite {MOE_TINY}" in markdown
+
+
+def test_toolchains_sort_by_release_not_by_text():
+    from logitsmatch.cli.matrix import by_version
+    from logitsmatch.toolchains import Toolchain
+
+    names = {"0.9.0": "2.13.0", "0.10.0": "2.9.1", "0.10.0 ": "2.13.0"}
+    chains = [Toolchain(name=f"t{i}", python="3.11", torch=torch, megatron_core=mcore.strip())
+              for i, (mcore, torch) in enumerate(names.items())]
+    ordered = sorted(chains, key=by_version)
+    assert [(c.megatron_core, c.torch) for c in ordered] == [("0.9.0", "2.13.0"), ("0.10.0", "2.9.1"), ("0.10.0", "2.13.0")]
 
 
 def test_unknown_toolchain_is_bad_input(project, monkeypatch, capsys):

@@ -97,7 +97,7 @@ def main(args) -> int:
     from logitsmatch import provenance as provenance_module
     from logitsmatch.judge.compare import REQUEST_METRICS, Policy
     from logitsmatch.judge.golden_io import load_golden, write_json_atomic
-    from logitsmatch.judge.matrix import pairwise, render_heatmap, render_markdown, render_terminal, table_json
+    from logitsmatch.judge.matrix import pairwise, render_heatmap, render_markdown, render_terminal, short_suite, table_json
     from logitsmatch.run.plan import expected_weights
     from logitsmatch.suites import load_suite
     from logitsmatch.toolchains import get_toolchain
@@ -133,7 +133,8 @@ def main(args) -> int:
     policy = Policy(mode="megatron", abs_tol=args.abs_tol, metrics=metrics)
     documents = {name: load_golden(path) for name, path in files.items()}
     shown = {name: paths.shown_path(path, project) for name, path in files.items()}
-    table = {"names": list(documents), "missing": list(failed), "files": shown, "cells": pairwise(documents, policy)}
+    table = {"names": list(documents), "missing": list(failed), "files": shown, "cells": pairwise(documents, policy),
+             "tolerance": args.abs_tol}
     runs = {name: run_summary(read_provenance(path)) for name, path in files.items()}
 
     out = Path(args.out) if args.out else paths.results_root() / "invariance" / suite.name / toolchain.name
@@ -157,15 +158,13 @@ def main(args) -> int:
         "suite": suite.name, "toolchain": toolchain.name, "policy": policy.to_dict(), "tolerance_why": TOLERANCE_WHY,
         "command": command_line(args, suite.name), "runs": runs, "failed": failed, "table": table_json(table),
     })
-    (out / "invariance.md").write_text(render_markdown({heading: table}, "Parallelism invariance", notes))
-    png = " (no PNG: no layout has a result)"
-    if documents:
-        try:
-            render_heatmap({heading: table}, out / "invariance.png", lambda _: suite.name.replace("gpt_dynamic_inference_", ""))
-            png = ", invariance.png"
-        except ImportError:
-            png = " (no PNG: matplotlib is not installed here; pip install 'logitsmatch[plot]')"
-    print(render_terminal({heading: table}))
+    (out / "invariance.md").write_text(render_markdown({heading: table}, "Parallelism invariance", notes, "layouts"))
+    try:  # without results the PNG is a panel naming the layouts that failed
+        render_heatmap({heading: table}, out / "invariance.png", lambda _: short_suite(suite.name))
+        png = ", invariance.png"
+    except ImportError:
+        png = " (no PNG: matplotlib is not installed here; pip install 'logitsmatch[plot]')"
+    print(render_terminal({heading: table}, noun="layouts"))
     logger.info(f"wrote {out}/invariance.md, invariance.json{png}")
     for name, why in failed.items():
         logger.error(f"layout {name}: {why}")

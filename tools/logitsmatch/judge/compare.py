@@ -31,6 +31,7 @@ import numpy as np
 
 from logitsmatch.errors import BadInput
 from logitsmatch.judge.golden_io import GoldenDocument, json_type, request_ids, validate_golden
+from logitsmatch.judge.ulps import moved, ulp_distance, ulp_width
 
 REQUEST_METRICS = ("generated_tokens", "logprobs", "generated_text", "routing_indices")
 RUN_METRICS = ("throughput", "mem-max-allocated-bytes")
@@ -202,6 +203,8 @@ class RequestResult:
     prompt_logprobs: int | None  # entries in the prompt part (prompt length - 1)
     n_compared: int
     n_over: int
+    n_moved: int  # compared values that differ bitwise, within tolerance or not
+    max_ulps: int
     n_not_comparable: int
     allowed_failures: int
     max_abs_delta: float
@@ -214,6 +217,8 @@ class RequestResult:
             "prompt_logprobs": self.prompt_logprobs,
             "compared": self.n_compared,
             "over_tolerance": self.n_over,
+            "moved": self.n_moved,
+            "max_ulps": self.max_ulps,
             "not_comparable": self.n_not_comparable,
             "allowed_failures": self.allowed_failures,
             "max_abs_delta": _json_float(self.max_abs_delta),
@@ -231,6 +236,7 @@ class DriftTable:
     generated: np.ndarray  # False: prompt part, True: generated part
     golden: np.ndarray
     current: np.ndarray
+    ulps: np.ndarray  # distance in units in the last place (ComparisonResult.ulp_width)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -246,8 +252,8 @@ class DriftTable:
         golden, current, delta = (_json_floats(a) for a in (self.golden[rows], self.current[rows], self.delta(rows)))
         parts = np.where(self.generated[rows], "generated", "prompt").tolist()
         return [
-            {"path": f"{path_prefix}[{i}]", "index": i, "part": p, "golden": g, "current": c, "delta": d}
-            for i, p, g, c, d in zip(self.index[rows].tolist(), parts, golden, current, delta)
+            {"path": f"{path_prefix}[{i}]", "index": i, "part": p, "golden": g, "current": c, "delta": d, "ulps": u}
+            for i, p, g, c, d, u in zip(self.index[rows].tolist(), parts, golden, current, delta, self.ulps[rows].tolist())
         ]
 
     def largest(self, limit: int) -> np.ndarray:
@@ -289,6 +295,9 @@ class ComparisonResult:
     drift: DriftTable
     n_compared: int
     n_not_comparable: int
+    n_moved: int
+    max_ulps: int
+    ulp_width: str  # "float32" or "float64": the width the ulps are counted in
     max_abs_delta: float
     mean_abs_delta: float
     p99_abs_delta: float
@@ -330,6 +339,9 @@ class ComparisonResult:
             "logprobs": {
                 "compared": self.n_compared,
                 "over_tolerance": self.n_over_tolerance,
+                "moved": self.n_moved,
+                "max_ulps": self.max_ulps,
+                "ulp_width": self.ulp_width,
                 "not_comparable": self.n_not_comparable,
                 "max_abs_delta": _json_float(self.max_abs_delta),
                 "mean_abs_delta": _json_float(self.mean_abs_delta),
@@ -560,6 +572,9 @@ def compare(golden: dict, current: dict, policy: Policy = Policy()) -> Compariso
         drift=numerics.drift,
         n_compared=int(numerics.counts.sum()),
         n_not_comparable=sum(numerics.not_comparable(p) for p in pairs),
+        n_moved=int(numerics.n_moved.sum()),
+        max_ulps=int(numerics.max_ulps.max(initial=0)),
+        ulp_width=numerics.ulp_width,
         **numerics.overall_stats(),
     )
 
@@ -615,16 +630,21 @@ class _Numerics:
         self.magnitude = magnitude
         self.finite = np.isfinite(magnitude)
         self.over = over
+        self.moved = moved(golden, current)
+        self.ulp_width = ulp_width(golden, current)
+        self.ulps = ulp_distance(golden, current, self.ulp_width)
         self._segment_stats()
         rows = np.flatnonzero(over)
         request = np.searchsorted(self.starts, rows, side="right") - 1
         index = rows - self.starts[request]
-        self.drift = DriftTable(request, index, index >= self.prompt[request], golden[rows], current[rows])
+        self.drift = DriftTable(request, index, index >= self.prompt[request], golden[rows], current[rows], self.ulps[rows])
         self.change_bounds = np.searchsorted(request, np.arange(len(pairs) + 1))
 
     def _segment_stats(self) -> None:
         n = len(self.counts)
         self.n_over = np.zeros(n, np.int64)
+        self.n_moved = np.zeros(n, np.int64)
+        self.max_ulps = np.zeros(n, np.uint64)
         self.max = np.zeros(n)
         self.mean = np.zeros(n)
         self.p99 = np.zeros(n)
@@ -634,6 +654,8 @@ class _Numerics:
         starts = self.starts[nonempty]
         finite_magnitude = np.where(self.finite, self.magnitude, 0.0)
         self.n_over[nonempty] = np.add.reduceat(self.over.astype(np.int64), starts)
+        self.n_moved[nonempty] = np.add.reduceat(self.moved.astype(np.int64), starts)
+        self.max_ulps[nonempty] = np.maximum.reduceat(self.ulps, starts)
         self.max[nonempty] = np.maximum.reduceat(self.magnitude, starts)
         n_finite = np.add.reduceat(self.finite.astype(np.int64), starts)
         sums = np.add.reduceat(finite_magnitude, starts)
@@ -673,6 +695,8 @@ class _Numerics:
             prompt_logprobs=pair.prompt_logprobs,
             n_compared=pair.n_compared,
             n_over=int(self.n_over[position]),
+            n_moved=int(self.n_moved[position]),
+            max_ulps=int(self.max_ulps[position]),
             n_not_comparable=self.not_comparable(pair),
             allowed_failures=self.policy.allowed_failures(pair.n_compared),
             max_abs_delta=float(self.max[position]),

@@ -37,15 +37,33 @@ def verdict_line(result: ComparisonResult) -> str:
     diverged = summary["requests_with_token_divergence"]
     if diverged:
         parts.append(f"tokens diverge in {diverged} of {summary['requests_compared']} requests")
-    parts.append(
-        f"{logprobs['over_tolerance']} of {logprobs['compared']} compared logprobs over tolerance"
-        f" (max |delta| {_num(result.max_abs_delta)})"
-    )
+    parts.append(moved_text(result))
     if logprobs["not_comparable"]:
         parts.append(f"{logprobs['not_comparable']} not comparable")
     if result.structural_changes:
         parts.append(f"{len(result.structural_changes)} structural changes")
     return f"{result.verdict.upper()}: " + "; ".join(parts) + f" [{_policy_text(result)}]"
+
+
+def moved_text(result: ComparisonResult) -> str:
+    """What moved bitwise and what crossed the tolerance, e.g. "36 of 158 logprobs moved (max 4.8e-7,
+    1 ulp), none over tolerance"."""
+    over = result.n_over_tolerance
+    text = f"{result.n_moved} of {result.n_compared} logprobs moved"
+    if result.n_moved:
+        text += f" (max {short_number(result.max_abs_delta)}, {ulps_text(result.max_ulps)})"
+    return text + (f", {over} over tolerance" if over else ", none over tolerance")
+
+
+def short_number(value: float) -> str:
+    """Two significant digits for a summary, exponent unpadded: 4.8e-7, 0.0031, 0."""
+    text = f"{value:.2g}"
+    mantissa, _, exponent = text.partition("e")
+    return f"{mantissa}e{int(exponent)}" if exponent else text
+
+
+def ulps_text(ulps: int) -> str:
+    return f"{ulps} ulp" if ulps == 1 else f"{ulps} ulps"
 
 
 def _policy_text(result: ComparisonResult) -> str:
@@ -57,7 +75,8 @@ def _policy_text(result: ComparisonResult) -> str:
 
 
 def _num(value: float) -> str:
-    return f"{value:.6g}"
+    """The shortest text that reads back as the same float (Python's repr): nothing is rounded away."""
+    return repr(float(value))
 
 
 def _where(check: Check) -> str:
@@ -78,7 +97,8 @@ def _drift_rows(result: ComparisonResult, limit: int) -> list[tuple[str, ...]]:
             "generated" if drift.generated[row] else "prompt",
             _num(golden),
             _num(current),
-            f"{current - golden:+.3e}",
+            ("+" if current - golden >= 0 else "") + _num(current - golden),
+            str(int(drift.ulps[row])),
         ))
     return rows
 
@@ -86,9 +106,9 @@ def _drift_rows(result: ComparisonResult, limit: int) -> list[tuple[str, ...]]:
 def _request_rows(result: ComparisonResult, limit: int) -> list[tuple[str, ...]]:
     ranked = sorted(result.requests.values(), key=lambda r: (-r.max_abs_delta, -r.n_over))[:limit]
     return [
-        (r.request_id, "pass" if r.passed else "FAIL", str(r.n_compared), str(r.n_over),
+        (r.request_id, "pass" if r.passed else "FAIL", str(r.n_compared), str(r.n_moved), str(r.n_over),
          str(r.n_not_comparable), "-" if r.first_divergence is None else str(r.first_divergence),
-         _num(r.max_abs_delta), _num(r.mean_abs_delta), _num(r.p99_abs_delta))
+         _num(r.max_abs_delta), str(r.max_ulps), f"{r.mean_abs_delta:.3g}", f"{r.p99_abs_delta:.3g}")
         for r in ranked
     ]
 
@@ -108,9 +128,12 @@ def _structural_text(change: dict) -> str:
     return f"{change['kind']} {change['path']}: {change['golden'] or 'absent'} -> {change['current'] or 'absent'}"
 
 
-_DRIFT_HEADER = ("path", "part", "golden", "current", "delta")
-_REQUEST_HEADER = ("request", "verdict", "compared", "over", "not comparable", "first divergence",
-                   "max |delta|", "mean |delta|", "p99 |delta|")
+def _drift_header(result: ComparisonResult) -> tuple[str, ...]:
+    return ("path", "part", "golden", "current", "delta", f"ulps ({result.ulp_width})")
+
+
+_REQUEST_HEADER = ("request", "verdict", "compared", "moved", "over", "not comparable", "first divergence",
+                   "max |delta|", "max ulps", "mean |delta|", "p99 |delta|")
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
@@ -142,7 +165,7 @@ def render_terminal(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str
     if len(result.drift):
         shown = min(limit, len(result.drift))
         section(f"Largest logprob drifts (top {shown} of {len(result.drift)}):",
-                _table(_DRIFT_HEADER, _drift_rows(result, limit)) + _more(len(result.drift), shown))
+                _table(_drift_header(result), _drift_rows(result, limit)) + _more(len(result.drift), shown))
     if result.requests:
         shown = min(limit, len(result.requests))
         section(f"Requests by max |delta| (top {shown} of {len(result.requests)}):",
@@ -165,12 +188,14 @@ def render_markdown(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str
         "",
         f"`{_policy_text(result)}`",
         "",
-        *_md_table(("requests", "checks failed", "token divergences", "logprobs compared",
-                    "over tolerance", "not comparable", "max |delta|", "p99 |delta|"),
+        moved_text(result) + ".",
+        "",
+        *_md_table(("requests", "checks failed", "token divergences", "logprobs compared", "moved bitwise",
+                    "over tolerance", "not comparable", "max |delta|", "max ulps", "p99 |delta|"),
                    [(str(summary["requests_compared"]), f"{len(result.failed_checks)} / {len(result.checks)}",
-                     str(summary["requests_with_token_divergence"]), str(logprobs["compared"]),
+                     str(summary["requests_with_token_divergence"]), str(logprobs["compared"]), str(result.n_moved),
                      str(logprobs["over_tolerance"]), str(logprobs["not_comparable"]),
-                     _num(result.max_abs_delta), _num(result.p99_abs_delta))]),
+                     _num(result.max_abs_delta), str(result.max_ulps), _num(result.p99_abs_delta))]),
     ]
 
     def section(title: str, body: list[str]) -> None:
@@ -189,7 +214,7 @@ def render_markdown(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str
     if len(result.drift):
         shown = min(limit, len(result.drift))
         section(f"Largest logprob drifts (top {shown} of {len(result.drift)})",
-                _md_table(_DRIFT_HEADER, _drift_rows(result, limit))
+                _md_table(_drift_header(result), _drift_rows(result, limit))
                 + ["", *_more(len(result.drift), shown)])
     if result.requests:
         shown = min(limit, len(result.requests))
