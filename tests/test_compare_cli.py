@@ -275,3 +275,18 @@ def test_ulps_count_in_float32_when_both_sides_are_float32_values():
     assert moved(golden, current).tolist() == [True, True, True, False, True]
     assert ulp_width(np.array([0.1]), np.array([0.1])) == "float64"
     assert ulp_distance(np.array([1.0]), np.array([np.nextafter(1.0, 2.0)]), "float64").tolist() == [1]
+
+
+def test_compare_toolchains_ends_with_a_summary_naming_each_suite_also_under_q(project, monkeypatch, capsys):
+    from logitsmatch.suites import suite_names
+
+    monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
+    old, new = "py3.11-torch2.13.0-mcore0.16.1", "py3.12-torch2.14.1-mcore0.19.2"
+    moe = "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq"
+    assert cli.main(["compare-toolchains", old, new, "--source", "goldens", "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    suites = suite_names(project)
+    assert len(suites) >= 2 and lines[0].startswith(f"{old} -> {new}: ")
+    assert sorted(line.split()[1].rstrip(":") for line in lines[1:]) == sorted(suites)
+    moved = f"  PASS  {moe}: 0 of 4 checks failed; 36 of 158 logprobs moved (max 4.8e-7, 1 ulp), none over tolerance"
+    assert any(line.startswith(moved) for line in lines)
