@@ -13,7 +13,9 @@ import sys
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK
 from logitsmatch.judge.compare import DEFAULT_METRICS, Mode, Policy, compare
 from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.divergence import annotate
 from logitsmatch.judge.report import render_terminal, write_reports
+from logitsmatch.vocab import load_decoder
 
 EXAMPLE = "logitsmatch compare golden_values_dev_dgx_h100.json result.json --json report.json --markdown report.md"
 
@@ -37,6 +39,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="whether NaN matches NaN (default: yes)")
     parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS), metavar="LIST",
                         help="comma-separated metrics to check (default: %(default)s)")
+    parser.add_argument("--tokenizer-model", metavar="PATH",
+                        help="TikToken vocabulary (JSON) to decode the tokens at a divergence with, when the files "
+                             "carry no generated_text (e.g. model_configs/tokenizer/logitsmatch-bpe-2048.vocab.json)")
     parser.add_argument("--request-subset", action="store_true",
                         help="judge only the golden requests the current file has (default, as Megatron: "
                              "a golden request missing from current fails)")
@@ -55,6 +60,7 @@ def main(args: argparse.Namespace) -> int:
     golden = load_golden(args.golden)
     current = load_golden(args.current)
     result = compare(golden, current, policy)
+    annotate(result, golden, current, load_decoder(args.tokenizer_model) if args.tokenizer_model else None)
     write_reports(result, args.json_path, args.markdown_path, args.junit_path)
     if args.deepdiff_path:
         from logitsmatch.judge.deepdiff_view import write_deepdiff

@@ -26,6 +26,7 @@ def configure(parser) -> None:
 
 def main(args) -> int:
     from logitsmatch.judge.compare import Policy, compare
+    from logitsmatch.judge.divergence import annotate, suite_decoder
     from logitsmatch.judge.golden_io import load_golden
     from logitsmatch.judge.matrix import check_source, locate
     from logitsmatch.judge.report import render_terminal, verdict_line, write_reports
@@ -51,7 +52,9 @@ def main(args) -> int:
         if None in files:
             summary.append(f"  SKIP  {name}: no output for {args.a if files[0] is None else args.b}")
             continue
-        result = compare(load_golden(files[0]), load_golden(files[1]), Policy.from_suite(suite.metrics, suite.comparison))
+        golden, current = load_golden(files[0]), load_golden(files[1])
+        result = compare(golden, current, Policy.from_suite(suite.metrics, suite.comparison))
+        annotate(result, golden, current, suite_decoder(suite, project))
         compared += 1
         summary.append(f"  {result.verdict.upper()}  {name}: " + verdict_line(result).split(": ", 1)[1].split(" [")[0])
         if not log.quiet():  # under -q the summary alone says it

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from logitsmatch.errors import BadInput
+from logitsmatch.judge.divergence import text_at
 from logitsmatch.judge.golden_io import GoldenDocument, json_type, request_ids, validate_golden
 from logitsmatch.judge.ulps import moved, ulp_distance, ulp_width
 
@@ -211,6 +212,8 @@ class RequestResult:
     mean_abs_delta: float
     p99_abs_delta: float
     changes: slice
+    prompt_change: dict | None = None  # {"golden_tokens", "current_tokens", ...} when the prompts differ
+    divergence_text: dict | None = None  # from generated_text; judge.divergence.annotate decodes tokens else
 
     def stats(self) -> dict:
         return {
@@ -316,7 +319,7 @@ class ComparisonResult:
 
     @property
     def tokens_agree(self) -> bool:
-        return all(r.first_divergence is None for r in self.requests.values())
+        return all(r.first_divergence is None and r.prompt_change is None for r in self.requests.values())
 
     @property
     def first_divergences(self) -> dict[str, int | None]:
@@ -334,6 +337,7 @@ class ComparisonResult:
             "checks_failed": len(self.failed_checks),
             "tokens_agree": self.tokens_agree,
             "requests_with_token_divergence": len(diverged),
+            "requests_with_prompt_change": sum(r.prompt_change is not None for r in self.requests.values()),
             "token_changes": sum(len(r.token_changes) for r in self.requests.values()),
             "structural_changes": len(self.structural_changes),
             "logprobs": {
@@ -356,6 +360,10 @@ class ComparisonResult:
         return {
             "passed": r.passed,
             "first_token_divergence": r.first_divergence,
+            "first_divergence": None if r.first_divergence is None else {
+                "index": r.first_divergence, "path": deepdiff_path(rid, "generated_tokens", r.first_divergence),
+                "text": r.divergence_text},
+            "prompt_change": r.prompt_change,
             "token_changes": [{"path": f"{tokens}[{c['index']}]", **c} for c in r.token_changes],
             "logprob_changes": self.drift.rows(r.changes, deepdiff_path(rid, "logprobs")),
             "generated_text": text,
@@ -502,6 +510,7 @@ class _Pair:
     current_logprobs: list | None
     n_compared: int
     comparable_reason: str  # why positions past n_compared are not comparable, "" if none
+    prompt_change: dict | None = None
 
 
 def _prompt_count(logprobs: list | None, tokens: np.ndarray | None) -> int | None:
@@ -511,6 +520,24 @@ def _prompt_count(logprobs: list | None, tokens: np.ndarray | None) -> int | Non
     return len(logprobs) - len(tokens)
 
 
+def _prompt_change(golden: dict, current: dict, g_prompt: int | None, c_prompt: int | None) -> dict | None:
+    """{"golden_tokens", "current_tokens", "text"} when the two requests were given different prompts: the
+    input_prompt texts differ, or the prompt parts of the logprobs differ in length. Tokens count as
+    prompt logprobs + 1; without logprobs the prompts are measured in characters."""
+    g_text, c_text = golden.get("input_prompt"), current.get("input_prompt")
+    texts_differ = isinstance(g_text, str) and isinstance(c_text, str) and g_text != c_text
+    lengths_differ = g_prompt is not None and c_prompt is not None and g_prompt != c_prompt
+    if not (texts_differ or lengths_differ):
+        return None
+    if g_prompt is not None and c_prompt is not None:
+        sizes, unit = (g_prompt + 1, c_prompt + 1), "tokens"
+    else:
+        sizes, unit = (len(g_text), len(c_text)), "characters"
+    return {"golden_tokens": g_prompt + 1 if g_prompt is not None else None,
+            "current_tokens": c_prompt + 1 if c_prompt is not None else None,
+            "text": f"{sizes[0]} vs {sizes[1]} {unit}"}
+
+
 def _gather(rid: str, golden: dict, current: dict) -> _Pair:
     g_tokens, c_tokens = _tokens(golden), _tokens(current)
     g_logprobs, c_logprobs = golden.get("logprobs"), current.get("logprobs")
@@ -518,6 +545,10 @@ def _gather(rid: str, golden: dict, current: dict) -> _Pair:
     if g_tokens is not None and c_tokens is not None:
         divergence, token_changes = _first_divergence(g_tokens, c_tokens)
     g_prompt, c_prompt = _prompt_count(g_logprobs, g_tokens), _prompt_count(c_logprobs, c_tokens)
+    prompt_change = _prompt_change(golden, current, g_prompt, c_prompt)
+    if prompt_change:  # outputs of different prompts: nothing to compare, no position counts as drift
+        reason = f"prompt differs ({prompt_change['text']})"
+        return _Pair(rid, golden, current, None, [], g_prompt, g_logprobs, c_logprobs, 0, reason, prompt_change)
     # Without generated_tokens on a side, the other side tells the split; with none, all is prompt.
     prompt = g_prompt if g_prompt is not None else c_prompt
     if prompt is None and g_logprobs is not None:
@@ -525,9 +556,7 @@ def _gather(rid: str, golden: dict, current: dict) -> _Pair:
     n_compared, reason = 0, ""
     if g_logprobs is not None and c_logprobs is not None:
         common = min(len(g_logprobs), len(c_logprobs))
-        if g_prompt is not None and c_prompt is not None and g_prompt != c_prompt:
-            reason = f"prompt parts differ in length ({g_prompt} vs {c_prompt})"
-        elif divergence is None:
+        if divergence is None:
             n_compared = common
         else:
             n_compared = max(0, min(prompt + divergence, common))
@@ -693,6 +722,9 @@ class _Numerics:
             token_changes=pair.token_changes,
             text_change=text_change,
             prompt_logprobs=pair.prompt_logprobs,
+            prompt_change=pair.prompt_change,
+            divergence_text=None if pair.first_divergence is None else text_at(pair.golden, pair.current,
+                                                                                pair.first_divergence, None),
             n_compared=pair.n_compared,
             n_over=int(self.n_over[position]),
             n_moved=int(self.n_moved[position]),
@@ -769,6 +801,8 @@ def _request_checks(pair: _Pair, numerics: _Numerics, position: int, policy: Pol
 
 
 def _check_tokens(pair: _Pair, numerics: _Numerics, position: int, policy: Policy) -> str:
+    if pair.prompt_change:
+        return f"prompt differs ({pair.prompt_change['text']}): the outputs of different prompts are not compared"
     if pair.first_divergence is None:
         return ""
     d = pair.first_divergence

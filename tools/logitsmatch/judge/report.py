@@ -12,6 +12,7 @@ import os
 import re
 
 from logitsmatch.judge.compare import Check, ComparisonResult, deepdiff_path
+from logitsmatch.judge.divergence import describe
 from logitsmatch.judge.golden_io import atomic_writer, dumps_json
 
 DEFAULT_LIMIT = 20
@@ -34,6 +35,9 @@ def verdict_line(result: ComparisonResult) -> str:
     summary = result.summary()
     logprobs = summary["logprobs"]
     parts = [f"{len(result.failed_checks)} of {len(result.checks)} checks failed"]
+    prompts = summary["requests_with_prompt_change"]
+    if prompts:
+        parts.append(f"prompt differs in {prompts} of {summary['requests_compared']} requests")
     diverged = summary["requests_with_token_divergence"]
     if diverged:
         parts.append(f"tokens diverge in {diverged} of {summary['requests_compared']} requests")
@@ -114,14 +118,21 @@ def _request_rows(result: ComparisonResult, limit: int) -> list[tuple[str, ...]]
 
 
 def _divergence_lines(result: ComparisonResult, limit: int) -> list[str]:
-    diverged = [r for r in result.requests.values() if r.first_divergence is not None]
+    """Per request: a changed prompt, or the first diverging token and the text around it."""
+    diverged = [r for r in result.requests.values() if r.first_divergence is not None or r.prompt_change]
     lines = []
     for r in diverged[:limit]:
+        if r.prompt_change:
+            lines.append(f"{deepdiff_path(r.request_id, 'input_prompt')}: prompt differs "
+                         f"({r.prompt_change['text']}); the outputs of request {r.request_id} are not compared")
+            continue
         first = next(c for c in r.token_changes if c["index"] == r.first_divergence)
         path = deepdiff_path(r.request_id, "generated_tokens", r.first_divergence)
         lines.append(f"{path}: first divergence of request {r.request_id} (golden {first['golden']}, "
                      f"current {first['current']}); {len(r.token_changes)} tokens changed")
-    return lines + _more(len(diverged), len(lines))
+        if r.divergence_text:
+            lines.append("  " + describe(r.divergence_text))
+    return lines + _more(len(diverged), min(len(diverged), limit))
 
 
 def _structural_text(change: dict) -> str:
@@ -161,7 +172,7 @@ def render_terminal(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str
     changes = result.structural_changes
     section(f"Structural changes ({len(changes)}):",
             [_structural_text(c) for c in changes[:limit]] + _more(len(changes), limit))
-    section("Token divergences:", _divergence_lines(result, limit))
+    section("Token divergences and changed prompts:", _divergence_lines(result, limit))
     if len(result.drift):
         shown = min(limit, len(result.drift))
         section(f"Largest logprob drifts (top {shown} of {len(result.drift)}):",
@@ -210,7 +221,8 @@ def render_markdown(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str
     changes = result.structural_changes
     section(f"Structural changes ({len(changes)})",
             [f"- `{_structural_text(c)}`" for c in changes[:limit]] + [f"- {m}" for m in _more(len(changes), limit)])
-    section("Token divergences", [f"- {line}" for line in _divergence_lines(result, limit)])
+    section("Token divergences and changed prompts",
+            [f"  - {line.strip()}" if line.startswith("  ") else f"- {line}" for line in _divergence_lines(result, limit)])
     if len(result.drift):
         shown = min(limit, len(result.drift))
         section(f"Largest logprob drifts (top {shown} of {len(result.drift)})",
@@ -241,7 +253,10 @@ def render_junit(result: ComparisonResult) -> bytes:
         case = ET.SubElement(suite, "testcase", classname=classname, name=check.metric)
         message = _xml(check.message)
         if check.status == "fail":
-            ET.SubElement(case, "failure", message=message, type="drift").text = message
+            request = result.requests.get(check.request)
+            text = request.divergence_text if request is not None and check.metric == "generated_tokens" else None
+            body = message + ("\n" + _xml(describe(text)) if text else "")
+            ET.SubElement(case, "failure", message=message, type="drift").text = body
         elif check.status == "skip":
             ET.SubElement(case, "skipped", message=message)
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
