@@ -89,7 +89,8 @@ class Run:
         provenance = self.provenance()
         inputs = provenance.get("harness_inputs") or {}
         return {
-            "run": self.index, "what": self.description, "moved_to_candidate": self.moved_to_candidate, "label": self.label,
+            "run": self.index, "what": self.description, "moved_to_candidate": self.moved_to_candidate,
+            "label": self.label,
             "python": self.side.python, "pythonpath": list(self.side.pythonpath),
             "outcome": self.outcome, "result": dict(self.comparisons),
             "error": self.error, "wall_s": round(self.wall_s, 1), "reused": self.reused,
@@ -117,11 +118,13 @@ class Explainer:
     def progress(self, description: str) -> None:
         step = len(self.runs) + 1
         self.expected_steps = max(self.expected_steps, step)
-        logger.info(f"step {step} of about {self.expected_steps} ({time.monotonic() - self.started:.0f} s so far): {description}")
+        so_far = time.monotonic() - self.started
+        logger.info(f"step {step} of about {self.expected_steps} ({so_far:.0f} s so far): {description}")
 
-    def run(self, side: envs.Side, description: str, moved_to_candidate: list[str], checkpoint: str | None = None) -> Run:
-        key = {"python": side.python, "pythonpath": list(side.pythonpath), "suite": self.settings.suite, "checkpoint": checkpoint,
-               "harness": self.harness_digest, "capture": CAPTURE_STEPS}
+    def run(self, side: envs.Side, description: str, moved_to_candidate: list[str],
+            checkpoint: str | None = None) -> Run:
+        key = {"python": side.python, "pythonpath": list(side.pythonpath), "suite": self.settings.suite,
+               "checkpoint": checkpoint, "harness": self.harness_digest, "capture": CAPTURE_STEPS}
         label = "explain-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
         for earlier in self.runs:
             if earlier.label == label:
@@ -135,8 +138,8 @@ class Explainer:
             run = Run(len(self.runs) + 1, label, description, moved_to_candidate, side, result, None, 0.0, True)
             logger.info(f"  reused the earlier run {label} (same environment, suite and harness)")
         else:
-            command = [side.python, "-m", "logitsmatch", "run", self.settings.suite, "--toolchain", self.settings.toolchain,
-                       "--candidate", label, "--no-compare", "--capture", str(CAPTURE_STEPS)]
+            command = [side.python, "-m", "logitsmatch", "run", self.settings.suite,
+                       "--toolchain", self.settings.toolchain, "--candidate", label, "--no-compare", "--capture", str(CAPTURE_STEPS)]
             if checkpoint:
                 command += ["--checkpoint", checkpoint]
             if self.settings.timeout_s:
@@ -170,8 +173,9 @@ class Explainer:
                 continue
             result = compare(self.document(side), document, self.settings.policy)
             same[name] = result.passed
-            run.comparisons[f"vs_{name}"] = {"tokens_agree": result.tokens_agree, "max_abs_delta": _float(result.max_abs_delta),
-                                        "over_tolerance": result.n_over_tolerance, "same": result.passed}
+            run.comparisons[f"vs_{name}"] = {"tokens_agree": result.tokens_agree,
+                                             "max_abs_delta": _float(result.max_abs_delta),
+                                             "over_tolerance": result.n_over_tolerance, "same": result.passed}
         if same.get("baseline"):
             run.outcome = "good"
         elif same.get("candidate"):

@@ -58,5 +58,6 @@ def gather_served_by(intake: RequestIntake) -> dict[str, int] | None:
     for entry in everyone:
         for request_id in entry["request_ids"]:
             if served.setdefault(request_id, entry["dp_rank"]) != entry["dp_rank"]:
-                raise RuntimeError(f"request {request_id} was added by engines {served[request_id]} and {entry['dp_rank']}")
+                raise RuntimeError(f"request {request_id} was added by engines {served[request_id]} "
+                                   f"and {entry['dp_rank']}")
     return {str(request_id): served[request_id] for request_id in sorted(served)}
