@@ -139,7 +139,8 @@ class Explainer:
             logger.info(f"  reused the earlier run {label} (same environment, suite and harness)")
         else:
             command = [side.python, "-m", "logitsmatch", "run", self.settings.suite,
-                       "--toolchain", self.settings.toolchain, "--candidate", label, "--no-compare", "--capture", str(CAPTURE_STEPS)]
+                       "--toolchain", self.settings.toolchain, "--candidate", label, "--no-compare",
+                       "--capture", str(CAPTURE_STEPS)]
             if checkpoint:
                 command += ["--checkpoint", checkpoint]
             if self.settings.timeout_s:
