@@ -95,7 +95,7 @@ class Weights:
 
 def prepare_weights(choice, timeout: float) -> Weights:
     """The synthetic checkpoint (written once, cached) or the user's checkpoint directory."""
-    from logitsmatch.rank.checkpoint import resolve_checkpoint_dir
+    from logitsmatch.checkpoint_args import resolve_checkpoint_dir
     from logitsmatch.run.synthetic_weights import ensure_checkpoint
 
     started = time.monotonic()
@@ -226,6 +226,7 @@ def main(args, results_root: Path | None = None) -> int:
     from logitsmatch import layouts
     from logitsmatch import provenance as provenance_module
     from logitsmatch.lifetime import die_with_parent
+    from logitsmatch.rank.checkpoint import read_checkpoint_args
     from logitsmatch.run.launcher import launch, publish_lock
     from logitsmatch.run.plan import build_plan, capture_spec, choose_checkpoint, launch_env, tokenizer_spec
     from logitsmatch.run.platforms import get_platform
@@ -262,7 +263,7 @@ def main(args, results_root: Path | None = None) -> int:
         tokenizer = tokenizer_spec(suite, project, user_checkpoint, args.tokenizer_model)
     except OSError as exc:  # a directory, unreadable file, ... (not found is already a BadInput)
         raise BadInput(f"tokenizer model {exc.filename}: {exc.strerror or exc}") from None
-    choice = choose_checkpoint(suite, project, args.checkpoint, tokenizer)
+    choice = choose_checkpoint(suite, project, args.checkpoint, tokenizer, read_checkpoint_args)
     weights = prepare_weights(choice, timeout)
 
     target = paths.result_path(suite.name, platform_label, label, results_root)

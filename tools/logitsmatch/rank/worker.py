@@ -144,6 +144,7 @@ def run(plan: dict, run_dir: RunDir) -> None:
     from logitsmatch.rank import adapters
     from logitsmatch.rank.checkpoint import load_model_weights
     from logitsmatch.rank.model_builder import build_gpt_model
+    from logitsmatch.rank.request_intake import gather_served_by
 
     adapter = adapters.for_installed_megatron()
     parallel = plan["parallel"]
@@ -185,7 +186,7 @@ def run(plan: dict, run_dir: RunDir) -> None:
 
     if capture is not None:
         capture.close()  # a run shorter than the capture window
-    served_by = adapters.gather_served_by(intake)  # every rank takes part
+    served_by = gather_served_by(intake)  # every rank takes part
     if rank == 0:
         run_dir.write_served_by(served_by)
         run_dir.write_result(results)
