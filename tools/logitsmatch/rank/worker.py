@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from logitsmatch import hardware
 from logitsmatch.lifetime import die_with_parent
 from logitsmatch.run.runfiles import COORDINATOR_PORT_ENV, PhaseRecorder, RunDir
 
@@ -178,7 +179,7 @@ def run(plan: dict, run_dir: RunDir) -> None:
     if rank == 0:
         run_dir.write_stand_ins(standins)
     # What this rank computes with, beyond the plan: what `explain` compares between two runs.
-    run_dir.write_inputs(rank, {"rank": rank, "weights": weights,
+    run_dir.write_inputs(rank, {"rank": rank, "weights": weights, "hardware": hardware.probe(),
                                 "megatron_core": adapters.megatron_identity(), **adapter.describe()})
 
     with torch.inference_mode():
