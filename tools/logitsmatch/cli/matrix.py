@@ -27,7 +27,10 @@ def configure(parser) -> None:
     parser.add_argument("--baseline", default=None,
                         help="toolchain the exit code is judged against, marked * (default: the default toolchain)")
     parser.add_argument("--platform", default="cpu")
-    parser.add_argument("--source", default="auto", help="auto (results, else goldens), results or goldens")
+    parser.add_argument("--source", default="auto", metavar="auto|results|goldens|DIR",
+                        help="auto (results, else goldens), results, goldens, or a tree made by `logitsmatch collect`")
+    parser.add_argument("--hardware-class", metavar="CLASS", default=None,
+                        help="with --source DIR: the hardware class to tabulate when the tree holds several")
     parser.add_argument("--out", default=None, help="output folder (default: results/matrix)")
 
 
@@ -76,7 +79,8 @@ def main(args) -> int:
     tables = {}
     for suite_name in args.suite or suite_names(project):
         suite = load_suite(project, suite_name)
-        tables[suite_name] = drift_matrix(suite, args.platform, names, source, Policy.from_suite(suite.metrics, suite.comparison))
+        tables[suite_name] = drift_matrix(suite, args.platform, names, source, Policy.from_suite(suite.metrics, suite.comparison),
+                                          args.hardware_class)
 
     out = Path(args.out) if args.out else paths.results_root() / "matrix"
     out.mkdir(parents=True, exist_ok=True)
