@@ -93,3 +93,23 @@ def test_the_written_table_names_files_relative_to_the_project(project, tmp_path
     cli_main(["matrix", "--suite", TINY_SUITE, "--source", "goldens", "--out", str(out), "-q"])
     files = json.loads((out / "matrix.json").read_text())["suites"][TINY_SUITE]["files"]
     assert files and all(path.startswith("golden_values/") for path in files.values())
+
+
+def test_the_png_wraps_panels_into_a_grid_readable_at_full_size(project, tmp_path, monkeypatch):
+    """Every suite over three toolchains: a grid of panels no wider than a screen (it was 7800 px in one row)."""
+    from PIL import Image
+
+    from logitsmatch.suites import suite_names
+
+    monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
+    assert len(suite_names(project)) >= 6
+    cli_main(["matrix", "--toolchain", OLD, "--toolchain", NEW, "--source", "goldens", "--out", str(tmp_path), "-q"])
+    width, height = Image.open(tmp_path / "matrix.png").size
+    assert 800 <= width <= 1700 and height <= 2400
+
+
+def test_a_table_without_outputs_is_a_panel_saying_so(tmp_path):
+    from logitsmatch.judge.matrix import render_heatmap
+
+    render_heatmap({"suite": {"names": [], "missing": ["tp8", "pp8"], "cells": {}, "tolerance": 1e-4}}, tmp_path / "x.png")
+    assert (tmp_path / "x.png").stat().st_size > 5_000

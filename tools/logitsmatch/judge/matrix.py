@@ -225,6 +225,8 @@ def summary_line(tables: dict, noun: str = "toolchains") -> str:
         text += f", {moved} values, max {short_number(worst)} ({ulps_text(ulps)})"
         text += f", tokens differ in {diverged} ordered pairs" if diverged else ""
         text += f", up to {over} over tolerance" if over else ", none over tolerance"
+        other = sum(not cell.passed and cell.tokens_agree and not cell.n_over_tolerance for cell in cells)
+        text += f", another check fails in {other} ordered pairs" if other else ""
         differing.append(text)
     identical = len(tables) - len(differing) - len(empty)
     parts = [f"{identical} suite{'s' if identical != 1 else ''} identical"]
