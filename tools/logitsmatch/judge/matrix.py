@@ -223,10 +223,10 @@ def summary_line(tables: dict, noun: str = "toolchains") -> str:
         diverged = sum(not cell.tokens_agree for cell in cells)
         text = f"{short_suite(heading)} " + "↔".join(_group_text(group, short) for group in groups)
         text += f", {moved} values, max {short_number(worst)} ({ulps_text(ulps)})"
-        text += f", tokens differ in {diverged} ordered pairs" if diverged else ""
+        text += f", tokens differ in {diverged} ordered pair{'s' if diverged != 1 else ''}" if diverged else ""
         text += f", up to {over} over tolerance" if over else ", none over tolerance"
         other = sum(not cell.passed and cell.tokens_agree and not cell.n_over_tolerance for cell in cells)
-        text += f", another check fails in {other} ordered pairs" if other else ""
+        text += f", another check fails in {other} ordered pair{'s' if other != 1 else ''}" if other else ""
         differing.append(text)
     identical = len(tables) - len(differing) - len(empty)
     parts = [f"{identical} suite{'s' if identical != 1 else ''} identical"]
