@@ -115,3 +115,33 @@ def require_toolchain_venv(toolchain: str) -> Path:
     if os.environ.get("CI"):
         pytest.fail(f"CI is set: {message}", pytrace=False)
     pytest.skip(message)
+
+
+class FakeSession:
+    """What the nox sessions (devtools.nox_support) use of a nox session, recording instead of running:
+    ``outcomes`` maps a suite (a command's third word) to the exit code its command fails with."""
+
+    name = "fake"
+    python = None
+
+    def __init__(self, posargs=(), outcomes=None):
+        self.posargs, self.outcomes, self.logs, self.runs = list(posargs), outcomes or {}, [], []
+
+    def log(self, message):
+        self.logs.append(message)
+
+    warn = log
+
+    def error(self, message):
+        raise RuntimeError(message)
+
+    def skip(self, message):
+        raise RuntimeError(f"skipped: {message}")
+
+    def run(self, *args, **kwargs):
+        from nox.command import CommandFailed
+
+        self.runs.append(args)
+        code = self.outcomes.get(args[2] if len(args) > 2 else None, 0)
+        if code:
+            raise CommandFailed(f"Returned code {code}", return_code=code)
