@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -57,5 +58,9 @@ def ensure(interpreter: str, location: Path, requirements: list[str], project: P
 
 
 def _pip(bin_dir: Path, arguments: list[str], location: Path) -> None:
-    if subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", *arguments]).returncode != 0:
-        raise BadInput(f"pip could not install into the venv {location} (see pip's messages above)")
+    """pip install into the venv; its messages are shown only when it fails (as nox's session.install does)."""
+    done = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", *arguments],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write((done.stdout or "") + (done.stderr or ""))
+        raise BadInput(f"pip could not install into the venv {location} (its messages are above)")
