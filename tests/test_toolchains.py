@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 
 import pytest
 
@@ -141,6 +142,34 @@ def test_matrix_session_selects_toolchains_by_tag_and_tabulates_goldens_without_
     with pytest.raises(RuntimeError, match="unknown suite 'nope'"):
         nox_support.run_matrix(FakeSession(["nope"]))
     assert built == {}  # goldens only: no toolchain venv
+
+
+def test_matrix_and_record_run_what_has_no_fresh_result_in_the_toolchains_venv(tmp_path, monkeypatch, built):
+    """No nested nox: run.freshness runs `python -m logitsmatch run` in the toolchain's venv, and only when needed."""
+    from logitsmatch.devtools import nox_support
+    from logitsmatch.run import freshness
+
+    monkeypatch.setenv("LOGITSMATCH_RESULTS", str(tmp_path / "results"))  # nothing is fresh there
+    ran, codes = [], iter([0, 0, 3])  # matrix's run, record's two: one passes, one fails
+
+    def run(command, env):
+        ran.append(command)
+        return subprocess.CompletedProcess(command, next(codes))
+
+    monkeypatch.setattr(freshness.subprocess, "run", run)
+    session = FakeSession(["--tag", "default", TINY_SUITE])
+    nox_support.run_matrix(session)
+    python = str(tmp_path / DEFAULT_TOOLCHAIN / "bin" / "python")
+    assert ran == [[python, "-m", "logitsmatch", "run", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN,
+                    "--platform", "cpu", "--no-compare"]]
+    assert session.runs[0][:2] == ("logitsmatch", "matrix") and list(built) == [DEFAULT_TOOLCHAIN]
+    record = FakeSession([DEFAULT_TOOLCHAIN, TINY_SUITE, "--force"])
+    nox_support.run_record(record)
+    assert record.runs == [("logitsmatch", "record", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--force")]
+    failing = FakeSession([DEFAULT_TOOLCHAIN, TINY_SUITE])
+    with pytest.raises(RuntimeError, match=f"{TINY_SUITE}: logitsmatch run exited 3"):
+        nox_support.run_record(failing)
+    assert failing.runs == [] and len(ran) == 3  # nothing recorded from a failed run
 
 
 BAD_ARGUMENTS = [  # session, its words after --, what the error says, how its usage line starts
