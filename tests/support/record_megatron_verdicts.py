@@ -6,7 +6,8 @@ Runs the comparator of the checkout at DIR (imported by path, nothing copied) on
 support.parity_cases and writes tests/data/megatron_verdicts.json atomically: per case id its
 verdict and the first line of its exception, with the checkout's commit (git rev-parse HEAD) and
 the comparator file's sha256. Megatron's case folders (for the cases on its goldens) come from
-../shared/megatron_cases or $LOGITSMATCH_MEGATRON_CASES. Exit 0 written, 2 bad input.
+../shared/megatron_cases or $LOGITSMATCH_MEGATRON_CASES. Run it with the tests' interpreter
+(e.g. .nox/tests/bin/python): the comparator imports pytest, numpy and yaml. Exit 0 written, 2 bad input.
 """
 
 from __future__ import annotations
