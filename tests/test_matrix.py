@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 from logitsmatch.cli import main as cli_main
-from logitsmatch.judge.compare import Policy, compare
+from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.policy import Policy
 from logitsmatch.paths import golden_path
 from logitsmatch.suites import load_suite
 from logitsmatch.toolchains import load_toolchains

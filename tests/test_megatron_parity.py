@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from logitsmatch.errors import BadInput
-from logitsmatch.judge.compare import Policy, compare
+from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.policy import Policy
 from support import MEGATRON_CASES
 from support.documents import BASE, DEFAULT, add_at, edited, make_doc, make_request, set_at
 from support.megatron import megatron_verdict

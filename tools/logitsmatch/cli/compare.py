@@ -11,8 +11,9 @@ import argparse
 import sys
 
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK
-from logitsmatch.judge.compare import DEFAULT_METRICS, Mode, Policy, compare
+from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.policy import DEFAULT_METRICS, Mode, Policy
 from logitsmatch.judge.report import render_terminal, write_reports
 
 EXAMPLE = "logitsmatch compare golden_values_dev_dgx_h100.json result.json --json report.json --markdown report.md"

@@ -49,8 +49,8 @@ def _pair(text: str, what: str) -> tuple[str, str]:
 
 
 def main(args) -> int:
-    from logitsmatch.judge.compare import Policy
     from logitsmatch.judge.golden_io import write_json_atomic
+    from logitsmatch.judge.policy import Policy
     from logitsmatch.run import explain as explain_module
     from logitsmatch.run import gitsource
     from logitsmatch.run.environments import Side

@@ -95,9 +95,9 @@ def run_summary(provenance: dict) -> dict:
 
 def main(args) -> int:
     from logitsmatch import provenance as provenance_module
-    from logitsmatch.judge.compare import REQUEST_METRICS, Policy
     from logitsmatch.judge.golden_io import load_golden, write_json_atomic
     from logitsmatch.judge.matrix import pairwise, render_heatmap, render_markdown, render_terminal, table_json
+    from logitsmatch.judge.policy import REQUEST_METRICS, Policy
     from logitsmatch.run.plan import expected_weights
     from logitsmatch.suites import load_suite
     from logitsmatch.toolchains import get_toolchain

@@ -26,9 +26,9 @@ def configure(parser) -> None:
 
 
 def main(args) -> int:
-    from logitsmatch.judge.compare import Mode, Policy
     from logitsmatch.judge.golden_io import write_json_atomic
     from logitsmatch.judge.localize import DEFAULT_TOLERANCE, localize, markdown, plot, read_capture, terminal
+    from logitsmatch.judge.policy import Mode, Policy
 
     tolerance = DEFAULT_TOLERANCE
     if args.abs_tol is not None or args.rel_tol is not None:

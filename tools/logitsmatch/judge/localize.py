@@ -9,7 +9,7 @@ the two runs, and the localization refuses. Then:
 
 * the first module whose real-row digest differs on any rank: the first *bitwise* move;
 * per module, max |Δ| over the value ranks' real rows, decided by the one comparator
-  (``judge.compare.compare_arrays``), and the first module beyond the tolerance.
+  (``judge.numerics.compare_arrays``), and the first module beyond the tolerance.
 
 Pure reading and numpy: no torch.
 """
@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from logitsmatch.errors import BadInput
-from logitsmatch.judge.compare import Mode, Policy, compare_arrays
+from logitsmatch.judge.numerics import compare_arrays
+from logitsmatch.judge.policy import Mode, Policy
 
 DEFAULT_TOLERANCE = Policy(mode=Mode.APPROXIMATE, abs_tol=1e-5, rel_tol=1e-5, failure_budget=0)
 

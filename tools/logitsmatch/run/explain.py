@@ -30,8 +30,9 @@ from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.errors import BadInput
-from logitsmatch.judge.compare import Policy, compare
+from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.policy import Policy
 from logitsmatch.log import logger
 from logitsmatch.run import environments as envs
 from logitsmatch.run import gitsource
