@@ -1,10 +1,13 @@
 """What counts as a match: the comparison mode, its tolerances and budget, and the metrics judged.
 
-One Policy serves every judgement (compare, run, matrix, invariance, localize, explain).
+One Policy serves every judgement (compare, run, matrix, invariance, localize, explain); the
+subcommands that let their user choose it declare its options with add_policy_options and
+build it with Policy.from_args, so every option is spelled, shown and validated one way.
 """
 
 from __future__ import annotations
 
+import argparse
 import enum
 import math
 from collections.abc import Iterable
@@ -131,6 +134,15 @@ class Policy:
                            f"(known: {', '.join(_COMPARISON_KEYS)})")
         return cls(metrics=() if metrics is None else metrics, **comparison)
 
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **fixed: Any) -> Policy:
+        """Policy of a command line configured by add_policy_options; ``fixed`` sets the fields the
+        subcommand does not offer as options (localize's mode, invariance's metrics)."""
+        given = {name: getattr(args, name) for name in POLICY_OPTIONS if hasattr(args, name)}
+        if isinstance(given.get("metrics"), str):
+            given["metrics"] = tuple(m.strip() for m in given["metrics"].split(",") if m.strip())
+        return cls(**given, **fixed)
+
     def allowed_failures(self, n_compared: int) -> int:
         if self.failure_budget is not None:
             return self.failure_budget
@@ -147,3 +159,46 @@ class Policy:
             "request_subset": self.request_subset,
             "metrics": list(self.metrics),
         }
+
+
+
+POLICY_OPTIONS = ("mode", "abs_tol", "rel_tol", "failure_budget", "nan_equal", "metrics", "request_subset")
+
+
+def add_policy_options(parser: argparse.ArgumentParser, options: Iterable[str] = POLICY_OPTIONS, *,
+                       mode: Mode | str = Mode.MEGATRON, abs_tol: float | None = None,
+                       rel_tol: float | None = None) -> None:
+    """Declare the command-line options of the Policy fields in ``options`` (the subcommand fixes the rest).
+
+    ``mode``, ``abs_tol`` and ``rel_tol`` are the subcommand's defaults; None leaves a tolerance to the
+    mode. Values stay text for Policy to validate, so a bad one is a one-line error (exit 2), not
+    argparse's usage screen.
+    """
+    mode = Mode.parse(mode)
+    declarations = {
+        "mode": ("--mode", dict(
+            default=mode.value, metavar="{" + ",".join(m.value for m in Mode) + "}",
+            help=f"how logprobs are judged: megatron (abs 1e-3, as Megatron-LM), deterministic (bit-exact), "
+                 f"approximate (abs/rel tolerance with a failure budget); default {mode.value}")),
+        "abs_tol": ("--abs-tol", dict(default=abs_tol, metavar="X",
+                                      help=f"absolute tolerance (default: {_shown(abs_tol)})")),
+        "rel_tol": ("--rel-tol", dict(default=rel_tol, metavar="X",
+                                      help=f"relative tolerance (default: {_shown(rel_tol)})")),
+        "failure_budget": ("--failure-budget", dict(
+            metavar="N", help="out-of-tolerance logprobs allowed per request (default: the mode's)")),
+        "nan_equal": ("--nan-equal", dict(action=argparse.BooleanOptionalAction, default=True,
+                                          help="whether NaN matches NaN (default: yes)")),
+        "metrics": ("--metrics", dict(
+            default=",".join(DEFAULT_METRICS), metavar="LIST",
+            help=f"comma-separated metrics to check, of {', '.join(KNOWN_METRICS)} (default: %(default)s)")),
+        "request_subset": ("--request-subset", dict(
+            action="store_true", help="judge only the golden requests the current file has (default, as "
+                                      "Megatron: a golden request missing from current fails)")),
+    }
+    for name in options:
+        flag, settings = declarations[name]
+        parser.add_argument(flag, **settings)
+
+
+def _shown(tolerance: float | None) -> str:
+    return "the mode's" if tolerance is None else f"{tolerance:g}"
