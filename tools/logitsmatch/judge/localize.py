@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from logitsmatch.errors import BadInput
+from logitsmatch.judge.golden_io import json_float
 from logitsmatch.judge.numerics import compare_arrays
 from logitsmatch.judge.policy import Mode, Policy
 
@@ -110,10 +111,9 @@ class ModuleRow:
         return self.ranks_differing > 0
 
     def to_dict(self) -> dict:
-        delta = self.max_abs_delta
         return {"step": self.step, "order": self.order, "name": self.name, "output": self.output, "shape": self.shape,
                 "ranks_compared": self.ranks_compared, "ranks_differing": self.ranks_differing,
-                "max_abs_delta": delta if delta is None or math.isfinite(delta) else str(delta),
+                "max_abs_delta": json_float(self.max_abs_delta),
                 "beyond_tolerance": self.beyond_tolerance}
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from logitsmatch import paths
 from logitsmatch.errors import BadInput
 from logitsmatch.judge.compare import compare
-from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.golden_io import json_float, load_golden
 from logitsmatch.judge.policy import Policy
 from logitsmatch.log import logger
 from logitsmatch.run import environments as envs
@@ -164,7 +164,7 @@ class Explainer:
                 continue
             result = compare(self.document(side), document, self.s.policy)
             same[name] = result.passed
-            run.versus[f"vs_{name}"] = {"tokens_agree": result.tokens_agree, "max_abs_delta": _float(result.max_abs_delta),
+            run.versus[f"vs_{name}"] = {"tokens_agree": result.tokens_agree, "max_abs_delta": json_float(result.max_abs_delta),
                                         "over_tolerance": result.n_over_tolerance, "same": result.passed}
         if same.get("baseline"):
             run.outcome = "good"
@@ -376,10 +376,6 @@ def _cpp_helper(env: envs.Environment) -> Path | None:
         if relative.startswith("megatron/core/datasets/helpers_cpp") and relative.endswith(".so"):
             return Path(entry["location"]) / relative
     return None
-
-
-def _float(value: float):
-    return value if math.isfinite(value) else str(value)
 
 
 def _judgement(policy: Policy) -> str:
