@@ -45,7 +45,8 @@ def test_matrix_matches_compare_pair_by_pair(project, tmp_path, monkeypatch, cap
 
 
 def test_non_finite_deltas_are_spelled_as_in_the_compare_report():
-    assert [json_float(v) for v in (1.5, 0.0, math.nan, math.inf, -math.inf, None)] == [1.5, 0.0, "nan", "inf", "-inf", None]
+    values = (1.5, 0.0, math.nan, math.inf, -math.inf, None)
+    assert [json_float(v) for v in values] == [1.5, 0.0, "nan", "inf", "-inf", None]
     golden = {"0": {"generated_tokens": [1, 2], "logprobs": [-1.0, -0.5, -0.25]}}
     current = {"0": {"generated_tokens": [1, 2], "logprobs": [-1.0, math.inf, -0.25]}}
     result = compare(golden, current, Policy())

@@ -40,8 +40,9 @@ def test_each_subcommand_keeps_its_default_policy(command):
 def test_given_values_reach_the_policy():
     args = parse("compare", "--mode", "approximate", "--abs-tol", "2e-4", "--rel-tol", "0", "--failure-budget", "3",
                  "--no-nan-equal", "--metrics", "logprobs, generated_text", "--request-subset")
-    assert Policy.from_args(args) == Policy(mode=Mode.APPROXIMATE, abs_tol=2e-4, rel_tol=0.0, failure_budget=3,
-                                            nan_equal=False, metrics=("logprobs", "generated_text"), request_subset=True)
+    expected = Policy(mode=Mode.APPROXIMATE, abs_tol=2e-4, rel_tol=0.0, failure_budget=3, nan_equal=False,
+                      metrics=("logprobs", "generated_text"), request_subset=True)
+    assert Policy.from_args(args) == expected
     localize = Policy.from_args(parse("localize", "--rel-tol", "1e-3"), mode=Mode.APPROXIMATE, failure_budget=0)
     assert (localize.abs_tol, localize.rel_tol) == (DEFAULT_TOLERANCE.abs_tol, 1e-3)
     invariance = Policy.from_args(parse("invariance", "--abs-tol", "2e-4"), metrics=["generated_tokens"])

@@ -139,7 +139,8 @@ def main(args) -> int:
     heading = f"{suite.name} ({toolchain.name})"
     notes = [
         f"Same weights and prompts at each layout, toolchain `{toolchain.name}`; every cell is `logitsmatch compare` "
-        f"of the two results (row = golden side) with metrics {', '.join(metrics)} and tolerance abs {policy.abs_tol:g} "
+        f"of the two results (row = golden side) with metrics {', '.join(metrics)} "
+        f"and tolerance abs {policy.abs_tol:g} "
         "(rel 1e-9, no failure budget).",
         "",
         "Tolerance: " + TOLERANCE_WHY,
@@ -153,7 +154,8 @@ def main(args) -> int:
     ]
     write_json_atomic(out / "invariance.json", {
         "suite": suite.name, "toolchain": toolchain.name, "policy": policy.to_dict(), "tolerance_why": TOLERANCE_WHY,
-        "command": command_line(args, suite.name, policy.abs_tol), "runs": runs, "failed": failed, "table": table_json(table),
+        "command": command_line(args, suite.name, policy.abs_tol), "runs": runs, "failed": failed,
+        "table": table_json(table),
     })
     (out / "invariance.md").write_text(render_markdown({heading: table}, "Parallelism invariance", notes))
     png = " (no PNG: no layout has a result)"

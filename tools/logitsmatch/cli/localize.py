@@ -20,7 +20,8 @@ EXAMPLE = "logitsmatch localize results/SUITE/cpu/A/capture results/SUITE/cpu/B/
 def configure(parser) -> None:
     parser.add_argument("a", help="capture folder of the first run")
     parser.add_argument("b", help="capture folder of the second run")
-    add_policy_options(parser, ("abs_tol", "rel_tol"), abs_tol=DEFAULT_TOLERANCE.abs_tol, rel_tol=DEFAULT_TOLERANCE.rel_tol)
+    add_policy_options(parser, ("abs_tol", "rel_tol"),
+                       abs_tol=DEFAULT_TOLERANCE.abs_tol, rel_tol=DEFAULT_TOLERANCE.rel_tol)
     parser.add_argument("--json", default=None, metavar="PATH", help="write the localization as JSON")
     parser.add_argument("--markdown", default=None, metavar="PATH", help="write the per-module table as Markdown")
     parser.add_argument("--png", default=None, metavar="PATH", help="plot max |delta| along the execution order")

@@ -144,7 +144,8 @@ def _routing_all_rows(pair: RequestPair) -> str:
     except (ValueError, TypeError) as exc:
         return f"routing indices are not a [tokens, layers, top-k] array of expert ids: {exc}"
     if golden.ndim != 3 or current.ndim != 3:
-        return f"routing indices have {current.ndim} dimensions, golden {golden.ndim} (expected [tokens, layers, top-k])"
+        return (f"routing indices have {current.ndim} dimensions, golden {golden.ndim} "
+                "(expected [tokens, layers, top-k])")
     if golden.shape[1:] != current.shape[1:]:
         return f"routing indices shape {current.shape}, golden {golden.shape}"
     rows = len(golden)

@@ -164,7 +164,8 @@ class Explainer:
                 continue
             result = compare(self.document(side), document, self.s.policy)
             same[name] = result.passed
-            run.versus[f"vs_{name}"] = {"tokens_agree": result.tokens_agree, "max_abs_delta": json_float(result.max_abs_delta),
+            run.versus[f"vs_{name}"] = {"tokens_agree": result.tokens_agree,
+                                        "max_abs_delta": json_float(result.max_abs_delta),
                                         "over_tolerance": result.n_over_tolerance, "same": result.passed}
         if same.get("baseline"):
             run.outcome = "good"
