@@ -7,9 +7,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from logitsmatch import cli
-from logitsmatch.judge.compare import Policy, compare
+from logitsmatch.judge.compare import compare
 from logitsmatch.judge.divergence import annotate
 from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.policy import Policy
 from logitsmatch.judge.report import render_markdown, render_terminal
 from logitsmatch.vocab import load_decoder
 from support import TINY_SUITE, VOCAB, golden_file

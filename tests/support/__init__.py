@@ -20,12 +20,24 @@ from logitsmatch.toolchains import default_toolchain_name, load_toolchains, rout
 PROJECT = Path(__file__).resolve().parents[2]
 PYPROJECT = PROJECT / "pyproject.toml"
 MEGATRON_CASES = PROJECT.parent / "shared" / "megatron_cases"
+MEGATRON_CASES_ENV = "LOGITSMATCH_MEGATRON_CASES"  # names another folder of Megatron's case folders
+MOE_EP8_CASE = "gpt_dynamic_inference_tp4_etp1_pp1_ep8_16B_logitsmatch_zmq"
 DEFAULT_TOOLCHAIN = default_toolchain_name(PYPROJECT)
 ROUTING_TOOLCHAIN = routing_toolchain(PYPROJECT)  # the newest CPU toolchain that records MoE routing
 TINY_SUITE = "gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq"
 SEED_SUITE = "gpt_dynamic_inference_tp8_pp1_dp1_583m_logitsmatch_zmq"
 VOCAB = PROJECT / "model_configs" / "tokenizer" / "logitsmatch-bpe-2048.vocab.json"
 assert {TINY_SUITE, SEED_SUITE} <= set(suite_names(PROJECT)), "the tests' suites are missing from suites/"
+
+
+def megatron_cases_folder() -> Path:
+    """Where Megatron-LM's case folders are: $LOGITSMATCH_MEGATRON_CASES, else ../shared/megatron_cases."""
+    return Path(os.environ.get(MEGATRON_CASES_ENV) or MEGATRON_CASES)
+
+
+def megatron_case_dirs(folder: Path) -> list[Path]:
+    """The case folders (each with a model_config.yaml) in ``folder``."""
+    return sorted(p for p in folder.iterdir() if (p / "model_config.yaml").is_file())
 
 
 def golden_file(suite: str, toolchain: str = DEFAULT_TOOLCHAIN, platform: str = "cpu") -> Path:

@@ -17,7 +17,7 @@ from logitsmatch import paths
 from logitsmatch.collection import collected_result, is_collection
 from logitsmatch.errors import BadInput
 from logitsmatch.judge.compare import compare
-from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.golden_io import json_float, load_golden
 from logitsmatch.judge.report import short_number, ulps_text
 
 SOURCES = ("auto", "results", "goldens")
@@ -52,11 +52,10 @@ class Cell:
         return self.tokens_agree and self.n_moved == 0 and self.passed
 
     def to_dict(self) -> dict:
-        delta = self.max_abs_delta
         return {
             "tokens_agree": self.tokens_agree,
             "first_divergence": self.first_divergence,
-            "max_abs_delta": delta if math.isfinite(delta) else str(delta),
+            "max_abs_delta": json_float(self.max_abs_delta),
             "max_ulps": self.max_ulps,
             "n_moved": self.n_moved,
             "n_compared": self.n_compared,
