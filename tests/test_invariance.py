@@ -159,3 +159,21 @@ def _has_matplotlib() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_default_layouts_are_those_the_suite_can_take_and_the_others_are_named(published, project, capsys):
+    """The tiny sibling's 2 layers cannot make 8 pipeline stages: the default leaves PP8 out and says why."""
+    from logitsmatch.run.plan import DENSE_LAYOUTS, default_invariance_layouts
+
+    suite, golden, tmp_path = published
+    chosen, left_out = default_invariance_layouts(suite, project)
+    assert "pp8" in DENSE_LAYOUTS.split(",") and "pp8" not in chosen.split(",")
+    assert left_out == {"pp8": "2 layers do not split evenly over 8 pipeline stages"}
+    assert set(chosen.split(",")) == set(DENSE_LAYOUTS.split(",")) - {"pp8"}
+    for layout in chosen.split(","):
+        publish(project, tmp_path / "results", suite, layout, golden)
+    code = cli_main(["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--no-run", "--out", str(tmp_path / "o")])
+    out = capsys.readouterr().out
+    assert code == 0 and "layout pp8 left out: 2 layers do not split evenly over 8 pipeline stages" in out
+    assert f"INVARIANT: {len(chosen.split(','))} layouts" in out
+    assert "Left out of the default layouts: pp8 (2 layers" in (tmp_path / "o" / "invariance.md").read_text()

@@ -37,7 +37,8 @@ def configure(parser) -> None:
     parser.add_argument("suite", help="suite folder name under suites/")
     parser.add_argument("--toolchain", required=True, help="toolchain name from pyproject.toml (must match this venv to run)")
     parser.add_argument("--layouts", default=None,
-                        help=f"comma-separated layouts (default: {DENSE_LAYOUTS}; for a MoE suite its own layout and tp1)")
+                        help=f"comma-separated layouts (default: those of {DENSE_LAYOUTS} the suite's model can take, "
+                             "for a MoE suite its own layout and tp1; the others are named)")
     parser.add_argument("--platform", default=None, help="cpu, gpu, h100 or dgx_h100 (default: detected)")
     add_policy_options(parser, ("abs_tol",), abs_tol=INVARIANCE_ABS_TOL)
     parser.add_argument("--rerun", action="store_true", help="run every layout again, even with a fresh result")
@@ -97,7 +98,10 @@ def main(args) -> int:
     policy = Policy.from_args(args, metrics=metrics)
     if args.rerun and args.no_run:
         raise BadInput("--rerun and --no-run contradict each other")
-    chosen = plan_layouts(suite, project, args.layouts or default_invariance_layouts(suite, project), args.platform)
+    requested, left_out = (args.layouts, {}) if args.layouts else default_invariance_layouts(suite, project)
+    for name, why in left_out.items():
+        logger.info(f"layout {name} left out: {why}")
+    chosen = plan_layouts(suite, project, requested, args.platform)
 
     files, failed = {}, {}
     for layout, platform in chosen:
@@ -127,6 +131,8 @@ def main(args) -> int:
         "",
         f"Made by: `{command_line(args, suite.name, policy.abs_tol)}`",
         "",
+        *(f"Left out of the default layouts: {name} ({why})." for name, why in left_out.items()),
+        *([""] if left_out else []),
         "| layout | ranks | engines that served | wall s | max peak RSS per rank (MiB) | CPU |",
         "|---|---|---|---|---|---|",
         *(f"| {name} | {r['ranks']} | {r['engines_served']} | {r['wall_s']} | {r['peak_rss_mib_max']} | {r['cpu']} |"
@@ -134,7 +140,7 @@ def main(args) -> int:
     ]
     write_json_atomic(out / "invariance.json", {
         "suite": suite.name, "toolchain": toolchain.name, "policy": policy.to_dict(), "tolerance_why": TOLERANCE_WHY,
-        "command": command_line(args, suite.name, policy.abs_tol), "runs": runs, "failed": failed,
+        "command": command_line(args, suite.name, policy.abs_tol), "runs": runs, "failed": failed, "left_out": left_out,
         "table": table_json(table),
     })
     (out / "invariance.md").write_text(render_markdown({heading: table}, "Parallelism invariance", notes, "layouts"))
