@@ -28,7 +28,7 @@ nox.options.reuse_existing_virtualenvs = True
 @nox.session(python=False)
 @nox.parametrize("toolchain", support.toolchain_params(nox))
 def logitsmatch(session, toolchain):
-    """Run the suites in one pinned toolchain and judge them (after --: suite names or `all`; default: default-suites)."""
+    """Run the suites in one pinned toolchain and judge them (after --: suite names or `all`; default the default)."""
     support.run_suites(session, toolchain)
 
 

@@ -233,7 +233,7 @@ def test_junit_has_one_testcase_per_request_and_metric():
     assert cases[("run", "request_ids")].find("failure") is None
 
 
-MOE_TINY = Path(__file__).resolve().parents[1] / "golden_values" / "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq"
+MOE_TINY = HISTORY.parents[2] / "golden_values" / "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq"
 
 
 def test_the_verdict_line_counts_what_moved_bitwise(capsys):
@@ -243,7 +243,8 @@ def test_the_verdict_line_counts_what_moved_bitwise(capsys):
     assert golden.is_file() and current.is_file()
     rc, out, _ = run(capsys, str(golden), str(current))
     assert rc == 0
-    assert out.startswith("PASS: 0 of 3 checks failed; 36 of 158 logprobs moved (max 4.8e-7, 1 ulp), none over tolerance")
+    assert out.startswith("PASS: 0 of 3 checks failed; "
+                          "36 of 158 logprobs moved (max 4.8e-7, 1 ulp), none over tolerance")
     rc, out, _ = run(capsys, str(golden), str(current), "--mode", "deterministic")
     assert rc == 1 and "36 of 158 logprobs moved (max 4.8e-7, 1 ulp), 36 over tolerance" in out
     rows = out[out.index("ulps (float32)"):].splitlines()[1:21]  # the 20 largest

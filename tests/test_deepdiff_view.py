@@ -197,7 +197,8 @@ def test_generated_pairs():
     assert len(checked) >= GENERATED_PAIRS
 
 
-MOE_TINY = Path(__file__).resolve().parents[1] / "golden_values" / "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq"
+MOE_TINY = (Path(__file__).resolve().parents[1] / "golden_values"
+            / "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq")
 
 
 def test_routing_is_a_set_per_token_and_layer_and_timing_is_left_out():

@@ -60,7 +60,8 @@ def test_text_at_the_divergence_from_the_tokenizer():
     text = result.requests["0"].divergence_text
     assert text["source"] == "tokenizer" and text["current"].startswith("Q")
     assert text["before"] + text["golden"] in reference and reference.index(text["before"]) > 0
-    assert f"then golden {text['golden']!r}, current {text['current']!r} (from the tokenizer)" in render_terminal(result)
+    shown = f"then golden {text['golden']!r}, current {text['current']!r} (from the tokenizer)"
+    assert shown in render_terminal(result)
     assert "(from the tokenizer)" in render_markdown(result)
 
 

@@ -172,7 +172,8 @@ def test_default_layouts_are_those_the_suite_can_take_and_the_others_are_named(p
     assert set(chosen.split(",")) == set(DENSE_LAYOUTS.split(",")) - {"pp8"}
     for layout in chosen.split(","):
         publish(project, tmp_path / "results", suite, layout, golden)
-    code = cli_main(["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--no-run", "--out", str(tmp_path / "o")])
+    code = cli_main(["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--no-run",
+                     "--out", str(tmp_path / "o")])
     out = capsys.readouterr().out
     assert code == 0 and "layout pp8 left out: 2 layers do not split evenly over 8 pipeline stages" in out
     assert f"INVARIANT: {len(chosen.split(','))} layouts" in out

@@ -81,7 +81,8 @@ def test_toolchains_sort_by_release_not_by_text():
     chains = [Toolchain(name=f"t{i}", python="3.11", torch=torch, megatron_core=mcore.strip())
               for i, (mcore, torch) in enumerate(names.items())]
     ordered = sorted(chains, key=by_version)
-    assert [(c.megatron_core, c.torch) for c in ordered] == [("0.9.0", "2.13.0"), ("0.10.0", "2.9.1"), ("0.10.0", "2.13.0")]
+    expected = [("0.9.0", "2.13.0"), ("0.10.0", "2.9.1"), ("0.10.0", "2.13.0")]
+    assert [(c.megatron_core, c.torch) for c in ordered] == expected
 
 
 def test_non_finite_deltas_are_spelled_as_in_the_compare_report():
@@ -126,5 +127,6 @@ def test_the_png_wraps_panels_into_a_grid_readable_at_full_size(project, tmp_pat
 def test_a_table_without_outputs_is_a_panel_saying_so(tmp_path):
     from logitsmatch.judge.matrix import render_heatmap
 
-    render_heatmap({"suite": {"names": [], "missing": ["tp8", "pp8"], "cells": {}, "tolerance": 1e-4}}, tmp_path / "x.png")
+    empty = {"names": [], "missing": ["tp8", "pp8"], "cells": {}, "tolerance": 1e-4}
+    render_heatmap({"suite": empty}, tmp_path / "x.png")
     assert (tmp_path / "x.png").stat().st_size > 5_000

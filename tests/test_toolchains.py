@@ -253,7 +253,8 @@ def test_a_bare_nox_selects_only_the_default_toolchains_session_and_lists_one_li
                             text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr
     assert [entry["session"] for entry in json.loads(listed.stdout)] == [f"logitsmatch({DEFAULT_TOOLCHAIN})"]
-    plain = subprocess.run([sys.executable, "-m", "nox", "-l"], cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    plain = subprocess.run([sys.executable, "-m", "nox", "-l"], cwd=PROJECT, capture_output=True, text=True,
+                           timeout=120)
     sessions = [line for line in plain.stdout.splitlines() if line.startswith(("* ", "- "))]
     assert len(sessions) > len(load_toolchains(PROJECT / "pyproject.toml"))
     for line in sessions:

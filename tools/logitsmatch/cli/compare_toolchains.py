@@ -11,6 +11,7 @@ from pathlib import Path
 
 from logitsmatch import log, paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
+from logitsmatch.run.platforms import add_platform_option, harness_platform
 
 EXAMPLE = "logitsmatch compare-toolchains py3.11-torch2.13.0-mcore0.15.3 py3.11-torch2.13.0-mcore0.16.1 --out reports/"
 
@@ -18,10 +19,13 @@ EXAMPLE = "logitsmatch compare-toolchains py3.11-torch2.13.0-mcore0.15.3 py3.11-
 def configure(parser) -> None:
     parser.add_argument("a", help="baseline: toolchain name or golden-format file")
     parser.add_argument("b", help="other: toolchain name or golden-format file")
-    parser.add_argument("--suite", action="append", help="suite(s) to compare (default: every suite both have)")
-    parser.add_argument("--platform", default="cpu", help="platform of the outputs (default: cpu)")
-    parser.add_argument("--source", default="auto", help="auto (results, else goldens), results or goldens")
-    parser.add_argument("--out", default=None, help="folder for report.json / report.md / report.junit.xml per suite")
+    parser.add_argument("--suite", action="append", metavar="NAME",
+                        help="suite(s) to compare (default: every suite both have)")
+    add_platform_option(parser, "of the outputs")
+    parser.add_argument("--source", default="auto", metavar="{auto,results,goldens}",
+                        help="where each output is read: auto (results, else goldens), results or goldens")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="folder for report.json / report.md / report.junit.xml per suite")
 
 
 def main(args) -> int:
@@ -33,6 +37,7 @@ def main(args) -> int:
     from logitsmatch.judge.report import render_terminal, verdict_line, write_reports
     from logitsmatch.suites import load_suite, suite_names
     from logitsmatch.toolchains import load_toolchains
+    args.platform = harness_platform(args.platform)
 
     project = paths.project_root()
     source = check_source(args.source)
@@ -70,7 +75,8 @@ def main(args) -> int:
     if compared == 0:
         raise BadInput(f"no suite has outputs for both {args.a} and {args.b}")
     skipped = len(suites) - compared
-    print(f"{args.a} -> {args.b}: {compared} suite{'s' if compared != 1 else ''} compared, {compared - len(failed)} pass, "
-          f"{len(failed)} fail" + (f", {skipped} skipped (no output)" if skipped else ""))
+    print(f"{args.a} -> {args.b}: {compared} suite{'s' if compared != 1 else ''} compared, "
+          f"{compared - len(failed)} pass, {len(failed)} fail"
+          + (f", {skipped} skipped (no output)" if skipped else ""))
     print("\n".join(summary))
     return EXIT_DRIFT if failed else EXIT_OK

@@ -26,6 +26,7 @@ from logitsmatch.judge.policy import add_policy_options
 from logitsmatch.log import logger
 from logitsmatch.run.freshness import ensure_fresh
 from logitsmatch.run.plan import DENSE_LAYOUTS, default_invariance_layouts
+from logitsmatch.run.platforms import add_platform_option
 
 EXAMPLE = ("logitsmatch invariance gpt_dynamic_inference_tp8_pp1_dp1_583m_logitsmatch_zmq "
            "--toolchain py3.11-torch2.13.0-mcore0.16.1 --layouts tp8,pp8,tp2pp2dp2,dp8,tp1")
@@ -35,16 +36,19 @@ INVARIANCE_ABS_TOL = 1e-4
 
 def configure(parser) -> None:
     parser.add_argument("suite", help="suite folder name under suites/")
-    parser.add_argument("--toolchain", required=True, help="toolchain name from pyproject.toml (must match this venv to run)")
-    parser.add_argument("--layouts", default=None,
+    parser.add_argument("--toolchain", metavar="NAME", required=True,
+                        help="toolchain name from pyproject.toml (must match this venv to run)")
+    parser.add_argument("--layouts", metavar="LIST", default=None,
                         help=f"comma-separated layouts (default: those of {DENSE_LAYOUTS} the suite's model can take, "
                              "for a MoE suite its own layout and tp1; the others are named)")
-    parser.add_argument("--platform", default=None, help="cpu, gpu, h100 or dgx_h100 (default: detected)")
+    add_platform_option(parser, "profile to run on")
     add_policy_options(parser, ("abs_tol",), abs_tol=INVARIANCE_ABS_TOL)
     parser.add_argument("--rerun", action="store_true", help="run every layout again, even with a fresh result")
     parser.add_argument("--no-run", action="store_true", help="only tabulate fresh results; run nothing")
-    parser.add_argument("--timeout", type=float, default=None, help="deadline per run in seconds (default: the suite's)")
-    parser.add_argument("--out", default=None, help="output folder (default: results/invariance/<suite>/<toolchain>)")
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
+                        help="deadline per run in seconds (default: the suite's)")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="output folder (default: results/invariance/<suite>/<toolchain>)")
 
 
 def plan_layouts(suite, project: Path, text: str, platform_name: str | None):
@@ -85,8 +89,9 @@ def run_summary(provenance: dict) -> dict:
 
 
 def main(args) -> int:
+    from logitsmatch.judge import matrix
     from logitsmatch.judge.golden_io import load_golden, write_json_atomic
-    from logitsmatch.judge.matrix import pairwise, render_heatmap, render_markdown, render_terminal, short_suite, table_json
+    from logitsmatch.judge.matrix import pairwise, render_heatmap, render_markdown, render_terminal, table_json
     from logitsmatch.judge.policy import REQUEST_METRICS, Policy
     from logitsmatch.suites import load_suite
     from logitsmatch.toolchains import get_toolchain
@@ -145,7 +150,7 @@ def main(args) -> int:
     })
     (out / "invariance.md").write_text(render_markdown({heading: table}, "Parallelism invariance", notes, "layouts"))
     try:  # without results the PNG is a panel naming the layouts that failed
-        render_heatmap({heading: table}, out / "invariance.png", lambda _: short_suite(suite.name))
+        render_heatmap({heading: table}, out / "invariance.png", lambda _: matrix.short_suite(suite.name))
         png = ", invariance.png"
     except ImportError:
         png = " (no PNG: matplotlib is not installed here; pip install 'logitsmatch[plot]')"

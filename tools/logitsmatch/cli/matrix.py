@@ -14,6 +14,7 @@ from pathlib import Path
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
 from logitsmatch.log import logger
+from logitsmatch.run.platforms import add_platform_option, harness_platform
 
 EXAMPLE = "logitsmatch matrix --baseline py3.11-torch2.13.0-mcore0.16.1 --out results/matrix"
 
@@ -22,16 +23,16 @@ def configure(parser) -> None:
     parser.add_argument("--toolchain", action="append", metavar="NAME", help="a toolchain to include, repeatable "
                         "(default: every toolchain, or those with a --tag)")
     parser.add_argument("--tag", action="append", metavar="TAG",
-                        help="include the toolchains with this tag (pyproject.toml), repeatable; as nox -s matrix --tag")
-    parser.add_argument("--suite", action="append", help="suites to include (default: all)")
-    parser.add_argument("--baseline", default=None,
+                        help="include the toolchains with this tag (pyproject.toml), repeatable, as nox's --tag")
+    parser.add_argument("--suite", metavar="NAME", action="append", help="suites to include (default: all)")
+    parser.add_argument("--baseline", metavar="NAME", default=None,
                         help="toolchain the exit code is judged against, marked * (default: the default toolchain)")
-    parser.add_argument("--platform", default="cpu")
-    parser.add_argument("--source", default="auto", metavar="auto|results|goldens|DIR",
+    add_platform_option(parser, "of the outputs")
+    parser.add_argument("--source", default="auto", metavar="{auto,results,goldens,DIR}",
                         help="auto (results, else goldens), results, goldens, or a tree made by `logitsmatch collect`")
     parser.add_argument("--hardware-class", metavar="CLASS", default=None,
                         help="with --source DIR: the hardware class to tabulate when the tree holds several")
-    parser.add_argument("--out", default=None, help="output folder (default: results/matrix)")
+    parser.add_argument("--out", metavar="DIR", default=None, help="output folder (default: results/matrix)")
 
 
 def by_version(toolchain) -> tuple:
@@ -68,6 +69,7 @@ def main(args) -> int:
     from logitsmatch.suites import load_suite, suite_names
     from logitsmatch.toolchains import default_toolchain_name, load_toolchains
 
+    args.platform = harness_platform(args.platform)
     project = paths.project_root()
     source = check_source(args.source)
     known = load_toolchains(project / "pyproject.toml")

@@ -271,13 +271,14 @@ def render_heatmap(tables: dict, path: Path, short_title=lambda heading: heading
             title += "\nno output: " + ", ".join(short[name] for name in table["missing"])
         axis.set_title(title, fontsize=10)
         if not names:
-            axis.text(0.5, 0.5, "no output for any of\n" + "\n".join(table["missing"]) if table["missing"] else "nothing to show",
-                      ha="center", va="center", fontsize=9, wrap=True)
+            note = "no output for any of\n" + "\n".join(table["missing"]) if table["missing"] else "nothing to show"
+            axis.text(0.5, 0.5, note, ha="center", va="center", fontsize=9, wrap=True)
             axis.set_axis_off()
             continue
         cells = [[table["cells"][r][c] for c in names] for r in names]
-        values = np.ma.masked_invalid(np.array(
-            [[math.log10(cell.max_abs_delta) if cell.max_abs_delta > 0 else math.nan for cell in row] for row in cells]))
+        logs = [[math.log10(cell.max_abs_delta) if cell.max_abs_delta > 0 else math.nan for cell in row]
+                for row in cells]
+        values = np.ma.masked_invalid(np.array(logs))
         image = axis.imshow(values, cmap=colormap, vmin=_LOG_RANGE[0], vmax=_LOG_RANGE[1])
         for i, row in enumerate(cells):
             for j, cell in enumerate(row):

@@ -221,8 +221,9 @@ def render_markdown(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str
     changes = result.structural_changes
     section(f"Structural changes ({len(changes)})",
             [f"- `{_structural_text(c)}`" for c in changes[:limit]] + [f"- {m}" for m in _more(len(changes), limit)])
+    divergences = _divergence_lines(result, limit)
     section("Token divergences and changed prompts",
-            [f"  - {line.strip()}" if line.startswith("  ") else f"- {line}" for line in _divergence_lines(result, limit)])
+            [f"  - {line.strip()}" if line.startswith("  ") else f"- {line}" for line in divergences])
     if len(result.drift):
         shown = min(limit, len(result.drift))
         section(f"Largest logprob drifts (top {shown} of {len(result.drift)})",

@@ -102,7 +102,8 @@ class DriftTable:
         parts = np.where(self.generated[rows], "generated", "prompt").tolist()
         return [
             {"path": f"{path_prefix}[{i}]", "index": i, "part": p, "golden": g, "current": c, "delta": d, "ulps": u}
-            for i, p, g, c, d, u in zip(self.index[rows].tolist(), parts, golden, current, delta, self.ulps[rows].tolist())
+            for i, p, g, c, d, u in zip(self.index[rows].tolist(), parts, golden, current, delta,
+                                        self.ulps[rows].tolist())
         ]
 
     def largest(self, limit: int) -> np.ndarray:
