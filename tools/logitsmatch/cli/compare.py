@@ -17,6 +17,7 @@ from logitsmatch.judge.divergence import annotate
 from logitsmatch.judge.golden_io import load_golden
 from logitsmatch.judge.policy import Policy, add_policy_options
 from logitsmatch.judge.report import render_terminal, write_reports
+from logitsmatch.judge.verdict import with_hardware
 from logitsmatch.vocab import load_decoder
 
 EXAMPLE = "logitsmatch compare golden_values_dev_dgx_h100.json result.json --json report.json --markdown report.md"
@@ -42,6 +43,7 @@ def main(args: argparse.Namespace) -> int:
     current = load_golden(args.current)
     result = compare(golden, current, policy)
     annotate(result, golden, current, load_decoder(args.tokenizer_model) if args.tokenizer_model else None)
+    with_hardware(result, args.golden, args.current)
     write_reports(result, args.json_path, args.markdown_path, args.junit_path)
     if args.deepdiff_path:
         from logitsmatch.judge.deepdiff_view import write_deepdiff
