@@ -160,9 +160,11 @@ def main(args) -> int:
         logger.error(f"layout {name}: {why}")
     cells = [cell for row in table["cells"].values() for cell in row.values()]
     worst = max((cell.max_abs_delta for cell in cells), default=0.0)
+    most = max(cells, key=lambda cell: cell.n_moved, default=None)
+    moved = f"; at most {most.n_moved} of {most.n_compared} logprobs moved in a pair" if most else ""
     if all(cell.passed for cell in cells) and len(documents) >= 2:
         print(f"INVARIANT: {len(documents)} layouts, every pair within tolerance: tokens equal, "
-              f"max |delta logprob| {worst:.3g} <= {policy.abs_tol:g}")
+              f"max |delta logprob| {worst:.3g} <= {policy.abs_tol:g}{moved}")
     else:
         bad = sorted({f"{r}->{c}" for r, row in table["cells"].items() for c, cell in row.items() if not cell.passed})
         print(f"NOT INVARIANT: {len(bad)} of {len(cells)} ordered pairs beyond tolerance ({', '.join(bad[:8])}); "
