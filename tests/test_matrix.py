@@ -61,7 +61,10 @@ def test_closing_summary_names_the_suite_that_differs_and_how(project, tmp_path,
             assert golden_path(suite, "cpu", toolchain).is_file()
     options = ["--toolchain", NEW, "--toolchain", OLD, "--suite", MOE_TINY, "--suite", TINY_SUITE]
     assert cli_main(["matrix", *options, "--source", "goldens", "--out", str(tmp_path), "-q"]) == 0
+    quiet = capsys.readouterr().out.splitlines()
+    assert cli_main(["matrix", *options, "--source", "goldens", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
+    assert quiet == out[-1:]  # -q: the summary line alone
     assert out[-1] == ("2 suites × 2 toolchains: 1 suite identical, 1 differs: tp4_etp1_pp1_ep8_tiny "
                        "mcore0.16.1↔mcore0.19.2, 36 values, max 4.8e-7 (1 ulp), none over tolerance, "
                        "another check fails in 1 ordered pair")  # 0.16.1 records no routing, 0.19.2's golden has it

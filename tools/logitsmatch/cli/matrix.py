@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from logitsmatch import paths
+from logitsmatch import log, paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
 from logitsmatch.log import logger
 from logitsmatch.run.platforms import add_platform_option, harness_platform
@@ -63,6 +63,7 @@ def main(args) -> int:
         render_markdown,
         render_terminal,
         short_suite,
+        summary_line,
         table_json,
     )
     from logitsmatch.judge.policy import Policy
@@ -102,7 +103,7 @@ def main(args) -> int:
     (out / "matrix.md").write_text(render_markdown(tables, f"Drift matrix (baseline {baseline})", notes))
     render_heatmap(tables, out / "matrix.png", short_suite)
     logger.info(f"wrote {out / 'matrix.md'}, {out / 'matrix.json'}, {out / 'matrix.png'}")
-    print(render_terminal(tables, marked=baseline))  # the summary line last
+    print(summary_line(tables) if log.quiet() else render_terminal(tables, marked=baseline))  # summary line last
     drifted = [
         suite for suite, table in tables.items()
         if baseline in table["cells"] and not all(cell.passed for cell in table["cells"][baseline].values())
