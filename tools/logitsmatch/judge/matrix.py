@@ -16,6 +16,7 @@ from pathlib import Path
 from logitsmatch import paths
 from logitsmatch.collection import collected_result, is_collection
 from logitsmatch.errors import BadInput
+from logitsmatch.hardware import class_of_golden
 from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import json_float, load_golden
 from logitsmatch.judge.report import short_number, ulps_text
@@ -45,6 +46,7 @@ class Cell:
     n_moved: int = 0  # compared logprobs that differ bitwise
     n_compared: int = 0
     max_ulps: int = 0
+    same_class: bool | None = None  # whether the two results ran on one hardware class (None: not known)
 
     @property
     def identical(self) -> bool:
@@ -61,36 +63,40 @@ class Cell:
             "n_compared": self.n_compared,
             "n_over_tolerance": self.n_over_tolerance,
             "passed": self.passed,
+            "same_class": self.same_class,
         }
 
     def code(self) -> str:
         """The cell in a few characters (see LEGEND): =, ~36, !3, @5 !3."""
+        cross = "†" if self.same_class is False else ""
         if self.identical:
-            return "="
+            return "=" + cross
         parts = [] if self.tokens_agree else [f"@{self.first_divergence}"]
         if self.n_over_tolerance:
             parts.append(f"!{self.n_over_tolerance}")
         elif self.n_moved:
             parts.append(f"~{self.n_moved}")
-        return " ".join(parts) or "fails"
+        return (" ".join(parts) or "fails") + cross
 
     def label(self) -> str:
         """The cell in words, for Markdown."""
+        cross = " (hardware classes differ)" if self.same_class is False else ""
         if self.identical:
-            return "="
+            return "=" + cross
         tokens = "tokens =" if self.tokens_agree else f"tokens ≠ @{self.first_divergence}"
         moved = f"{self.n_moved} of {self.n_compared} moved"
         if self.n_moved:
             moved += f" (max {short_number(self.max_abs_delta)}, {ulps_text(self.max_ulps)})"
-        return f"{tokens}, {moved}, {self.n_over_tolerance} over" + ("" if self.passed else ", fails")
+        return f"{tokens}, {moved}, {self.n_over_tolerance} over" + ("" if self.passed else ", fails") + cross
 
 
 LEGEND = ("= bitwise identical (same tokens, every logprob equal to the last bit); ~N: N logprobs moved, "
           "all within tolerance; !N: N logprobs over tolerance; @K: tokens differ from generated index K; "
-          "fails: another check failed; row = golden side, column = current side")
+          "fails: another check failed; †: the two results ran on different hardware classes (bitwise agreement "
+          "is not expected); row = golden side, column = current side")
 
 
-def cell_of(result) -> Cell:
+def cell_of(result, same_class: bool | None = None) -> Cell:
     divergences = [index for index in result.first_divergences.values() if index is not None]
     return Cell(
         tokens_agree=result.tokens_agree,
@@ -101,21 +107,31 @@ def cell_of(result) -> Cell:
         n_moved=int(result.n_moved),
         n_compared=int(result.n_compared),
         max_ulps=int(result.max_ulps),
+        same_class=same_class,
     )
 
 
-def pairwise(documents: dict[str, dict], policy) -> dict[str, dict[str, Cell]]:
-    """Every ordered pair of the documents (row = golden side, column = current side), as `compare` judges it."""
-    return {row: {col: cell_of(compare(documents[row], documents[col], policy)) for col in documents} for row in documents}
+def pairwise(documents: dict[str, dict], policy, classes: dict[str, str | None] | None = None) -> dict[str, dict[str, Cell]]:
+    """Every ordered pair of the documents (row = golden side, column = current side), as `compare` judges it;
+    ``classes`` (each document's hardware class, None where unknown) marks the pairs across classes."""
+    classes = classes or {}
+
+    def same(row: str, col: str) -> bool | None:
+        known = classes.get(row), classes.get(col)
+        return None if None in known else known[0] == known[1]
+
+    return {row: {col: cell_of(compare(documents[row], documents[col], policy), same(row, col)) for col in documents}
+            for row in documents}
 
 
 def drift_matrix(suite, platform: str, toolchains: list[str], source: str, policy, hardware_class: str | None = None) -> dict:
     """{"names": [...toolchains], "missing", "files", "cells": {row: {col: Cell}}} for one suite."""
     files = {name: locate(suite.name, platform, name, source, hardware_class) for name in toolchains}
     present = [name for name in toolchains if files[name] is not None]
-    cells = pairwise({name: load_golden(files[name]) for name in present}, policy)
+    classes = {name: class_of_golden(files[name]) for name in present}
+    cells = pairwise({name: load_golden(files[name]) for name in present}, policy, classes)
     return {"names": present, "missing": [n for n in toolchains if n not in present], "files": files, "cells": cells,
-            "tolerance": policy.abs_tol}
+            "tolerance": policy.abs_tol, "hardware_classes": classes}
 
 
 def check_source(source: str) -> str:
@@ -250,6 +266,7 @@ def render_heatmap(tables: dict, path: Path, short_title=lambda heading: heading
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.patches
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -285,6 +302,9 @@ def render_heatmap(tables: dict, path: Path, short_title=lambda heading: heading
                 text = cell.code() if cell.max_abs_delta == 0 else f"{cell.code()}\n{short_number(cell.max_abs_delta)}"
                 dark = cell.max_abs_delta > 0 and values[i, j] < -3
                 axis.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
+                if cell.same_class is False:  # across hardware classes: hatched, as the † in the text says
+                    axis.add_patch(matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//",
+                                                                edgecolor="#b2182b", linewidth=0))
         short = short_names(names)
         axis.set_xticks(range(len(names)), [short[name] for name in names], fontsize=8, rotation=45, ha="right",
                         rotation_mode="anchor")
@@ -323,4 +343,5 @@ def table_json(table: dict) -> dict:
         "files": {name: str(paths.shown_path(path)) for name, path in table.get("files", {}).items() if path is not None},
         "cells": {r: {c: cell.to_dict() for c, cell in cols.items()} for r, cols in table["cells"].items()},
         "tolerance": table.get("tolerance"),
+        **({"hardware_classes": table["hardware_classes"]} if "hardware_classes" in table else {}),
     }
