@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
-from support import DEFAULT_TOOLCHAIN, TINY_SUITE, assert_one_line, golden_file, run_logitsmatch
-
 from logitsmatch import hardware
+from support import DEFAULT_TOOLCHAIN, TINY_SUITE, assert_one_line, golden_file, run_logitsmatch
 
 INTEL = {"arch": "x86_64", "vendor": "GenuineIntel", "model": "Intel(R) Xeon(R) Platinum 8480+", "flags": ["avx512f"],
          "count": 16, "isa": "AVX512", "blas": {"name": "mkl", "version": "2024.2"}, "threads": 1}

@@ -320,9 +320,8 @@ def main(args, results_root: Path | None = None) -> int:
         logger.info(f"result: {target}")
         if args.no_compare:
             return EXIT_OK
-        from logitsmatch.judge.verdict import judge_against_golden
-
         from logitsmatch.hardware import golden_of_class
+        from logitsmatch.judge.verdict import judge_against_golden
 
         golden = golden_of_class(paths.golden_path(suite.name, platform_label, toolchain.name), record["hardware"]["class"])
         passed = judge_against_golden(suite, target, golden, toolchain.name)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from logitsmatch.judge.compare import Policy, compare
+from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.policy import Policy
 from logitsmatch.judge.report import render_terminal, write_reports
 from logitsmatch.log import logger
 from logitsmatch.paths import report_paths
