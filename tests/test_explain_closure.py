@@ -3,13 +3,16 @@
 The unit tests build environments as records; the wheel test builds tiny real wheels (a torch-like
 distribution that fails to import without its companion, plus decoys), installs them into two
 folders, and searches them with a runner that imports the composed environment instead of running
-a suite: the real resolve, diff, groups, closure, overlays and search, in seconds.
+a suite: the real resolve, diff, groups, closure, overlays and search, in seconds. The last tests
+cover the harness inputs a package move can carry (configuration records, stand-ins, hardware class)
+and how they are checked against the runs that prove the culprit.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import subprocess
 import sys
 import zipfile
@@ -271,3 +274,84 @@ def test_an_undeclared_companion_is_unresolved_and_named_with_its_error(tmp_path
     assert len(explainer.runs) <= explainer.bound
     lines = culprit_lines("tiny", report)
     assert any(line.startswith("  unresolved (run ") and "cannot import name 'preload'" in line for line in lines)
+
+
+# --- what the harness set is a harness input ------------------------------------------------------
+
+def test_a_configuration_record_names_fields_off_their_default():
+    from dataclasses import dataclass, field
+
+    from logitsmatch.rank.config_record import dataclass_record
+
+    @dataclass
+    class Config:
+        num_layers: int
+        dispatcher: str = "nvls"
+        scales: list = field(default_factory=lambda: [1.0])
+        activation: object = None
+
+    record = dataclass_record(Config(2, dispatcher="nccl", activation=_wheel))
+    assert record["values"] == {"num_layers": 2, "dispatcher": "nccl", "scales": [1.0],
+                                "activation": f"{__name__}._wheel"}
+    assert record["not_default"] == ["num_layers", "dispatcher", "activation"]
+
+
+def test_config_differences_compare_shared_fields_and_name_a_new_field_off_its_default():
+    from logitsmatch.explain.explainer import config_differences
+
+    older = {"values": {"hidden_size": 64, "moe_router_topk": 2}, "not_default": ["hidden_size", "moe_router_topk"]}
+    newer = {"values": {"hidden_size": 64, "moe_router_topk": 4, "inference_moe_token_dispatcher_type": "nccl",
+                        "new_default_field": False}, "not_default": ["hidden_size", "moe_router_topk",
+                                                                     "inference_moe_token_dispatcher_type"]}
+    assert config_differences(older, newer) == [
+        "inference_moe_token_dispatcher_type: 'nccl' on the candidate (not that release's default), "
+        "a field the baseline's lacks", "moe_router_topk: 2 vs 4"]
+    assert config_differences(None, newer) == []  # a run from before the record: nothing to compare
+
+
+def _run_with(tmp_path: Path, index: int, outcome: str, stand_ins: list[str], dispatcher: str,
+              hardware_class: str = "x86_64-amd-avx2-mkl") -> Run:
+    result = tmp_path / f"run{index}" / "result.json"
+    result.parent.mkdir()
+    result.write_text("{}")
+    provenance = {"stand_ins": stand_ins, "harness_inputs": {"adapter": "Mcore017", "hardware_class": hardware_class}}
+    (result.parent / "result.provenance.json").write_text(json.dumps(provenance))
+    config = {"values": {"inference_moe_token_dispatcher_type": dispatcher}, "not_default": []}
+    (result.parent / "inputs.json").write_text(json.dumps({"ranks": [{"transformer_config": config}]}))
+    run = Run(index, f"r{index}", "x", [], envs.Side("x", sys.executable), result, None, 0.0, False)
+    run.outcome = outcome
+    return run
+
+
+def test_a_stand_in_that_differs_is_checked_against_the_runs_that_prove_the_culprit(tmp_path):
+    """The triton case of issue 18: the candidate's run swaps a stand-in. The run of everything but the
+    culprit carries the candidate's stand-ins and gives the baseline's result, so the stand-in does not
+    explain the drift; a configuration that follows the culprit is said to be inseparable from it."""
+    from logitsmatch.explain.explainer import check_harness_differences, harness_differences
+
+    triton = ["megatron triton KV-append -> pure-torch"]
+    baseline = _run_with(tmp_path, 1, "good", [], "nvls")
+    candidate = _run_with(tmp_path, 2, "bad", triton, "nccl", hardware_class="x86_64-intel-avx512-mkl")
+    alone = _run_with(tmp_path, 3, "bad", [], "nccl")
+    without = _run_with(tmp_path, 4, "good", triton, "nvls")
+    differences = harness_differences(baseline, candidate)
+    assert [d["what"] for d in differences] == ["stand-ins", "transformer config", "hardware class"]
+    assert differences[2]["detail"].startswith("x86_64-amd-avx2-mkl vs x86_64-intel-avx512-mkl")
+    check_harness_differences(differences, (baseline, candidate), alone, without)
+    assert differences[0]["check"] == ("run 4 has the candidate's stand-ins and reproduces the baseline: "
+                                       "it does not explain the drift")
+    assert differences[1]["check"].startswith("it follows the culprit (runs 3 and 4")
+    assert "check" not in differences[2]
+
+
+def test_the_record_of_a_real_transformer_config_is_plain_data():
+    """The worker writes this for every rank (needs megatron-core: the test venv has it)."""
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    from logitsmatch.rank.config_record import dataclass_record
+
+    record = dataclass_record(TransformerConfig(num_layers=2, hidden_size=64, num_attention_heads=4))
+    assert json.loads(json.dumps(record)) == record
+    assert record["values"]["ffn_hidden_size"] == 256  # derived in __post_init__: off the field's default
+    assert {"num_layers", "hidden_size", "ffn_hidden_size"} <= set(record["not_default"])
+    assert "0x" not in json.dumps(record)  # no object addresses: equal configurations give equal records

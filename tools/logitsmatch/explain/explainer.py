@@ -266,6 +266,9 @@ class Explainer:
                       "unresolved": [], "notes": [], "ties": {}, "boundary": candidate}
         first_bad_run = search.pop("boundary")
         report.update(search)
+        proving = [self.runs[step["run"] - 1] if step.get("run") else None
+                   for step in (search["proof"]["alone"], search["proof"]["without"])]
+        check_harness_differences(report["harness_differences"], (baseline, candidate), *proving)
         report["culprits"] = [name for group in report["culprit_groups"] for name in group["members"]]
 
         # 4. commit
@@ -524,10 +527,89 @@ def harness_differences(baseline: Run, candidate: Run) -> list[dict]:
     decisions = _paths_differing(ha.get("adapter_decisions"), hb.get("adapter_decisions"))
     if decisions:
         found.append({"what": "adapter decisions", "detail": ", ".join(decisions[:12]) + f" (adapter API of {release})"})
+    for what, record in _configurations(baseline).items():
+        fields = config_differences(record, _configurations(candidate).get(what))
+        if fields:
+            more = f"; {len(fields) - 12} more" if len(fields) > 12 else ""
+            found.append({"what": what, "detail": "; ".join(fields[:12]) + more, "fields": fields})
     for side, identity in (("baseline", ma), ("candidate", mb)):
         if identity_mismatch(identity):
             found.append({"what": "megatron-core identity", "detail": f"{side} {identity_mismatch(identity)}"})
+    ca, cb = ha.get("hardware_class"), hb.get("hardware_class")
+    if ca and cb and ca != cb:
+        found.append({"what": "hardware class", "detail": f"{ca} vs {cb}: bitwise agreement is not expected across "
+                      "hardware classes (a run's hardware is part of its result)"})
     return found
+
+
+def _configurations(run: Run) -> dict[str, dict]:
+    """Rank 0's configuration records: the TransformerConfig and the adapter's inference configs."""
+    ranks = run.inputs().get("ranks") or [{}]
+    first = ranks[0]
+    found = {"transformer config": first.get("transformer_config")}
+    found.update({f"inference config ({name})": record for name, record in (first.get("configs") or {}).items()})
+    return {what: record for what, record in found.items() if record}
+
+
+def config_differences(a: dict | None, b: dict | None) -> list[str]:
+    """The fields of one configuration that differ between two runs: a field both releases have, by value;
+    a field one release lacks, where the other's value is not its default. Nothing when a run has no record."""
+    if not a or not b:
+        return []
+    va, vb = a.get("values") or {}, b.get("values") or {}
+    na, nb = set(a.get("not_default") or []), set(b.get("not_default") or [])
+    found = []
+    for name in sorted(set(va) | set(vb)):
+        if name in va and name in vb:
+            if va[name] != vb[name]:
+                found.append(f"{name}: {va[name]!r} vs {vb[name]!r}")
+        elif name in na:
+            found.append(f"{name}: {va[name]!r} on the baseline, a field the candidate's release lacks")
+        elif name in nb:
+            found.append(f"{name}: {vb[name]!r} on the candidate (not that release's default), "
+                         "a field the baseline's lacks")
+    return found
+
+
+def _harness_value(run: Run, what: str):
+    """The value of one kind of harness input in ``run`` (what ``harness_differences`` names)."""
+    provenance = run.provenance()
+    inputs = provenance.get("harness_inputs") or {}
+    if what == "stand-ins":
+        return sorted(provenance.get("stand_ins") or [])
+    if what == "adapter":
+        return inputs.get("adapter")
+    if what == "adapter decisions":
+        return inputs.get("adapter_decisions")
+    record = _configurations(run).get(what)
+    return None if record is None else record.get("values")
+
+
+CHECKED_BY_THE_PROOF = ("stand-ins", "adapter", "adapter decisions")
+
+
+def check_harness_differences(differences: list[dict], sides: tuple[Run, Run], alone: Run | None,
+                              without: Run | None) -> None:
+    """Each harness difference a package move can carry (a stand-in, the adapter, a configuration) checked
+    against the two runs that prove the culprit, before the culprit is blamed: ``difference["check"]``."""
+    baseline, candidate = sides
+    for difference in differences:
+        what = difference["what"]
+        if not (what in CHECKED_BY_THE_PROOF or what.endswith("config") or what.startswith("inference config")):
+            continue
+        base, cand, moved_alone, moved_without = (_harness_value(run, what) if run is not None and run.ok else None
+                                                  for run in (baseline, candidate, alone, without))
+        if without is not None and without.outcome == "good" and moved_without == cand:
+            difference["check"] = (f"run {without.index} has the candidate's {what} and reproduces the baseline: "
+                                   "it does not explain the drift")
+        elif alone is not None and alone.outcome == "bad" and moved_alone == base:
+            difference["check"] = (f"run {alone.index} has the baseline's {what} and reproduces the candidate: "
+                                   "the drift does not need it")
+        elif alone is not None and without is not None and moved_alone == cand and moved_without == base:
+            difference["check"] = (f"it follows the culprit (runs {alone.index} and {without.index} differ in it "
+                                   "as the sides do): the runs cannot tell the package from this harness input")
+        else:
+            difference["check"] = "not checked: no proving run carries one side's value alone"
 
 
 def identity_mismatch(identity: dict) -> str | None:

@@ -41,7 +41,8 @@ def headline(suite: str, report: dict) -> list[str]:
         lines.append(f"{suite}: HARNESS DRIFT: the loaded weights differ and the candidate's packages on the baseline's "
                      "checkpoint give the baseline's result: the drift follows the weights, not the packages")
     for difference in report.get("harness_differences", []):
-        lines.append(f"  harness difference: {difference['what']}: {difference['detail']}")
+        lines.append(f"  harness difference: {difference['what']}: {difference['detail']}"
+                     + (f" ({difference['check']})" if difference.get("check") else ""))
     lines += culprit_lines(suite, report)
     commit = report.get("commit")
     search = report.get("commit_search")
@@ -157,6 +158,7 @@ def markdown(combined: dict) -> str:
         out += ["", "### Harness inputs", ""]
         differences = report.get("harness_differences", [])
         out += [f"- **{d['what']}**: {d['detail']}" + (f" ({', '.join(d['tensors'][:8])})" if d.get("tensors") else "")
+                + (f". Checked: {d['check']}" if d.get("check") else "")
                 for d in differences] or ["- none: both runs were fed the same weights, plan, stand-ins and adapter decisions"]
         if "weights_swap" in report:
             out += ["", f"Weights swap (run {report['weights_swap']['run']}): the candidate's packages on the baseline's "
