@@ -355,3 +355,13 @@ def test_the_record_of_a_real_transformer_config_is_plain_data():
     assert record["values"]["ffn_hidden_size"] == 256  # derived in __post_init__: off the field's default
     assert {"num_layers", "hidden_size", "ffn_hidden_size"} <= set(record["not_default"])
     assert "0x" not in json.dumps(record)  # no object addresses: equal configurations give equal records
+
+
+def test_an_unresolved_run_is_named_by_the_exception_its_traceback_ends_with():
+    stderr = ("[logitsmatch] launching 8 ranks\nTraceback (most recent call last):\n"
+              '  File "torch/__init__.py", line 292, in _preload_cuda_deps\n'
+              "    raise ValueError(f\"{lib_folder} not found in the system path {sys.path}\")\n"
+              "ValueError: libcudnn.so.*[0-9] not found in the system path ['/x']\n")
+    assert first_error_line(stderr) == "ValueError: libcudnn.so.*[0-9] not found in the system path ['/x']"
+    assert first_error_line("[logitsmatch] error: rank 3 failed before serving\nbye\n").endswith("rank 3 failed before serving")
+    assert first_error_line("") == "no output"
