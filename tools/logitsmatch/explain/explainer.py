@@ -122,7 +122,7 @@ class Explainer:
     # --- running ----------------------------------------------------------------------------
     def progress(self, description: str) -> None:
         step = len(self.runs) + 1
-        if step > self.bound:  # a reuse of runs the bound counted twice never gets here; anything else is a bug
+        if step > self.bound:  # a step no rule counted: said, not hidden
             self.extend(step - self.bound, "a step the bound did not count")
         so_far = time.monotonic() - self.started
         logger.info(f"step {step} of at most {self.bound} ({so_far:.0f} s so far): {description}")
