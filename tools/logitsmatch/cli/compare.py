@@ -16,6 +16,7 @@ from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import load_golden
 from logitsmatch.judge.policy import Policy, add_policy_options
 from logitsmatch.judge.report import render_terminal, write_reports
+from logitsmatch.judge.verdict import with_hardware
 
 EXAMPLE = "logitsmatch compare golden_values_dev_dgx_h100.json result.json --json report.json --markdown report.md"
 
@@ -36,6 +37,7 @@ def main(args: argparse.Namespace) -> int:
     golden = load_golden(args.golden)
     current = load_golden(args.current)
     result = compare(golden, current, policy)
+    with_hardware(result, args.golden, args.current)
     write_reports(result, args.json_path, args.markdown_path, args.junit_path)
     if args.deepdiff_path:
         from logitsmatch.judge.deepdiff_view import write_deepdiff

@@ -134,6 +134,7 @@ class ComparisonResult:
     max_abs_delta: float
     mean_abs_delta: float
     p99_abs_delta: float
+    hardware: dict | None = None  # logitsmatch.hardware.sides() of the two files' provenance, when they have one
     failed_checks: list[Check] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -202,6 +203,8 @@ class ComparisonResult:
             "checks": [c.to_dict() for c in self.checks],
             "warnings": self.warnings,
             "structural_changes": self.structural_changes,
+            **({"hardware": {key: self.hardware[key] for key in ("golden", "current", "same_class")}}
+               if self.hardware else {}),
         }
 
     def to_dict(self) -> dict:
