@@ -242,7 +242,7 @@ def _explain_packages(tmp_path, declared: bool):
 def test_explain_names_the_group_with_the_runs_that_prove_it_within_the_bound(tmp_path, capsys):
     explainer, groups, report = _explain_packages(tmp_path, declared=True)
     assert [g["lead"] for g in report["culprit_groups"]] == ["torchlike"] and report["proof"]["proven"]
-    assert report["unresolved"] == [] and explainer.bound_notes == []
+    assert report["unresolved"] == [] and explainer.bound_notes == []  # within 2 + 2*ceil(log2 g)
     assert all(run.outcome != UNRESOLVED for run in explainer.runs)
     assert len(explainer.runs) <= 2 + search_bound(len(groups)) == explainer.bound
     alone, without = report["proof"]["alone"], report["proof"]["without"]
@@ -256,6 +256,17 @@ def test_explain_names_the_group_with_the_runs_that_prove_it_within_the_bound(tm
            "companion==2.0; the baseline has 1.0 (and 1 more, see the report)" in lines
     progress = [line for line in capsys.readouterr().out.splitlines() if " of at most " in line]
     assert progress and all(f"of at most {explainer.bound} " in line for line in progress)
+
+    # Is the lead itself needed? Its requirements moved without it: one more run, announced.
+    base_env, cand_env = envs.resolve(explainer.settings.baseline), envs.resolve(explainer.settings.candidate)
+    torchlike = next(group for group in groups if group.lead == "torchlike")
+    within = explainer.requirements_alone(torchlike, base_env, cand_env, {n for g in groups for n in g.members},
+                                          (explainer.runs[0], explainer.runs[1]))
+    assert within["outcome"] == "good" and within["moved"] == ["companion", "gpu-runtime"]
+    assert explainer.bound_notes[-1].startswith("+1: the culprit group's requirements moved without torchlike")
+    report["within_group"] = within
+    assert (f"  torchlike itself is needed: its requirements moved without it reproduce the baseline "
+            f"(run {within['run']})") in culprit_lines("tiny", report)
 
 
 def test_an_undeclared_companion_is_unresolved_and_named_with_its_error(tmp_path):
@@ -324,9 +335,9 @@ def _run_with(tmp_path: Path, index: int, outcome: str, stand_ins: list[str], di
 
 
 def test_a_stand_in_that_differs_is_checked_against_the_runs_that_prove_the_culprit(tmp_path):
-    """The triton case of issue 18: the candidate's run swaps a stand-in. The run of everything but the
-    culprit carries the candidate's stand-ins and gives the baseline's result, so the stand-in does not
-    explain the drift; a configuration that follows the culprit is said to be inseparable from it."""
+    """The triton case of issue 18: the candidate's run swaps a stand-in. A run that carries the candidate's
+    stand-ins and gives the baseline's result clears the stand-in; a configuration that follows the
+    culprit in every run is said to be inseparable from it."""
     from logitsmatch.explain.explainer import check_harness_differences, harness_differences
 
     triton = ["megatron triton KV-append -> pure-torch"]
@@ -337,10 +348,10 @@ def test_a_stand_in_that_differs_is_checked_against_the_runs_that_prove_the_culp
     differences = harness_differences(baseline, candidate)
     assert [d["what"] for d in differences] == ["stand-ins", "transformer config", "hardware class"]
     assert differences[2]["detail"].startswith("x86_64-amd-avx2-mkl vs x86_64-intel-avx512-mkl")
-    check_harness_differences(differences, (baseline, candidate), alone, without)
+    check_harness_differences(differences, (baseline, candidate), [baseline, candidate, alone, without])
     assert differences[0]["check"] == ("run 4 has the candidate's stand-ins and reproduces the baseline: "
                                        "it does not explain the drift")
-    assert differences[1]["check"].startswith("it follows the culprit (runs 3 and 4")
+    assert differences[1]["check"].startswith("it follows the culprit: no run has one without the other")
     assert "check" not in differences[2]
 
 

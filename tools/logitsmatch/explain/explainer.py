@@ -266,9 +266,11 @@ class Explainer:
                       "unresolved": [], "notes": [], "ties": {}, "boundary": candidate}
         first_bad_run = search.pop("boundary")
         report.update(search)
-        proving = [self.runs[step["run"] - 1] if step.get("run") else None
-                   for step in (search["proof"]["alone"], search["proof"]["without"])]
-        check_harness_differences(report["harness_differences"], (baseline, candidate), *proving)
+        culprit_groups = [group for group in groups if group.lead in {g["lead"] for g in report["culprit_groups"]}]
+        if len(culprit_groups) == 1 and len(culprit_groups[0].members) > 1:
+            report["within_group"] = self.requirements_alone(culprit_groups[0], base_env, cand_env, set(changed),
+                                                              (baseline, candidate))
+        check_harness_differences(report["harness_differences"], (baseline, candidate), self.runs)
         report["culprits"] = [name for group in report["culprit_groups"] for name in group["members"]]
 
         # 4. commit
@@ -353,6 +355,23 @@ class Explainer:
                 "ties": dict(moved_with),
                 "unresolved": unresolved, "notes": found.notes,
                 "boundary": by_closure.get(frozenset(culprit_members), candidate)}
+
+    def requirements_alone(self, group: envs.Group, base_env, cand_env, changed: set[str], sides: tuple[Run, Run]):
+        """The culprit group's requirements moved without its lead: whether the lead is needed, and a run that
+        tells a harness input the requirements carry (triton's kernels) from the lead's numerics."""
+        companions = set(group.members) - {group.lead}
+        full, _ = envs.closure(base_env, cand_env, companions, changed)
+        if group.lead in full:
+            return {"run": None, "outcome": None, "moved": sorted(full),
+                    "why": f"its requirements cannot move without {group.lead} (a tie takes it along)"}
+        self.extend(1, f"the culprit group's requirements moved without {group.lead}: is {group.lead} itself needed")
+        try:
+            side = envs.compose(base_env, cand_env, full, self.settings.cache, "+".join(sorted(full)))
+        except BadInput as exc:
+            return {"run": None, "outcome": UNRESOLVED, "moved": sorted(full), "why": str(exc)}
+        run = self.run(side, f"move {group.lead}'s requirements without it", sorted(full))
+        self.judge(run, *sides)
+        return {"run": run.index, "outcome": run.outcome, "moved": sorted(full), "why": run.error}
 
     def commits(self, package: str, base_env, cand_env, baseline: Run, moved_alone: Run) -> dict:
         """``moved_alone``: the run of the baseline with only ``package`` at the candidate's version."""
@@ -588,28 +607,29 @@ def _harness_value(run: Run, what: str):
 CHECKED_BY_THE_PROOF = ("stand-ins", "adapter", "adapter decisions")
 
 
-def check_harness_differences(differences: list[dict], sides: tuple[Run, Run], alone: Run | None,
-                              without: Run | None) -> None:
+def check_harness_differences(differences: list[dict], sides: tuple[Run, Run], runs: list[Run]) -> None:
     """Each harness difference a package move can carry (a stand-in, the adapter, a configuration) checked
-    against the two runs that prove the culprit, before the culprit is blamed: ``difference["check"]``."""
+    against the package search's runs before a package is blamed: ``difference["check"]``. A run that has
+    the candidate's value and gives the baseline's result clears it; one that has the baseline's value and
+    gives the candidate's shows the drift does not need it; else it follows the culprit."""
     baseline, candidate = sides
+    judged = [run for run in runs if run.ok and run.outcome in ("good", "bad") and run not in sides]
     for difference in differences:
         what = difference["what"]
         if not (what in CHECKED_BY_THE_PROOF or what.endswith("config") or what.startswith("inference config")):
             continue
-        base, cand, moved_alone, moved_without = (_harness_value(run, what) if run is not None and run.ok else None
-                                                  for run in (baseline, candidate, alone, without))
-        if without is not None and without.outcome == "good" and moved_without == cand:
-            difference["check"] = (f"run {without.index} has the candidate's {what} and reproduces the baseline: "
+        base, cand = _harness_value(baseline, what), _harness_value(candidate, what)
+        cleared = next((r for r in judged if r.outcome == "good" and _harness_value(r, what) == cand), None)
+        unneeded = next((r for r in judged if r.outcome == "bad" and _harness_value(r, what) == base), None)
+        if cleared:
+            difference["check"] = (f"run {cleared.index} has the candidate's {what} and reproduces the baseline: "
                                    "it does not explain the drift")
-        elif alone is not None and alone.outcome == "bad" and moved_alone == base:
-            difference["check"] = (f"run {alone.index} has the baseline's {what} and reproduces the candidate: "
+        elif unneeded:
+            difference["check"] = (f"run {unneeded.index} has the baseline's {what} and reproduces the candidate: "
                                    "the drift does not need it")
-        elif alone is not None and without is not None and moved_alone == cand and moved_without == base:
-            difference["check"] = (f"it follows the culprit (runs {alone.index} and {without.index} differ in it "
-                                   "as the sides do): the runs cannot tell the package from this harness input")
         else:
-            difference["check"] = "not checked: no proving run carries one side's value alone"
+            difference["check"] = ("it follows the culprit: no run has one without the other, so the runs cannot "
+                                   "tell the package from this harness input")
 
 
 def identity_mismatch(identity: dict) -> str | None:

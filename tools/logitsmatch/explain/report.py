@@ -85,7 +85,8 @@ def group_text(group: dict, changes: dict) -> str:
 
 def _proof_text(step: dict, claim: str) -> str:
     said = {"bad": "reproduces the candidate", "good": "reproduces the baseline",
-            "other": "gives neither side's result", "unresolved": "could not start"}.get(step.get("outcome") or "", "was not run")
+            "other": "gives neither side's result", "unresolved": "could not start"}
+    said = said.get(step.get("outcome") or "", "was not run")
     where = f" (run {step['run']})" if step.get("run") else ""
     return f"{claim} {said}{where}"
 
@@ -104,6 +105,15 @@ def culprit_lines(suite: str, report: dict) -> list[str]:
              + ("" if proof.get("proven", True) else " (not proven)")]
     for name, why in (report.get("moved_together") or {}).items():
         lines.append(f"  {name} moved with it: {why}")
+    within = report.get("within_group")
+    if within and groups:
+        lead = groups[0]["lead"]
+        said = {"good": f"{lead} itself is needed: its requirements moved without it reproduce the baseline",
+                "bad": f"its requirements moved without {lead} reproduce the candidate: the drift is theirs",
+                "other": f"its requirements moved without {lead} give neither side's result"}
+        said = said.get(within.get("outcome") or "")
+        where = f" (run {within['run']})" if within.get("run") else ""
+        lines.append(f"  {said}{where}" if said else f"  its requirements without {lead}: {within.get('why')}{where}")
     for group in report.get("groups") or []:
         if len(group["members"]) > 1:
             reasons = list(group["reasons"].values())
