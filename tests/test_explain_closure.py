@@ -129,13 +129,15 @@ NEW_COMPANION = ("import gpu_runtime\n\n\ndef preload():\n    assert gpu_runtime
                  "def kernel():\n    return 3\n")
 
 
-def _sides(tmp_path: Path, declared: bool = True) -> tuple[envs.Side, envs.Side]:
+def _sides(tmp_path: Path, declared: bool = True, pinned_decoy: bool = False) -> tuple[envs.Side, envs.Side]:
     """Baseline: torchlike 1.0 over companion 1.0. Candidate: torchlike 2.0 (doubles the value) requiring
     companion 2.0 (``declared``: in its metadata too), which requires gpu-runtime (absent from the
-    baseline); five decoys at new versions."""
+    baseline); five decoys at new versions (``pinned_decoy``: the baseline's torchlike requires
+    decoy-alpha<1.1)."""
     built = tmp_path / "wheels"
     built.mkdir()
-    baseline = [_wheel(built, "torchlike", "1.0", {"torchlike": BASE_TORCHLIKE}, ("companion>=1,<3",)),
+    pins = ("companion>=1,<3", "decoy-alpha<1.1") if pinned_decoy else ("companion>=1,<3",)
+    baseline = [_wheel(built, "torchlike", "1.0", {"torchlike": BASE_TORCHLIKE}, pins),
                 _wheel(built, "companion", "1.0", {"companion": BASE_COMPANION})]
     requires = ("companion==2.0",) if declared else ()
     candidate = [_wheel(built, "torchlike", "2.0", {"torchlike": NEW_TORCHLIKE}, requires),
@@ -219,8 +221,8 @@ class ImportingExplainer(Explainer):
         return run.outcome
 
 
-def _explain_packages(tmp_path, declared: bool):
-    baseline_side, candidate_side = _sides(tmp_path, declared)
+def _explain_packages(tmp_path, declared: bool, pinned_decoy: bool = False):
+    baseline_side, candidate_side = _sides(tmp_path, declared, pinned_decoy)
     settings = Settings(Path(__file__).resolve().parents[1], "tiny", "t", baseline_side, candidate_side, None,
                         tmp_path / "work", tmp_path / "cache")
     explainer = ImportingExplainer(settings)
@@ -267,6 +269,19 @@ def test_explain_names_the_group_with_the_runs_that_prove_it_within_the_bound(tm
     report["within_group"] = within
     assert (f"  torchlike itself is needed: its requirements moved without it reproduce the baseline "
             f"(run {within['run']})") in culprit_lines("tiny", report)
+
+
+def test_a_decoy_the_baseline_pins_moves_only_with_the_culprit_and_is_not_blamed(tmp_path):
+    """The setuptools shape: the baseline's torchlike requires decoy-alpha<1.1, so decoy-alpha 1.1 moves only
+    with torchlike. torchlike is the culprit; the run of everything else without it cannot exist, and the
+    report says why instead of blaming decoy-alpha."""
+    explainer, groups, report = _explain_packages(tmp_path, declared=True, pinned_decoy=True)
+    assert [g["lead"] for g in report["culprit_groups"]] == ["torchlike"] and report["unresolved"] == []
+    assert report["ties"]["torchlike"] == "the baseline's torchlike 1.0 requires decoy-alpha<1.1; moved, decoy-alpha is 1.1"
+    assert report["proof"]["without"]["impossible"] == "a tie takes it along"
+    line = culprit_lines("tiny", report)[0]
+    assert line.endswith("everything else cannot move without it: a tie takes it along (not proven)"), line
+    assert len(explainer.runs) <= explainer.bound
 
 
 def test_an_undeclared_companion_is_unresolved_and_named_with_its_error(tmp_path):

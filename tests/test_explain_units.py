@@ -85,6 +85,28 @@ def test_an_unresolved_configuration_is_no_evidence_and_costs_one_run(n):
         assert len(log) <= search_bound(n) + len(found.unresolved) + (fallback_bound(n) if found.notes else 0)
 
 
+def test_a_tie_that_drags_the_culprit_along_never_blames_the_dragging_group():
+    """setuptools 70 moves only with torch (the baseline's torch requires setuptools>=77): every
+    configuration with setuptools moves torch too. The culprit is torch; setuptools is not blamed, and
+    the missing second proof run is said."""
+    ties = {"setuptools": {"setuptools", "torch"}}
+
+    def expand(config):
+        return frozenset(set(config).union(*(ties.get(unit, {unit}) for unit in config)))
+
+    log: list = []
+
+    def test(config):
+        log.append(config)
+        return "bad" if "torch" in expand(config) else "good"
+
+    told: list = []
+    found = isolate(["setuptools", "torch"], test, expand, lambda why, runs: told.append(why))
+    assert found.culprits == ["torch"] and "a tie takes it along" in found.notes[0]
+    assert not any("ddmin" in why for why in told) and len(log) <= search_bound(2)
+    assert ddmin(["setuptools", "torch"], test, expand) == ["torch"]
+
+
 def test_ddmin_reduces_only_on_bad():
     outcomes = {frozenset({"a", "b"}): "unresolved", frozenset({"c", "d"}): "good"}
     tried: list = []

@@ -94,13 +94,18 @@ def isolate(units: Sequence[str], test: Callable[[frozenset[str]], str],
             break
     found.culprits = suspects
     found.alone, found.without = frozenset(suspects), everything - frozenset(suspects)
+    tied_back = expand(found.without) & found.alone
+    if tied_back and run(found.alone) == "bad":
+        found.notes.append(f"everything else cannot move without {_names(tied_back)}: a tie takes it along, "
+                           "so only the first proof run exists")
+        return found
     if run(found.alone) == "bad" and run(found.without) == "good":
         return found
     why = (f"no proof for one culprit: {_names(found.alone)} alone gives {run(found.alone)} (the candidate's result "
            f"would be bad) and everything else {run(found.without)} (the baseline's would be good)")
     announce(why + f"; ddmin over all {len(everything)} groups", fallback_bound(len(everything)))
     found.notes.append(why)
-    found.culprits = ddmin(list(units), run)
+    found.culprits = ddmin(list(units), run, expand)
     found.alone, found.without = frozenset(found.culprits), everything - frozenset(found.culprits)
     run(found.without)
     return found
@@ -129,19 +134,29 @@ def _narrow(suspects: list[str], parts: int, everything: frozenset[str], run, ex
     return None
 
 
-def ddmin(units: list[str], run: Callable[[frozenset[str]], str]) -> list[str]:
+def ddmin(units: list[str], run: Callable[[frozenset[str]], str],
+          expand: Callable[[frozenset[str]], frozenset[str]] = lambda config: config) -> list[str]:
     """Zeller's ddmin: a 1-minimal subset of ``units`` (all of which give "bad") that still gives "bad".
-    Only "bad" reduces; "good", "other" and unresolved outcomes refine the split instead."""
+    Only "bad" reduces, to what the configuration really moved (``expand``); "good", "other" and
+    unresolved outcomes refine the split instead."""
     current, parts = list(units), 2
+
+    def reduces(config: list[str]) -> list[str] | None:
+        if run(frozenset(config)) != "bad":
+            return None
+        moved = expand(frozenset(config))
+        kept = [u for u in current if u in moved]
+        return kept if len(kept) < len(current) else None
+
     while len(current) >= 2:
         size = math.ceil(len(current) / parts)
         subsets = [current[i:i + size] for i in range(0, len(current), size)]
-        reduced = next((s for s in subsets if run(frozenset(s)) == "bad"), None)
+        reduced = next((kept for s in subsets if (kept := reduces(s))), None)
         if reduced is not None:
             current, parts = reduced, 2
             continue
         complements = [[u for u in current if u not in s] for s in subsets]
-        reduced = next((c for c in complements if len(subsets) > 2 and run(frozenset(c)) == "bad"), None)
+        reduced = next((kept for c in complements if len(subsets) > 2 and (kept := reduces(c))), None)
         if reduced is not None:
             current, parts = reduced, max(parts - 1, 2)
             continue

@@ -343,9 +343,11 @@ class Explainer:
         found = isolate([group.lead for group in groups], test, expand, lambda why, runs: self.extend(runs, why))
 
         def proof(config: frozenset[str]) -> dict:
-            run = by_closure.get(frozenset(closed(config)))
-            return {"run": run.index if run else None, "outcome": found.outcomes.get(config),
-                    "moved": sorted(closed(config))}
+            full = closed(config)
+            if config == found.without and full & members(found.alone):
+                return {"run": None, "outcome": None, "moved": sorted(full), "impossible": "a tie takes it along"}
+            run = by_closure.get(frozenset(full))
+            return {"run": run.index if run else None, "outcome": found.outcomes.get(config), "moved": sorted(full)}
 
         culprit_members = closed(found.alone)
         return {"culprit_groups": [group_record(by_lead[lead]) for lead in found.culprits],

@@ -84,6 +84,8 @@ def group_text(group: dict, changes: dict) -> str:
 
 
 def _proof_text(step: dict, claim: str) -> str:
+    if step.get("impossible"):
+        return f"{claim.replace(' moved without ', ' cannot move without ')}: {step['impossible']}"
     said = {"bad": "reproduces the candidate", "good": "reproduces the baseline",
             "other": "gives neither side's result", "unresolved": "could not start"}
     said = said.get(step.get("outcome") or "", "was not run")
