@@ -83,7 +83,7 @@ def isolate(units: Sequence[str], test: Callable[[frozenset[str]], str],
 
     suspects, parts = list(units), 2
     while len(suspects) > 1:
-        narrowed = _narrow(suspects, parts, everything, run, expand, announce, found.outcomes)
+        narrowed = _narrow(suspects, parts, everything, run, expand)
         if narrowed is not None:
             suspects, parts = narrowed, 2
         elif parts < len(suspects):
@@ -111,26 +111,22 @@ def isolate(units: Sequence[str], test: Callable[[frozenset[str]], str],
     return found
 
 
-def _narrow(suspects: list[str], parts: int, everything: frozenset[str], run, expand, announce,
-            tested: dict) -> list[str] | None:
+def _narrow(suspects: list[str], parts: int, everything: frozenset[str], run, expand) -> list[str] | None:
     """One level: the suspects split in ``parts``; for each part, the part alone, everything but the other
-    suspects, everything but the part, until one resolved outcome narrows the suspects (None: none does)."""
+    suspects, everything but the part, until one resolved outcome narrows the suspects (None: none does).
+    A configuration that moves, with its ties, some but not all suspects always narrows them: "bad" to
+    those it moved, any other resolved outcome to the rest; one that moves none or all is never run."""
     size = math.ceil(len(suspects) / parts)
     within = frozenset(suspects)
     for start in range(0, len(suspects), size):
         part = frozenset(suspects[start:start + size])
         for config in (part, everything - (within - part), everything - part):
-            fresh = config not in tested
-            outcome = run(config)
-            if outcome == UNRESOLVED:
-                continue
             moved = expand(config)
-            narrowed = [u for u in suspects if (u in moved) == (outcome == "bad")]
-            if narrowed and len(narrowed) < len(suspects):
-                return narrowed
-            if fresh:
-                announce(f"configuration {_names(config)} gave {outcome}, which narrows nothing "
-                         "(what it moved with its ties covers the suspects or none of them)", 1)
+            if not moved & within or within <= moved:
+                continue
+            outcome = run(config)
+            if outcome != UNRESOLVED:
+                return [u for u in suspects if (u in moved) == (outcome == "bad")]
     return None
 
 
