@@ -5,8 +5,10 @@
   alone; a resolved outcome narrows the suspects to what that configuration moved ("bad": the
   candidate's result) or to what it did not (any other resolved result). A configuration that
   cannot start is *unresolved* (Zeller's "?"): no evidence either way; the same question is asked
-  by the next of four configurations (the half alone, everything but the other half, the other
-  half alone, everything but the half), so each unresolved one costs one further run. Then the
+  by the next configuration of the level (for each part: the part alone, everything but the other
+  suspects, everything but the part; finer parts when a whole level is unresolved), so each
+  unresolved one costs one further run. A configuration whose ties move none or all of the
+  suspects is never run: no outcome of it could narrow them. Then the
   proof: the culprit alone must give the candidate's result and everything else without it the
   baseline's. With g units and one culprit that is at most ``search_bound(g)`` = 2*ceil(log2 g)
   runs beyond the two sides (ceil(log2 g) levels and at most two proof runs), plus one per
