@@ -366,7 +366,8 @@ class Explainer:
         if group.lead in full:
             return {"run": None, "outcome": None, "moved": sorted(full),
                     "why": f"its requirements cannot move without {group.lead} (a tie takes it along)"}
-        self.extend(1, f"the culprit group's requirements moved without {group.lead}: is {group.lead} itself needed")
+        if len(self.runs) >= self.bound:  # the search left no room for it within the bound
+            self.extend(1, f"the culprit group's requirements moved without {group.lead}: is {group.lead} itself needed")
         try:
             side = envs.compose(base_env, cand_env, full, self.settings.cache, "+".join(sorted(full)))
         except BadInput as exc:
