@@ -276,3 +276,21 @@ def test_identity_ignores_the_local_version_megatron_derives_from_the_surroundin
     assert identity_mismatch({"metadata_version": "0.16.1", "package_info_version": "0.16.1"}) is None
     moved = identity_mismatch({"metadata_version": "0.16.1", "package_info_version": "0.17.0rc0+abc", "file": "x"})
     assert moved == "imports 0.17.0rc0+abc (x) while its dist metadata says 0.16.1"
+
+
+def test_an_empty_localization_plot_says_why(tmp_path):
+    """The MoE release step's captures hold different batches: the PNG names that instead of showing bare axes."""
+    from logitsmatch.judge.localize import Localization, ModuleRow, empty_plot_note, plot
+    from logitsmatch.judge.policy import Policy
+
+    tolerance = Policy(mode="deterministic")
+    batches = Localization([], tolerance, schedule_problem="step 2 holds other tokens (batch 5 vs 6 requests)")
+    assert empty_plot_note(batches, []) == ("Nothing to plot: the captures are not comparable.\n"
+                                            "step 2 holds other tokens (batch 5 vs 6 requests)")
+    equal = Localization([ModuleRow(0, 0, "embedding", "output", [4, 8], 8, 0, 0.0, False)], tolerance)
+    assert empty_plot_note(equal, [0.0]) == "Flat at the floor: all 1 module outputs are bitwise equal."
+    assert empty_plot_note(Localization([], tolerance), []).startswith("Nothing to plot: the two captures share")
+    moved = Localization([ModuleRow(0, 0, "embedding", "output", [4, 8], 8, 1, 1e-6, False)], tolerance)
+    assert empty_plot_note(moved, [1e-6]) == ""
+    plot(batches, tmp_path / "empty.png")
+    assert (tmp_path / "empty.png").read_bytes()[:4] == b"\x89PNG"
