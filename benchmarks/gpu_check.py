@@ -42,7 +42,8 @@ if str(PROJECT / "tools") not in sys.path:
     sys.path.insert(0, str(PROJECT / "tools"))
 
 from logitsmatch import paths  # noqa: E402
-from logitsmatch.judge.compare import Policy, compare  # noqa: E402
+from logitsmatch.judge.compare import compare  # noqa: E402
+from logitsmatch.judge.policy import Policy  # noqa: E402
 
 DEFAULT_SUITE = "gpt_dynamic_inference_tp8_pp1_dp1_583m_logitsmatch_zmq"
 CPU_REFERENCE = "golden_values_cpu_py3.11-torch2.13.0-mcore0.16.1.json"
@@ -145,11 +146,12 @@ def probe_machine() -> dict:
 
 def prepare_weights(suite, project: Path, timeout_s: float) -> str | None:
     """Write the synthetic checkpoint on the CPU (CUDA hidden from the writer); its weights sha256."""
+    from logitsmatch.rank.checkpoint import read_checkpoint_args
     from logitsmatch.run.plan import choose_checkpoint, tokenizer_spec
     from logitsmatch.run.synthetic_weights import ensure_checkpoint
 
     tokenizer = tokenizer_spec(suite, project, False, None)
-    choice = choose_checkpoint(suite, project, None, tokenizer)
+    choice = choose_checkpoint(suite, project, None, tokenizer, read_checkpoint_args)
     if choice.synthetic_spec is None:
         return None  # a user checkpoint (CHECKPOINT_LOAD_PATH): nothing to write
     saved = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -1,8 +1,9 @@
 """`logitsmatch compare GOLDEN CURRENT`: judge two golden-format files and report the drift.
 
 Exit 0 when they match under the policy, 1 when tokens or numerics differ
-beyond it, 2 for bad input (one line on stderr). Options are taken as text
-and validated by Policy, so a bad value is a one-line BadInput too.
+beyond it, 2 for bad input (one line on stderr). The policy options are
+judge.policy's (add_policy_options), validated by Policy: a bad value is a
+one-line BadInput too.
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ import argparse
 import sys
 
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK
-from logitsmatch.judge.compare import DEFAULT_METRICS, Mode, Policy, compare
+from logitsmatch.judge.compare import compare
+from logitsmatch.judge.divergence import annotate
 from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.policy import Policy, add_policy_options
 from logitsmatch.judge.report import render_terminal, write_reports
+from logitsmatch.judge.verdict import with_hardware
+from logitsmatch.vocab import load_decoder
 
 EXAMPLE = "logitsmatch compare golden_values_dev_dgx_h100.json result.json --json report.json --markdown report.md"
 
@@ -26,35 +31,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--junit", dest="junit_path", metavar="PATH", help="write JUnit XML here")
     parser.add_argument("--deepdiff", dest="deepdiff_path", metavar="PATH",
                         help="write the changes as DeepDiff's own result (values_changed, iterable_item_added, ...)")
-    parser.add_argument("--mode", default=Mode.MEGATRON.value, metavar="MODE",
-                        help="megatron (default: abs 1e-3, as Megatron-LM), deterministic (bit-exact), "
-                             "approximate (abs/rel tolerance with a failure budget)")
-    parser.add_argument("--abs-tol", metavar="X", help="absolute tolerance (default: the mode's)")
-    parser.add_argument("--rel-tol", metavar="X", help="relative tolerance (default: the mode's)")
-    parser.add_argument("--failure-budget", metavar="N",
-                        help="out-of-tolerance logprobs allowed per request (default: the mode's)")
-    parser.add_argument("--nan-equal", action=argparse.BooleanOptionalAction, default=True,
-                        help="whether NaN matches NaN (default: yes)")
-    parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS), metavar="LIST",
-                        help="comma-separated metrics to check (default: %(default)s)")
-    parser.add_argument("--request-subset", action="store_true",
-                        help="judge only the golden requests the current file has (default, as Megatron: "
-                             "a golden request missing from current fails)")
+    add_policy_options(parser)
+    parser.add_argument("--tokenizer-model", metavar="PATH",
+                        help="TikToken vocabulary (JSON) to decode the tokens at a divergence with, when the files "
+                             "carry no generated_text (e.g. model_configs/tokenizer/logitsmatch-bpe-2048.vocab.json)")
 
 
 def main(args: argparse.Namespace) -> int:
-    policy = Policy(
-        mode=Mode.parse(args.mode),
-        abs_tol=args.abs_tol,
-        rel_tol=args.rel_tol,
-        failure_budget=args.failure_budget,
-        nan_equal=args.nan_equal,
-        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
-        request_subset=args.request_subset,
-    )
+    policy = Policy.from_args(args)
     golden = load_golden(args.golden)
     current = load_golden(args.current)
     result = compare(golden, current, policy)
+    annotate(result, golden, current, load_decoder(args.tokenizer_model) if args.tokenizer_model else None)
+    with_hardware(result, args.golden, args.current)
     write_reports(result, args.json_path, args.markdown_path, args.junit_path)
     if args.deepdiff_path:
         from logitsmatch.judge.deepdiff_view import write_deepdiff

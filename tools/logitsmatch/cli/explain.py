@@ -13,32 +13,38 @@ from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
+from logitsmatch.judge.policy import Mode, Policy, add_policy_options
 from logitsmatch.log import logger
 
-EXAMPLE = ("logitsmatch explain --baseline-python .nox/explain/A/bin/python --candidate-python .nox/explain/B/bin/python "
-           "--source megatron-core=/src/Megatron-LM --json explain.json")
+EXAMPLE = ("logitsmatch explain --baseline-python .nox/toolchains/A/bin/python "
+           "--candidate-python .nox/toolchains/B/bin/python --source megatron-core=/src/Megatron-LM --json explain.json")
 TINY = "gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq"
 
 
 def configure(parser) -> None:
     parser.add_argument("suites", nargs="*", help=f"suites to explain (default: {TINY})")
-    parser.add_argument("--baseline-python", required=True, help="interpreter of the baseline environment")
-    parser.add_argument("--baseline-path", action="append", default=[], help="folder put first on the baseline's sys.path")
-    parser.add_argument("--candidate-python", default=None, help="interpreter of the candidate (default: the baseline's)")
-    parser.add_argument("--candidate-path", action="append", default=[], help="folder put first on the candidate's sys.path")
+    parser.add_argument("--baseline-python", metavar="PATH", required=True,
+                        help="interpreter of the baseline environment")
+    parser.add_argument("--baseline-path", metavar="DIR", action="append", default=[],
+                        help="folder put first on the baseline's sys.path")
+    parser.add_argument("--candidate-python", metavar="PATH", default=None,
+                        help="interpreter of the candidate (default: the baseline's)")
+    parser.add_argument("--candidate-path", metavar="DIR", action="append", default=[],
+                        help="folder put first on the candidate's sys.path")
     parser.add_argument("--candidate-commit", default=None, metavar="PACKAGE=GITDIR@REF",
                         help="the candidate is the baseline with PACKAGE installed from that ref of a local git checkout")
     parser.add_argument("--source", action="append", default=[], metavar="PACKAGE=GITDIR",
                         help="git checkout of PACKAGE with release tags (core_vX.Y.Z for megatron-core): bisect its commits")
-    parser.add_argument("--toolchain", default=None, help="label for the runs (default: the default toolchain)")
-    parser.add_argument("--mode", default="deterministic", help="deterministic (bit-exact, default), megatron or approximate")
-    parser.add_argument("--abs-tol", default=None)
-    parser.add_argument("--rel-tol", default=None)
+    parser.add_argument("--toolchain", metavar="NAME", default=None,
+                        help="label for the runs (default: the default toolchain)")
+    add_policy_options(parser, ("mode", "abs_tol", "rel_tol"), mode=Mode.DETERMINISTIC)
     parser.add_argument("--json", default=None, metavar="PATH", help="write the explanation as JSON")
     parser.add_argument("--markdown", default=None, metavar="PATH", help="write the explanation as Markdown")
     parser.add_argument("--png", default=None, metavar="PATH", help="plot of max |delta| per module (first suite)")
-    parser.add_argument("--workdir", default=None, help="runs of every environment (default: results/explain)")
-    parser.add_argument("--timeout", type=float, default=None, help="deadline of each suite run in seconds")
+    parser.add_argument("--workdir", metavar="DIR", default=None,
+                        help="runs of every environment (default: results/explain)")
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
+                        help="deadline of each suite run in seconds")
 
 
 def _pair(text: str, what: str) -> tuple[str, str]:
@@ -49,12 +55,11 @@ def _pair(text: str, what: str) -> tuple[str, str]:
 
 
 def main(args) -> int:
-    from logitsmatch.judge.compare import Policy
+    from logitsmatch.explain import gitsource
+    from logitsmatch.explain.environments import Side, resolve
+    from logitsmatch.explain.explainer import Explainer, Settings, megatron_cpp_helper
+    from logitsmatch.explain.report import combine, markdown, terminal
     from logitsmatch.judge.golden_io import write_json_atomic
-    from logitsmatch.run import explain as explain_module
-    from logitsmatch.run import gitsource
-    from logitsmatch.run.environments import Side
-    from logitsmatch.run.explain_report import combine, markdown, terminal
     from logitsmatch.suites import suite_names
     from logitsmatch.toolchains import default_toolchain_name
 
@@ -64,7 +69,7 @@ def main(args) -> int:
     for suite in suites:
         if suite not in known:
             raise BadInput(f"unknown suite {suite!r} (known: {', '.join(known)})")
-    policy = Policy(mode=args.mode, abs_tol=args.abs_tol, rel_tol=args.rel_tol)
+    policy = Policy.from_args(args)
     sources = dict(_pair(text, "--source") for text in args.source)
     for gitdir in sources.values():
         gitsource.git(gitdir, "rev-parse", "--git-dir")
@@ -78,9 +83,7 @@ def main(args) -> int:
             raise BadInput(f"--candidate-commit needs GITDIR@REF, got {spec!r}")
         gitdir, ref = spec.rsplit("@", 1)
         sha = gitsource.rev(gitdir, ref)
-        from logitsmatch.run.environments import resolve
-
-        helper = explain_module._cpp_helper(resolve(baseline))
+        helper = megatron_cpp_helper(resolve(baseline))
         folder, _ = gitsource.install_commit(package, gitdir, sha, cache, baseline.python, helper)
         candidate_commit = (package, gitdir, sha)
         sources.setdefault(package, gitdir)
@@ -95,11 +98,11 @@ def main(args) -> int:
     reports = {}
     for suite in suites:
         logger.info(f"explaining {suite}")
-        settings = explain_module.Settings(project, suite, toolchain, baseline, candidate, policy, workdir, cache,
-                                           sources, candidate_commit, args.timeout)
-        explainer = explain_module.Explainer(settings)
+        settings = Settings(project, suite, toolchain, baseline, candidate, policy, workdir, cache,
+                            sources, candidate_commit, args.timeout)
+        explainer = Explainer(settings)
         reports[suite] = explainer.explain()
-        if args.png and suite == suites[0] and getattr(explainer, "last_localization", None) is not None:
+        if args.png and suite == suites[0] and explainer.last_localization is not None:
             from logitsmatch.judge.localize import plot
 
             plot(explainer.last_localization, Path(args.png), f"{suite}: {reports[suite]['verdict']}")

@@ -17,14 +17,16 @@ anything wrongly moves logprobs by 1e-2 or more, or changes tokens, and cannot p
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, EXIT_RUN_FAILED, BadInput
+from logitsmatch.judge.policy import add_policy_options
 from logitsmatch.log import logger
+from logitsmatch.run.freshness import ensure_fresh
 from logitsmatch.run.plan import DENSE_LAYOUTS, default_invariance_layouts
+from logitsmatch.run.platforms import add_platform_option
 
 EXAMPLE = ("logitsmatch invariance gpt_dynamic_inference_tp8_pp1_dp1_583m_logitsmatch_zmq "
            "--toolchain py3.11-torch2.13.0-mcore0.16.1 --layouts tp8,pp8,tp2pp2dp2,dp8,tp1")
@@ -34,16 +36,19 @@ INVARIANCE_ABS_TOL = 1e-4
 
 def configure(parser) -> None:
     parser.add_argument("suite", help="suite folder name under suites/")
-    parser.add_argument("--toolchain", required=True, help="toolchain name from pyproject.toml (must match this venv to run)")
-    parser.add_argument("--layouts", default=None,
-                        help=f"comma-separated layouts (default: {DENSE_LAYOUTS}; for a MoE suite its own layout and tp1)")
-    parser.add_argument("--platform", default=None, help="cpu, gpu, h100 or dgx_h100 (default: detected)")
-    parser.add_argument("--abs-tol", type=float, default=INVARIANCE_ABS_TOL,
-                        help=f"absolute logprob tolerance of the table (default {INVARIANCE_ABS_TOL:g}, see --help text above)")
+    parser.add_argument("--toolchain", metavar="NAME", required=True,
+                        help="toolchain name from pyproject.toml (must match this venv to run)")
+    parser.add_argument("--layouts", metavar="LIST", default=None,
+                        help=f"comma-separated layouts (default: those of {DENSE_LAYOUTS} the suite's model can take, "
+                             "for a MoE suite its own layout and tp1; the others are named)")
+    add_platform_option(parser, "profile to run on")
+    add_policy_options(parser, ("abs_tol",), abs_tol=INVARIANCE_ABS_TOL)
     parser.add_argument("--rerun", action="store_true", help="run every layout again, even with a fresh result")
     parser.add_argument("--no-run", action="store_true", help="only tabulate fresh results; run nothing")
-    parser.add_argument("--timeout", type=float, default=None, help="deadline per run in seconds (default: the suite's)")
-    parser.add_argument("--out", default=None, help="output folder (default: results/invariance/<suite>/<toolchain>)")
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
+                        help="deadline per run in seconds (default: the suite's)")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="output folder (default: results/invariance/<suite>/<toolchain>)")
 
 
 def plan_layouts(suite, project: Path, text: str, platform_name: str | None):
@@ -66,18 +71,6 @@ def plan_layouts(suite, project: Path, text: str, platform_name: str | None):
     return chosen
 
 
-def run_layout(suite, toolchain: str, layout, platform_name: str | None, timeout: float | None) -> int:
-    command = [sys.executable, "-m", "logitsmatch", "run", suite.name, "--toolchain", toolchain,
-               "--layout", layout.name, "--no-compare"]
-    if platform_name:
-        command += ["--platform", platform_name]
-    if timeout:
-        command += ["--timeout", str(timeout)]
-    logger.info(f"layout {layout.name}: {' '.join(['logitsmatch', *command[3:]])}")
-    sys.stdout.flush()
-    return subprocess.run(command).returncode
-
-
 def run_summary(provenance: dict) -> dict:
     """What the Markdown and JSON say about how one layout's run went."""
     from logitsmatch import hardware
@@ -96,46 +89,38 @@ def run_summary(provenance: dict) -> dict:
 
 
 def main(args) -> int:
-    from logitsmatch import provenance as provenance_module
-    from logitsmatch.judge.compare import REQUEST_METRICS, Policy
+    from logitsmatch.judge import matrix
     from logitsmatch.judge.golden_io import load_golden, write_json_atomic
     from logitsmatch.judge.matrix import pairwise, render_heatmap, render_markdown, render_terminal, table_json
-    from logitsmatch.run.plan import expected_weights
+    from logitsmatch.judge.policy import REQUEST_METRICS, Policy
     from logitsmatch.suites import load_suite
     from logitsmatch.toolchains import get_toolchain
 
     project = paths.project_root()
     toolchain = get_toolchain(project / "pyproject.toml", args.toolchain)
     suite = load_suite(project, args.suite)
-    if not (args.abs_tol >= 0 and args.abs_tol < float("inf")):
-        raise BadInput(f"--abs-tol must be a finite number >= 0, got {args.abs_tol}")
+    metrics = [metric for metric in suite.metrics if metric in REQUEST_METRICS]
+    policy = Policy.from_args(args, metrics=metrics)
     if args.rerun and args.no_run:
         raise BadInput("--rerun and --no-run contradict each other")
-    chosen = plan_layouts(suite, project, args.layouts or default_invariance_layouts(suite, project), args.platform)
-    weights = expected_weights(suite, project)
+    requested, left_out = (args.layouts, {}) if args.layouts else default_invariance_layouts(suite, project)
+    for name, why in left_out.items():
+        logger.info(f"layout {name} left out: {why}")
+    chosen = plan_layouts(suite, project, requested, args.platform)
 
     files, failed = {}, {}
     for layout, platform in chosen:
-        label = platform.label(suite.model_args, suite.world_size)
-        result = paths.result_path(suite.name, label, toolchain.name)
-        problem = None if args.rerun else provenance_module.freshness_problem(result, suite, weights, toolchain)
-        if args.rerun or problem:
-            if args.no_run:
-                failed[layout.name] = f"no fresh result ({problem}): {result}"
-                continue
-            if not args.rerun:
-                logger.info(f"layout {layout.name}: {problem}; running it")
-            code = run_layout(suite, toolchain.name, layout, args.platform, args.timeout)
-            if code != 0:
-                failed[layout.name] = f"logitsmatch run exited {code}"
-                continue
-        files[layout.name] = result
+        result, problem = ensure_fresh(lambda: sys.executable, project, suite, toolchain, platform, timeout=args.timeout,
+                                       rerun=args.rerun, may_run=not args.no_run)
+        if problem:
+            failed[layout.name] = problem
+        else:
+            files[layout.name] = result
 
-    metrics = [metric for metric in suite.metrics if metric in REQUEST_METRICS]
-    policy = Policy(mode="megatron", abs_tol=args.abs_tol, metrics=metrics)
     documents = {name: load_golden(path) for name, path in files.items()}
     shown = {name: paths.shown_path(path, project) for name, path in files.items()}
-    table = {"names": list(documents), "missing": list(failed), "files": shown, "cells": pairwise(documents, policy)}
+    table = {"names": list(documents), "missing": list(failed), "files": shown, "cells": pairwise(documents, policy),
+             "tolerance": policy.abs_tol}
     runs = {name: run_summary(read_provenance(path)) for name, path in files.items()}
 
     out = Path(args.out) if args.out else paths.results_root() / "invariance" / suite.name / toolchain.name
@@ -143,13 +128,16 @@ def main(args) -> int:
     heading = f"{suite.name} ({toolchain.name})"
     notes = [
         f"Same weights and prompts at each layout, toolchain `{toolchain.name}`; every cell is `logitsmatch compare` "
-        f"of the two results (row = golden side) with metrics {', '.join(metrics)} and tolerance abs {args.abs_tol:g} "
+        f"of the two results (row = golden side) with metrics {', '.join(metrics)} "
+        f"and tolerance abs {policy.abs_tol:g} "
         "(rel 1e-9, no failure budget).",
         "",
         "Tolerance: " + TOLERANCE_WHY,
         "",
-        f"Made by: `{command_line(args, suite.name)}`",
+        f"Made by: `{command_line(args, suite.name, policy.abs_tol)}`",
         "",
+        *(f"Left out of the default layouts: {name} ({why})." for name, why in left_out.items()),
+        *([""] if left_out else []),
         "| layout | ranks | engines that served | wall s | max peak RSS per rank (MiB) | CPU |",
         "|---|---|---|---|---|---|",
         *(f"| {name} | {r['ranks']} | {r['engines_served']} | {r['wall_s']} | {r['peak_rss_mib_max']} | {r['cpu']} |"
@@ -157,25 +145,26 @@ def main(args) -> int:
     ]
     write_json_atomic(out / "invariance.json", {
         "suite": suite.name, "toolchain": toolchain.name, "policy": policy.to_dict(), "tolerance_why": TOLERANCE_WHY,
-        "command": command_line(args, suite.name), "runs": runs, "failed": failed, "table": table_json(table),
+        "command": command_line(args, suite.name, policy.abs_tol), "runs": runs, "failed": failed, "left_out": left_out,
+        "table": table_json(table),
     })
-    (out / "invariance.md").write_text(render_markdown({heading: table}, "Parallelism invariance", notes))
-    png = " (no PNG: no layout has a result)"
-    if documents:
-        try:
-            render_heatmap({heading: table}, out / "invariance.png", lambda _: suite.name.replace("gpt_dynamic_inference_", ""))
-            png = ", invariance.png"
-        except ImportError:
-            png = " (no PNG: matplotlib is not installed here; pip install 'logitsmatch[plot]')"
-    print(render_terminal({heading: table}))
+    (out / "invariance.md").write_text(render_markdown({heading: table}, "Parallelism invariance", notes, "layouts"))
+    try:  # without results the PNG is a panel naming the layouts that failed
+        render_heatmap({heading: table}, out / "invariance.png", lambda _: matrix.short_suite(suite.name))
+        png = ", invariance.png"
+    except ImportError:
+        png = " (no PNG: matplotlib is not installed here; pip install 'logitsmatch[plot]')"
+    print(render_terminal({heading: table}, noun="layouts"))
     logger.info(f"wrote {out}/invariance.md, invariance.json{png}")
     for name, why in failed.items():
         logger.error(f"layout {name}: {why}")
     cells = [cell for row in table["cells"].values() for cell in row.values()]
     worst = max((cell.max_abs_delta for cell in cells), default=0.0)
+    most = max(cells, key=lambda cell: cell.n_moved, default=None)
+    moved = f"; at most {most.n_moved} of {most.n_compared} logprobs moved in a pair" if most else ""
     if all(cell.passed for cell in cells) and len(documents) >= 2:
         print(f"INVARIANT: {len(documents)} layouts, every pair within tolerance: tokens equal, "
-              f"max |delta logprob| {worst:.3g} <= {args.abs_tol:g}")
+              f"max |delta logprob| {worst:.3g} <= {policy.abs_tol:g}{moved}")
     else:
         bad = sorted({f"{r}->{c}" for r, row in table["cells"].items() for c, cell in row.items() if not cell.passed})
         print(f"NOT INVARIANT: {len(bad)} of {len(cells)} ordered pairs beyond tolerance ({', '.join(bad[:8])}); "
@@ -195,12 +184,12 @@ TOLERANCE_WHY = (
 )
 
 
-def command_line(args, suite: str) -> str:
+def command_line(args, suite: str, abs_tol: float) -> str:
     """The command that makes this table (its options spelled out; --no-run and --out left aside)."""
     layouts = args.layouts or ""
     parts = ["logitsmatch", "invariance", suite, "--toolchain", args.toolchain]
     parts += ["--layouts", layouts] if layouts else []
-    parts += ["--abs-tol", f"{args.abs_tol:g}"] if args.abs_tol != INVARIANCE_ABS_TOL else []
+    parts += ["--abs-tol", f"{abs_tol:g}"] if abs_tol != INVARIANCE_ABS_TOL else []
     return " ".join(parts)
 
 

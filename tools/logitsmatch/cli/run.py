@@ -18,14 +18,16 @@ from pathlib import Path
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput, Unsupported
 from logitsmatch.log import logger
+from logitsmatch.run.platforms import add_platform_option
 
 EXAMPLE = "logitsmatch run gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq --toolchain py3.11-torch2.13.0-mcore0.16.1"
 
 
 def configure(parser) -> None:
     parser.add_argument("suite", help="suite folder name under suites/")
-    parser.add_argument("--toolchain", required=True, help="toolchain name from pyproject.toml (must match this venv)")
-    parser.add_argument("--platform", default=None, help="cpu, gpu, h100 or dgx_h100 (default: detected)")
+    parser.add_argument("--toolchain", metavar="NAME", required=True,
+                        help="toolchain name from pyproject.toml (must match this venv)")
+    add_platform_option(parser, "profile to run on")
     parser.add_argument("--tensor-parallel-size", type=int, default=None, metavar="N",
                         help="override the suite's TP size (results and goldens are then labelled <platform>-tpN-<dtype>)")
     parser.add_argument("--layout", default=None, metavar="LAYOUT",
@@ -33,10 +35,14 @@ def configure(parser) -> None:
                         "labelled <platform>-<layout>-<dtype>; see logitsmatch invariance)")
     parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16", "fp32", "bf16", "fp16"),
                         help="override the dtype the platform takes from the suite (labelled like --tensor-parallel-size)")
-    parser.add_argument("--checkpoint", default=None, help="torch_dist checkpoint to load instead of synthetic weights")
-    parser.add_argument("--tokenizer-model", default=None, help="TikTokenizer vocab file (with --checkpoint)")
-    parser.add_argument("--timeout", type=float, default=None, help="deadline in seconds (default: the suite's)")
-    parser.add_argument("--bind-host", default="127.0.0.1", help="address the coordinator and engines bind to")
+    parser.add_argument("--checkpoint", metavar="DIR", default=None,
+                        help="torch_dist checkpoint to load instead of synthetic weights")
+    parser.add_argument("--tokenizer-model", metavar="PATH", default=None,
+                        help="TikTokenizer vocab file (with --checkpoint)")
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
+                        help="deadline in seconds (default: the suite's)")
+    parser.add_argument("--bind-host", metavar="ADDRESS", default="127.0.0.1",
+                        help="address the coordinator and engines bind to")
     parser.add_argument("--no-compare", action="store_true", help="run and publish the result, skip the golden check")
     parser.add_argument("--keep-run-dir", action="store_true", help="keep per-rank logs of a successful run")
     parser.add_argument("--capture", nargs="?", type=int, const=3, default=None, metavar="K",
@@ -95,7 +101,7 @@ class Weights:
 
 def prepare_weights(choice, timeout: float) -> Weights:
     """The synthetic checkpoint (written once, cached) or the user's checkpoint directory."""
-    from logitsmatch.rank.checkpoint import resolve_checkpoint_dir
+    from logitsmatch.checkpoint_args import resolve_checkpoint_dir
     from logitsmatch.run.synthetic_weights import ensure_checkpoint
 
     started = time.monotonic()
@@ -240,6 +246,7 @@ def main(args, results_root: Path | None = None) -> int:
     from logitsmatch import layouts
     from logitsmatch import provenance as provenance_module
     from logitsmatch.lifetime import die_with_parent
+    from logitsmatch.rank.checkpoint import read_checkpoint_args
     from logitsmatch.run.launcher import launch, publish_lock
     from logitsmatch.run.plan import build_plan, capture_spec, choose_checkpoint, launch_env, tokenizer_spec
     from logitsmatch.run.platforms import get_platform
@@ -276,7 +283,7 @@ def main(args, results_root: Path | None = None) -> int:
         tokenizer = tokenizer_spec(suite, project, user_checkpoint, args.tokenizer_model)
     except OSError as exc:  # a directory, unreadable file, ... (not found is already a BadInput)
         raise BadInput(f"tokenizer model {exc.filename}: {exc.strerror or exc}") from None
-    choice = choose_checkpoint(suite, project, args.checkpoint, tokenizer)
+    choice = choose_checkpoint(suite, project, args.checkpoint, tokenizer, read_checkpoint_args)
     weights = prepare_weights(choice, timeout)
 
     target = paths.result_path(suite.name, platform_label, label, results_root)
@@ -320,9 +327,8 @@ def main(args, results_root: Path | None = None) -> int:
         logger.info(f"result: {target}")
         if args.no_compare:
             return EXIT_OK
-        from logitsmatch.judge.verdict import judge_against_golden
-
         from logitsmatch.hardware import golden_of_class
+        from logitsmatch.judge.verdict import judge_against_golden
 
         golden = golden_of_class(paths.golden_path(suite.name, platform_label, toolchain.name), record["hardware"]["class"])
         passed = judge_against_golden(suite, target, golden, toolchain.name)

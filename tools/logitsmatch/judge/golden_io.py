@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -69,6 +70,11 @@ class GoldenDocument(dict):
 def request_ids(doc: dict) -> list[str]:
     """Keys of `doc` that are request ids: every key outside the run-level ones, as in Megatron."""
     return [k for k in doc if k not in NON_REQUEST_KEYS]
+
+
+def request_sort_key(rid: str) -> tuple:
+    """Numeric request ids in numeric order, then the others by name."""
+    return (0, int(rid), "") if rid.isdecimal() else (1, 0, rid)
 
 
 def load_golden(path: str | os.PathLike) -> GoldenDocument:
@@ -251,6 +257,13 @@ def _utf8_json(text: str, obj: Any, **options) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(obj, ensure_ascii=True, **options).encode("ascii")
+
+
+def json_float(value: float | None) -> float | str | None:
+    """JSON has no NaN or infinity: reports spell them "nan", "inf", "-inf" (None stays null)."""
+    if value is None or math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

@@ -9,7 +9,7 @@ the two runs, and the localization refuses. Then:
 
 * the first module whose real-row digest differs on any rank: the first *bitwise* move;
 * per module, max |Δ| over the value ranks' real rows, decided by the one comparator
-  (``judge.compare.compare_arrays``), and the first module beyond the tolerance.
+  (``judge.numerics.compare_arrays``), and the first module beyond the tolerance.
 
 Pure reading and numpy: no torch.
 """
@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from logitsmatch.errors import BadInput
-from logitsmatch.judge.compare import Mode, Policy, compare_arrays
+from logitsmatch.judge.golden_io import json_float
+from logitsmatch.judge.numerics import compare_arrays
+from logitsmatch.judge.policy import Mode, Policy
 
 DEFAULT_TOLERANCE = Policy(mode=Mode.APPROXIMATE, abs_tol=1e-5, rel_tol=1e-5, failure_budget=0)
 
@@ -109,10 +111,9 @@ class ModuleRow:
         return self.ranks_differing > 0
 
     def to_dict(self) -> dict:
-        delta = self.max_abs_delta
         return {"step": self.step, "order": self.order, "name": self.name, "output": self.output, "shape": self.shape,
                 "ranks_compared": self.ranks_compared, "ranks_differing": self.ranks_differing,
-                "max_abs_delta": delta if delta is None or math.isfinite(delta) else str(delta),
+                "max_abs_delta": json_float(self.max_abs_delta),
                 "beyond_tolerance": self.beyond_tolerance}
 
 
@@ -263,6 +264,20 @@ def markdown(result: Localization) -> str:
     return "\n".join(lines)
 
 
+def empty_plot_note(result: Localization, deltas: list[float]) -> str:
+    """Why the plot shows no curve (or a flat one), in words; "" when the curve says it."""
+    if result.schedule_problem:
+        return f"Nothing to plot: the captures are not comparable.\n{result.schedule_problem}"
+    if not result.rows:
+        missing = f" ({len(result.missing)} records only one side has)" if result.missing else ""
+        return f"Nothing to plot: the two captures share no module output{missing}."
+    if all(math.isnan(d) for d in deltas):
+        return "Nothing to plot: no module output has values on both sides (digests only)."
+    if result.first_bitwise is None:
+        return f"Flat at the floor: all {len(result.rows)} module outputs are bitwise equal."
+    return ""
+
+
 def plot(result: Localization, path: Path, title: str = "") -> None:
     """max |Δ| per module output along the execution order (log scale); 0 drawn at the floor."""
     import matplotlib
@@ -286,6 +301,15 @@ def plot(result: Localization, path: Path, title: str = "") -> None:
         index = result.rows.index(first)
         axis.annotate(f"first moving: {first.name}", (index, shown[index] if not math.isnan(shown[index]) else floor),
                       xytext=(10, 20), textcoords="offset points", fontsize=8, arrowprops={"arrowstyle": "->"})
+    note = empty_plot_note(result, deltas)
+    if note:
+        import textwrap
+
+        text = "\n".join(textwrap.fill(line, 110) for line in note.splitlines())
+        axis.text(0.5, 0.5, text, transform=axis.transAxes, ha="center", va="center", fontsize=10,
+                  bbox={"facecolor": "white", "edgecolor": "grey"})
+    if not result.rows:
+        axis.set_xticks([])
     axis.set_xlabel("module output, execution order (prefill, then decode steps)")
     axis.set_ylabel("max |Δ| on value ranks (1e-12 = equal)")
     axis.set_title(title or result.summary(), fontsize=9)

@@ -144,7 +144,9 @@ def run(plan: dict, run_dir: RunDir) -> None:
 
     from logitsmatch.rank import adapters
     from logitsmatch.rank.checkpoint import load_model_weights
+    from logitsmatch.rank.config_record import dataclass_record
     from logitsmatch.rank.model_builder import build_gpt_model
+    from logitsmatch.rank.request_intake import gather_served_by
 
     adapter = adapters.for_installed_megatron()
     parallel = plan["parallel"]
@@ -179,14 +181,15 @@ def run(plan: dict, run_dir: RunDir) -> None:
         run_dir.write_stand_ins(standins)
     # What this rank computes with, beyond the plan: what `explain` compares between two runs.
     run_dir.write_inputs(rank, {"rank": rank, "weights": weights, "hardware": hardware.probe(),
-                                "megatron_core": adapters.megatron_identity(), **adapter.describe()})
+                                "megatron_core": adapters.megatron_identity(), **adapter.describe(),
+                                "transformer_config": dataclass_record(model.config)})
 
     with torch.inference_mode():
         results = asyncio.run(serve(adapter, engine, plan, run_dir, recorder, rank))
 
     if capture is not None:
         capture.close()  # a run shorter than the capture window
-    served_by = adapters.gather_served_by(intake)  # every rank takes part
+    served_by = gather_served_by(intake)  # every rank takes part
     if rank == 0:
         run_dir.write_served_by(served_by)
         run_dir.write_result(results)
