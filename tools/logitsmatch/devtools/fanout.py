@@ -3,14 +3,14 @@
     nox -s fanout -- [--tag TAG | --toolchain T ...] [SUITE ... | all] --executor slurm|local [--partition P]
                      [--results DIR] [--slurm-option KEY=VALUE ...]
 
-Per toolchain one build job makes its venv; each (toolchain, suite) is one job that starts only after that build
-succeeded (Slurm: ``afterok``; local: the build runs first), so no two jobs ever build one venv. A suite job is
-``logitsmatch run SUITE --no-compare`` in the toolchain's venv, publishing into one results tree
-(``DIR/results/<suite>/<platform>/<toolchain>/``, each job its own triple). While the jobs run, one progress line
-counts them queued / running / done / failed; then every result there is merged by ``logitsmatch collect`` into
-``DIR/collected`` and tabulated by ``logitsmatch matrix --source DIR/collected`` into ``DIR/matrix``. A failed or
-cancelled job is named with its job id and log; the others are still collected. ``DIR/jobs.json`` keeps every job's
-id, state, log and times.
+Per toolchain one build job makes its venv (``.nox/toolchains/<toolchain>``, by the builder its nox session uses);
+each (toolchain, suite) is one job that starts only after that build succeeded (Slurm: ``afterok``; local: the build
+runs first), so no two jobs ever build one venv. A suite job is ``logitsmatch run SUITE --no-compare`` in the
+toolchain's venv, publishing into one results tree (``DIR/results/<suite>/<platform>/<toolchain>/``, each job its
+own triple). While the jobs run, one progress line counts them queued / running / done / failed; then every result
+there is merged by ``logitsmatch collect`` into ``DIR/collected`` and tabulated by ``logitsmatch matrix --source
+DIR/collected`` into ``DIR/matrix``. A failed or cancelled job is named with its job id and log; the others are
+still collected. ``DIR/jobs.json`` keeps every job's id, state, log and times.
 
 Resources: a job asks for one node and ``cpus_per_task`` = the suite's world size (its ranks); a toolchain that
 requires a GPU asks for ``gpus_per_node`` = the world size too. ``--slurm-option`` overrides any of them
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import socket
 import subprocess
@@ -38,6 +39,17 @@ POLL_S = 5.0
 BUILD_TIME_MIN = 60
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 _SLURM_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT"}
+
+
+def build_job(toolchain_name: str) -> dict:
+    """What a build job runs (on the node): the toolchain's venv, by the builder its nox session uses (a venv built
+    from the same pins is taken as it is). Returns when it started and ended, as ``run_job`` does."""
+    from logitsmatch.devtools import nox_support
+
+    started = time.time()
+    toolchain = nox_support.TOOLCHAINS[toolchain_name]
+    nox_support.build_venv(toolchain.name, toolchain.python, toolchain.requirements())
+    return {"started": started, "ended": time.time(), "host": socket.gethostname()}
 
 
 def run_job(command: list[str], env: dict[str, str], cwd: str) -> dict:
@@ -57,7 +69,7 @@ class Job:
     name: str
     toolchain: str
     suite: str | None  # None: the toolchain's build job
-    command: list[str]
+    command: list[str]  # a suite job's; a build job runs build_job
     resources: dict
     results: Path | None = None
     build: Job | None = None
@@ -110,15 +122,13 @@ def plan_jobs(toolchains: list[str], suites: list[str], project: Path, results: 
     """Build jobs first, then one suite job per (toolchain, suite) the toolchain's release can run."""
     from logitsmatch.devtools import nox_support
     from logitsmatch.suites import load_suite
+    from logitsmatch.toolchains import toolchain_venv
 
-    noxfile = str(project / "noxfile.py")
     jobs = []
     for toolchain in toolchains:
-        session = f"logitsmatch({toolchain})"
         gpus = nox_support.TOOLCHAINS[toolchain].requires_gpu
-        build = Job(f"build-{toolchain}", toolchain, None,
-                    [sys.executable, "-m", "nox", "-f", noxfile, "-s", session, "--install-only"],
-                    {"cpus_per_task": 1, "time": BUILD_TIME_MIN})
+        logitsmatch = toolchain_venv(project, toolchain) / "bin" / "logitsmatch"
+        build = Job(f"build-{toolchain}", toolchain, None, [], {"cpus_per_task": 1, "time": BUILD_TIME_MIN})
         jobs.append(build)
         for suite_name in suites:
             refusal = nox_support.release_refusal(toolchain, suite_name)
@@ -130,8 +140,7 @@ def plan_jobs(toolchains: list[str], suites: list[str], project: Path, results: 
             if gpus:
                 resources["gpus_per_node"] = suite.world_size
             jobs.append(Job(f"{suite_name}-{toolchain}", toolchain, suite_name,
-                            [sys.executable, "-m", "nox", "-f", noxfile, "-s", session, "-R", "--", suite_name,
-                             "--no-compare"],
+                            [str(logitsmatch), "run", suite_name, "--toolchain", toolchain, "--no-compare"],
                             resources, results / "results", build))
     return jobs
 
@@ -153,7 +162,7 @@ class Executor:
             self.base = {}
 
     def submit(self, job: Job) -> None:
-        env = {"LOGITSMATCH_RESULTS": str(job.results)} if job.results else {}
+        from logitsmatch.devtools.nox_support import activated
         if self.kind == "slurm":
             parameters = {**self.base, "job_name": f"lm-{job.name}"[:64], "nodes": 1, "ntasks_per_node": 1,
                           **job.resources}
@@ -166,7 +175,11 @@ class Executor:
             self.executor.update_parameters(timeout_min=job.resources["time"],
                                             gpus_per_node=job.resources.get("gpus_per_node", 0))
         job.times["submitted"] = time.time()
-        job.handle = self.executor.submit(run_job, job.command, env, str(self.project))
+        if job.suite is None:
+            job.handle = self.executor.submit(build_job, job.toolchain)
+        else:
+            env = {**activated(Path(job.command[0]).parent), "LOGITSMATCH_RESULTS": str(job.results)}
+            job.handle = self.executor.submit(run_job, job.command, env, str(self.project))
 
 
 def slurm_state(job: Job) -> str:
@@ -336,10 +349,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_jobs(results: Path, jobs: list[Job], started: float) -> None:
-    from logitsmatch.judge.golden_io import write_json_atomic
-
-    write_json_atomic(results / "jobs.json", {"started": started, "ended": time.time(),
-                                              "jobs": [job.record() for job in jobs]})
+    """DIR/jobs.json, written whole or not at all."""
+    target = results / "jobs.json"
+    partial = target.with_name(f".{target.name}.{os.getpid()}")
+    partial.write_text(json.dumps({"started": started, "ended": time.time(), "jobs": [job.record() for job in jobs]},
+                                  indent=1) + "\n")
+    os.replace(partial, target)
 
 
 if __name__ == "__main__":
