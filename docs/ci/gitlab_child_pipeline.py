@@ -1,13 +1,13 @@
 """The child pipeline of docs/ci/gitlab-ci.yml: one job per `logitsmatch(<toolchain>)` session, then `collect`.
 
-    python -m nox -l --json > sessions.json
+    python -m nox -l --json -s logitsmatch > sessions.json
     python docs/ci/gitlab_child_pipeline.py sessions.json > child-pipeline.yml
 
-Run from the project root. Reads what `nox -l --json` lists (and each toolchain's Python from pyproject.toml) and
-prints the child pipeline (JSON, which GitLab reads as YAML). Each toolchain
-job runs its session and keeps results/ as an artifact, drift or not; the `matrix` job needs them all, merges them
-with `logitsmatch collect` and writes `logitsmatch matrix`'s Markdown, JSON and PNG as its artifact. Standard
-library only: it runs before anything is installed.
+Run from the project root. Reads what `nox -l --json -s logitsmatch` lists (and each toolchain's Python from
+pyproject.toml) and prints the child pipeline (JSON, which GitLab reads as YAML). Each toolchain job runs its
+session and keeps results/ as an artifact, drift or not; the `matrix` job needs them all, merges them with
+`logitsmatch collect` and writes `logitsmatch matrix`'s Markdown, JSON and PNG as its artifact. Standard library
+only: it runs before anything is installed.
 """
 
 from __future__ import annotations
