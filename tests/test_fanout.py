@@ -42,7 +42,7 @@ def scratch():
 @pytest.fixture
 def slurm(scratch) -> dict[str, str]:
     """A running one-node cluster (the client environment), stopped after the test."""
-    cluster = slurm_cluster.Cluster(scratch / "slurm")
+    cluster = slurm_cluster.Cluster(scratch / "cluster")
     try:
         env = cluster.start()
     except slurm_cluster.ClusterUnavailable as exc:
