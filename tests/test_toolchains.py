@@ -172,6 +172,24 @@ def test_matrix_and_record_run_what_has_no_fresh_result_in_the_toolchains_venv(t
     assert failing.runs == [] and len(ran) == 3  # nothing recorded from a failed run
 
 
+def test_record_from_a_collected_tree_runs_nothing_and_records_the_suites_it_holds(tmp_path, monkeypatch):
+    from logitsmatch.devtools import nox_support
+    from logitsmatch.run import freshness
+
+    monkeypatch.setattr(freshness.subprocess, "run", lambda *a, **k: pytest.fail("record --from must run nothing"))
+    monkeypatch.setattr(nox_support, "install_harness", lambda session, *extras: None)
+    held = tmp_path / "collected" / TINY_SUITE / "cpu" / DEFAULT_TOOLCHAIN / "x86_64-amd-avx2-mkl"
+    held.mkdir(parents=True)
+    (held / "result.json").write_text("{}")
+    record = FakeSession([DEFAULT_TOOLCHAIN, "--from", str(tmp_path / "collected"), "--only-failing"])
+    nox_support.run_record(record)
+    assert record.runs == [("logitsmatch", "record", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN,
+                            f"--from={tmp_path / 'collected'}", "--only-failing")]
+    empty = FakeSession(["py3.12-torch2.14.1-mcore0.19.2", "--from", str(tmp_path / "collected")])
+    with pytest.raises(RuntimeError, match="holds no collected result"):
+        nox_support.run_record(empty)
+
+
 BAD_ARGUMENTS = [  # session, its words after --, what the error says, how its usage line starts
     ("run_suites", ["--frob"], "unrecognized arguments: --frob", r"\[--platform P\]"),
     ("run_suites", ["nope"], "unknown suite 'nope'", r"\[--platform P\]"),
@@ -180,7 +198,7 @@ BAD_ARGUMENTS = [  # session, its words after --, what the error says, how its u
     ("run_record", ["py2"], "unknown toolchain 'py2'", "TOOLCHAIN"),
     ("run_record", [DEFAULT_TOOLCHAIN, "--frob"], "unrecognized arguments: --frob", "TOOLCHAIN"),
     ("run_matrix", ["--tag"], "argument --tag: expected one argument", r"\[--tag TAG\]"),
-    ("run_matrix", ["--source", "nope"], "argument --source: invalid choice: 'nope'", r"\[--tag TAG\]"),
+    ("run_matrix", ["--source", "nope"], "argument --source: 'nope' is not auto, results, goldens", r"\[--tag TAG\]"),
     ("run_matrix", ["--baseline", "py2"], "baseline 'py2' is not among the selected toolchains", r"\[--tag TAG\]"),
     ("run_invariance", [], "the following arguments are required: SUITE", r"\[--toolchain T\]"),
     ("run_invariance", [TINY_SUITE, "--toolchain", "py2"], "unknown toolchain 'py2'", r"\[--toolchain T\]"),

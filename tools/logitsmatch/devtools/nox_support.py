@@ -189,12 +189,22 @@ def logitsmatch_parser(session) -> SessionParser:
 
 
 def record_parser(session) -> SessionParser:
-    """``TOOLCHAIN [SUITE ...] [--force]``."""
+    """``TOOLCHAIN [SUITE ...] [--from DIR [--only-failing] [--hardware-class CLASS]] [--force]``."""
     parser = SessionParser(session)
     parser.add_argument("toolchain", metavar="TOOLCHAIN")
     parser.add_argument("suites", nargs="*", metavar="SUITE")
-    parser.forward("--force", nargs=0)
+    parser.add_argument("--from", dest="from_dir", metavar="DIR")
+    for flag in ("--force", "--only-failing"):
+        parser.forward(flag, nargs=0)
+    parser.forward("--hardware-class", metavar="CLASS")
     return parser
+
+
+def _matrix_source(value: str) -> str:
+    """auto, results, goldens, or a folder made by ``logitsmatch collect``."""
+    if value in ("auto", "results", "goldens") or (Path(value) / "collected.json").is_file():
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is not auto, results, goldens or a folder made by logitsmatch collect")
 
 
 def matrix_parser(session) -> SessionParser:
@@ -203,7 +213,7 @@ def matrix_parser(session) -> SessionParser:
     parser.add_argument("suites", nargs="*", metavar="SUITE")
     parser.add_argument("--tag", action="append", default=[])
     parser.add_argument("--baseline", metavar="T")
-    parser.add_argument("--source", choices=("auto", "results", "goldens"), default="auto")
+    parser.add_argument("--source", default="auto", metavar="auto|results|goldens|DIR", type=_matrix_source)
     parser.add_argument("--out", metavar="DIR")
     return parser
 
@@ -322,10 +332,17 @@ def run_record(session) -> None:
     parser = record_parser(session)
     args = parser.parse()
     toolchain = parser.toolchain(args.toolchain)
-    suites = ensure_fresh_results(session, toolchain, parser.suites(args.suites, SUITES))
+    if args.from_dir:  # collected results (logitsmatch collect): nothing runs; the suites the tree holds for the toolchain
+        collected = Path(args.from_dir)
+        held = [name for name in SUITES if any((collected / name).glob(f"*/{toolchain}/*/result.json"))]
+        suites, forwarded = parser.suites(args.suites, held), [f"--from={collected}", *args.forwarded]
+        if not suites:
+            parser.error(f"{collected} holds no collected result of {toolchain}")
+    else:
+        suites, forwarded = ensure_fresh_results(session, toolchain, parser.suites(args.suites, SUITES)), args.forwarded
     install_harness(session)
     for suite in suites:
-        session.run("logitsmatch", "record", suite, "--toolchain", toolchain, *args.forwarded)
+        session.run("logitsmatch", "record", suite, "--toolchain", toolchain, *forwarded)
 
 
 def run_matrix(session) -> None:
@@ -340,7 +357,7 @@ def run_matrix(session) -> None:
     if args.baseline and args.baseline not in toolchains:
         parser.error(f"baseline {args.baseline!r} is not among the selected toolchains ({', '.join(toolchains)})")
     install_harness(session, "plot")
-    if args.source != "goldens":
+    if args.source in ("auto", "results"):  # goldens, or a collected tree (logitsmatch collect): nothing runs
         for toolchain in toolchains:
             ensure_fresh_results(session, toolchain, suites)
     options = [f"--{key}={value}" for key, value in
