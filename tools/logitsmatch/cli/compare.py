@@ -1,7 +1,8 @@
 """`logitsmatch compare GOLDEN CURRENT`: judge two golden-format files and report the drift.
 
 Exit 0 when they match under the policy, 1 when tokens or numerics differ
-beyond it, 2 for bad input (one line on stderr). Options are taken as text
+beyond it, 2 for bad input (one line on stderr), an output path that is one
+of the two inputs included. Options are taken as text
 and validated by Policy, so a bad value is a one-line BadInput too.
 """
 
@@ -11,6 +12,7 @@ import argparse
 import sys
 
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK
+from logitsmatch.files import refuse_output_over_inputs
 from logitsmatch.judge.compare import DEFAULT_METRICS, Mode, Policy, compare
 from logitsmatch.judge.golden_io import load_golden
 from logitsmatch.judge.report import render_terminal, write_reports
@@ -52,6 +54,8 @@ def main(args: argparse.Namespace) -> int:
         metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
         request_subset=args.request_subset,
     )
+    refuse_output_over_inputs([args.json_path, args.markdown_path, args.junit_path, args.deepdiff_path],
+                              [args.golden, args.current])
     golden = load_golden(args.golden)
     current = load_golden(args.current)
     result = compare(golden, current, policy)
