@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from logitsmatch.errors import BadInput
+from logitsmatch.files import read_text_input
 from logitsmatch.layouts import DEFAULT_WORLD_SIZE
 from logitsmatch.model_args import check_known
+from logitsmatch.paths import check_name
 
 MEGATRON_KEYS = {"ENV_VARS", "TEST_TYPE", "MODE", "MODEL_ARGS", "METRICS", "LAUNCHER"}
 SIDECAR_KEYS = {"synthetic_checkpoint", "tokenizer_model", "timeout_s", "comparison", "description", "world_size"}
@@ -71,14 +73,15 @@ class Suite:
 def _read_yaml(path: Path) -> dict:
     import yaml  # imported here so nox's own interpreter can list suites without PyYAML
 
+    text = read_text_input(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise BadInput(f"{path}: file not found") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise BadInput(f"{path}: invalid YAML{where}") from None
+    except RecursionError:
+        raise BadInput(f"{path}: invalid YAML (nested too deeply)") from None
     if not isinstance(data, dict):
         raise BadInput(f"{path}: expected a mapping at the top level")
     return data
@@ -149,6 +152,7 @@ def suite_names(project: Path) -> list[str]:
 
 
 def load_suite(project: Path, name: str) -> Suite:
+    check_name("suite", name)  # before any path is built from it
     folder = suites_root(project) / name
     if not (folder / "model_config.yaml").is_file():
         raise BadInput(f"unknown suite {name!r} (known: {', '.join(suite_names(project)) or 'none'})")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
+from logitsmatch.files import output_folder, refuse_output_over_inputs
 from logitsmatch.log import logger
 
 EXAMPLE = "logitsmatch compare-toolchains py3.11-torch2.13.0-mcore0.15.3 py3.11-torch2.13.0-mcore0.16.1 --out reports/"
@@ -30,16 +31,18 @@ def main(args) -> int:
     from logitsmatch.judge.golden_io import load_golden
     from logitsmatch.judge.matrix import check_source, locate
     from logitsmatch.judge.report import render_terminal, write_reports
+    from logitsmatch.run.platforms import check_label
     from logitsmatch.suites import load_suite, suite_names
     from logitsmatch.toolchains import load_toolchains
 
-    project = paths.project_root()
+    check_label(args.platform)
     source = check_source(args.source)
-    if Path(args.a).is_file() and Path(args.b).is_file():
+    if Path(args.a).exists() and Path(args.b).exists():  # two files (a FIFO or folder is refused by load_golden)
         result = compare(load_golden(args.a), load_golden(args.b), Policy())
         print(render_terminal(result))
         return EXIT_OK if result.passed else EXIT_DRIFT
 
+    project = paths.project_root()
     toolchains = load_toolchains(project / "pyproject.toml")
     for name in (args.a, args.b):
         if name not in toolchains:
@@ -57,8 +60,8 @@ def main(args) -> int:
         logger.info(f"{name}: {args.a} ({files[0].name}) -> {args.b} ({files[1].name})")
         print(render_terminal(result))
         if args.out:
-            folder = Path(args.out) / name
-            folder.mkdir(parents=True, exist_ok=True)
+            folder = output_folder(Path(args.out) / name)
+            refuse_output_over_inputs([folder / "report.json", folder / "report.md", folder / "report.junit.xml"], files)
             write_reports(result, str(folder / "report.json"), str(folder / "report.md"), str(folder / "report.junit.xml"))
         if not result.passed:
             failed.append(name)

@@ -8,10 +8,12 @@ suite's tolerance. Written as Markdown, JSON and a heatmap PNG.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
+from logitsmatch.files import output_folder, refuse_output_over_inputs, write_atomic
 from logitsmatch.log import logger
 
 EXAMPLE = "logitsmatch matrix --baseline py3.11-torch2.13.0-mcore0.16.1 --out results/matrix"
@@ -30,9 +32,11 @@ def main(args) -> int:
     from logitsmatch.judge.compare import Policy
     from logitsmatch.judge.golden_io import write_json_atomic
     from logitsmatch.judge.matrix import check_source, drift_matrix, render_heatmap, render_markdown, render_terminal, table_json
+    from logitsmatch.run.platforms import check_label
     from logitsmatch.suites import load_suite, suite_names
     from logitsmatch.toolchains import default_toolchain_name, load_toolchains
 
+    check_label(args.platform)
     project = paths.project_root()
     source = check_source(args.source)
     known = load_toolchains(project / "pyproject.toml")
@@ -50,17 +54,31 @@ def main(args) -> int:
         suite = load_suite(project, suite_name)
         tables[suite_name] = drift_matrix(suite, args.platform, names, source, Policy.from_suite(suite.metrics, suite.comparison))
 
+    if not any(table["names"] for table in tables.values()):
+        where = {"results": "results", "goldens": "goldens", "auto": "results or goldens"}[source]
+        raise BadInput(f"nothing to tabulate: no {where} on platform {args.platform} for any of these toolchains "
+                       "and suites (run them first, or try --source goldens)")
     out = Path(args.out) if args.out else paths.results_root() / "matrix"
-    out.mkdir(parents=True, exist_ok=True)
+    outputs = [out / "matrix.json", out / "matrix.md", out / "matrix.png"]
+    refuse_output_over_inputs(outputs, [path for table in tables.values() for path in table["files"].values()])
+    output_folder(out)
     report = {}
     for suite, table in tables.items():
         entry = table_json(table)
         report[suite] = {"toolchains": entry.pop("names"), **entry}
     write_json_atomic(out / "matrix.json", {"baseline": baseline, "platform": args.platform, "suites": report})
-    (out / "matrix.md").write_text(render_markdown(tables, f"Drift matrix (baseline {baseline})"))
-    render_heatmap(tables, out / "matrix.png", lambda suite: suite.replace("gpt_dynamic_inference_", ""))
+    write_atomic(out / "matrix.md", render_markdown(tables, f"Drift matrix (baseline {baseline})"))
+    written = [out / "matrix.md", out / "matrix.json"]
+    try:
+        png = io.BytesIO()
+        render_heatmap(tables, png, lambda suite: suite.replace("gpt_dynamic_inference_", ""))
+    except ImportError:
+        logger.warning("no heatmap: matplotlib is not installed here (the Markdown and JSON tables are written)")
+    else:
+        write_atomic(out / "matrix.png", png.getvalue())
+        written.append(out / "matrix.png")
     print(render_terminal(tables))
-    logger.info(f"wrote {out / 'matrix.md'}, {out / 'matrix.json'}, {out / 'matrix.png'}")
+    logger.info("wrote " + ", ".join(str(path) for path in written))
     drifted = [
         suite for suite, table in tables.items()
         if baseline in table["cells"] and not all(cell.passed for cell in table["cells"][baseline].values())

@@ -120,8 +120,9 @@ def render_terminal(tables: dict) -> str:
     return "\n".join(out)
 
 
-def render_heatmap(tables: dict, path: Path, short_title=lambda heading: heading) -> None:
-    """One panel per table; colour = log10 max |delta|, text = tokens and max |delta|. Needs matplotlib."""
+def render_heatmap(tables: dict, path, short_title=lambda heading: heading) -> None:
+    """One panel per table with outputs (a path or binary file); colour = log10 max |delta|, text = tokens and
+    max |delta|. Needs matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,7 +150,7 @@ def render_heatmap(tables: dict, path: Path, short_title=lambda heading: heading
         axis.set_title(short_title(heading), fontsize=9)
         figure.colorbar(image, ax=axis, label="log10 max |Δ logprob| (1e-12 = identical)")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, format="png")
     plt.close(figure)
 
 

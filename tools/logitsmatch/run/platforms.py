@@ -376,6 +376,26 @@ def detect_platform_name(devices: list[str] | None = None) -> str:
     return "gpu"
 
 
+def _is_layout(text: str) -> bool:
+    try:
+        layouts.parse(text)
+    except BadInput:
+        return False
+    return True
+
+
+def check_label(label: str) -> str:
+    """A platform label as results and goldens are keyed (``Platform.label``): a profile, or
+    ``<profile>-<layout>-<dtype>``; BadInput for anything else, before a path is built from it."""
+    profile, _, rest = label.partition("-")
+    layout, _, dtype = rest.rpartition("-")
+    if profile in PLATFORMS and (label == profile or (dtype in DTYPE_SHORT.values() and _is_layout(layout))):
+        return label
+    shown = label.encode("unicode_escape").decode("ascii")[:80]
+    raise BadInput(f"unknown platform {shown!r} (known: {', '.join(PLATFORMS)}, or <platform>-<layout>-<dtype> "
+                   f"such as cpu-tp1-fp32)")
+
+
 def get_platform(
     name: str | None,
     *,
