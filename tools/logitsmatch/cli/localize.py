@@ -4,13 +4,17 @@ Each CAPTURE is the ``capture/`` folder a ``logitsmatch run ... --capture`` publ
 result (or that result folder). The two are aligned by module name and order; the report names
 the first module whose real token rows differ bitwise on any rank and the first beyond the
 tolerance, with a table of max |delta| per module and a PNG of it along the execution order.
+What cannot be aligned (an output or rank on one side only, a shape or dtype mismatch) is named.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK
+from logitsmatch.files import refuse_output_over_inputs, write_atomic
+from logitsmatch.log import logger
 
 EXAMPLE = "logitsmatch localize results/SUITE/cpu/A/capture results/SUITE/cpu/B/capture --png localize.png --json localize.json"
 
@@ -35,12 +39,21 @@ def main(args) -> int:
         tolerance = Policy(mode=Mode.APPROXIMATE, failure_budget=0,
                            abs_tol=args.abs_tol if args.abs_tol is not None else DEFAULT_TOLERANCE.abs_tol,
                            rel_tol=args.rel_tol if args.rel_tol is not None else DEFAULT_TOLERANCE.rel_tol)
-    result = localize(read_capture(args.a), read_capture(args.b), tolerance)
+    captures = read_capture(args.a), read_capture(args.b)
+    inputs = [path for capture in captures for path in (*capture.folder.iterdir(), capture.folder.parent / "inputs.json")]
+    refuse_output_over_inputs([args.json, args.markdown, args.png], inputs)
+    result = localize(*captures, tolerance)
     print(terminal(result))
     if args.json:
         write_json_atomic(Path(args.json), result.to_dict())
     if args.markdown:
-        Path(args.markdown).write_text(f"# Localization\n\n{result.summary()}\n\n{markdown(result)}\n")
+        write_atomic(args.markdown, f"# Localization\n\n{result.summary()}\n\n{markdown(result)}\n")
     if args.png:
-        plot(result, Path(args.png))
+        png = io.BytesIO()
+        try:
+            plot(result, png)
+        except ImportError:
+            logger.warning(f"no plot written to {args.png}: matplotlib is not installed here")
+        else:
+            write_atomic(args.png, png.getvalue())
     return EXIT_DRIFT if result.first_bitwise is not None or result.schedule_problem else EXIT_OK
