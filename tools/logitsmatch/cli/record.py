@@ -16,7 +16,8 @@ from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
-from logitsmatch.judge.golden_io import atomic_writer, load_golden, write_json_atomic
+from logitsmatch.files import atomic_writer, read_input, refuse_output_over_inputs
+from logitsmatch.judge.golden_io import load_golden, write_json_atomic
 from logitsmatch.log import logger
 from logitsmatch.provenance import freshness_problem, invocation
 
@@ -39,29 +40,32 @@ def fresh_result(suite, platform: str, toolchain) -> tuple[Path, dict]:
     if problem is not None:
         raise BadInput(f"cannot record {result} for {suite.name} on {platform} with {toolchain.name}: {problem} "
                        f"(run it again: nox -s \"logitsmatch({toolchain.name})\" -- {suite.name})")
-    return result, json.loads(paths.provenance_path(result).read_text())
+    return result, json.loads(read_input(paths.provenance_path(result)))
 
 
 def main(args) -> int:
     from logitsmatch.judge.verdict import judge_against_golden
+    from logitsmatch.run.platforms import check_label
     from logitsmatch.suites import load_suite
     from logitsmatch.toolchains import get_toolchain
 
+    check_label(args.platform)
     project = paths.project_root()
     toolchain = get_toolchain(project / "pyproject.toml", args.toolchain)
     suite = load_suite(project, args.suite)
     result_path, provenance = fresh_result(suite, args.platform, toolchain)
     golden = paths.golden_path(suite.name, args.platform, args.toolchain)
+    refuse_output_over_inputs([golden, paths.provenance_path(golden)], [result_path, paths.provenance_path(result_path)])
 
     if golden.is_file():
-        if judge_against_golden(suite, result_path, golden, args.toolchain):
+        if judge_against_golden(suite, result_path, golden, args.toolchain) == EXIT_OK:
             logger.info("the result matches the golden within policy")
         if not args.force:
             logger.info(f"not overwritten: {golden} exists (review the report above, then pass --force)")
             return EXIT_DRIFT
 
     load_golden(result_path)  # refuse a malformed result before touching the golden
-    body = result_path.read_bytes()
+    body = read_input(result_path)
     provenance["recorded"] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": invocation(),

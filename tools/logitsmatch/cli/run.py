@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from logitsmatch import paths
-from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput, Unsupported
+from logitsmatch.errors import EXIT_OK, BadInput, Unsupported
 from logitsmatch.log import logger
 
 EXAMPLE = "logitsmatch run gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq --toolchain py3.11-torch2.13.0-mcore0.16.1"
@@ -306,5 +306,5 @@ def main(args, results_root: Path | None = None) -> int:
             return EXIT_OK
         from logitsmatch.judge.verdict import judge_against_golden
 
-        passed = judge_against_golden(suite, target, paths.golden_path(suite.name, platform_label, toolchain.name), toolchain.name)
-    return EXIT_OK if passed else EXIT_DRIFT
+        return judge_against_golden(suite, target, paths.golden_path(suite.name, platform_label, toolchain.name),
+                                    toolchain.name)
