@@ -137,7 +137,7 @@ def test_unknown_suite_and_toolchain(tmp_path, toolchain):
         ("logitsmatch.yaml", "timeout_s: 300", "timeout_s: .inf", "timeout_s must be a positive number"),
         ("logitsmatch.yaml", "  seed: 1234", "  seed: [1]", "seed must be an integer"),
         ("logitsmatch.yaml", "tokenizer_model: model_configs/tokenizer/logitsmatch-bpe-2048.vocab.json",
-         "tokenizer_model: model_configs", "Is a directory"),
+         "tokenizer_model: model_configs", "is a directory"),
     ],
     ids=["bad YAML", "unknown flag", "wrong-type value", "zero TP", "env var name", "unsafe YAML tag",
          "NaN timeout", "inf timeout", "seed type", "tokenizer is a dir"],
@@ -217,7 +217,7 @@ def test_tokenizer_model_that_is_a_directory(tmp_path, toolchain):
     completed = run_logitsmatch("run", TINY_SUITE, "--toolchain", toolchain, "--checkpoint",
                                 str(fake_checkpoint(tmp_path / "ckpt")), "--tokenizer-model", str(tmp_path),
                                 env={"LOGITSMATCH_RESULTS": str(tmp_path / "r")})
-    assert_one_line(completed, 2, "Is a directory")
+    assert_one_line(completed, 2, "is a directory")
 
 
 # --- generated input (the campaign, small) -------------------------------------------------------

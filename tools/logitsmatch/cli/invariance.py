@@ -17,12 +17,14 @@ anything wrongly moves logprobs by 1e-2 or more, or changes tokens, and cannot p
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, EXIT_RUN_FAILED, BadInput
+from logitsmatch.files import output_folder, read_input, write_atomic
 from logitsmatch.log import logger
 from logitsmatch.run.plan import DENSE_LAYOUTS, default_invariance_layouts
 
@@ -110,6 +112,7 @@ def main(args) -> int:
     if args.rerun and args.no_run:
         raise BadInput("--rerun and --no-run contradict each other")
     chosen = plan_layouts(suite, project, args.layouts or default_invariance_layouts(suite, project), args.platform)
+    out = output_folder(args.out if args.out else paths.results_root() / "invariance" / suite.name / toolchain.name)
     weights = expected_weights(suite, project)
 
     files, failed = {}, {}
@@ -136,8 +139,6 @@ def main(args) -> int:
     table = {"names": list(documents), "missing": list(failed), "files": shown, "cells": pairwise(documents, policy)}
     runs = {name: run_summary(read_provenance(path)) for name, path in files.items()}
 
-    out = Path(args.out) if args.out else paths.results_root() / "invariance" / suite.name / toolchain.name
-    out.mkdir(parents=True, exist_ok=True)
     heading = f"{suite.name} ({toolchain.name})"
     notes = [
         f"Same weights and prompts at each layout, toolchain `{toolchain.name}`; every cell is `logitsmatch compare` "
@@ -157,11 +158,13 @@ def main(args) -> int:
         "suite": suite.name, "toolchain": toolchain.name, "policy": policy.to_dict(), "tolerance_why": TOLERANCE_WHY,
         "command": command_line(args, suite.name), "runs": runs, "failed": failed, "table": table_json(table),
     })
-    (out / "invariance.md").write_text(render_markdown({heading: table}, "Parallelism invariance", notes))
+    write_atomic(out / "invariance.md", render_markdown({heading: table}, "Parallelism invariance", notes))
     png = " (no PNG: no layout has a result)"
     if documents:
         try:
-            render_heatmap({heading: table}, out / "invariance.png", lambda _: suite.name.replace("gpt_dynamic_inference_", ""))
+            image = io.BytesIO()
+            render_heatmap({heading: table}, image, lambda _: suite.name.replace("gpt_dynamic_inference_", ""))
+            write_atomic(out / "invariance.png", image.getvalue())
             png = ", invariance.png"
         except ImportError:
             png = " (no PNG: matplotlib is not installed here; pip install 'logitsmatch[plot]')"
@@ -206,6 +209,6 @@ def read_provenance(result: Path) -> dict:
     import json
 
     try:
-        return json.loads(paths.provenance_path(result).read_text())
-    except (OSError, ValueError):
+        return json.loads(read_input(paths.provenance_path(result)))
+    except (BadInput, ValueError, RecursionError):
         return {}

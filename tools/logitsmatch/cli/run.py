@@ -258,10 +258,7 @@ def main(args, results_root: Path | None = None) -> int:
 
     started = time.monotonic()
     user_checkpoint = bool(args.checkpoint or suite.arg("--load"))
-    try:
-        tokenizer = tokenizer_spec(suite, project, user_checkpoint, args.tokenizer_model)
-    except OSError as exc:  # a directory, unreadable file, ... (not found is already a BadInput)
-        raise BadInput(f"tokenizer model {exc.filename}: {exc.strerror or exc}") from None
+    tokenizer = tokenizer_spec(suite, project, user_checkpoint, args.tokenizer_model)
     choice = choose_checkpoint(suite, project, args.checkpoint, tokenizer)
     weights = prepare_weights(choice, timeout)
 
