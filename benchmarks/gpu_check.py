@@ -145,11 +145,12 @@ def probe_machine() -> dict:
 
 def prepare_weights(suite, project: Path, timeout_s: float) -> str | None:
     """Write the synthetic checkpoint on the CPU (CUDA hidden from the writer); its weights sha256."""
+    from logitsmatch.rank.checkpoint import read_checkpoint_args
     from logitsmatch.run.plan import choose_checkpoint, tokenizer_spec
     from logitsmatch.run.synthetic_weights import ensure_checkpoint
 
     tokenizer = tokenizer_spec(suite, project, False, None)
-    choice = choose_checkpoint(suite, project, None, tokenizer)
+    choice = choose_checkpoint(suite, project, None, tokenizer, read_checkpoint_args)
     if choice.synthetic_spec is None:
         return None  # a user checkpoint (CHECKPOINT_LOAD_PATH): nothing to write
     saved = os.environ.get("CUDA_VISIBLE_DEVICES")

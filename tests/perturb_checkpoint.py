@@ -11,14 +11,8 @@ from pathlib import Path
 
 import torch
 
-from logitsmatch.rank.checkpoint import (
-    architecture_from_args,
-    load_model_weights,
-    read_checkpoint_args,
-    resolve_checkpoint_dir,
-    save_checkpoint,
-    single_process_model,
-)
+from logitsmatch.checkpoint_args import architecture_from_args, resolve_checkpoint_dir
+from logitsmatch.rank.checkpoint import load_model_weights, read_checkpoint_args, save_checkpoint, single_process_model
 
 
 def main(source: str, out: str, parameter: str, flat_index: str, delta: str) -> None:

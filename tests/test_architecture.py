@@ -3,7 +3,9 @@
 * Only ``logitsmatch.rank`` may import torch or megatron-core at module level: every
   other module is imported in a fresh interpreter and neither may appear in sys.modules.
 * No import cycles between modules, counting imports inside functions too.
-* ``judge`` (reading, comparing, reporting) depends on the base modules only; the base
+* ``judge`` (reading, comparing, reporting) and ``run`` (planning and launching a run) depend
+  on the base modules only, so the harness never imports rank code, not even inside a function;
+  ``explain`` on the base modules and ``judge`` (it runs suites as subprocesses); the base
   modules depend on no subpackage.
 """
 
@@ -17,7 +19,7 @@ import sys
 from support import PROJECT
 
 PACKAGE = PROJECT / "tools" / "logitsmatch"
-SUBPACKAGES = ("cli", "judge", "run", "rank", "devtools")
+SUBPACKAGES = ("cli", "judge", "run", "rank", "devtools", "explain")
 
 
 def module_name(path) -> str:
@@ -122,11 +124,15 @@ def test_layers():
         used = {subpackage(target) for target in targets} - {None, layer}
         if layer is None:
             assert not used, f"base module {name} imports {used}"
-        elif layer == "judge":
+        elif layer in ("judge", "run"):
             assert not used, f"{name} imports {used}"
+        elif layer == "explain":
+            assert used <= {"judge"}, f"{name} imports {used}"
         elif layer == "rank":
             assert used <= {"run"}, f"{name} imports {used}"
             assert all(t in ("logitsmatch.run.runfiles", "logitsmatch.run.synthetic_weights", "logitsmatch.run.ports")
                        for t in targets if subpackage(t) == "run"), f"{name}: rank may use run's contracts only"
         elif layer == "devtools":
             assert used <= {"run"}, f"{name} imports {used}"
+        else:  # the subcommands: they put the layers together
+            assert layer == "cli", f"{name}: subpackage {layer} has no rule here"

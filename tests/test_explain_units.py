@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from logitsmatch.errors import BadInput
+from logitsmatch.explain import environments as envs
+from logitsmatch.explain.bisect import first_bad, isolate
 from logitsmatch.judge.localize import localize, read_capture
-from logitsmatch.run import environments as envs
-from logitsmatch.run.bisect import first_bad, isolate
 
 # --- delta debugging ---------------------------------------------------------------------------
 
@@ -220,7 +220,7 @@ def test_explain_sides_parsing(tmp_path):
 
 def test_identity_ignores_the_local_version_megatron_derives_from_the_surrounding_checkout():
     """0.18's package_info appends `git rev-parse --short HEAD` of its install folder's repository."""
-    from logitsmatch.run.explain import identity_mismatch
+    from logitsmatch.explain.explainer import identity_mismatch
 
     assert identity_mismatch({"metadata_version": "0.18.0", "package_info_version": "0.18.0+7a807a4"}) is None
     assert identity_mismatch({"metadata_version": "0.16.1", "package_info_version": "0.16.1"}) is None

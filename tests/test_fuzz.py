@@ -179,7 +179,7 @@ def fake_checkpoint(root, common: bytes | None = None, arch_change: dict | None 
     import torch
     import yaml
 
-    from logitsmatch.rank.checkpoint import args_namespace
+    from logitsmatch.checkpoint_args import args_namespace
 
     arch = {**yaml.safe_load((PROJECT / "model_configs" / "tiny_gpt.yaml").read_text()), **(arch_change or {})}
     torch.save({"args": args_namespace(arch, 3072, 1), "checkpoint_version": 3.0}, iteration / "common.pt")

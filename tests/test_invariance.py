@@ -80,7 +80,7 @@ def test_table_is_compare_pair_by_pair_at_the_stated_tolerance(published, projec
                 expected.passed, expected.max_abs_delta, expected.n_over_tolerance)
     assert report["table"]["cells"]["tp8"]["tp1"]["passed"] and not report["table"]["cells"]["tp8"]["pp2"]["passed"]
     assert report["runs"]["tp1"] == {"ranks": 1, "engines_served": 1, "wall_s": 12.5, "peak_rss_mib_max": 400.0,
-                                     "date": None, "cpu": "test CPU"}
+                                     "date": None, "cpu": "test CPU (ISA unknown)"}
     markdown = (out / "invariance.md").read_text()
     assert "Tolerance: fp32 on one toolchain and one CPU" in markdown and "| **tp8** |" in markdown
     assert f"`logitsmatch invariance {TINY_SUITE} --toolchain {DEFAULT_TOOLCHAIN} --layouts tp8,tp1,pp2`" in markdown

@@ -12,6 +12,7 @@ import pytest
 
 from logitsmatch import paths
 from logitsmatch.errors import BadInput
+from logitsmatch.rank.checkpoint import read_checkpoint_args
 from logitsmatch.run.plan import build_plan, choose_checkpoint, launch_env, tokenizer_spec
 from logitsmatch.run.platforms import PLATFORMS, detect_platform_name, get_platform
 from logitsmatch.run.runfiles import RunDir
@@ -45,7 +46,7 @@ def minitron_like_arch(synthetic_arch):
 
 def plan_for(project, suite, platform, arch=None):
     tokenizer = tokenizer_spec(suite, project, False, None)
-    choice = choose_checkpoint(suite, project, None, tokenizer)
+    choice = choose_checkpoint(suite, project, None, tokenizer, read_checkpoint_args)
     if arch is not None:
         choice.architecture = arch
     return build_plan(suite, platform, choice, Path("/ckpt"), tokenizer, "127.0.0.1")
@@ -291,7 +292,7 @@ def test_oldest_release_is_refused_pipeline_and_cross_engine_experts(project):
     for name, what in ((PP8, r"pipeline parallel \(PP8\)"), (MOE, "expert parallel across engines")):
         suite = load_suite(project, name)
         tokenizer = tokenizer_spec(suite, project, False, None)
-        choice = choose_checkpoint(suite, project, None, tokenizer)
+        choice = choose_checkpoint(suite, project, None, tokenizer, read_checkpoint_args)
         with pytest.raises(Unsupported, match=f"megatron-core 0.15.3 cannot run {what}"):
             build_plan(suite, get_platform("cpu"), choice, Path("/ckpt"), tokenizer, "127.0.0.1", (0, 15, 3))
         build_plan(suite, get_platform("cpu"), choice, Path("/ckpt"), tokenizer, "127.0.0.1", (0, 16, 1))

@@ -6,7 +6,7 @@ served-by map of real DP runs); here a recording stand-in engine shows the seman
 
 from __future__ import annotations
 
-from logitsmatch.rank.adapters import RequestIntake
+from logitsmatch.rank.request_intake import RequestIntake
 from logitsmatch.run.runfiles import PhaseRecorder, RunDir
 
 

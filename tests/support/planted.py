@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from logitsmatch.run.environments import Side, overlay, resolve
+from logitsmatch.explain.environments import Side, overlay, resolve
 
 ACTIVATIONS = "megatron/core/activations.py"
 PLANTED_OP = ("return torch.pow(F.relu(x), 2)", "return torch.pow(F.relu(x), 2) * (1.0 + 2.0**-20)")

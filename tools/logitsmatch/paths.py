@@ -90,9 +90,16 @@ def capture_dir(result: Path) -> Path:
 
 
 def golden_path(suite: str, platform: str, toolchain: str) -> Path:
-    """golden_values/<suite>/golden_values_<platform>_<toolchain>.json"""
+    """golden_values/<suite>/golden_values_<platform>_<toolchain>.json: the triple's first golden (its sidecar
+    names its hardware class)."""
     check_name("suite", suite), check_name("platform", platform), check_name("toolchain", toolchain)
     return project_root() / "golden_values" / suite / f"golden_values_{platform}_{toolchain}.json"
+
+
+def class_golden_path(first_golden: Path, hardware_class: str) -> Path:
+    """A golden kept for a further hardware class beside the first: ``golden_values_<platform>_<toolchain>@<class>.json``."""
+    check_name("hardware class", hardware_class)
+    return first_golden.with_name(f"{first_golden.stem}@{hardware_class}.json")
 
 
 def provenance_path(golden_or_result: Path) -> Path:

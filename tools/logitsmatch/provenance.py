@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
-import platform as _platform
 import shlex
 import sys
 from pathlib import Path
@@ -40,42 +39,18 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return _platform.processor() or _platform.machine()
-
-
-def hardware() -> dict:
-    """CPU model and core count, plus GPU names when torch sees CUDA devices."""
-    import os
-
-    info = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "machine": _platform.machine()}
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            info["gpus"] = [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())]
-    except ImportError:
-        pass
-    return info
-
-
 def invocation() -> str:
     """The command as a user would type it (no interpreter or install paths)."""
     return shlex.join(["logitsmatch", *sys.argv[1:]])
 
 
-def collect(**fields) -> dict:
-    """The provenance record for a run; ``fields`` adds the run-specific parts."""
+def collect(hardware: dict, **fields) -> dict:
+    """The provenance record for a run: ``hardware`` is the ranks' identity (logitsmatch.hardware.probe),
+    ``fields`` the run-specific parts."""
     return {
         "python": sys.version.split()[0],
         "packages": package_versions(),
-        "hardware": hardware(),
+        "hardware": hardware,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": invocation(),
         **fields,

@@ -49,12 +49,12 @@ def _pair(text: str, what: str) -> tuple[str, str]:
 
 
 def main(args) -> int:
+    from logitsmatch.explain import gitsource
+    from logitsmatch.explain.environments import Side, resolve
+    from logitsmatch.explain.explainer import Explainer, Settings, megatron_cpp_helper
+    from logitsmatch.explain.report import combine, markdown, terminal
     from logitsmatch.judge.compare import Policy
     from logitsmatch.judge.golden_io import write_json_atomic
-    from logitsmatch.run import explain as explain_module
-    from logitsmatch.run import gitsource
-    from logitsmatch.run.environments import Side
-    from logitsmatch.run.explain_report import combine, markdown, terminal
     from logitsmatch.suites import suite_names
     from logitsmatch.toolchains import default_toolchain_name
 
@@ -78,9 +78,7 @@ def main(args) -> int:
             raise BadInput(f"--candidate-commit needs GITDIR@REF, got {spec!r}")
         gitdir, ref = spec.rsplit("@", 1)
         sha = gitsource.rev(gitdir, ref)
-        from logitsmatch.run.environments import resolve
-
-        helper = explain_module._cpp_helper(resolve(baseline))
+        helper = megatron_cpp_helper(resolve(baseline))
         folder, _ = gitsource.install_commit(package, gitdir, sha, cache, baseline.python, helper)
         candidate_commit = (package, gitdir, sha)
         sources.setdefault(package, gitdir)
@@ -95,11 +93,11 @@ def main(args) -> int:
     reports = {}
     for suite in suites:
         logger.info(f"explaining {suite}")
-        settings = explain_module.Settings(project, suite, toolchain, baseline, candidate, policy, workdir, cache,
-                                           sources, candidate_commit, args.timeout)
-        explainer = explain_module.Explainer(settings)
+        settings = Settings(project, suite, toolchain, baseline, candidate, policy, workdir, cache,
+                            sources, candidate_commit, args.timeout)
+        explainer = Explainer(settings)
         reports[suite] = explainer.explain()
-        if args.png and suite == suites[0] and getattr(explainer, "last_localization", None) is not None:
+        if args.png and suite == suites[0] and explainer.last_localization is not None:
             from logitsmatch.judge.localize import plot
 
             plot(explainer.last_localization, Path(args.png), f"{suite}: {reports[suite]['verdict']}")

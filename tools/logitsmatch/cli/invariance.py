@@ -82,6 +82,8 @@ def run_layout(suite, toolchain: str, layout, platform_name: str | None, timeout
 
 def run_summary(provenance: dict) -> dict:
     """What the Markdown and JSON say about how one layout's run went."""
+    from logitsmatch import hardware
+
     memory = provenance.get("memory") or {}
     served = (provenance.get("network") or {}).get("served_by_dp_rank") or {}
     peaks = [value for value in memory.get("peak_rss_mib_per_rank") or [] if value is not None]
@@ -91,7 +93,7 @@ def run_summary(provenance: dict) -> dict:
         "wall_s": round(float((provenance.get("timings_s") or {}).get("launch_wall", 0.0)), 1),
         "peak_rss_mib_max": max(peaks) if peaks else None,
         "date": provenance.get("date"),
-        "cpu": (provenance.get("hardware") or {}).get("cpu"),
+        "cpu": hardware.describe(identity) if (identity := hardware.of_provenance(provenance)) else None,
     }
 
 

@@ -24,7 +24,10 @@ def configure(parser) -> None:
     parser.add_argument("--suite", action="append", help="suites to include (default: all)")
     parser.add_argument("--baseline", default=None, help="toolchain listed first; the verdict is judged against it")
     parser.add_argument("--platform", default="cpu")
-    parser.add_argument("--source", default="auto", help="auto (results, else goldens), results or goldens")
+    parser.add_argument("--source", default="auto", metavar="auto|results|goldens|DIR",
+                        help="auto (results, else goldens), results, goldens, or a tree made by `logitsmatch collect`")
+    parser.add_argument("--hardware-class", metavar="CLASS", default=None,
+                        help="with --source DIR: the hardware class to tabulate when the tree holds several")
     parser.add_argument("--out", default=None, help="output folder (default: results/matrix)")
 
 
@@ -52,7 +55,8 @@ def main(args) -> int:
     tables = {}
     for suite_name in args.suite or suite_names(project):
         suite = load_suite(project, suite_name)
-        tables[suite_name] = drift_matrix(suite, args.platform, names, source, Policy.from_suite(suite.metrics, suite.comparison))
+        tables[suite_name] = drift_matrix(suite, args.platform, names, source, Policy.from_suite(suite.metrics, suite.comparison),
+                                          args.hardware_class)
 
     if not any(table["names"] for table in tables.values()):
         where = {"results": "results", "goldens": "goldens", "auto": "results or goldens"}[source]

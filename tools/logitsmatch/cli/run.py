@@ -95,7 +95,7 @@ class Weights:
 
 def prepare_weights(choice, timeout: float) -> Weights:
     """The synthetic checkpoint (written once, cached) or the user's checkpoint directory."""
-    from logitsmatch.rank.checkpoint import resolve_checkpoint_dir
+    from logitsmatch.checkpoint_args import resolve_checkpoint_dir
     from logitsmatch.run.synthetic_weights import ensure_checkpoint
 
     started = time.monotonic()
@@ -190,9 +190,23 @@ def harness_inputs(run, plan: dict) -> tuple[dict, dict]:
         "megatron_core": first.get("megatron_core"),
         "adapter": first.get("adapter"),
         "adapter_decisions": first.get("decisions"),
+        "hardware_class": (first.get("hardware") or {}).get("class"),
         "plan": comparable_plan(plan),
     }
     return summary, {"checkpoint_dir": plan["checkpoint_dir"], "ranks": ranks}
+
+
+def ranks_hardware(ranks: list[dict]) -> dict:
+    """Rank 0's hardware identity (the ranks' own view: their threads, their ISA), with the classes of the
+    others when they differ (a multi-node run on mixed machines)."""
+    from logitsmatch import hardware
+
+    identities = [record["hardware"] for record in ranks if record.get("hardware")]
+    if not identities:
+        return hardware.probe()
+    first = identities[0]
+    others = sorted({identity["class"] for identity in identities} - {first["class"]})
+    return {**first, "other_rank_classes": others} if others else first
 
 
 def publish(run, target: Path, provenance: dict, inputs: dict | None = None) -> Path:
@@ -226,6 +240,7 @@ def main(args, results_root: Path | None = None) -> int:
     from logitsmatch import layouts
     from logitsmatch import provenance as provenance_module
     from logitsmatch.lifetime import die_with_parent
+    from logitsmatch.rank.checkpoint import read_checkpoint_args
     from logitsmatch.run.launcher import launch, publish_lock
     from logitsmatch.run.plan import build_plan, capture_spec, choose_checkpoint, launch_env, tokenizer_spec
     from logitsmatch.run.platforms import get_platform
@@ -259,7 +274,7 @@ def main(args, results_root: Path | None = None) -> int:
     started = time.monotonic()
     user_checkpoint = bool(args.checkpoint or suite.arg("--load"))
     tokenizer = tokenizer_spec(suite, project, user_checkpoint, args.tokenizer_model)
-    choice = choose_checkpoint(suite, project, args.checkpoint, tokenizer)
+    choice = choose_checkpoint(suite, project, args.checkpoint, tokenizer, read_checkpoint_args)
     weights = prepare_weights(choice, timeout)
 
     target = paths.result_path(suite.name, platform_label, label, results_root)
@@ -279,6 +294,7 @@ def main(args, results_root: Path | None = None) -> int:
     inputs_summary, inputs = harness_inputs(run, plan)
 
     record = provenance_module.collect(
+        hardware=ranks_hardware(inputs["ranks"]),
         toolchain=label,
         candidate_of=toolchain.name if args.candidate else None,
         suite=suite.name,
@@ -301,7 +317,8 @@ def main(args, results_root: Path | None = None) -> int:
         logger.info(f"result: {target}")
         if args.no_compare:
             return EXIT_OK
+        from logitsmatch.hardware import golden_of_class
         from logitsmatch.judge.verdict import judge_against_golden
 
-        return judge_against_golden(suite, target, paths.golden_path(suite.name, platform_label, toolchain.name),
-                                    toolchain.name)
+        golden = golden_of_class(paths.golden_path(suite.name, platform_label, toolchain.name), record["hardware"]["class"])
+        return judge_against_golden(suite, target, golden, toolchain.name)

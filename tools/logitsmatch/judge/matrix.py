@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from logitsmatch import paths
+from logitsmatch.collection import collected_result, is_collection
 from logitsmatch.errors import BadInput
 from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import load_golden
@@ -21,8 +22,10 @@ from logitsmatch.judge.golden_io import load_golden
 SOURCES = ("auto", "results", "goldens")
 
 
-def locate(suite: str, platform: str, toolchain: str, source: str = "auto") -> Path | None:
-    """The file holding ``toolchain``'s output for ``suite``, or None."""
+def locate(suite: str, platform: str, toolchain: str, source: str = "auto", hardware_class: str | None = None) -> Path | None:
+    """The file holding ``toolchain``'s output for ``suite``, or None; ``source`` may name a collected tree."""
+    if source not in SOURCES:
+        return collected_result(Path(source), suite, platform, toolchain, hardware_class)
     result = paths.result_path(suite, platform, toolchain)
     golden = paths.golden_path(suite, platform, toolchain)
     candidates = {"auto": (result, golden), "results": (result,), "goldens": (golden,)}[source]
@@ -70,17 +73,18 @@ def pairwise(documents: dict[str, dict], policy) -> dict[str, dict[str, Cell]]:
     return {row: {col: cell_of(compare(documents[row], documents[col], policy)) for col in documents} for row in documents}
 
 
-def drift_matrix(suite, platform: str, toolchains: list[str], source: str, policy) -> dict:
+def drift_matrix(suite, platform: str, toolchains: list[str], source: str, policy, hardware_class: str | None = None) -> dict:
     """{"names": [...toolchains], "missing", "files", "cells": {row: {col: Cell}}} for one suite."""
-    files = {name: locate(suite.name, platform, name, source) for name in toolchains}
+    files = {name: locate(suite.name, platform, name, source, hardware_class) for name in toolchains}
     present = [name for name in toolchains if files[name] is not None]
     cells = pairwise({name: load_golden(files[name]) for name in present}, policy)
     return {"names": present, "missing": [n for n in toolchains if n not in present], "files": files, "cells": cells}
 
 
 def check_source(source: str) -> str:
-    if source not in SOURCES:
-        raise BadInput(f"unknown source {source!r} (choose {', '.join(SOURCES)})")
+    """auto, results, goldens, or a folder made by ``logitsmatch collect``."""
+    if source not in SOURCES and not is_collection(Path(source)):
+        raise BadInput(f"unknown source {source!r} (choose {', '.join(SOURCES)}, or a folder made by logitsmatch collect)")
     return source
 
 

@@ -13,12 +13,18 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
-import signal
-import socket as _socket
 import tempfile
 from pathlib import Path
 
 from logitsmatch.errors import BadInput
+from logitsmatch.rank.coordinator_binding import (
+    AddressRewritingZmq,
+    LoopbackSocketModule,
+    bind_coordinator_by_address,
+    bind_coordinator_by_hostname,
+    wrap_coordinator_entrypoint,
+)
+from logitsmatch.rank.request_intake import RequestIntake
 
 
 def _version_tuple(text: str) -> tuple[int, int, int]:
@@ -63,182 +69,7 @@ def installed_megatron_version() -> tuple[int, int, int]:
     return _version_tuple(package_info.__version__)
 
 
-# --- socket binding helpers (0.15 / 0.16 have no hostname argument) ----------------
-
 _IPC_PATH_MAX = 107  # sockaddr_un.sun_path on Linux, less its terminating NUL
-
-
-class _LoopbackSocketModule:
-    """A ``socket`` module whose gethostname() names the bind host we chose.
-
-    megatron-core 0.16 binds the engine PUB sockets and the coordinator ROUTER
-    to ``socket.gethostname()``; handing those modules this proxy makes them
-    bind where the user asked (127.0.0.1 by default).
-    """
-
-    def __init__(self, bind_host: str):
-        self._bind_host = bind_host
-
-    def gethostname(self) -> str:
-        return self._bind_host
-
-    def __getattr__(self, name):
-        return getattr(_socket, name)
-
-
-class _AddressRewritingZmq:
-    """A ``zmq`` module whose sockets rewrite bind/connect address prefixes.
-
-    megatron-core 0.15 hard-codes two addresses: the coordinator binds
-    ``tcp://0.0.0.0:{port}`` and the engines broadcast over
-    ``ipc:///tmp/tp-coord-{dp}-tp-bcast-socket-*``, shared by every run on the
-    machine. Handing a module this proxy moves those without touching its code.
-    """
-
-    def __init__(self, rewrites: dict[str, str]):
-        import zmq
-
-        class Socket(zmq.Socket):
-            def bind(self, addr, *args, **kwargs):
-                return super().bind(_rewrite(addr), *args, **kwargs)
-
-            def connect(self, addr, *args, **kwargs):
-                return super().connect(_rewrite(addr), *args, **kwargs)
-
-        class Context(zmq.Context):
-            _socket_class = Socket
-
-        def _rewrite(addr: str) -> str:
-            for old, new in rewrites.items():
-                if addr.startswith(old):
-                    return new + addr[len(old) :]
-            return addr
-
-        self._zmq = zmq
-        self.Context = Context
-
-    def __getattr__(self, name):
-        return getattr(self._zmq, name)
-
-
-def bind_coordinator_by_hostname(coordinator_module, bind_host: str) -> None:
-    coordinator_module.socket = _LoopbackSocketModule(bind_host)
-
-
-def bind_coordinator_by_address(coordinator_module, bind_host: str) -> None:
-    coordinator_module.zmq = _AddressRewritingZmq({"tcp://0.0.0.0:": f"tcp://{bind_host}:"})
-
-
-class _CoordinatorEntrypoint:
-    """Picklable stand-in for ``DataParallelInferenceCoordinator.entrypoint``.
-
-    The coordinator runs in a process spawned from scratch, where our patches
-    to the parent's modules do not exist. Unpickling this object (before the
-    coordinator's arguments, whose classes import megatron-core) makes the
-    process die with rank 0 (``PR_SET_PDEATHSIG``: no orphan coordinator),
-    installs the torch stand-ins there when the parent has them (0.15 compiles
-    a CUDA extension at import), then ``bind`` (a module-level function, so it
-    pickles; None on releases that take ``hostname=``) re-applies the socket
-    binding before the real entrypoint runs.
-    """
-
-    def __init__(self, original, bind, bind_host: str):
-        from logitsmatch.rank import cpu_standins
-
-        self.original, self.bind, self.bind_host = original, bind, bind_host
-        self.standins = cpu_standins.torch_standins_installed()
-
-    def __getstate__(self):
-        # Not the original: unpickling it would import megatron-core before the stand-ins.
-        return {"bind": self.bind, "bind_host": self.bind_host, "standins": self.standins}
-
-    def __setstate__(self, state):
-        # This runs in the coordinator process, before anything else of it: it ends with rank 0.
-        from logitsmatch.lifetime import die_with_parent
-
-        die_with_parent(sig=signal.SIGKILL)
-        self.__dict__.update(state)
-        if self.standins:
-            from logitsmatch.rank import cpu_standins
-
-            cpu_standins.install_torch_standins()
-        from megatron.core.inference import data_parallel_inference_coordinator as coordinator_module
-
-        self.original = coordinator_module.DataParallelInferenceCoordinator.entrypoint  # unpatched here
-
-    def __call__(self, *args, **kwargs):
-        from megatron.core.inference import data_parallel_inference_coordinator as coordinator_module
-
-        if self.bind is not None:
-            self.bind(coordinator_module, self.bind_host)
-        return self.original(*args, **kwargs)
-
-
-def _wrap_coordinator_entrypoint(bind, bind_host: str) -> None:
-    """Route megatron-core's coordinator process through ``_CoordinatorEntrypoint``."""
-    from megatron.core.inference import data_parallel_inference_coordinator as coordinator_module
-
-    coordinator_class = coordinator_module.DataParallelInferenceCoordinator
-    coordinator_class.entrypoint = _CoordinatorEntrypoint(coordinator_class.entrypoint, bind, bind_host)
-
-
-class RequestIntake:
-    """What this rank's engine is given by the coordinator: which requests, and when it adds them.
-
-    Wraps the engine's ``add_request`` (the coordinator path calls it with the coordinator's request
-    id first, on every rank of the engine, 0.15 to 0.19):
-
-    * it records the request ids, so that after the run ``gather_served_by`` can say which
-      data-parallel engine served which request (megatron-core's reply names no engine before
-      0.17's coordinator schedule);
-    * with ``hold`` = N (one engine receives every prompt, see ``run.plan.hold_requests``) it holds
-      the requests until N have arrived and then adds them together, so the batch schedule does not
-      depend on when each ZMQ message arrived. Every rank of the engine receives the same messages in
-      the same order. With ``hold`` None each request is added as it arrives.
-    """
-
-    def __init__(self, engine, hold: int | None, dp_rank: int = 0):
-        self.request_ids: list[int] = []
-        self.hold = hold
-        self.dp_rank = dp_rank  # read while the model-parallel state lives (0.15's engine stop tears it down)
-        real, held = engine.add_request, []
-
-        def add_request(request_id, *args, **kwargs):
-            self.request_ids.append(int(request_id))
-            if hold is None:
-                real(request_id, *args, **kwargs)
-                return
-            held.append((request_id, args, kwargs))
-            if len(held) == hold:
-                for held_id, held_args, held_kwargs in held:
-                    real(held_id, *held_args, **held_kwargs)
-                held.clear()
-            # the coordinator path ignores add_request's result: nothing to return
-
-        engine.add_request = add_request
-
-    def description(self) -> list[str]:
-        if self.hold is None:
-            return []
-        return [f"engine adds the {self.hold} submitted requests together once all have arrived "
-                "(deterministic batch schedule)"]
-
-
-def gather_served_by(intake: RequestIntake) -> dict[str, int] | None:
-    """All ranks: {coordinator request id: data-parallel rank of the engine that served it} on rank 0."""
-    import torch
-
-    mine = {"dp_rank": intake.dp_rank, "request_ids": intake.request_ids}
-    everyone = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(everyone, mine)
-    if torch.distributed.get_rank() != 0:
-        return None
-    served: dict[int, int] = {}
-    for entry in everyone:
-        for request_id in entry["request_ids"]:
-            if served.setdefault(request_id, entry["dp_rank"]) != entry["dp_rank"]:
-                raise RuntimeError(f"request {request_id} was added by engines {served[request_id]} and {entry['dp_rank']}")
-    return {str(request_id): served[request_id] for request_id in sorted(served)}
 
 
 # --- adapters ---------------------------------------------------------------------------
@@ -381,14 +212,14 @@ class Mcore016(_Adapter):
     def install_network_binding(self, bind_host: str) -> list[str]:
         from megatron.core.inference.engines import dynamic_engine
 
-        dynamic_engine.socket = _LoopbackSocketModule(bind_host)
-        _wrap_coordinator_entrypoint(bind_coordinator_by_hostname, bind_host)
+        dynamic_engine.socket = LoopbackSocketModule(bind_host)
+        wrap_coordinator_entrypoint(bind_coordinator_by_hostname, bind_host)
         applied = [f"engine and coordinator sockets bound to {bind_host} (socket.gethostname override)"]
         try:  # 0.16: the expert-parallel work-consensus sockets bind to gethostname() too
             from megatron.core.inference.engines import async_zmq_communicator
         except ImportError:
             return applied
-        async_zmq_communicator.socket = _LoopbackSocketModule(bind_host)
+        async_zmq_communicator.socket = LoopbackSocketModule(bind_host)
         return applied + [f"expert-parallel ZMQ communicator bound to {bind_host} (socket.gethostname override)"]
 
     def context_kwargs(self, model, plan: dict) -> dict:
@@ -486,8 +317,8 @@ class Mcore015(Mcore016):
 
         self.ipc_dir = self.ipc_directory()
         self.ipc_dir.mkdir(exist_ok=True)
-        dynamic_engine.zmq = _AddressRewritingZmq({"ipc:///tmp/": f"ipc://{self.ipc_dir}/"})
-        _wrap_coordinator_entrypoint(bind_coordinator_by_address, bind_host)
+        dynamic_engine.zmq = AddressRewritingZmq({"ipc:///tmp/": f"ipc://{self.ipc_dir}/"})
+        wrap_coordinator_entrypoint(bind_coordinator_by_address, bind_host)
         return [
             f"coordinator bound to {bind_host} instead of 0.0.0.0 (zmq address rewrite)",
             "engine broadcast ipc sockets moved from /tmp to a per-run temp directory (zmq address rewrite)",
@@ -555,7 +386,7 @@ class Mcore017(_Adapter):
 
     def install_network_binding(self, bind_host: str) -> list[str]:
         self.bind_host = bind_host  # passed as hostname= in start_listening
-        _wrap_coordinator_entrypoint(None, bind_host)  # only so that the coordinator dies with rank 0
+        wrap_coordinator_entrypoint(None, bind_host)  # only so that the coordinator dies with rank 0
         return [f"engine, communicator and coordinator sockets bound to {bind_host} (hostname=)"]
 
     def build_context(self, model, plan: dict):

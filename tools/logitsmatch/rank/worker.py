@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from logitsmatch import hardware
 from logitsmatch.lifetime import die_with_parent
 from logitsmatch.run.runfiles import COORDINATOR_PORT_ENV, PhaseRecorder, RunDir
 
@@ -144,6 +145,7 @@ def run(plan: dict, run_dir: RunDir) -> None:
     from logitsmatch.rank import adapters
     from logitsmatch.rank.checkpoint import load_model_weights
     from logitsmatch.rank.model_builder import build_gpt_model
+    from logitsmatch.rank.request_intake import gather_served_by
 
     adapter = adapters.for_installed_megatron()
     parallel = plan["parallel"]
@@ -177,7 +179,7 @@ def run(plan: dict, run_dir: RunDir) -> None:
     if rank == 0:
         run_dir.write_stand_ins(standins)
     # What this rank computes with, beyond the plan: what `explain` compares between two runs.
-    run_dir.write_inputs(rank, {"rank": rank, "weights": weights,
+    run_dir.write_inputs(rank, {"rank": rank, "weights": weights, "hardware": hardware.probe(),
                                 "megatron_core": adapters.megatron_identity(), **adapter.describe()})
 
     with torch.inference_mode():
@@ -185,7 +187,7 @@ def run(plan: dict, run_dir: RunDir) -> None:
 
     if capture is not None:
         capture.close()  # a run shorter than the capture window
-    served_by = adapters.gather_served_by(intake)  # every rank takes part
+    served_by = gather_served_by(intake)  # every rank takes part
     if rank == 0:
         run_dir.write_served_by(served_by)
         run_dir.write_result(results)

@@ -7,12 +7,15 @@ recorded; the rank worker only carries it out.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from logitsmatch import layouts
+from logitsmatch.checkpoint_args import architecture_from_args, resolve_checkpoint_dir
 from logitsmatch.errors import BadInput, Unsupported
 from logitsmatch.files import read_input
 from logitsmatch.layouts import Layout
@@ -58,18 +61,24 @@ def tokenizer_spec(suite: Suite, project: Path, user_checkpoint: bool, override:
     }
 
 
-def choose_checkpoint(suite: Suite, project: Path, checkpoint: str | None, tokenizer: dict) -> CheckpointChoice:
-    """A user checkpoint (--checkpoint, or the suite's --load with CHECKPOINT_LOAD_PATH set) or synthetic."""
+def choose_checkpoint(suite: Suite, project: Path, checkpoint: str | None, tokenizer: dict,
+                      read_stored_args: Callable[[Path], argparse.Namespace | None]) -> CheckpointChoice:
+    """A user checkpoint (--checkpoint, or the suite's --load with CHECKPOINT_LOAD_PATH set) or synthetic.
+
+    A user checkpoint's stored args take torch to read; the caller passes that reader
+    (``rank.checkpoint.read_checkpoint_args``), so that planning imports no rank module."""
     load = checkpoint or suite.arg("--load")
     if load:
-        # The one place the harness process touches torch: a user checkpoint's stored args.
-        from logitsmatch.rank.checkpoint import architecture_from_args, read_checkpoint_args, resolve_checkpoint_dir
-
         directory = resolve_checkpoint_dir(load)
-        args = read_checkpoint_args(directory)
+        args = read_stored_args(directory)
         if args is None:
             raise BadInput(f"checkpoint {directory} stores no 'args'; logitsmatch needs them (--use-checkpoint-args)")
         return CheckpointChoice(directory, architecture_from_args(args), None)
+    return synthetic_checkpoint(suite, project, tokenizer)
+
+
+def synthetic_checkpoint(suite: Suite, project: Path, tokenizer: dict) -> CheckpointChoice:
+    """The suite's synthetic checkpoint: its architecture and the spec its weights are written from."""
     arch = load_architecture(project, suite.synthetic_model)
     spec = {
         "architecture": arch,
@@ -85,12 +94,10 @@ def expected_weights(suite: Suite, project: Path) -> dict:
     the checkpoint the suite's --load names when its variables are set, else its synthetic spec."""
     load = suite.arg("--load")
     if load:
-        from logitsmatch.rank.checkpoint import resolve_checkpoint_dir
-
         return {"source": "checkpoint", "path": str(resolve_checkpoint_dir(load))}
     from logitsmatch.run.synthetic_weights import GENERATOR_VERSION
 
-    choice = choose_checkpoint(suite, project, None, tokenizer_spec(suite, project, False, None))
+    choice = synthetic_checkpoint(suite, project, tokenizer_spec(suite, project, False, None))
     return {"source": "synthetic", "spec": choice.synthetic_spec, "generator_version": GENERATOR_VERSION}
 
 

@@ -1,5 +1,5 @@
 """A package's source in a local git checkout: refs, the commits between two, and a commit's tree
-installed as an overlay folder (see ``run.environments``), cached by commit.
+installed as an overlay folder (see ``explain.environments``), cached by commit.
 
 megatron-core from a Megatron-LM checkout is not built: ``megatron/core`` of the commit is
 exported as it is (``git archive``), with a dist-info naming its own version (from the tree's

@@ -6,12 +6,12 @@
    synthetic checkpoint, the plan, the stand-ins, the adapter and its decisions). When the
    loaded weights differ, run the candidate's packages on the baseline's checkpoint: if that
    gives the baseline's result, the weights alone explain the drift (a harness drift).
-3. Which packages: delta debugging (``run.bisect.isolate``) over the differing packages,
-   each intermediate environment composed by overlay (``run.environments``); what cannot move
+3. Which packages: delta debugging (``explain.bisect.isolate``) over the differing packages,
+   each intermediate environment composed by overlay (``explain.environments``); what cannot move
    alone moves with what it needs, and the report says why.
 4. Which commit: when the culprit is one package with a git source, ``git bisect`` over the
    commits between the two refs, each commit's tree installed over the baseline environment
-   (``run.gitsource``); commits that do not install or run are skipped and listed.
+   (``explain.gitsource``); commits that do not install or run are skipped and listed.
 5. Which module: ``judge.localize`` on the captures of the two boundary environments.
 
 Every suite run is a ``logitsmatch run`` subprocess in that environment's interpreter with
@@ -30,18 +30,20 @@ from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.errors import BadInput
+from logitsmatch.explain import environments as envs
+from logitsmatch.explain import gitsource
+from logitsmatch.explain.bisect import first_bad, isolate
 from logitsmatch.judge.compare import Policy, compare
 from logitsmatch.judge.golden_io import load_golden
 from logitsmatch.log import logger
-from logitsmatch.run import environments as envs
-from logitsmatch.run import gitsource
-from logitsmatch.run.bisect import first_bad, isolate
 
 CAPTURE_STEPS = 3
 
 
 @dataclass
 class Settings:
+    """What one explanation compares and how: the suite, the two sides, the judgement, where runs go."""
+
     project: Path
     suite: str
     toolchain: str  # the label runs carry (``logitsmatch run --toolchain``); numerics do not depend on it
@@ -59,18 +61,18 @@ class Settings:
 class Run:
     """One suite run in one environment."""
 
-    index: int
-    label: str
-    what: str
-    moved: list[str]
+    index: int  # 1-based, in the order the explanation ran them
+    label: str  # the run's candidate label, derived from what it runs (reused when equal)
+    description: str  # which environment, in words: "baseline", "move numpy (with torch)", a commit
+    moved_to_candidate: list[str]  # the packages at the candidate's version in this environment
     side: envs.Side
-    result: Path | None
+    result: Path | None  # the result file; None when the run failed
     error: str | None
     wall_s: float
     reused: bool
-    outcome: str = "?"
-    versus: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
+    outcome: str | None = None  # once judged: good (the baseline's result), bad (the candidate's), other, skip
+    comparisons: dict = field(default_factory=dict)  # "vs_baseline" / "vs_candidate": what the comparator found
+    report_details: dict = field(default_factory=dict)  # step-specific facts for the report (checkpoint, commit)
 
     @property
     def ok(self) -> bool:
@@ -87,63 +89,72 @@ class Run:
         provenance = self.provenance()
         inputs = provenance.get("harness_inputs") or {}
         return {
-            "run": self.index, "what": self.what, "moved_to_candidate": self.moved, "label": self.label,
+            "run": self.index, "what": self.description, "moved_to_candidate": self.moved_to_candidate,
+            "label": self.label,
             "python": self.side.python, "pythonpath": list(self.side.pythonpath),
-            "outcome": self.outcome, "result": {k: v for k, v in self.versus.items()},
+            "outcome": self.outcome, "result": dict(self.comparisons),
             "error": self.error, "wall_s": round(self.wall_s, 1), "reused": self.reused,
             "packages": provenance.get("packages"), "megatron_core": inputs.get("megatron_core"),
             "loaded_weights_digest": inputs.get("loaded_weights_digest"), "result_file": str(self.result) if self.ok else None,
-            **self.extra,
+            **self.report_details,
         }
 
 
 class Explainer:
+    """One explanation in progress: the five steps share its runs, so an environment that two steps
+    need (the same interpreter, overlays, suite and harness code) runs once, the documents it loaded,
+    and the progress estimate the log shows. ``explain`` drives the steps and returns the report."""
+
     def __init__(self, settings: Settings):
-        self.s = settings
+        self.settings = settings
         self.runs: list[Run] = []
         self.started = time.monotonic()
         self.expected_steps = 2
         self.harness_digest = _harness_digest(settings.project)
-        self.docs: dict[str, dict] = {}
+        self.documents: dict[str, dict] = {}  # run label -> its result, loaded once
+        self.last_localization = None  # step 5's result, for the plot (--png)
 
     # --- running ----------------------------------------------------------------------------
-    def progress(self, what: str) -> None:
+    def progress(self, description: str) -> None:
         step = len(self.runs) + 1
         self.expected_steps = max(self.expected_steps, step)
-        logger.info(f"step {step} of about {self.expected_steps} ({time.monotonic() - self.started:.0f} s so far): {what}")
+        so_far = time.monotonic() - self.started
+        logger.info(f"step {step} of about {self.expected_steps} ({so_far:.0f} s so far): {description}")
 
-    def run(self, side: envs.Side, what: str, moved: list[str], checkpoint: str | None = None) -> Run:
-        key = {"python": side.python, "pythonpath": list(side.pythonpath), "suite": self.s.suite, "checkpoint": checkpoint,
-               "harness": self.harness_digest, "capture": CAPTURE_STEPS}
+    def run(self, side: envs.Side, description: str, moved_to_candidate: list[str],
+            checkpoint: str | None = None) -> Run:
+        key = {"python": side.python, "pythonpath": list(side.pythonpath), "suite": self.settings.suite,
+               "checkpoint": checkpoint, "harness": self.harness_digest, "capture": CAPTURE_STEPS}
         label = "explain-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
         for earlier in self.runs:
             if earlier.label == label:
                 return earlier
-        results_root = self.s.workdir / "results"
-        result = paths.result_path(self.s.suite, "cpu", label, results_root)
+        results_root = self.settings.workdir / "results"
+        result = paths.result_path(self.settings.suite, "cpu", label, results_root)
         key_file = result.with_name("explain_key.json")
-        self.progress(what)
+        self.progress(description)
         started = time.monotonic()
         if result.is_file() and key_file.is_file() and json.loads(key_file.read_text()) == key:
-            run = Run(len(self.runs) + 1, label, what, moved, side, result, None, 0.0, True)
+            run = Run(len(self.runs) + 1, label, description, moved_to_candidate, side, result, None, 0.0, True)
             logger.info(f"  reused the earlier run {label} (same environment, suite and harness)")
         else:
-            command = [side.python, "-m", "logitsmatch", "run", self.s.suite, "--toolchain", self.s.toolchain,
-                       "--candidate", label, "--no-compare", "--capture", str(CAPTURE_STEPS)]
+            command = [side.python, "-m", "logitsmatch", "run", self.settings.suite,
+                       "--toolchain", self.settings.toolchain, "--candidate", label, "--no-compare",
+                       "--capture", str(CAPTURE_STEPS)]
             if checkpoint:
                 command += ["--checkpoint", checkpoint]
-            if self.s.timeout_s:
-                command += ["--timeout", str(self.s.timeout_s)]
-            env = side.env(extra_path=(str(self.s.project / "tools"),))
-            env.update(LOGITSMATCH_RESULTS=str(results_root), LOGITSMATCH_ROOT=str(self.s.project))
-            completed = subprocess.run(command, cwd=self.s.project, env=env, capture_output=True, text=True)
+            if self.settings.timeout_s:
+                command += ["--timeout", str(self.settings.timeout_s)]
+            env = side.env(extra_path=(str(self.settings.project / "tools"),))
+            env.update(LOGITSMATCH_RESULTS=str(results_root), LOGITSMATCH_ROOT=str(self.settings.project))
+            completed = subprocess.run(command, cwd=self.settings.project, env=env, capture_output=True, text=True)
             wall = time.monotonic() - started
             if completed.returncode == 0 and result.is_file():
                 key_file.write_text(json.dumps(key, sort_keys=True))
-                run = Run(len(self.runs) + 1, label, what, moved, side, result, None, wall, False)
+                run = Run(len(self.runs) + 1, label, description, moved_to_candidate, side, result, None, wall, False)
             else:
                 tail = (completed.stderr.strip() or completed.stdout.strip()).splitlines()[-3:]
-                run = Run(len(self.runs) + 1, label, what, moved, side, None,
+                run = Run(len(self.runs) + 1, label, description, moved_to_candidate, side, None,
                           f"exit {completed.returncode}: " + " | ".join(tail), wall, False)
         self.runs.append(run)
         logger.info(f"  {'ran' if not run.reused else 'took'} {label} in {run.wall_s:.0f} s"
@@ -161,10 +172,11 @@ class Explainer:
         for name, side in (("baseline", baseline), ("candidate", candidate)):
             if side is None or not side.ok:
                 continue
-            result = compare(self.document(side), document, self.s.policy)
+            result = compare(self.document(side), document, self.settings.policy)
             same[name] = result.passed
-            run.versus[f"vs_{name}"] = {"tokens_agree": result.tokens_agree, "max_abs_delta": _float(result.max_abs_delta),
-                                        "over_tolerance": result.n_over_tolerance, "same": result.passed}
+            run.comparisons[f"vs_{name}"] = {"tokens_agree": result.tokens_agree,
+                                             "max_abs_delta": _float(result.max_abs_delta),
+                                             "over_tolerance": result.n_over_tolerance, "same": result.passed}
         if same.get("baseline"):
             run.outcome = "good"
         elif same.get("candidate"):
@@ -174,13 +186,13 @@ class Explainer:
         return run.outcome
 
     def document(self, run: Run) -> dict:
-        if run.label not in self.docs:
-            self.docs[run.label] = load_golden(run.result)
-        return self.docs[run.label]
+        if run.label not in self.documents:
+            self.documents[run.label] = load_golden(run.result)
+        return self.documents[run.label]
 
     # --- the explanation --------------------------------------------------------------------------
     def explain(self) -> dict:
-        s = self.s
+        s = self.settings
         logger.info(f"resolving both environments ({s.baseline.python} | {s.candidate.python})")
         base_env, cand_env = envs.resolve(s.baseline), envs.resolve(s.candidate)
         changes = envs.diff(base_env, cand_env)
@@ -200,13 +212,13 @@ class Explainer:
         candidate = self.run(s.candidate, "candidate", changed)
         for run in (baseline, candidate):
             if not run.ok:
-                raise BadInput(f"the {run.what} does not run the suite: {run.error}")
+                raise BadInput(f"the {run.description} does not run the suite: {run.error}")
         self.judge(candidate, baseline, None)
         baseline.outcome = "good"
-        candidate.outcome = "good" if candidate.versus["vs_baseline"]["same"] else "bad"
-        baseline.versus["vs_candidate"] = candidate.versus["vs_baseline"]
+        candidate.outcome = "good" if candidate.comparisons["vs_baseline"]["same"] else "bad"
+        baseline.comparisons["vs_candidate"] = candidate.comparisons["vs_baseline"]
         report["harness_differences"] = harness_differences(baseline, candidate)
-        if candidate.versus["vs_baseline"]["same"]:
+        if candidate.comparisons["vs_baseline"]["same"]:
             report["verdict"] = "no drift"
             report["runs"] = [run.to_dict() for run in self.runs]
             return self._finish(report)
@@ -219,7 +231,7 @@ class Explainer:
             self.expected_steps += 1
             swap = self.run(s.candidate, "candidate's packages on the baseline's checkpoint", changed, checkpoint=checkpoint)
             self.judge(swap, baseline, candidate)
-            swap.extra["checkpoint"] = checkpoint
+            swap.report_details["checkpoint"] = checkpoint
             report["weights_swap"] = {"run": swap.index, "outcome": swap.outcome}
             if swap.outcome == "good":
                 report["harness_drift"] = True
@@ -269,12 +281,12 @@ class Explainer:
             key = frozenset(full)
             if key not in by_closure:
                 try:
-                    side = envs.compose(base_env, cand_env, set(full), self.s.cache, "+".join(sorted(full)))
+                    side = envs.compose(base_env, cand_env, set(full), self.settings.cache, "+".join(sorted(full)))
                 except BadInput as exc:
                     logger.info(f"  cannot compose {sorted(full)}: {exc}")
                     return "skip"
-                what = "move " + ", ".join(sorted(subset)) + (f" (with {', '.join(sorted(full - subset))})" if full - subset else "")
-                run = self.run(side, what, sorted(full))
+                with_them = f" (with {', '.join(sorted(full - subset))})" if full - subset else ""
+                run = self.run(side, "move " + ", ".join(sorted(subset)) + with_them, sorted(full))
                 self.judge(run, baseline, candidate)
                 by_closure[key] = run
             return by_closure[key].outcome
@@ -286,7 +298,7 @@ class Explainer:
 
     def commits(self, package: str, base_env, cand_env, baseline: Run, moved_alone: Run) -> dict:
         """``moved_alone``: the run of the baseline with only ``package`` at the candidate's version."""
-        s = self.s
+        s = self.settings
         gitdir = s.candidate_commit[1] if s.candidate_commit and s.candidate_commit[0] == package else s.sources[package]
         base_entry, cand_entry = base_env.distributions.get(package) or {}, cand_env.distributions.get(package) or {}
         good_ref = base_entry.get("commit") or gitsource.tag_for(package, base_env.version(package) or "")
@@ -296,7 +308,7 @@ class Explainer:
             commits = gitsource.commits_between(gitdir, good_ref, bad_ref)
         except BadInput as exc:
             return {"package": package, "problem": str(exc), "commit": None}
-        helper = _cpp_helper(base_env)
+        helper = megatron_cpp_helper(base_env)
         search: dict = {"package": package, "source": str(gitdir), "good": good_ref, "bad": bad_ref,
                         "commits_between": len(commits) - 1, "tested": [], "skipped": [], "installs": []}
         logger.info(f"{package}: {len(commits) - 1} commits from {good_ref} to {bad_ref} in {gitdir}")
@@ -314,7 +326,7 @@ class Explainer:
             subject = next((c.subject for c in commits if c.sha == sha), "")
             run = self.run(side, f"{package} at {sha[:10]} '{subject}'", [package])
             self.judge(run, baseline, candidate)
-            run.extra["commit"] = sha
+            run.report_details["commit"] = sha
             runs[sha] = run
             search["tested"].append({"sha": sha, "subject": subject, "outcome": run.outcome, "run": run.index})
             if run.outcome == "skip":
@@ -367,7 +379,8 @@ def _reuse_end(candidate: Run, sha: str, runs: dict, search: dict) -> str:
     return candidate.outcome
 
 
-def _cpp_helper(env: envs.Environment) -> Path | None:
+def megatron_cpp_helper(env: envs.Environment) -> Path | None:
+    """The compiled dataset helper of ``env``'s megatron-core, copied beside a commit's exported tree."""
     entry = env.distributions.get("megatron-core")
     if not entry:
         return None
@@ -388,8 +401,7 @@ def _judgement(policy: Policy) -> str:
 
 
 # What a suite run executes of the harness (a change here invalidates earlier runs; explain's own code does not).
-RUN_CODE = ("*.py", "rank/*.py", "cli/run.py", "run/launcher.py", "run/plan.py", "run/platforms.py", "run/ports.py",
-            "run/runfiles.py", "run/synthetic_weights.py")
+RUN_CODE = ("*.py", "rank/*.py", "run/*.py", "cli/run.py")
 
 
 def _harness_digest(project: Path) -> str:

@@ -1,0 +1,152 @@
+"""`logitsmatch collect`: result trees from two simulated machines merged by hardware class; conflicts refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from logitsmatch import hardware
+from support import DEFAULT_TOOLCHAIN, TINY_SUITE, assert_one_line, golden_file, run_logitsmatch
+
+INTEL = {"arch": "x86_64", "vendor": "GenuineIntel", "model": "Intel(R) Xeon(R) Platinum 8480+", "flags": ["avx512f"],
+         "count": 16, "isa": "AVX512", "blas": {"name": "mkl", "version": "2024.2"}, "threads": 1}
+
+
+def machine(root, name: str, cpu: dict | None = None, nudge: float = 0.0, suite: str = TINY_SUITE):
+    """A results/ tree as a machine leaves it: the committed golden as its result, optionally on another CPU
+    (a faked identity in a copy of the provenance) and with one logprob moved."""
+    folder = root / name / "results" / suite / "cpu" / DEFAULT_TOOLCHAIN
+    folder.mkdir(parents=True)
+    document = json.loads(golden_file(suite).read_text())
+    if nudge:
+        first = next(iter(document))
+        document[first]["logprobs"][3] += nudge
+    (folder / "result.json").write_text(json.dumps(document))
+    provenance = json.loads(golden_file(suite).with_name(golden_file(suite).stem + ".provenance.json").read_text())
+    if cpu is not None:
+        identity = {"cpu": cpu}
+        provenance["hardware"] = {**identity, "class": hardware.hardware_class(identity)}
+    (folder / "result.provenance.json").write_text(json.dumps(provenance))
+    return root / name
+
+
+def test_two_machines_merge_into_one_tree_keyed_by_hardware_class(tmp_path):
+    amd, intel = machine(tmp_path, "amd"), machine(tmp_path, "intel", INTEL, nudge=9.5e-7)
+    into = tmp_path / "merged"
+    completed = run_logitsmatch("collect", str(amd), str(intel), "--into", str(into))
+    assert completed.returncode == 0, completed.stderr
+    toolchain_folder = into / TINY_SUITE / "cpu" / DEFAULT_TOOLCHAIN
+    assert sorted(p.name for p in toolchain_folder.iterdir()) == ["x86_64-amd-avx2-mkl", "x86_64-intel-avx512-mkl"]
+    manifest = json.loads((into / "collected.json").read_text())
+    assert len(manifest) == 2 and {entry["hardware_class"] for entry in manifest.values()} == {
+        "x86_64-amd-avx2-mkl", "x86_64-intel-avx512-mkl"}
+    assert "collected 2 result(s)" in completed.stdout
+    again = run_logitsmatch("collect", str(amd), "--into", str(into))  # the same bytes again: nothing conflicts
+    assert again.returncode == 0, again.stderr
+
+
+def test_two_different_results_for_one_key_are_refused_naming_both(tmp_path):
+    first, second = machine(tmp_path, "job1"), machine(tmp_path, "job2", nudge=1e-6)
+    into = tmp_path / "merged"
+    completed = run_logitsmatch("collect", str(first), str(second), "--into", str(into))
+    assert_one_line(completed, 2, "two different results for")
+    assert "job1" in completed.stderr and "job2" in completed.stderr
+    assert not into.exists()
+
+
+def test_a_result_conflicting_with_an_earlier_collection_is_refused(tmp_path):
+    into = tmp_path / "merged"
+    assert run_logitsmatch("collect", str(machine(tmp_path, "a")), "--into", str(into)).returncode == 0
+    before = (into / "collected.json").read_bytes()
+    completed = run_logitsmatch("collect", str(machine(tmp_path, "b", nudge=1e-6)), "--into", str(into))
+    assert_one_line(completed, 2, "collected earlier")
+    assert (into / "collected.json").read_bytes() == before
+
+
+def test_a_result_of_another_suite_config_is_refused(tmp_path):
+    stale = machine(tmp_path, "old")
+    sidecar = next(stale.rglob("result.provenance.json"))
+    record = json.loads(sidecar.read_text())
+    record["suite_config_sha256"] = "0" * 64
+    sidecar.write_text(json.dumps(record))
+    assert_one_line(run_logitsmatch("collect", str(stale), "--into", str(tmp_path / "m")), 2, "older config")
+
+
+def test_a_provenance_naming_a_path_is_refused(tmp_path):
+    hostile = machine(tmp_path, "hostile")
+    sidecar = next(hostile.rglob("result.provenance.json"))
+    record = json.loads(sidecar.read_text())
+    record["toolchain"] = "../../escape"
+    sidecar.write_text(json.dumps(record))
+    completed = run_logitsmatch("collect", str(hostile), "--into", str(tmp_path / "m"))
+    assert_one_line(completed, 2, "is not a plain name")
+    assert not (tmp_path / "escape").exists()
+
+
+def test_nothing_to_collect_is_bad_input(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_one_line(run_logitsmatch("collect", str(tmp_path / "empty"), "--into", str(tmp_path / "m")), 2, "no results")
+    shutil.rmtree(tmp_path / "empty")
+
+
+def project_copy(project, root):
+    """A scratch project (pyproject, suites, the tiny suite's goldens) that record may write into."""
+    root.mkdir()
+    shutil.copy(project / "pyproject.toml", root)
+    for folder in ("suites", "model_configs"):
+        shutil.copytree(project / folder, root / folder)
+    shutil.copytree(project / "golden_values" / TINY_SUITE, root / "golden_values" / TINY_SUITE)
+    return {"LOGITSMATCH_ROOT": str(root), "LOGITSMATCH_RESULTS": str(root / "results")}
+
+
+def record_from(into, env, *extra):
+    return run_logitsmatch("record", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--from", str(into), *extra, env=env)
+
+
+def test_record_from_a_collection_writes_only_into_the_golden_of_the_results_class(project, tmp_path):
+    env = project_copy(project, tmp_path / "project")
+    goldens = tmp_path / "project" / "golden_values" / TINY_SUITE
+    first = goldens / f"golden_values_cpu_{DEFAULT_TOOLCHAIN}.json"
+    before = first.read_bytes()
+    into = tmp_path / "merged"
+    amd, intel = machine(tmp_path, "amd"), machine(tmp_path, "intel", INTEL, nudge=9.5e-7)
+    assert run_logitsmatch("collect", str(amd), str(intel), "--into", str(into), env=env).returncode == 0
+
+    assert_one_line(record_from(into, env), 2, "name one with --hardware-class")
+    same = record_from(into, env, "--hardware-class", "x86_64-amd-avx2-mkl", "--only-failing")
+    assert same.returncode == 0, same.stderr
+    assert "not recorded (--only-failing)" in same.stderr + same.stdout
+    lie = record_from(into, env, "--hardware-class", "x86_64-amd-avx2-mkl-but-not")
+    assert_one_line(lie, 2, "holds no collected result of hardware class")
+    intel_golden = goldens / f"golden_values_cpu_{DEFAULT_TOOLCHAIN}@x86_64-intel-avx512-mkl.json"
+    recorded = record_from(into, env, "--hardware-class", "x86_64-intel-avx512-mkl")
+    assert recorded.returncode == 0, recorded.stderr
+    assert intel_golden.is_file() and first.read_bytes() == before
+    sidecar = json.loads(intel_golden.with_name(intel_golden.stem + ".provenance.json").read_text())
+    assert sidecar["hardware"]["class"] == "x86_64-intel-avx512-mkl"
+    assert hardware.golden_of_class(first, "x86_64-intel-avx512-mkl") == intel_golden
+    assert hardware.golden_of_class(first, "x86_64-amd-avx2-mkl") == first
+
+
+def test_a_result_of_another_class_is_not_recorded_over_the_golden(project, tmp_path):
+    env = project_copy(project, tmp_path / "project")
+    first = tmp_path / "project" / "golden_values" / TINY_SUITE / f"golden_values_cpu_{DEFAULT_TOOLCHAIN}.json"
+    before = first.read_bytes()
+    into = tmp_path / "merged"
+    assert run_logitsmatch("collect", str(machine(tmp_path, "intel", INTEL, nudge=9.5e-7)), "--into", str(into),
+                           env=env).returncode == 0
+    refused = record_from(into, env, "--force")
+    assert_one_line(refused, 2, "pass --hardware-class x86_64-intel-avx512-mkl")
+    assert first.read_bytes() == before
+
+
+def test_matrix_tabulates_a_collected_tree(tmp_path):
+    into = tmp_path / "merged"
+    assert run_logitsmatch("collect", str(machine(tmp_path, "amd")), "--into", str(into)).returncode == 0
+    out = tmp_path / "matrix"
+    completed = run_logitsmatch("matrix", "--source", str(into), "--suite", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN,
+                                "--out", str(out))
+    assert completed.returncode == 0, completed.stderr
+    table = json.loads((out / "matrix.json").read_text())["suites"][TINY_SUITE]
+    assert table["toolchains"] == [DEFAULT_TOOLCHAIN]
+    assert_one_line(run_logitsmatch("matrix", "--source", str(tmp_path / "nothing")), 2, "unknown source")
