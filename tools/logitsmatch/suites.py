@@ -9,6 +9,7 @@ comparison policy — lives beside it in ``logitsmatch.yaml``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -70,18 +71,50 @@ class Suite:
         return prompts
 
 
-def _read_yaml(path: Path) -> dict:
+@functools.cache
+def _unique_key_loader():
+    """yaml's SafeLoader, refusing a key given twice in one mapping (plain safe_load keeps the last, silently)."""
     import yaml  # imported here so nox's own interpreter can list suites without PyYAML
 
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # '<<' merges another mapping in: its keys may repeat by design
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:
+                    continue  # an unhashable key: SafeLoader itself refuses it with its own message
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r:.60}", key_node.start_mark)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
     text = read_text_input(path)
+    loader = None
     try:
-        data = yaml.safe_load(text)
+        loader = _unique_key_loader()(text)  # the reader refuses non-printable characters here
+        data = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise BadInput(f"{path}: invalid YAML{where}") from None
+        problem = getattr(exc, "problem", None)
+        why = f": {problem}" if problem and str(problem).startswith("duplicate key") else ""
+        raise BadInput(f"{path}: invalid YAML{where}{why}") from None
     except RecursionError:
         raise BadInput(f"{path}: invalid YAML (nested too deeply)") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, dict):
         raise BadInput(f"{path}: expected a mapping at the top level")
     return data
