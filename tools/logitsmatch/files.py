@@ -85,6 +85,13 @@ def check_regular(path: str | os.PathLike, what: str = "file") -> os.stat_result
     return info
 
 
+def check_interpreter(path: str | os.PathLike, option: str) -> None:
+    """An interpreter the user names: a regular, executable file (a FIFO or folder is refused before it is run)."""
+    check_regular(path, f"file for {option}")
+    if not os.access(path, os.X_OK):
+        raise BadInput(f"{path}: not executable ({option} names an interpreter)")
+
+
 def read_input(path: str | os.PathLike, what: str = "file") -> bytes:
     """The bytes of a regular file no larger than the cap; anything else is one BadInput line."""
     check_regular(path, what)

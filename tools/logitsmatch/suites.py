@@ -9,8 +9,10 @@ comparison policy — lives beside it in ``logitsmatch.yaml``.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
+import itertools
 import math
 import os
 import re
@@ -96,10 +98,22 @@ def _unique_key_loader():
     return UniqueKeyLoader
 
 
+_BRACKETS = {ord(char): char for char in "[]{}"}
+MAX_FLOW_DEPTH = 100  # PyYAML's scanner slows quadratically with nested [ / { (2000 levels: seconds)
+
+
+def _flow_depth(text: str) -> int:
+    """How deep [ and { nest (quotes ignored: only an upper bound matters)."""
+    brackets = text.translate(collections.defaultdict(lambda: None, _BRACKETS))
+    return max(itertools.accumulate(1 if char in "[{" else -1 for char in brackets), default=0)
+
+
 def _read_yaml(path: Path) -> dict:
     import yaml
 
     text = read_text_input(path)
+    if _flow_depth(text) > MAX_FLOW_DEPTH:
+        raise BadInput(f"{path}: invalid YAML (lists or mappings nested more than {MAX_FLOW_DEPTH} deep)")
     loader = None
     try:
         loader = _unique_key_loader()(text)  # the reader refuses non-printable characters here
