@@ -1,4 +1,5 @@
-"""logitsmatch sessions. Each is a thin wrapper over logitsmatch.devtools.nox_support.
+"""logitsmatch sessions. Each is a thin wrapper over logitsmatch.devtools.nox_support; every toolchain runs in
+its own venv, .nox/toolchains/<toolchain> (built on first use, rebuilt when its pins change).
 
     nox -l                              list toolchains and sessions
     nox -s logitsmatch -t default       the TP8 ZMQ suites on the default CPU toolchain
@@ -22,11 +23,10 @@ nox.options.sessions = ["logitsmatch"]
 nox.options.reuse_existing_virtualenvs = True
 
 
-@nox.session
-@nox.parametrize("python,toolchain", support.toolchain_params(nox))
+@nox.session(python=False)
+@nox.parametrize("toolchain", support.toolchain_params(nox))
 def logitsmatch(session, toolchain):
-    """Run the suites (all, or those named after --) in one pinned toolchain and judge them."""
-    support.install_toolchain(session, toolchain)
+    """Run the suites (the default ones, `all`, or those named after --) in one pinned toolchain and judge them."""
     support.run_suites(session, toolchain)
 
 
@@ -55,12 +55,9 @@ def compare(session):
 
 @nox.session
 def record(session):
-    """Make a toolchain's fresh result the golden: nox -s record -- TOOLCHAIN [SUITE ...] [--force]."""
-    toolchain, suites, options = support.toolchain_and_suites(session)
-    support.install_harness(session)
-    suites = support.ensure_fresh_results(session, toolchain, suites)  # less those its release cannot run
-    for suite in suites:
-        session.run("logitsmatch", "record", suite, "--toolchain", toolchain, *options)
+    """Make a toolchain's fresh results the goldens (runs what has none):
+    nox -s record -- TOOLCHAIN [SUITE ...] [--force]."""
+    support.run_record(session)
 
 
 @nox.session
@@ -70,10 +67,10 @@ def matrix(session):
     support.run_matrix(session)
 
 
-@nox.session
+@nox.session(python=False)
 def invariance(session):
     """One suite at several parallel layouts, N x N table (runs what has no fresh result):
-    nox -s invariance -- SUITE [--layouts tp8,pp8,tp2pp2dp2,dp8,tp1] [--toolchain T] [--out DIR]."""
+    nox -s invariance -- SUITE [--layouts tp8,pp8,tp2pp2dp2,dp8,tp1] [--toolchain T] [--out DIR] [--rerun]."""
     support.run_invariance(session)
 
 

@@ -1,14 +1,16 @@
 """Benchmark `logitsmatch compare` on golden files of realistic size; prints figures, asserts nothing.
 
     PYTHONPATH=tools python benchmarks/bench_compare.py [--requests 1000] [--logprobs 1117] [--repeat 3]
+        [--megatron-lm DIR]
 
 Writes a synthetic golden and three "current" files (about 23 MB each at the
 default size) into a temp dir. Each figure is the best of ``--repeat`` runs,
 each in a fresh process, the two sides of a ratio interleaved in the same run:
 
   logitsmatch --json   `python -m logitsmatch compare G C --json R`, the whole process
-  megatron             Megatron-LM's own comparator (the byte copy in tests/data/megatron/)
-                       as a whole process: `test_inference_pipeline(G, C, model_config)`
+  megatron             Megatron-LM's own comparator, from the checkout --megatron-lm (or
+                       $MEGATRON_LM_DIR) names, as a whole process: `test_inference_pipeline(G, C,
+                       model_config)`; without a checkout it is not measured (and the script says so)
   logitsmatch --deepdiff  the same compare writing DeepDiff's result shape too (--deepdiff)
   breakdown            in one process: imports, parse, compare, reports
   deepdiff itself      DeepDiff(math_epsilon=1e-3, zip_ordered_iterables=True, ...) on the
@@ -33,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 PROJECT = Path(__file__).resolve().parents[1]
-MEGATRON_COMPARATOR = PROJECT / "tests" / "data" / "megatron" / "test_inference_regular_pipeline.py"
+COMPARATOR = Path("tests/functional_tests/python_test_utils/test_inference_regular_pipeline.py")  # in Megatron-LM
 GENERATED = 30
 SCENARIOS = ("rerun", "drift", "worst")
 MODEL_CONFIG = "MODE: inference\nMETRICS:\n  - generated_tokens\n  - logprobs\n"
@@ -107,15 +109,16 @@ def timed(command: list[str]) -> dict:
     return {"seconds": seconds, "rc": done.returncode, "peak_rss_mb": int(done.stderr.strip().splitlines()[-1]) / 1024}
 
 
-def commands(golden: Path, current: Path, out: Path) -> dict[str, list[str]]:
+def commands(golden: Path, current: Path, out: Path, comparator: Path | None) -> dict[str, list[str]]:
+    """The timed commands; Megatron's comparator only when a checkout gave one."""
     config = out / "model_config.yaml"
     config.write_text(MODEL_CONFIG)
     ours = [sys.executable, "-m", "logitsmatch", "compare", str(golden), str(current), "--json", str(out / "report.json")]
-    return {
-        "logitsmatch --json": ours,
-        "megatron": [sys.executable, "-c", RUN_MEGATRON, str(MEGATRON_COMPARATOR), str(golden), str(current), str(config)],
-        "logitsmatch --deepdiff": [*ours, "--deepdiff", str(out / "deepdiff.json")],
-    }
+    runs = {"logitsmatch --json": ours}
+    if comparator is not None:
+        runs["megatron"] = [sys.executable, "-c", RUN_MEGATRON, str(comparator), str(golden), str(current), str(config)]
+    runs["logitsmatch --deepdiff"] = [*ours, "--deepdiff", str(out / "deepdiff.json")]
+    return runs
 
 
 def best_interleaved(repeat: int, runs: dict[str, list[str]]) -> dict[str, dict]:
@@ -176,7 +179,12 @@ def main() -> None:
     parser.add_argument("--logprobs", type=int, default=1117)
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the fastest is shown")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--megatron-lm", type=Path, default=os.environ.get("MEGATRON_LM_DIR") or None, metavar="DIR",
+                        help="a Megatron-LM checkout whose comparator to time too (default: $MEGATRON_LM_DIR)")
     args = parser.parse_args()
+    comparator = args.megatron_lm / COMPARATOR if args.megatron_lm else None
+    if comparator is not None and not comparator.is_file():
+        raise SystemExit(f"bench_compare: {args.megatron_lm} is not a Megatron-LM checkout: it has no {COMPARATOR}")
     print(f"{args.requests} requests x {args.logprobs} logprobs; python {sys.version.split()[0]}, numpy {np.__version__}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; best of {args.repeat}, interleaved")
     with tempfile.TemporaryDirectory() as folder:
@@ -184,16 +192,19 @@ def main() -> None:
         paths = make_files(Path(folder), args.requests, args.logprobs)
         sizes = ", ".join(f"{name} {path.stat().st_size / 1e6:.1f} MB" for name, path in paths.items())
         print(f"generated in {time.perf_counter() - started:.1f} s: {sizes}")
+        if comparator is None:
+            print("megatron: skipped, no Megatron-LM checkout (--megatron-lm DIR or MEGATRON_LM_DIR)")
         for scenario in args.scenarios.split(","):
             out = Path(folder) / f"out_{scenario}"
             out.mkdir()
-            best = best_interleaved(args.repeat, commands(paths["golden"], paths[scenario], out))
-            ours, megatron = best["logitsmatch --json"], best["megatron"]
+            best = best_interleaved(args.repeat, commands(paths["golden"], paths[scenario], out, comparator))
             print(f"\n[{scenario}]")
             for name, figures in best.items():
                 verdict = "pass" if figures["rc"] == 0 else "fail"
                 print(f"  {name:<24} {figures['seconds']:6.2f} s  peak RSS {figures['peak_rss_mb']:5.0f} MB  {verdict}")
-            print(f"  ratio logitsmatch --json / megatron = {ours['seconds'] / megatron['seconds']:.2f}")
+            if "megatron" in best:
+                ratio = best["logitsmatch --json"]["seconds"] / best["megatron"]["seconds"]
+                print(f"  ratio logitsmatch --json / megatron = {ratio:.2f}")
             parts = breakdown(paths["golden"], paths[scenario], out)
             print(f"  breakdown (one process): imports {parts['imports']:.2f} + parse {parts['parse']:.2f} + compare "
                   f"{parts['compare']:.2f} + reports {parts['reports']:.2f} s; {parts['over']} over tolerance; "

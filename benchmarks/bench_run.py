@@ -2,11 +2,11 @@
 
     python benchmarks/bench_run.py [--toolchain NAME] [--suite NAME] [--repeat N]
 
-Warms the toolchain's nox venv first (one untimed nox run). Prints,
+Warms the toolchain's venv first (one untimed nox run; .nox/toolchains/<toolchain>). Prints,
 for each repetition: a bare `logitsmatch run` (wall, and the phases the ranks
 report: start = interpreter + launcher up to rank init, then init, weights,
-coordinator, decode, shutdown), then the same run through warm nox with
-`-R` (reuse venv, no install) and with `-r` (reuse venv, pip re-checks pins).
+coordinator, decode, shutdown), then the same run through warm nox (the venv's
+stamp stands, so nox installs nothing).
 Run it on an otherwise idle machine: 8 ranks share the cores.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "tools"))
 
-from logitsmatch.toolchains import default_toolchain_name  # noqa: E402
+from logitsmatch.toolchains import default_toolchain_name, toolchain_venv  # noqa: E402
 
 TINY = "gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq"
 
@@ -51,9 +50,8 @@ def main() -> None:
     provenance = results / args.suite / "cpu" / args.toolchain / "result.provenance.json"
     nox = [sys.executable, "-m", "nox", "-s", f"logitsmatch({args.toolchain})"]
 
-    _, warmup = timed([*nox, "-r", "--", args.suite, "--no-compare"], env)
-    venv = re.search(r"virtual environment .*?(?:in|at) (\S+?)\.?$", warmup.stderr, re.MULTILINE)
-    bin_dir = PROJECT / venv.group(1) / "bin"
+    timed([*nox, "--", args.suite, "--no-compare"], env)
+    bin_dir = toolchain_venv(PROJECT, args.toolchain) / "bin"
     print(f"suite {args.suite}, toolchain {args.toolchain}, {os.cpu_count()} CPUs, venv {bin_dir.parent.name}")
     print(f"{'run':<22}{'wall s':>8}{'start':>8}{'init':>8}{'weights':>9}{'coord':>8}{'decode':>8}{'shutdown':>10}")
     for _ in range(args.repeat):
@@ -65,9 +63,8 @@ def main() -> None:
             f"{'bare logitsmatch run':<22}{bare:>8.1f}{start:>8.1f}{phases['init']:>8.1f}{phases['weights']:>9.1f}"
             f"{phases['coordinator']:>8.1f}{phases['decode']:>8.1f}{phases['shutdown']:>10.1f}"
         )
-        for flag in ("-R", "-r"):
-            wall, _ = timed([*nox, flag, "--", args.suite, "--no-compare"], env)
-            print(f"{'nox ' + flag + ' (warm)':<22}{wall:>8.1f}   overhead over bare: {wall - bare:+.1f} s")
+        wall, _ = timed([*nox, "--", args.suite, "--no-compare"], env)
+        print(f"{'nox (warm)':<22}{wall:>8.1f}   overhead over bare: {wall - bare:+.1f} s")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,18 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import MEGATRON_CASES, PROJECT, toolchain_missing  # noqa: E402
+from support import (  # noqa: E402
+    MEGATRON_CASES_ENV,
+    MOE_EP8_CASE,
+    PROJECT,
+    megatron_case_dirs,
+    megatron_cases_folder,
+    toolchain_missing,
+)
 
 _MISSING: list[str | None] = []
 
-# tests/data holds byte copies of Megatron-LM files, one of them named test_*.py: data, not tests.
+# tests/data holds data (Megatron's goldens, recorded verdicts), never tests: nothing there is collected.
 collect_ignore_glob = ["data/*"]
 
 
@@ -40,8 +47,23 @@ def project() -> Path:
     return PROJECT
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def megatron_cases() -> Path:
-    if not MEGATRON_CASES.is_dir():
-        pytest.skip("../shared/megatron_cases is not present")
-    return MEGATRON_CASES
+    """The folder of Megatron-LM's case folders (model_config.yaml + golden), for the tests that need
+    Megatron's data: skipped without it, except under CI, where it must be there."""
+    folder = megatron_cases_folder()
+    if not folder.is_dir():
+        message = f"Megatron's case folders are not at {folder} (../shared/megatron_cases, or ${MEGATRON_CASES_ENV})"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set: {message}", pytrace=False)
+        pytest.skip(message)
+    names = [case.name for case in megatron_case_dirs(folder)]
+    assert names, f"{folder} holds no case folders"
+    assert MOE_EP8_CASE in names, f"{folder} lacks the MoE EP8 case {MOE_EP8_CASE}"
+    return folder
+
+
+@pytest.fixture(scope="session")
+def megatron_case_folders(megatron_cases) -> list[Path]:
+    """Every case folder of Megatron-LM's (each with a model_config.yaml), sorted; never empty."""
+    return megatron_case_dirs(megatron_cases)

@@ -8,17 +8,19 @@ from pathlib import Path
 from logitsmatch.rank.adapters import venv_relative
 from support import PROJECT
 
-DATA_FOLDERS = ("golden_values", "docs", "suites", "model_configs")
+DATA_FOLDERS = ("golden_values", "docs", "suites", "model_configs", "tests/data")
 
 
 def test_goldens_and_docs_name_no_folder_of_this_machine():
     host = [str(PROJECT.resolve()), str(Path(sys.prefix).resolve()), str(Path.home())]
-    found = []
+    found, read = [], {}
     for folder in DATA_FOLDERS:
         for path in (PROJECT / folder).rglob("*"):
             if path.is_file() and path.suffix in (".json", ".md", ".txt", ".yaml", ".patch"):
                 text = path.read_text(errors="replace")
+                read[folder] = read.get(folder, 0) + 1
                 found += [f"{path.relative_to(PROJECT)}: {prefix}" for prefix in host if prefix in text]
+    assert set(read) == set(DATA_FOLDERS), f"no files read in {set(DATA_FOLDERS) - set(read)}"
     assert not found, found[:5]
 
 

@@ -16,31 +16,26 @@ import yaml
 from logitsmatch.errors import BadInput
 from logitsmatch.judge.compare import Mode, Policy, compare
 from logitsmatch.judge.golden_io import load_golden
-from support import MEGATRON_CASES
 from support.documents import BASE, DEFAULT, add_at, edited, make_request, set_at
+from support.parity_cases import as_a_run_writes_it
 
 HISTORY = Path(__file__).resolve().parent / "data" / "megatron_history"
 
 
 # --- Megatron's own goldens and real drift ---------------------------------------------
 
-def _megatron_case_dirs():
-    if not MEGATRON_CASES.is_dir():
-        pytest.skip("../shared/megatron_cases is not beside the repository")
-    return sorted(p for p in MEGATRON_CASES.iterdir() if (p / "model_config.yaml").is_file())
-
-
-def test_megatron_goldens_report_where_they_moved():
-    for case in _megatron_case_dirs():
+def test_megatron_goldens_report_where_they_moved(megatron_case_folders):
+    for case in megatron_case_folders:
         golden = load_golden(case / "golden_values_dev_dgx_h100.json")
         metrics = yaml.safe_load((case / "model_config.yaml").read_text())["METRICS"]
         rid = next(iter(golden))
         n_logprobs = len(golden[rid]["logprobs"])
         prompt = n_logprobs - len(golden[rid]["generated_tokens"])
+        run = as_a_run_writes_it(golden)  # MoE goldens keep routing rows for sampled tokens only
         perturbations = {
-            "self": golden,
-            "generated logprob +2e-3": edited(golden, add_at([rid, "logprobs", n_logprobs - 5], 2e-3)),
-            "token 5 changed": edited(golden, add_at([rid, "generated_tokens", 5], 1)),
+            "self": run,
+            "generated logprob +2e-3": edited(run, add_at([rid, "logprobs", n_logprobs - 5], 2e-3)),
+            "token 5 changed": edited(run, add_at([rid, "generated_tokens", 5], 1)),
         }
         for name, current in perturbations.items():
             result = compare(golden, current, Policy.from_suite(metrics))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-from pathlib import Path
 
 import pytest
 from deepdiff import DeepDiff
@@ -23,10 +22,9 @@ from hypothesis import strategies as st
 from logitsmatch.judge.compare import Policy, compare, deepdiff_path
 from logitsmatch.judge.deepdiff_view import NOT_COMPARABLE, deepdiff_changes, deepdiff_options, dumps
 from logitsmatch.judge.golden_io import load_golden
-from support import MEGATRON_CASES
 from support.documents import BASE, add_at, edited, make_request, set_at
+from support.parity_cases import history_folders
 
-HISTORY = Path(__file__).resolve().parent / "data" / "megatron_history"
 GENERATED_PAIRS = 250
 
 
@@ -82,16 +80,14 @@ def test_paths_are_deepdiffs_own_strings(key):
     assert list(changed["values_changed"]) == [deepdiff_path(key, "logprobs", 1)]
 
 
-@pytest.mark.parametrize("folder", sorted(p for p in HISTORY.iterdir() if p.is_dir()), ids=lambda p: p.name)
+@pytest.mark.parametrize("folder", history_folders(), ids=lambda p: p.name)
 def test_real_megatron_drift(folder):
     ours = assert_equivalent(load_golden(folder / "before.json"), load_golden(folder / "after.json"))
     assert ours["values_changed"] and ours[NOT_COMPARABLE]  # tokens diverge: both kinds are there
 
 
-def test_megatron_goldens_and_their_perturbations():
-    if not MEGATRON_CASES.is_dir():
-        pytest.skip("../shared/megatron_cases is not beside the repository")
-    for case in sorted(MEGATRON_CASES.iterdir()):
+def test_megatron_goldens_and_their_perturbations(megatron_case_folders):
+    for case in megatron_case_folders:
         golden = load_golden(case / "golden_values_dev_dgx_h100.json")
         rid = next(iter(golden))
         n = len(golden[rid]["logprobs"])

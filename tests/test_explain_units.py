@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 
-from logitsmatch.errors import BadInput
 from logitsmatch.explain import environments as envs
 from logitsmatch.explain.bisect import first_bad, isolate
 from logitsmatch.judge.localize import localize, read_capture
@@ -200,22 +199,6 @@ def test_localize_cli_table_json_and_png(tmp_path):
     assert (tmp_path / "l.png").read_bytes()[:4] == b"\x89PNG"
     bad = run_logitsmatch("localize", str(tmp_path), str(tmp_path / "b"))
     assert bad.returncode == 2 and "not a capture" in bad.stderr and "Traceback" not in bad.stderr
-
-
-def test_explain_sides_parsing(tmp_path):
-    from logitsmatch.devtools import explain_sides
-
-    repo = tmp_path / "repo"
-    (repo / ".git").mkdir(parents=True)
-    request = explain_sides.parse(["--baseline", "A", "--megatron-core", f"{repo}@main", "--pin", "numpy==2.4.6", "tiny", "--json", "x"])
-    assert request.commit == ("megatron-core", f"{repo}@main") and request.pins == ["numpy==2.4.6"]
-    assert request.suites == ["tiny"] and request.passed_on == ["--json", "x"]
-    assert explain_sides.parse(["--baseline", "A", "--megatron-core", "0.17.0"]).overrides[0].spec == "0.17.0"
-    for bad, message in ((["--candidate", "B"], "--baseline"), (["--baseline", "A"], "give --candidate"),
-                         (["--baseline", "A", "--candidate", "B", "--torch", "2.14.1"], "excludes"),
-                         (["--baseline", "A", "--pin", "numpy"], "NAME==VERSION"), (["--baseline", "A", "--frob", "1"], "unknown option")):
-        with pytest.raises(BadInput, match=message):
-            explain_sides.parse(bad)
 
 
 def test_identity_ignores_the_local_version_megatron_derives_from_the_surrounding_checkout():

@@ -1,7 +1,7 @@
 """The case family for real: data-parallel engines behind one coordinator, experts and their routing.
 
 8 gloo ranks each (the fast siblings); the routing test runs in the newest toolchain whose
-megatron-core records ``routing_indices`` (0.17+), through that toolchain's nox venv.
+megatron-core records ``routing_indices`` (0.17+), in that toolchain's venv.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import pytest
 from support import (
     DEFAULT_TOOLCHAIN,
     PROJECT,
+    ROUTING_TOOLCHAIN,
     VOCAB,
     assert_one_line,
     golden_file,
     require_toolchain_venv,
-    routing_toolchain,
     run_logitsmatch,
 )
 
@@ -73,7 +73,7 @@ def test_an_unknown_layout_is_one_line(tmp_path):
 
 
 def test_a_perturbed_router_weight_moves_the_routing_and_the_report_names_it(tmp_path):
-    toolchain = routing_toolchain()
+    toolchain = ROUTING_TOOLCHAIN
     python = require_toolchain_venv(toolchain)
     env = {**os.environ, "PYTHONPATH": str(PROJECT / "tools"), "LOGITSMATCH_ROOT": str(PROJECT),
            "LOGITSMATCH_RESULTS": str(tmp_path / "results")}

@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from logitsmatch.errors import EXIT_DRIFT
-from support import DEFAULT_TOOLCHAIN, PROJECT, TINY_SUITE, VOCAB, golden_file, run_logitsmatch
+from logitsmatch.toolchains import load_toolchains
+from support import DEFAULT_TOOLCHAIN, PROJECT, PYPROJECT, TINY_SUITE, VOCAB, golden_file, run_logitsmatch
 
 pytestmark = pytest.mark.inference
 
@@ -54,7 +55,7 @@ def test_tiny_suite_passes_against_committed_golden(tiny_run):
     assert "--transformer-impl: not applied on platform cpu" in out
     assert out.count("PASS") >= 1
     provenance = json.loads((result_dir / "result.provenance.json").read_text())
-    assert provenance["packages"]["megatron-core"] == "0.16.1"
+    assert provenance["packages"]["megatron-core"] == load_toolchains(PYPROJECT)[DEFAULT_TOOLCHAIN].megatron_core
     assert provenance["weights"]["source"] == "synthetic"
     assert len(provenance["weights"]["sha256"]) == 64
     assert provenance["stand_ins"] and provenance["network"]["coordinator"].startswith("tcp://127.0.0.1:")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 import sys
 
 import pytest
@@ -109,6 +110,32 @@ def test_a_stale_or_missing_layout_is_named_not_taken(published, project, capsys
     err = capsys.readouterr().out
     assert "layout tp8: no fresh result (its provenance names toolchain py3.11-torch2.13.0-mcore0.15.3" in err
     assert "layout tp1: no fresh result (there is no result)" in err
+
+
+def test_what_has_no_fresh_result_runs_in_this_venv_and_only_that(published, project, capsys, monkeypatch):
+    """run.freshness.ensure_fresh (nox's matrix and record call it too): a stale layout runs, a fresh one is reused."""
+    from logitsmatch.run import freshness
+
+    suite, golden, tmp_path = published
+    publish(project, tmp_path / "results", suite, "tp8", golden)
+    ran = []
+
+    def run(command, env):
+        ran.append(command)
+        layout = command[command.index("--layout") + 1]
+        publish(project, tmp_path / "results", suite, layout, golden)  # what the run would publish
+        return subprocess.CompletedProcess(command, 0 if layout == "tp2" else 3)
+
+    monkeypatch.setattr(freshness.subprocess, "run", run)
+    code = cli_main(["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--layouts", "tp8,tp2",
+                     "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr()
+    assert ran == [[sys.executable, "-m", "logitsmatch", "run", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN,
+                    "--platform", "cpu", "--layout", "tp2", "--no-compare"]]
+    code = cli_main(["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--layouts", "tp2,tp1",
+                     "--out", str(tmp_path / "out"), "--timeout", "60"])
+    assert code == 3 and ran[-1][-3:] == ["--timeout", "60.0", "--no-compare"]
+    assert "layout tp1: logitsmatch run exited 3" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

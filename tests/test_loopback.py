@@ -41,17 +41,14 @@ def test_every_listening_socket_of_a_live_run_is_on_loopback(tmp_path):
     toolchain = installed_toolchain()
     if toolchain is None:
         pytest.fail("this venv matches no toolchain in pyproject.toml")
-    run = LiveRun(tmp_path, toolchain, timeout_s=400)
     seen: dict[tuple[str, int], tuple[str, object]] = {}
-    try:
+    with LiveRun(tmp_path, toolchain, timeout_s=400) as run:
         while run.process.poll() is None:
             if run.run_dir() is not None:
                 for listener in listening_sockets(processes_tagged(run.run_id)):
                     seen.setdefault((listener.address, listener.port), (role(listener.pid), listener))
             time.sleep(0.2)
         rc = run.finish()
-    finally:
-        run.kill()
     assert rc == 0, run.stdout()[-2000:] + run.stderr()[-3000:]
     summary = {}
     for name, listener in seen.values():

@@ -23,12 +23,8 @@ def test_loopback_helpers():
     finally:
         sock.close()
     for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):  # what the scan must catch
-        try:
-            exposed = socket.socket(family, socket.SOCK_STREAM)
+        with socket.socket(family, socket.SOCK_STREAM) as exposed:
             exposed.bind((host, 0))
-        except OSError:
-            continue
-        with exposed:
             exposed.listen()
             port = exposed.getsockname()[1]
             found = [listener for listener in listening_sockets([os.getpid()]) if listener.port == port]

@@ -11,7 +11,7 @@ from logitsmatch.errors import BadInput
 from logitsmatch.model_args import FLAGS, classify
 from logitsmatch.run.platforms import PLATFORMS
 from logitsmatch.suites import load_suite, suite_names
-from support import SEED_SUITE, TINY_SUITE
+from support import MOE_EP8_CASE, SEED_SUITE, TINY_SUITE
 
 
 def copy_suite(project, tmp_path, name=TINY_SUITE):
@@ -36,10 +36,10 @@ def test_seed_suite_is_megatrons_file_unchanged(project, megatron_cases):
     assert ours == (megatron_cases / SEED_SUITE / "model_config.yaml").read_bytes()
 
 
-def test_every_megatron_sibling_case_has_only_known_flags(megatron_cases):
-    for config in megatron_cases.glob("*/model_config.yaml"):
-        unknown = set(yaml.safe_load(config.read_text())["MODEL_ARGS"]) - set(FLAGS)
-        assert not unknown, f"{config.parent.name}: {sorted(unknown)}"
+def test_every_megatron_sibling_case_has_only_known_flags(megatron_case_folders):
+    for case in megatron_case_folders:
+        unknown = set(yaml.safe_load((case / "model_config.yaml").read_text())["MODEL_ARGS"]) - set(FLAGS)
+        assert not unknown, f"{case.name}: {sorted(unknown)}"
 
 
 def test_unknown_flag_is_named(project, tmp_path):
@@ -119,10 +119,12 @@ def test_family_suites_are_megatrons_files_unchanged(project):
 
 
 def test_family_gpt_cases_match_the_shared_copies(project, megatron_cases):
-    for case in MEGATRON_COPIES:
-        shared = megatron_cases / case / "model_config.yaml"
-        if shared.is_file():
-            assert (project / "suites" / case / "model_config.yaml").read_bytes() == shared.read_bytes()
+    """Every shipped suite with a copy in Megatron's case folders is that copy, the MoE EP8 case included."""
+    shared = {name for name in suite_names(project) if (megatron_cases / name / "model_config.yaml").is_file()}
+    assert set(MEGATRON_COPIES) | {SEED_SUITE, MOE_EP8_CASE} <= shared
+    for case in sorted(shared):
+        ours = (project / "suites" / case / "model_config.yaml").read_bytes()
+        assert ours == (megatron_cases / case / "model_config.yaml").read_bytes(), case
 
 
 def test_tiny_siblings_keep_their_cases_flags_but_the_shape_and_prompts(project):

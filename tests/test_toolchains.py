@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+
 import pytest
 
 from logitsmatch.errors import BadInput
 from logitsmatch.toolchains import default_toolchain_name, get_toolchain, load_toolchains
+from support import DEFAULT_TOOLCHAIN, TINY_SUITE, FakeSession
 
 
 def test_shipped_toolchains(project):
@@ -31,33 +35,26 @@ def test_incomplete_toolchain(tmp_path):
         load_toolchains(tmp_path / "pyproject.toml")
 
 
-# --- the nox sessions' view of suites and releases -------------------------------------------
+# --- the nox sessions' view of suites, releases and their arguments --------------------------
 
 
-class FakeSession:
-    """What nox_support uses of a nox session, recording instead of running."""
+@pytest.fixture
+def built(monkeypatch, tmp_path):
+    """The venvs a session asked for, by name, each a bin folder under tmp_path (nothing is built)."""
+    from logitsmatch.devtools import nox_support
 
-    name = "fake"
+    venvs = {}
 
-    def __init__(self, posargs=(), outcomes=None):
-        self.posargs, self.outcomes, self.logs, self.runs = list(posargs), outcomes or {}, [], []
+    def venv_bin(session, name, python, requirements):
+        venvs[name] = requirements
+        return tmp_path / name / "bin"
 
-    def log(self, message):
-        self.logs.append(message)
-
-    def error(self, message):
-        raise RuntimeError(message)
-
-    def run(self, *args, **kwargs):
-        from nox.command import CommandFailed
-
-        self.runs.append(args)
-        code = self.outcomes.get(args[2], 0)
-        if code:
-            raise CommandFailed(f"Returned code {code}", return_code=code)
+    monkeypatch.setattr(nox_support, "venv_bin", venv_bin)
+    monkeypatch.setattr(nox_support, "install_harness", lambda session, *extras: None)
+    return venvs
 
 
-def test_default_suites_are_the_seed_and_every_fast_sibling(project):
+def test_default_suites_are_the_seed_and_every_fast_sibling(project, built):
     from logitsmatch.devtools import nox_support
     from logitsmatch.toolchains import default_suite_names
 
@@ -65,10 +62,28 @@ def test_default_suites_are_the_seed_and_every_fast_sibling(project):
     assert "gpt_dynamic_inference_tp8_pp1_dp1_583m_logitsmatch_zmq" in defaults
     tiny = {name for name in nox_support.SUITES if "_tiny_" in name}
     assert len(tiny) == 5 and tiny <= set(defaults) and len(defaults) == 6
-    assert nox_support.selected_suites(FakeSession()) == defaults
-    assert nox_support.selected_suites(FakeSession(["all"])) == nox_support.SUITES
-    assert nox_support.selected_suites(FakeSession(["gpt_dynamic_inference_tp1_pp8_dp1_583m_logitsmatch_zmq", "-q"])) == [
+
+    def suites_run(posargs):
+        session = FakeSession(posargs)
+        nox_support.run_suites(session, DEFAULT_TOOLCHAIN)
+        return [run[2] for run in session.runs]
+
+    assert suites_run([]) == defaults
+    assert suites_run(["all"]) == nox_support.SUITES
+    assert suites_run(["gpt_dynamic_inference_tp1_pp8_dp1_583m_logitsmatch_zmq", "-q"]) == [
         "gpt_dynamic_inference_tp1_pp8_dp1_583m_logitsmatch_zmq"]
+    assert list(built) == [DEFAULT_TOOLCHAIN]
+
+
+def test_the_toolchain_session_runs_its_venvs_logitsmatch_with_the_options_given(tmp_path, built):
+    from logitsmatch.devtools import nox_support
+
+    session = FakeSession(["--timeout", "100", TINY_SUITE, "--no-compare", "--capture"])
+    nox_support.run_suites(session, DEFAULT_TOOLCHAIN)
+    (command,) = session.runs
+    assert command == (str(tmp_path / DEFAULT_TOOLCHAIN / "bin" / "logitsmatch"), "run", TINY_SUITE,
+                       "--toolchain", DEFAULT_TOOLCHAIN, "--timeout=100", "--no-compare", "--capture")
+    assert built[DEFAULT_TOOLCHAIN] == nox_support.TOOLCHAINS[DEFAULT_TOOLCHAIN].requirements()
 
 
 def test_default_suites_must_exist(tmp_path):
@@ -93,7 +108,7 @@ def test_suites_the_oldest_release_cannot_run_are_listed_not_recorded():
     assert nox_support.runnable_suites(FakeSession(), nox_support.DEFAULT_TOOLCHAIN, nox_support.SUITES) == nox_support.SUITES
 
 
-def test_a_suite_the_release_cannot_run_does_not_fail_the_main_job_but_a_failing_one_does():
+def test_a_suite_the_release_cannot_run_does_not_fail_the_main_job_but_a_failing_one_does(built):
     from logitsmatch.devtools import nox_support
 
     pp8, dp8 = "gpt_dynamic_inference_tp1_pp8_dp1_tiny_logitsmatch_zmq", "gpt_dynamic_inference_tp1_pp1_dp8_tiny_logitsmatch_zmq"
@@ -105,19 +120,18 @@ def test_a_suite_the_release_cannot_run_does_not_fail_the_main_job_but_a_failing
         nox_support.run_suites(FakeSession([pp8, dp8], outcomes={pp8: 4, dp8: 1}), "py3.11-torch2.13.0-mcore0.15.3")
 
 
-def test_matrix_session_selects_toolchains_by_tag_and_tabulates_goldens_without_running(monkeypatch):
+def test_matrix_session_selects_toolchains_by_tag_and_tabulates_goldens_without_running(built):
     from logitsmatch.devtools import nox_support
 
-    monkeypatch.setattr(nox_support, "install_harness", lambda session, *extras: None)
-    tiny = "gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq"
-    session = FakeSession(["--tag", "releases", tiny, "--source", "goldens"])
+    session = FakeSession(["--tag", "releases", TINY_SUITE, "--source", "goldens"])
     nox_support.run_matrix(session)
     (command,) = session.runs
     releases = [name for name, t in nox_support.TOOLCHAINS.items() if "releases" in t.tags]
     assert len(releases) >= 12
     assert command[:2] == ("logitsmatch", "matrix")
     assert [arg.split("=", 1)[1] for arg in command if arg.startswith("--toolchain=")] == releases
-    assert [arg for arg in command if arg.startswith("--suite=")] == [f"--suite={tiny}"] and "--source=goldens" in command
+    assert [arg for arg in command if arg.startswith("--suite=")] == [f"--suite={TINY_SUITE}"]
+    assert "--source=goldens" in command
     with pytest.raises(RuntimeError, match="no toolchain has the tag 'nope'"):
         nox_support.run_matrix(FakeSession(["--tag", "nope"]))
     main_three = FakeSession(["--tag", "default", "--tag", "oldest", "--tag", "newest", "all", "--source", "goldens"])
@@ -127,12 +141,102 @@ def test_matrix_session_selects_toolchains_by_tag_and_tabulates_goldens_without_
     assert len([arg for arg in command if arg.startswith("--suite=")]) == len(nox_support.SUITES)
     with pytest.raises(RuntimeError, match="unknown suite 'nope'"):
         nox_support.run_matrix(FakeSession(["nope"]))
+    assert built == {}  # goldens only: no toolchain venv
 
 
-def test_session_arguments_that_do_not_parse_fail_the_session_with_its_usage():
+def test_matrix_and_record_run_what_has_no_fresh_result_in_the_toolchains_venv(tmp_path, monkeypatch, built):
+    """No nested nox: run.freshness runs `python -m logitsmatch run` in the toolchain's venv, and only when needed."""
+    from logitsmatch.devtools import nox_support
+    from logitsmatch.run import freshness
+
+    monkeypatch.setenv("LOGITSMATCH_RESULTS", str(tmp_path / "results"))  # nothing is fresh there
+    ran, codes = [], iter([0, 0, 3])  # matrix's run, record's two: one passes, one fails
+
+    def run(command, env):
+        ran.append(command)
+        return subprocess.CompletedProcess(command, next(codes))
+
+    monkeypatch.setattr(freshness.subprocess, "run", run)
+    session = FakeSession(["--tag", "default", TINY_SUITE])
+    nox_support.run_matrix(session)
+    python = str(tmp_path / DEFAULT_TOOLCHAIN / "bin" / "python")
+    assert ran == [[python, "-m", "logitsmatch", "run", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN,
+                    "--platform", "cpu", "--no-compare"]]
+    assert session.runs[0][:2] == ("logitsmatch", "matrix") and list(built) == [DEFAULT_TOOLCHAIN]
+    record = FakeSession([DEFAULT_TOOLCHAIN, TINY_SUITE, "--force"])
+    nox_support.run_record(record)
+    assert record.runs == [("logitsmatch", "record", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--force")]
+    failing = FakeSession([DEFAULT_TOOLCHAIN, TINY_SUITE])
+    with pytest.raises(RuntimeError, match=f"{TINY_SUITE}: logitsmatch run exited 3"):
+        nox_support.run_record(failing)
+    assert failing.runs == [] and len(ran) == 3  # nothing recorded from a failed run
+
+
+BAD_ARGUMENTS = [  # session, its words after --, what the error says, how its usage line starts
+    ("run_suites", ["--frob"], "unrecognized arguments: --frob", r"\[--platform P\]"),
+    ("run_suites", ["nope"], "unknown suite 'nope'", r"\[--platform P\]"),
+    ("run_suites", [TINY_SUITE, "--capture", "x"], "argument --capture: invalid int value: 'x'", r"\[--platform P\]"),
+    ("run_record", [], "the following arguments are required: TOOLCHAIN", "TOOLCHAIN"),
+    ("run_record", ["py2"], "unknown toolchain 'py2'", "TOOLCHAIN"),
+    ("run_record", [DEFAULT_TOOLCHAIN, "--frob"], "unrecognized arguments: --frob", "TOOLCHAIN"),
+    ("run_matrix", ["--tag"], "argument --tag: expected one argument", r"\[--tag TAG\]"),
+    ("run_matrix", ["--source", "nope"], "argument --source: invalid choice: 'nope'", r"\[--tag TAG\]"),
+    ("run_matrix", ["--baseline", "py2"], "baseline 'py2' is not among the selected toolchains", r"\[--tag TAG\]"),
+    ("run_invariance", [], "the following arguments are required: SUITE", r"\[--toolchain T\]"),
+    ("run_invariance", [TINY_SUITE, "--toolchain", "py2"], "unknown toolchain 'py2'", r"\[--toolchain T\]"),
+    ("run_invariance", [TINY_SUITE, "--layouts"], "argument --layouts: expected one argument", r"\[--toolchain T\]"),
+    ("run_prerelease", [], "nothing to validate: give --megatron-core SPEC", r"\[--megatron-core SPEC\]"),
+    ("run_prerelease", ["--megatron-core", "0.17.0", "--frob", "1"], "unrecognized arguments: --frob",
+     r"\[--megatron-core SPEC\]"),
+    ("run_prerelease", ["--megatron-core", "0.17.0", "--baseline", "py2"], "unknown toolchain 'py2'",
+     r"\[--megatron-core SPEC\]"),
+    ("run_explain", ["--candidate", "B"], "the following arguments are required: --baseline", "--baseline TOOLCHAIN"),
+    ("run_explain", ["--baseline", DEFAULT_TOOLCHAIN], "give --candidate TOOLCHAIN", "--baseline TOOLCHAIN"),
+    ("run_explain", ["--baseline", DEFAULT_TOOLCHAIN, "--candidate", DEFAULT_TOOLCHAIN, "--torch", "2.14.1"],
+     "excludes", "--baseline TOOLCHAIN"),
+    ("run_explain", ["--baseline", DEFAULT_TOOLCHAIN, "--pin", "numpy"], "--pin takes NAME==VERSION",
+     "--baseline TOOLCHAIN"),
+    ("run_explain", ["--baseline", DEFAULT_TOOLCHAIN, "--pin", "numpy==2.4.6", "--frob", "1"], "unrecognized arguments",
+     "--baseline TOOLCHAIN"),
+    ("run_explain", ["--baseline", "py2", "--candidate", DEFAULT_TOOLCHAIN], "unknown toolchain 'py2'",
+     "--baseline TOOLCHAIN"),
+]
+
+
+@pytest.mark.parametrize(("session", "words", "message", "usage"), BAD_ARGUMENTS,
+                         ids=[f"{s}:{' '.join(w) or '(none)'}" for s, w, _, _ in BAD_ARGUMENTS])
+def test_session_arguments_that_do_not_parse_fail_the_session_with_its_usage(session, words, message, usage, built):
+    """One line: what is wrong, then the session's usage; before any venv is built or anything runs."""
     from logitsmatch.devtools import nox_support
 
-    with pytest.raises(RuntimeError, match=r"usage: nox -s fake -- \[--tag TAG"):
-        nox_support.run_matrix(FakeSession(["--tag"]))
-    with pytest.raises(RuntimeError, match=r"usage: nox -s fake -- SUITE \[--layouts"):
-        nox_support.run_invariance(FakeSession([]))
+    fake = FakeSession(words)
+    toolchain = (DEFAULT_TOOLCHAIN,) if session == "run_suites" else ()  # the parametrized toolchain session
+    with pytest.raises(RuntimeError) as failed:
+        getattr(nox_support, session)(fake, *toolchain)
+    assert message in str(failed.value)
+    assert re.search(r"; usage: nox -s fake -- (.* )?" + usage, str(failed.value)), str(failed.value)
+    assert "\n" not in str(failed.value) and fake.runs == [] and built == {}
+
+
+def test_the_explain_session_runs_explain_on_the_toolchain_venvs_and_a_derived_candidates(tmp_path, built):
+    from logitsmatch.devtools import nox_support
+
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    session = FakeSession(["--baseline", DEFAULT_TOOLCHAIN, "--megatron-core", f"{repo}@main", "--pin", "numpy==2.4.6",
+                           TINY_SUITE, "--json", "x", "--source", "megatron-core=/src"])
+    nox_support.run_explain(session)
+    (command,) = session.runs
+    base = str(tmp_path / DEFAULT_TOOLCHAIN / "bin" / "python")
+    candidate = next(name for name in built if name != DEFAULT_TOOLCHAIN)
+    assert command == (base, "-m", "logitsmatch", "explain", TINY_SUITE, "--baseline-python", base,
+                       "--toolchain", DEFAULT_TOOLCHAIN, "--json=x", "--source=megatron-core=/src",
+                       "--candidate-python", str(tmp_path / candidate / "bin" / "python"),
+                       "--candidate-commit", f"megatron-core={repo}@main")
+    assert candidate.endswith("-numpy2.4.6") and "numpy==2.4.6" in built[candidate]
+    other = "py3.11-torch2.13.0-mcore0.15.3"
+    versus = FakeSession(["--baseline", DEFAULT_TOOLCHAIN, "--candidate", other])
+    nox_support.run_explain(versus)
+    (command,) = versus.runs
+    assert command[-2:] == ("--candidate-python", str(tmp_path / other / "bin" / "python"))
+    assert built[other] == nox_support.TOOLCHAINS[other].requirements()

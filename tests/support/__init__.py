@@ -15,16 +15,29 @@ import sys
 from pathlib import Path
 
 from logitsmatch.suites import suite_names
-from logitsmatch.toolchains import default_toolchain_name, load_toolchains
+from logitsmatch.toolchains import default_toolchain_name, load_toolchains, routing_toolchain, toolchain_venv
 
 PROJECT = Path(__file__).resolve().parents[2]
 PYPROJECT = PROJECT / "pyproject.toml"
 MEGATRON_CASES = PROJECT.parent / "shared" / "megatron_cases"
+MEGATRON_CASES_ENV = "LOGITSMATCH_MEGATRON_CASES"  # names another folder of Megatron's case folders
+MOE_EP8_CASE = "gpt_dynamic_inference_tp4_etp1_pp1_ep8_16B_logitsmatch_zmq"
 DEFAULT_TOOLCHAIN = default_toolchain_name(PYPROJECT)
+ROUTING_TOOLCHAIN = routing_toolchain(PYPROJECT)  # the newest CPU toolchain that records MoE routing
 TINY_SUITE = "gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq"
 SEED_SUITE = "gpt_dynamic_inference_tp8_pp1_dp1_583m_logitsmatch_zmq"
 VOCAB = PROJECT / "model_configs" / "tokenizer" / "logitsmatch-bpe-2048.vocab.json"
 assert {TINY_SUITE, SEED_SUITE} <= set(suite_names(PROJECT)), "the tests' suites are missing from suites/"
+
+
+def megatron_cases_folder() -> Path:
+    """Where Megatron-LM's case folders are: $LOGITSMATCH_MEGATRON_CASES, else ../shared/megatron_cases."""
+    return Path(os.environ.get(MEGATRON_CASES_ENV) or MEGATRON_CASES)
+
+
+def megatron_case_dirs(folder: Path) -> list[Path]:
+    """The case folders (each with a model_config.yaml) in ``folder``."""
+    return sorted(p for p in folder.iterdir() if (p / "model_config.yaml").is_file())
 
 
 def golden_file(suite: str, toolchain: str = DEFAULT_TOOLCHAIN, platform: str = "cpu") -> Path:
@@ -100,31 +113,47 @@ def require_toolchain_module(name: str):
         pytest.skip(f"{name} is not importable ({exc})", allow_module_level=True)
 
 
-def nox_venv(toolchain: str) -> Path:
-    """The venv nox builds for ``logitsmatch(<toolchain>)`` (nox's name for it: dots and parentheses as dashes)."""
-    import re
-
-    return PROJECT / ".nox" / re.sub(r"[^\w]+", "-", f"logitsmatch({toolchain})").strip("-")
-
-
-def routing_toolchain() -> str:
-    """The newest CPU toolchain whose megatron-core records routing_indices (0.17+)."""
-    from logitsmatch.layouts import parse_version, records_routing
-
-    candidates = [t for t in load_toolchains(PYPROJECT).values()
-                  if not t.requires_gpu and records_routing(parse_version(t.megatron_core))]
-    return max(candidates, key=lambda t: parse_version(t.megatron_core)).name
-
-
 def require_toolchain_venv(toolchain: str) -> Path:
-    """The python of ``toolchain``'s nox venv; a test without it is skipped, except under CI (fails).
-    ``nox -s tests`` builds it (noxfile: tests); alone: nox -s "logitsmatch(<toolchain>)" --install-only."""
+    """The python of ``toolchain``'s venv (.nox/toolchains/<toolchain>); a test without it is skipped, except under
+    CI (fails). ``nox -s tests`` builds the routing toolchain's; any toolchain's:
+    nox -s "logitsmatch(<toolchain>)" --install-only."""
     import pytest
 
-    python = nox_venv(toolchain) / "bin" / "python"
+    python = toolchain_venv(PROJECT, toolchain) / "bin" / "python"
     if python.is_file():
         return python
-    message = f"no venv for toolchain {toolchain} ({python}): nox -s \"logitsmatch({toolchain})\" --install-only builds it"
+    message = (f"no venv for toolchain {toolchain} ({python}): "
+               f"nox -s 'logitsmatch({toolchain})' --install-only builds it")
     if os.environ.get("CI"):
         pytest.fail(f"CI is set: {message}", pytrace=False)
     pytest.skip(message)
+
+
+class FakeSession:
+    """What the nox sessions (devtools.nox_support) use of a nox session, recording instead of running:
+    ``outcomes`` maps a suite (a command's third word) to the exit code its command fails with."""
+
+    name = "fake"
+    python = None
+
+    def __init__(self, posargs=(), outcomes=None):
+        self.posargs, self.outcomes, self.logs, self.runs = list(posargs), outcomes or {}, [], []
+
+    def log(self, message):
+        self.logs.append(message)
+
+    warn = log
+
+    def error(self, message):
+        raise RuntimeError(message)
+
+    def skip(self, message):
+        raise RuntimeError(f"skipped: {message}")
+
+    def run(self, *args, **kwargs):
+        from nox.command import CommandFailed
+
+        self.runs.append(args)
+        code = self.outcomes.get(args[2] if len(args) > 2 else None, 0)
+        if code:
+            raise CommandFailed(f"Returned code {code}", return_code=code)

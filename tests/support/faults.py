@@ -43,7 +43,8 @@ PARENT = "import subprocess, sys; sys.exit(subprocess.Popen(sys.argv[1:]).wait()
 
 
 class LiveRun:
-    """One ``logitsmatch run`` in the background, with its results folder and run dir.
+    """One ``logitsmatch run`` in the background, with its results folder and run dir; use it as
+    ``with LiveRun(...) as run:``, which ends everything of the run on the way out.
 
     With ``under_parent`` the run is started by a waiting parent process (as nox starts it);
     ``process`` is then that parent.
@@ -145,11 +146,13 @@ class LiveRun:
         return (self.ended or time.monotonic()) - self.started
 
     def stdout(self) -> str:
-        self.out.flush()
+        if not self.out.closed:
+            self.out.flush()
         return Path(self.out.name).read_text()
 
     def stderr(self) -> str:
-        self.err.flush()
+        if not self.err.closed:
+            self.err.flush()
         return Path(self.err.name).read_text()
 
     def leftovers(self) -> list[int]:
@@ -168,6 +171,15 @@ class LiveRun:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    def __enter__(self) -> LiveRun:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        """Whatever happened inside the ``with``: nothing of the run is left, its logs are closed."""
+        self.kill()
+        self.out.close()
+        self.err.close()
 
 
 # --- faults ---------------------------------------------------------------------------------
@@ -219,49 +231,39 @@ def _outcome(name: str, run: LiveRun, rc: int, expected: tuple[int, ...], inject
 
 def fault_sigkill_rank(root: Path, toolchain: str, timeout: float, rank: int = 3) -> Outcome:
     """SIGKILL one rank mid-decode: the others block in a collective; the launcher sees the rank gone."""
-    run = LiveRun(root, toolchain, timeout)
-    try:
+    with LiveRun(root, toolchain, timeout) as run:
         run.wait_phase(0, "decode")
         pid = run.wait_phase(rank, "decode")
         os.kill(pid, signal.SIGKILL)
         injected = time.monotonic()
         rc = run.finish()
         return _outcome("SIGKILL rank mid-decode", run, rc, (3,), injected, [f"rank {rank}", "died", "'decode'"])
-    finally:
-        run.kill()
 
 
 def fault_sigstop_rank(root: Path, toolchain: str, timeout: float, rank: int = 5, phase: str = "decode") -> Outcome:
     """SIGSTOP one rank: nothing exits, every collective waits; the launcher sees state T."""
-    run = LiveRun(root, toolchain, timeout)
-    try:
+    with LiveRun(root, toolchain, timeout) as run:
         pid = run.wait_phase(rank, phase)
         os.kill(pid, signal.SIGSTOP)
         injected = time.monotonic()
         rc = run.finish()
         return _outcome(f"SIGSTOP rank in {phase}", run, rc, (3,), injected, [f"rank {rank}", "stopped"])
-    finally:
-        run.kill()
 
 
 def fault_kill_coordinator(root: Path, toolchain: str, timeout: float) -> Outcome:
     """SIGKILL the ZMQ coordinator (rank 0's spawn child) mid-decode: rank 0's engine would wait forever."""
-    run = LiveRun(root, toolchain, timeout)
-    try:
+    with LiveRun(root, toolchain, timeout) as run:
         run.wait_phase(0, "decode")
         pid = run.wait_for(lambda: coordinator_pid(RunDir(run.run_dir())), "the coordinator process")
         os.kill(pid, signal.SIGKILL)
         injected = time.monotonic()
         rc = run.finish()
         return _outcome("kill the coordinator mid-decode", run, rc, (3,), injected, ["coordinator", "died", "rank 0"])
-    finally:
-        run.kill()
 
 
 def fault_ctrl_c(root: Path, toolchain: str, timeout: float, phase: str = "decode", sig=signal.SIGINT) -> Outcome:
     """Ctrl-C: SIGINT to the `logitsmatch run` process group, as a terminal sends it (or SIGTERM, as CI does)."""
-    run = LiveRun(root, toolchain, timeout)
-    try:
+    with LiveRun(root, toolchain, timeout) as run:
         run.wait_phase(0, phase)
         if phase in ("coordinator", "decode"):
             run.wait_for(lambda: coordinator_pid(RunDir(run.run_dir())), "the coordinator process")
@@ -270,18 +272,13 @@ def fault_ctrl_c(root: Path, toolchain: str, timeout: float, phase: str = "decod
         rc = run.finish()
         name = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
         return _outcome(f"{name} in {phase}", run, rc, (130,), injected, ["interrupted"])
-    finally:
-        run.kill()
 
 
 def fault_deadline(root: Path, toolchain: str, timeout: float = 12.0) -> Outcome:
     """A deadline far too short: the run ends at it, ranks and all, naming the phase it reached."""
-    run = LiveRun(root, toolchain, timeout)
-    try:
+    with LiveRun(root, toolchain, timeout) as run:
         rc = run.finish()
         return _outcome("deadline passes", run, rc, (3,), None, ["deadline of", "phase"])
-    finally:
-        run.kill()
 
 
 @contextlib.contextmanager
@@ -296,29 +293,22 @@ def taken_loopback_port():
 def fault_master_port_taken(root: Path, toolchain: str, timeout: float) -> Outcome:
     """The torch rendezvous (master) port is taken by another process (LOGITSMATCH_MASTER_PORT)."""
     with taken_loopback_port() as port:
-        run = LiveRun(root, toolchain, timeout, env={"LOGITSMATCH_MASTER_PORT": str(port)})
-        try:
+        with LiveRun(root, toolchain, timeout, env={"LOGITSMATCH_MASTER_PORT": str(port)}) as run:
             rc = run.finish()
             return _outcome("master port taken", run, rc, (3,), None, [f"127.0.0.1:{port}", "already in use", "'init'"])
-        finally:
-            run.kill()
 
 
 def fault_coordinator_port_taken(root: Path, toolchain: str, timeout: float) -> Outcome:
     """The coordinator port asked for is taken: megatron-core binds another, and the run says so."""
     with taken_loopback_port() as port:
-        run = LiveRun(root, toolchain, timeout, env={"LOGITSMATCH_COORDINATOR_PORT": str(port)})
-        try:
+        with LiveRun(root, toolchain, timeout, env={"LOGITSMATCH_COORDINATOR_PORT": str(port)}) as run:
             rc = run.finish()
             return _outcome("coordinator port taken", run, rc, (0,), None, [f"coordinator port {port} was taken"])
-        finally:
-            run.kill()
 
 
 def fault_sigkill_agent(root: Path, toolchain: str, timeout: float) -> Outcome:
     """SIGKILL torchrun's agent mid-decode: the ranks lose their supervisor; the launcher still reaps them."""
-    run = LiveRun(root, toolchain, timeout)
-    try:
+    with LiveRun(root, toolchain, timeout) as run:
         run.wait_phase(0, "decode")
         agents = [pid for pid in processes_tagged(run.run_id)
                   if b"logitsmatch.rank.agent" in Path(f"/proc/{pid}/cmdline").read_bytes()]
@@ -326,8 +316,6 @@ def fault_sigkill_agent(root: Path, toolchain: str, timeout: float) -> Outcome:
         injected = time.monotonic()
         rc = run.finish()
         return _outcome("SIGKILL torchrun agent", run, rc, (3,), injected, ["torchrun's agent", "killed by SIGKILL"])
-    finally:
-        run.kill()
 
 
 ORPHAN_GRACE_S = 20.0  # from SIGKILL of a parent to the last process of the run gone
@@ -344,8 +332,7 @@ def _state(pid: int) -> bytes:
 def fault_parent_sigkill(root: Path, toolchain: str, timeout: float, under_parent: bool = False) -> Outcome:
     """SIGKILL of `logitsmatch run` itself mid-decode (an OOM killer), or of the parent that started it
     (nox, a CI runner): nothing may survive it; every process of the run is gone within seconds."""
-    run = LiveRun(root, toolchain, timeout, under_parent=under_parent)
-    try:
+    with LiveRun(root, toolchain, timeout, under_parent=under_parent) as run:
         run.wait_phase(0, "decode")
         run.wait_for(lambda: coordinator_pid(RunDir(run.run_dir())), "the coordinator process")
         os.kill(run.process.pid, signal.SIGKILL)
@@ -358,8 +345,6 @@ def fault_parent_sigkill(root: Path, toolchain: str, timeout: float, under_paren
         if gone_after >= ORPHAN_GRACE_S:
             outcome.checks.append(f"every process gone within {ORPHAN_GRACE_S:.0f} s")
         return outcome
-    finally:
-        run.kill()
 
 
 def fault_truncated_checkpoint(root: Path, toolchain: str, timeout: float, source: Path) -> Outcome:
@@ -370,18 +355,17 @@ def fault_truncated_checkpoint(root: Path, toolchain: str, timeout: float, sourc
         data = shard.read_bytes()
         shard.write_bytes(data[: len(data) // 2])
     vocab = PROJECT / "model_configs" / "tokenizer" / "logitsmatch-bpe-2048.vocab.json"
-    run = LiveRun(root, toolchain, timeout, extra_args=("--checkpoint", str(broken), "--tokenizer-model", str(vocab)))
-    try:
+    extra_args = ("--checkpoint", str(broken), "--tokenizer-model", str(vocab))
+    with LiveRun(root, toolchain, timeout, extra_args=extra_args) as run:
         rc = run.finish()
         return _outcome("truncated checkpoint shards", run, rc, (3,), None, ["'weights'", "rank"])
-    finally:
-        run.kill()
 
 
 def concurrent_runs(root: Path, toolchain: str, timeout: float) -> list[Outcome]:
     """Two runs of the same suite at once, sharing the results folder and the checkpoint cache."""
-    runs = [LiveRun(root / "shared", toolchain, timeout, name=f"run{index}") for index in range(2)]
-    try:
+    with (LiveRun(root / "shared", toolchain, timeout, name="run0") as first,
+          LiveRun(root / "shared", toolchain, timeout, name="run1") as second):
+        runs = [first, second]
         codes = [run.finish() for run in runs]
         outcomes = [
             _outcome(f"concurrent run {index + 1} of 2", run, rc, (0,), None, ["coordinator tcp://127.0.0.1:"])
@@ -395,9 +379,6 @@ def concurrent_runs(root: Path, toolchain: str, timeout: float) -> list[Outcome]
         if provenance["network"]["coordinator"] not in runs[0].stdout() + runs[1].stdout():
             outcomes[-1].checks.append("the published provenance belongs to one of the runs")
         return outcomes
-    finally:
-        for run in runs:
-            run.kill()
 
 
 def checkpoint_of(result_dir: Path) -> Path | None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from logitsmatch.errors import BadInput
+from logitsmatch.layouts import parse_version, records_routing
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,19 @@ def get_toolchain(pyproject: Path, name: str) -> Toolchain:
     if name not in toolchains:
         raise BadInput(f"unknown toolchain {name!r} (known: {', '.join(toolchains)})")
     return toolchains[name]
+
+
+def toolchain_venv(project: Path, name: str) -> Path:
+    """Where the venv of toolchain ``name`` (or of a candidate derived from one) lives: one explicit folder per name,
+    shared by every nox session and the tests (devtools.venvs builds it)."""
+    return project / ".nox" / "toolchains" / name
+
+
+def routing_toolchain(pyproject: Path) -> str | None:
+    """The newest CPU toolchain whose megatron-core records routing_indices (where the routing test runs), or None."""
+    candidates = [t for t in load_toolchains(pyproject).values()
+                  if not t.requires_gpu and records_routing(parse_version(t.megatron_core))]
+    return max(candidates, key=lambda t: parse_version(t.megatron_core)).name if candidates else None
 
 
 def default_suite_names(pyproject: Path, known: list[str]) -> list[str]:

@@ -16,8 +16,8 @@ from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
 from logitsmatch.files import check_interpreter, write_atomic
 from logitsmatch.log import logger
 
-EXAMPLE = ("logitsmatch explain --baseline-python .nox/explain/A/bin/python --candidate-python .nox/explain/B/bin/python "
-           "--source megatron-core=/src/Megatron-LM --json explain.json")
+EXAMPLE = ("logitsmatch explain --baseline-python .nox/toolchains/A/bin/python "
+           "--candidate-python .nox/toolchains/B/bin/python --source megatron-core=/src/Megatron-LM --json explain.json")
 TINY = "gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq"
 
 

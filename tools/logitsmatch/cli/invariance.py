@@ -18,7 +18,6 @@ anything wrongly moves logprobs by 1e-2 or more, or changes tokens, and cannot p
 from __future__ import annotations
 
 import io
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, EXIT_RUN_FAILED, BadInput
 from logitsmatch.files import output_folder, read_input, write_atomic
 from logitsmatch.log import logger
+from logitsmatch.run.freshness import ensure_fresh
 from logitsmatch.run.plan import DENSE_LAYOUTS, default_invariance_layouts
 
 EXAMPLE = ("logitsmatch invariance gpt_dynamic_inference_tp8_pp1_dp1_583m_logitsmatch_zmq "
@@ -68,18 +68,6 @@ def plan_layouts(suite, project: Path, text: str, platform_name: str | None):
     return chosen
 
 
-def run_layout(suite, toolchain: str, layout, platform_name: str | None, timeout: float | None) -> int:
-    command = [sys.executable, "-m", "logitsmatch", "run", suite.name, "--toolchain", toolchain,
-               "--layout", layout.name, "--no-compare"]
-    if platform_name:
-        command += ["--platform", platform_name]
-    if timeout:
-        command += ["--timeout", str(timeout)]
-    logger.info(f"layout {layout.name}: {' '.join(['logitsmatch', *command[3:]])}")
-    sys.stdout.flush()
-    return subprocess.run(command).returncode
-
-
 def run_summary(provenance: dict) -> dict:
     """What the Markdown and JSON say about how one layout's run went."""
     from logitsmatch import hardware
@@ -98,11 +86,9 @@ def run_summary(provenance: dict) -> dict:
 
 
 def main(args) -> int:
-    from logitsmatch import provenance as provenance_module
     from logitsmatch.judge.compare import REQUEST_METRICS, Policy
     from logitsmatch.judge.golden_io import load_golden, write_json_atomic
     from logitsmatch.judge.matrix import pairwise, render_heatmap, render_markdown, render_terminal, table_json
-    from logitsmatch.run.plan import expected_weights
     from logitsmatch.suites import load_suite
     from logitsmatch.toolchains import get_toolchain
 
@@ -115,24 +101,15 @@ def main(args) -> int:
         raise BadInput("--rerun and --no-run contradict each other")
     chosen = plan_layouts(suite, project, args.layouts or default_invariance_layouts(suite, project), args.platform)
     out = output_folder(args.out if args.out else paths.results_root() / "invariance" / suite.name / toolchain.name)
-    weights = expected_weights(suite, project)
 
     files, failed = {}, {}
     for layout, platform in chosen:
-        label = platform.label(suite.model_args, suite.world_size)
-        result = paths.result_path(suite.name, label, toolchain.name)
-        problem = None if args.rerun else provenance_module.freshness_problem(result, suite, weights, toolchain)
-        if args.rerun or problem:
-            if args.no_run:
-                failed[layout.name] = f"no fresh result ({problem}): {result}"
-                continue
-            if not args.rerun:
-                logger.info(f"layout {layout.name}: {problem}; running it")
-            code = run_layout(suite, toolchain.name, layout, args.platform, args.timeout)
-            if code != 0:
-                failed[layout.name] = f"logitsmatch run exited {code}"
-                continue
-        files[layout.name] = result
+        result, problem = ensure_fresh(lambda: sys.executable, project, suite, toolchain, platform, timeout=args.timeout,
+                                       rerun=args.rerun, may_run=not args.no_run)
+        if problem:
+            failed[layout.name] = problem
+        else:
+            files[layout.name] = result
 
     metrics = [metric for metric in suite.metrics if metric in REQUEST_METRICS]
     policy = Policy(mode="megatron", abs_tol=args.abs_tol, metrics=metrics)

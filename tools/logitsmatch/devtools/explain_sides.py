@@ -5,9 +5,9 @@
                       [--source PACKAGE=GITDIR]
 
 A SPEC is what ``prerelease`` takes (a registry version, a local wheel, a local source folder)
-or ``GITDIR@REF``, a ref of a local git checkout of the package's repository. Toolchains and
-candidates get a venv under ``.nox/explain/`` that is reused while its requirements are the
-same; a ``GITDIR@REF`` candidate needs no venv (the ref's tree over the baseline's).
+or ``GITDIR@REF``, a ref of a local git checkout of the package's repository. A toolchain side
+runs in the toolchain's own venv, a derived candidate in one of its own (``.nox/toolchains/<name>``,
+devtools.venvs); a ``GITDIR@REF`` candidate needs no venv (the ref's tree over the baseline's).
 Standard library and nox's ``packaging`` only.
 """
 
@@ -18,10 +18,6 @@ from pathlib import Path
 
 from logitsmatch.devtools.prerelease import Override, derive
 from logitsmatch.errors import BadInput
-
-VALUE_OPTIONS = ("--baseline", "--candidate", "--megatron-core", "--torch", "--pin", "--source", "--json", "--markdown",
-                 "--png", "--mode", "--timeout", "--workdir", "--abs-tol", "--rel-tol")
-PASSED_ON = ("--source", "--json", "--markdown", "--png", "--mode", "--timeout", "--workdir", "--abs-tol", "--rel-tol")
 
 
 @dataclass
@@ -42,38 +38,23 @@ def is_git_ref(spec: str) -> bool:
     return (folder / ".git").exists() or (folder / "HEAD").is_file() and (folder / "objects").is_dir()
 
 
-def parse(posargs: list[str]) -> Request:
-    request = Request()
-    args = iter(posargs)
-    for arg in args:
-        if not arg.startswith("--"):
-            request.suites.append(arg)
+def request_of(args) -> Request:
+    """The two sides ``args`` (``nox -s explain``'s parsed arguments) name; BadInput when they contradict."""
+    request = Request(baseline=args.baseline, candidate=args.candidate, suites=list(args.suites),
+                      passed_on=list(args.forwarded))
+    for package, spec in (("megatron-core", args.megatron_core), ("torch", args.torch)):
+        if spec is None:
             continue
-        if arg not in VALUE_OPTIONS:
-            raise BadInput(f"unknown option {arg} (known: {', '.join(VALUE_OPTIONS)})")
-        value = next(args, None)
-        if value is None or value.startswith("--"):
-            raise BadInput(f"{arg} needs a value")
-        if arg == "--baseline":
-            request.baseline = value
-        elif arg == "--candidate":
-            request.candidate = value
-        elif arg in ("--megatron-core", "--torch"):
-            package = arg[2:]
-            if is_git_ref(value):
-                if request.commit:
-                    raise BadInput("one GITDIR@REF candidate at a time")
-                request.commit = (package, value)
-            else:
-                request.overrides.append(Override(package, value))
-        elif arg == "--pin":
-            if "==" not in value:
-                raise BadInput(f"--pin takes NAME==VERSION, got {value!r}")
-            request.pins.append(value)
+        if is_git_ref(spec):
+            if request.commit:
+                raise BadInput("one GITDIR@REF candidate at a time")
+            request.commit = (package, spec)
         else:
-            request.passed_on += [arg, value]
-    if not request.baseline:
-        raise BadInput("give --baseline TOOLCHAIN")
+            request.overrides.append(Override(package, spec))
+    for pin in args.pin:
+        if "==" not in pin:
+            raise BadInput(f"--pin takes NAME==VERSION, got {pin!r}")
+        request.pins.append(pin)
     if not (request.candidate or request.overrides or request.pins or request.commit):
         raise BadInput("give --candidate TOOLCHAIN, or --megatron-core / --torch SPEC, or --pin NAME==VERSION")
     if request.candidate and (request.overrides or request.pins or request.commit):

@@ -1,13 +1,19 @@
-"""What the nox sessions share: toolchain parameters, interpreters, installs.
+"""What the nox sessions share: toolchain parameters, each session's arguments, the toolchain venvs.
 
-The noxfile stays a list of thin sessions; everything they have in common is
-here. This module is imported by nox's own Python, so it needs only the
-standard library until a session runs.
+The noxfile stays a list of thin sessions; everything they have in common is here. A session that
+takes arguments after ``--`` declares them once, in its own parser below (``SessionParser``: a bad
+argument fails the session with its usage). Every toolchain (and every candidate derived from one)
+runs in one venv at an explicit folder (``toolchains.toolchain_venv``, built by ``devtools.venvs``):
+``logitsmatch(<toolchain>)``, ``invariance``, ``prerelease``, ``explain`` and the tests share it, and
+``matrix``/``record`` run what has no fresh result in it (``run.freshness``). This module is imported
+by nox's own Python, so it needs only the standard library until a session runs.
 """
 
 from __future__ import annotations
 
-import re
+import argparse
+import functools
+import os
 import shutil
 import subprocess
 import sys
@@ -15,9 +21,16 @@ from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.devtools import interpreters
-from logitsmatch.provenance import freshness_problem
+from logitsmatch.errors import BadInput
 from logitsmatch.suites import load_suite, suite_names
-from logitsmatch.toolchains import Toolchain, default_suite_names, default_toolchain_name, load_toolchains
+from logitsmatch.toolchains import (
+    Toolchain,
+    default_suite_names,
+    default_toolchain_name,
+    load_toolchains,
+    routing_toolchain,
+    toolchain_venv,
+)
 
 _SOURCE_TREE = Path(__file__).resolve().parents[3]  # tools/logitsmatch/devtools/ -> the project
 # nox imports this file from the project's tools/; an installed copy (a test venv) finds the project as the CLI does
@@ -29,17 +42,16 @@ SUITES = suite_names(PROJECT)
 DEFAULT_SUITES = default_suite_names(PYPROJECT, SUITES)
 
 
+# --- toolchains and their venvs ---------------------------------------------------------------
+
+
 def default_interpreter() -> str | bool:
     return interpreters.locate(TOOLCHAINS[DEFAULT_TOOLCHAIN].python) or False
 
 
 def toolchain_params(nox) -> list:
-    """One nox.param per toolchain: (interpreter or False, name), id = name, tags from the data."""
-    params = []
-    for name, toolchain in TOOLCHAINS.items():
-        interpreter = interpreters.locate(toolchain.python) or False
-        params.append(nox.param(interpreter, name, id=name, tags=list(toolchain.tags)))
-    return params
+    """One nox.param per toolchain: its name (also the id) and its tags, from the data."""
+    return [nox.param(name, id=name, tags=list(toolchain.tags)) for name, toolchain in TOOLCHAINS.items()]
 
 
 def gpu_present() -> bool:
@@ -56,37 +68,48 @@ def runnable_toolchains() -> list[str]:
     return [name for name, toolchain in TOOLCHAINS.items() if has_gpu or not toolchain.requires_gpu]
 
 
-def install_toolchain(session, toolchain_name: str) -> Toolchain:
-    """Pinned torch + megatron-core + common pins, then the harness itself."""
+def venv_bin(session, name: str, python: str, requirements: list[str]) -> Path:
+    """The bin folder of venv ``name`` (``.nox/toolchains/<name>``), built or brought up to ``requirements`` first."""
+    from logitsmatch.devtools import venvs
+
+    interpreter = interpreters.find(python)
+    if interpreter is None:
+        session.error(interpreters.missing_message(name, python))
+    try:
+        return venvs.ensure(interpreter, toolchain_venv(PROJECT, name), requirements, PROJECT, session.log)
+    except BadInput as exc:
+        session.error(str(exc))
+
+
+def toolchain_bin(session, toolchain_name: str) -> Path:
+    """The bin folder of the toolchain's venv; a GPU toolchain skips the session on a machine without a GPU."""
     toolchain = TOOLCHAINS[toolchain_name]
     if toolchain.requires_gpu and not gpu_present():
         session.skip(f"toolchain {toolchain.name} requires a GPU and this machine has none")
+    return venv_bin(session, toolchain.name, toolchain.python, toolchain.requirements())
+
+
+def activated(bin_dir: Path) -> dict[str, str]:
+    """The environment of a command run in the venv, as its activate script sets it (its tools first on PATH)."""
+    return {"VIRTUAL_ENV": str(bin_dir.parent), "PATH": os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])}
+
+
+def install_toolchain(session, toolchain_name: str) -> Toolchain:
+    """Pinned torch + megatron-core + common pins, then the harness itself, into the session's own venv (tests)."""
+    toolchain = TOOLCHAINS[toolchain_name]
     if session.python is False:
         session.error(interpreters.missing_message(toolchain.name, toolchain.python))
     session.install(*toolchain.requirements(), str(PROJECT))
     return toolchain
 
 
-def routing_toolchain() -> str | None:
-    """The newest CPU toolchain whose megatron-core records routing_indices (tests/test_family.py runs in it)."""
-    from logitsmatch.layouts import parse_version, records_routing
-
-    candidates = [t for t in TOOLCHAINS.values() if not t.requires_gpu and records_routing(parse_version(t.megatron_core))]
-    return max(candidates, key=lambda t: parse_version(t.megatron_core)).name if candidates else None
-
-
 def ensure_test_toolchains(session) -> None:
-    """Build the venvs the inference tests use beyond the session's own (the routing toolchain's), unless
-    the selection leaves inference out (-m "not inference") or they exist already."""
+    """Build the venv the routing test runs in (tests/test_family.py), unless the selection leaves inference out."""
     if any("not inference" in arg for arg in session.posargs):
         return
-    toolchain = routing_toolchain()
-    if toolchain is None:
-        return
-    venv = PROJECT / ".nox" / re.sub(r"[^\w]+", "-", f"logitsmatch({toolchain})").strip("-")
-    if not (venv / "bin" / "python").is_file():
-        session.log(f"building the {toolchain} venv the routing test runs in")
-        session.run(sys.executable, "-m", "nox", "-s", f"logitsmatch({toolchain})", "--install-only", external=True)
+    toolchain = routing_toolchain(PYPROJECT)
+    if toolchain is not None:
+        toolchain_bin(session, toolchain)
 
 
 def extra_requirements(extra: str) -> list[str]:
@@ -101,20 +124,125 @@ def install_harness(session, *extras: str) -> None:
     session.install(str(PROJECT) + (f"[{','.join(extras)}]" if extras else ""))
 
 
-def checked_suites(session, names: list[str]) -> list[str]:
-    """``names`` if every one is a suite (else the session fails naming it); all suites if empty."""
-    unknown = [name for name in names if name not in SUITES]
-    if unknown:
-        session.error(f"unknown suite {unknown[0]!r} (known: {', '.join(SUITES)})")
-    return names or SUITES
+# --- arguments after `nox -s NAME --` -----------------------------------------------------------
 
 
-def selected_suites(session) -> list[str]:
-    """Suites named after ``--`` (``all``: every suite), or the default ones (``default-suites`` in pyproject.toml)."""
-    names = [arg for arg in session.posargs if not arg.startswith("-")]
-    if names == ["all"]:
-        return SUITES
-    return checked_suites(session, names) if names else DEFAULT_SUITES
+class SessionParser(argparse.ArgumentParser):
+    """The words after ``nox -s NAME --``: a bad one fails the session with the usage line (nothing exits)."""
+
+    def __init__(self, session):
+        super().__init__(prog=f"nox -s {session.name} --", add_help=False, allow_abbrev=False)
+        self.session = session
+        self.set_defaults(forwarded=[])
+
+    def error(self, message):
+        self.session.error(f"{message}; {' '.join(self.format_usage().split())}")
+
+    def forward(self, *names: str, **kwargs) -> None:
+        """An option of the command the session runs, kept (in order) in ``forwarded`` as ``--name=value``."""
+        self.add_argument(*names, action=_Forward, **kwargs)
+
+    def parse(self) -> argparse.Namespace:
+        return self.parse_intermixed_args(self.session.posargs)
+
+    def suites(self, names: list[str], default: list[str]) -> list[str]:
+        """``names`` if every one is a suite (``all``: every suite; none: ``default``)."""
+        return SUITES if names == ["all"] else [self.suite(name) for name in names] or default
+
+    def suite(self, name: str) -> str:
+        if name not in SUITES:
+            self.error(f"unknown suite {name!r} (known: {', '.join(SUITES)})")
+        return name
+
+    def toolchain(self, name: str) -> str:
+        if name not in TOOLCHAINS:
+            self.error(f"unknown toolchain {name!r} (known: {', '.join(TOOLCHAINS)})")
+        return name
+
+
+class _Forward(argparse.Action):
+    def __init__(self, option_strings, dest, nargs=None, **kwargs):
+        super().__init__(option_strings, "forwarded", nargs=nargs, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        word = option_string if values is None or values == [] else f"{option_string}={values}"
+        namespace.forwarded = [*namespace.forwarded, word]
+
+
+def logitsmatch_parser(session) -> SessionParser:
+    """``[SUITE ... | all] [options of logitsmatch run]``."""
+    parser = SessionParser(session)
+    parser.add_argument("suites", nargs="*", metavar="SUITE")
+    for option, metavar in (("--platform", "P"), ("--layout", "LAYOUT"), ("--dtype", "DTYPE"), ("--timeout", "S"),
+                            ("--checkpoint", "DIR"), ("--tokenizer-model", "FILE")):
+        parser.forward(option, metavar=metavar)
+    parser.forward("--capture", nargs="?", type=int, metavar="K")
+    for flag in ("--no-compare", "--keep-run-dir", "-q", "-v"):
+        parser.forward(flag, nargs=0)
+    return parser
+
+
+def record_parser(session) -> SessionParser:
+    """``TOOLCHAIN [SUITE ...] [--force]``."""
+    parser = SessionParser(session)
+    parser.add_argument("toolchain", metavar="TOOLCHAIN")
+    parser.add_argument("suites", nargs="*", metavar="SUITE")
+    parser.forward("--force", nargs=0)
+    return parser
+
+
+def matrix_parser(session) -> SessionParser:
+    """``[--tag TAG ...] [SUITE ... | all] [--baseline T] [--source auto|results|goldens] [--out DIR]``."""
+    parser = SessionParser(session)
+    parser.add_argument("suites", nargs="*", metavar="SUITE")
+    parser.add_argument("--tag", action="append", default=[])
+    parser.add_argument("--baseline", metavar="T")
+    parser.add_argument("--source", choices=("auto", "results", "goldens"), default="auto")
+    parser.add_argument("--out", metavar="DIR")
+    return parser
+
+
+def invariance_parser(session) -> SessionParser:
+    """``SUITE [--toolchain T] [options of logitsmatch invariance]``."""
+    parser = SessionParser(session)
+    parser.add_argument("suite", metavar="SUITE")
+    parser.add_argument("--toolchain", default=DEFAULT_TOOLCHAIN, metavar="T")
+    for option, metavar in (("--layouts", "L,..."), ("--out", "DIR"), ("--abs-tol", "X"), ("--timeout", "S"),
+                            ("--platform", "P")):
+        parser.forward(option, metavar=metavar)
+    parser.forward("--rerun", nargs=0)
+    return parser
+
+
+def prerelease_parser(session) -> SessionParser:
+    """``--megatron-core SPEC [--torch SPEC] [--baseline TOOLCHAIN] [--python X.Y] [SUITE ...]``."""
+    parser = SessionParser(session)
+    parser.add_argument("--megatron-core", metavar="SPEC")
+    parser.add_argument("--torch", metavar="SPEC")
+    parser.add_argument("--baseline", default=DEFAULT_TOOLCHAIN, metavar="TOOLCHAIN")
+    parser.add_argument("--python", metavar="X.Y")
+    parser.add_argument("suites", nargs="*", metavar="SUITE")
+    return parser
+
+
+def explain_parser(session) -> SessionParser:
+    """``--baseline T (--candidate T | --megatron-core SPEC | --torch SPEC | --pin N==V ...) [SUITE ...]``
+    and the options of ``logitsmatch explain``."""
+    parser = SessionParser(session)
+    parser.add_argument("--baseline", required=True, metavar="TOOLCHAIN")
+    parser.add_argument("--candidate", metavar="TOOLCHAIN")
+    parser.add_argument("--megatron-core", metavar="SPEC")
+    parser.add_argument("--torch", metavar="SPEC")
+    parser.add_argument("--pin", action="append", default=[], metavar="NAME==VERSION")
+    parser.add_argument("suites", nargs="*", metavar="SUITE")
+    for option, metavar in (("--source", "PACKAGE=GITDIR"), ("--json", "PATH"), ("--markdown", "PATH"),
+                            ("--png", "PATH"), ("--mode", "MODE"), ("--timeout", "S"), ("--workdir", "DIR"),
+                            ("--abs-tol", "X"), ("--rel-tol", "X")):
+        parser.forward(option, metavar=metavar)
+    return parser
+
+
+# --- the sessions -------------------------------------------------------------------------------
 
 
 def release_refusal(toolchain_name: str, suite_name: str) -> str | None:
@@ -139,7 +267,7 @@ def runnable_suites(session, toolchain_name: str, suites: list[str]) -> list[str
 
 
 def run_suites(session, toolchain_name: str) -> None:
-    """Run each suite; report every failure, fail the session at the end if any failed.
+    """Run each suite in the toolchain's venv; report every failure, fail the session at the end if any failed.
 
     A suite the toolchain's release cannot run (``logitsmatch run`` exits 4, naming what the release
     lacks, before running anything) is listed as not run and does not fail the session: it has no
@@ -150,11 +278,15 @@ def run_suites(session, toolchain_name: str) -> None:
 
     from logitsmatch.errors import EXIT_UNSUPPORTED
 
+    parser = logitsmatch_parser(session)
+    args = parser.parse()
+    suites = parser.suites(args.suites, DEFAULT_SUITES)
+    bin_dir = toolchain_bin(session, toolchain_name)
     failed, not_run = [], []
-    flags = [arg for arg in session.posargs if arg.startswith("-")]
-    for suite in selected_suites(session):
+    for suite in suites:
         try:
-            session.run("logitsmatch", "run", suite, "--toolchain", toolchain_name, *flags)
+            session.run(str(bin_dir / "logitsmatch"), "run", suite, "--toolchain", toolchain_name, *args.forwarded,
+                        external=True, env=activated(bin_dir))
         except CommandFailed as exc:  # keep running the other suites
             (not_run if getattr(exc, "return_code", None) == EXIT_UNSUPPORTED else failed).append(suite)
     if not_run:
@@ -163,54 +295,64 @@ def run_suites(session, toolchain_name: str) -> None:
         session.error(f"{toolchain_name}: failed suites: {', '.join(failed)}")
 
 
-def split_posargs(session, flags_with_values: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
-    """Positional words and option words (an option in ``flags_with_values`` keeps its value)."""
-    words, options = [], []
-    args = iter(session.posargs)
-    for arg in args:
-        if arg.startswith("-"):
-            options.append(arg)
-            if arg in flags_with_values:
-                options.append(next(args, ""))
-        else:
-            words.append(arg)
-    return words, options
+def ensure_fresh_results(session, toolchain_name: str, suites: list[str]) -> list[str]:
+    """Run, in the toolchain's venv, the suites without a fresh CPU result (run.freshness); return the suites its
+    release can run (the others are logged with the reason). The venv is built only if something must run."""
+    from logitsmatch.run.freshness import ensure_fresh
+    from logitsmatch.run.platforms import get_platform
 
-
-def stale_suites(toolchain_name: str, suites: list[str], platform: str = "cpu") -> list[str]:
-    """Suites whose latest result does not stand for the suite, its weights and the toolchain as they are now."""
-    from logitsmatch.run.plan import expected_weights
-
-    stale = []
-    for name in suites:
-        suite = load_suite(PROJECT, name)
-        result = paths.result_path(name, platform, toolchain_name)
-        if freshness_problem(result, suite, expected_weights(suite, PROJECT), TOOLCHAINS[toolchain_name]):
-            stale.append(name)
-    return stale
-
-
-def ensure_fresh_results(session, toolchain_name: str, suites: list[str], flags: tuple[str, ...] = (),
-                         platform: str = "cpu") -> list[str]:
-    """Run the toolchain's own session (same venv, nested nox) for suites without a fresh result; return the
-    suites its release can run (the others are logged with the reason)."""
+    toolchain, cpu = TOOLCHAINS[toolchain_name], get_platform("cpu")
+    interpreter = functools.cache(lambda: str(toolchain_bin(session, toolchain_name) / "python"))
     suites = runnable_suites(session, toolchain_name, suites)
-    stale = stale_suites(toolchain_name, suites, platform)
-    if stale:
-        session.log(f"{toolchain_name}: no fresh result for {', '.join(stale)}; running them")
-        session.run(
-            sys.executable, "-m", "nox", "-s", f"logitsmatch({toolchain_name})", "--", *stale, *flags, "--no-compare",
-            external=True,
-        )
+    problems = [f"{name}: {problem}" for name in suites
+                if (problem := ensure_fresh(interpreter, PROJECT, load_suite(PROJECT, name), toolchain, cpu)[1])]
+    if problems:
+        session.error(f"{toolchain_name}: {'; '.join(problems)}")
     return suites
 
 
-def toolchain_and_suites(session) -> tuple[str, list[str], list[str]]:
-    """``TOOLCHAIN [SUITE ...] [--options]`` from the session's positional arguments."""
-    words, options = split_posargs(session)
-    if not words or words[0] not in TOOLCHAINS:
-        session.error(f"usage: nox -s {session.name} -- TOOLCHAIN [SUITE ...]  (toolchains: {', '.join(TOOLCHAINS)})")
-    return words[0], checked_suites(session, words[1:]), options
+def run_record(session) -> None:
+    """Make a toolchain's fresh result (run first where there is none) the golden of each suite its release can run."""
+    parser = record_parser(session)
+    args = parser.parse()
+    toolchain = parser.toolchain(args.toolchain)
+    suites = ensure_fresh_results(session, toolchain, parser.suites(args.suites, SUITES))
+    install_harness(session)
+    for suite in suites:
+        session.run("logitsmatch", "record", suite, "--toolchain", toolchain, *args.forwarded)
+
+
+def run_matrix(session) -> None:
+    """The toolchains with any of the tags (default: all this machine can run) over the suites (default: the
+    default suites); what has no fresh result runs first, unless ``--source goldens`` tabulates the goldens alone."""
+    parser = matrix_parser(session)
+    args = parser.parse()
+    suites = parser.suites(args.suites, DEFAULT_SUITES)
+    toolchains = [name for name in runnable_toolchains() if not args.tag or set(args.tag) & set(TOOLCHAINS[name].tags)]
+    if not toolchains:
+        parser.error(f"no toolchain has the tag {' or '.join(map(repr, args.tag))}")
+    if args.baseline and args.baseline not in toolchains:
+        parser.error(f"baseline {args.baseline!r} is not among the selected toolchains ({', '.join(toolchains)})")
+    install_harness(session, "plot")
+    if args.source != "goldens":
+        for toolchain in toolchains:
+            ensure_fresh_results(session, toolchain, suites)
+    options = [f"--{key}={value}" for key, value in
+               (("baseline", args.baseline), ("source", args.source), ("out", args.out)) if value]
+    session.run("logitsmatch", "matrix", *(f"--toolchain={name}" for name in toolchains),
+                *(f"--suite={name}" for name in suites), *options)
+
+
+def run_invariance(session) -> None:
+    """``logitsmatch invariance`` in the toolchain's venv: it runs the layouts without a fresh result, then
+    tabulates them."""
+    parser = invariance_parser(session)
+    args = parser.parse()
+    suite = parser.suite(args.suite)
+    toolchain = parser.toolchain(args.toolchain)
+    bin_dir = toolchain_bin(session, toolchain)
+    session.run(str(bin_dir / "logitsmatch"), "invariance", suite, "--toolchain", toolchain, *args.forwarded,
+                external=True, env=activated(bin_dir))
 
 
 def run_prerelease(session) -> None:
@@ -218,19 +360,18 @@ def run_prerelease(session) -> None:
     from nox.command import CommandFailed
 
     from logitsmatch.devtools import prerelease
-    from logitsmatch.errors import BadInput
 
-    words, options = split_posargs(session, ("--megatron-core", "--torch", "--baseline", "--python"))
+    parser = prerelease_parser(session)
+    args = parser.parse()
+    baseline = TOOLCHAINS[parser.toolchain(args.baseline)]
+    suites = parser.suites(args.suites, SUITES)
+    overrides = [prerelease.Override(package, spec) for package, spec in
+                 (("megatron-core", args.megatron_core), ("torch", args.torch)) if spec]
+    if not overrides:
+        parser.error("nothing to validate: give --megatron-core SPEC and/or --torch SPEC")
     try:
-        overrides, settings = prerelease.parse_overrides(options)
-        baseline = TOOLCHAINS[settings.get("baseline", DEFAULT_TOOLCHAIN)]
         needed = [spec for o in overrides if (spec := prerelease.requires_python(o, sys.executable))]
-        python = settings.get("python") or prerelease.candidate_python(baseline, needed)
-        interpreter = interpreters.find(python)
-        if interpreter is None:
-            raise BadInput(f"the candidate needs Python {python}, which is not installed (see README, Interpreters)")
-    except KeyError as exc:
-        session.error(f"unknown baseline toolchain {exc} (known: {', '.join(TOOLCHAINS)})")
+        python = args.python or prerelease.candidate_python(baseline, needed)
     except BadInput as exc:
         session.error(str(exc))
     if python != baseline.python:
@@ -240,16 +381,12 @@ def run_prerelease(session) -> None:
         )
     candidate = prerelease.derive(baseline, overrides, python)
     session.log(f"candidate {candidate.name}: {' '.join(candidate.requirements)}")
-    bin_dir = prerelease.create_venv(
-        interpreter, PROJECT / ".nox" / "prerelease" / candidate.name, [*candidate.requirements, str(PROJECT)]
-    )
+    bin_dir = venv_bin(session, candidate.name, python, list(candidate.requirements))
     failed = []
-    for suite in checked_suites(session, words):
+    for suite in suites:
         try:
-            session.run(
-                str(bin_dir / "logitsmatch"), "run", suite, "--toolchain", baseline.name, "--candidate", candidate.name,
-                external=True,
-            )
+            session.run(str(bin_dir / "logitsmatch"), "run", suite, "--toolchain", baseline.name,
+                        "--candidate", candidate.name, external=True, env=activated(bin_dir))
         except CommandFailed:
             failed.append(suite)
         reports = paths.result_dir(suite, "cpu", candidate.name)
@@ -258,116 +395,28 @@ def run_prerelease(session) -> None:
         session.error(f"candidate {candidate.name} drifts from {baseline.name} beyond policy in: {', '.join(failed)}")
 
 
-def session_options(session, arguments, usage: str):
-    """The session's arguments after ``--`` parsed by the parser ``arguments`` fills; a bad one fails the
-    session with the usage line."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog=f"nox -s {session.name} --", add_help=False, exit_on_error=False)
-    arguments(parser)
-    try:
-        return parser.parse_args(session.posargs)
-    except (argparse.ArgumentError, SystemExit):
-        session.error(f"usage: nox -s {session.name} -- {usage}")
-
-
-def run_matrix(session) -> None:
-    """``nox -s matrix -- [--tag TAG ...] [SUITE ... | all] [--baseline T] [--source goldens] [--out DIR]``: the
-    toolchains with any of the tags (default: all this machine can run) over the suites (default: the default suites); what has no
-    fresh result runs first, unless ``--source goldens`` tabulates the committed goldens alone."""
-    def arguments(parser):
-        parser.add_argument("suites", nargs="*")
-        parser.add_argument("--tag", action="append")
-        for option in ("--baseline", "--source", "--out"):
-            parser.add_argument(option)
-
-    args = session_options(session, arguments, "[--tag TAG ...] [SUITE ... | all] [--baseline T] "
-                                               "[--source auto|results|goldens] [--out DIR]")
-    suites = SUITES if args.suites == ["all"] else checked_suites(session, args.suites) if args.suites else DEFAULT_SUITES
-    toolchains = [name for name in runnable_toolchains() if not args.tag or set(args.tag) & set(TOOLCHAINS[name].tags)]
-    if not toolchains:
-        session.error(f"no toolchain has the tag {' or '.join(map(repr, args.tag))}")
-    if args.baseline and args.baseline not in toolchains:
-        session.error(f"baseline {args.baseline!r} is not among the selected toolchains ({', '.join(toolchains)})")
-    install_harness(session, "plot")
-    if args.source != "goldens":
-        for toolchain in toolchains:
-            ensure_fresh_results(session, toolchain, suites)
-    options = [f"--{key}={value}" for key, value in (("baseline", args.baseline), ("source", args.source), ("out", args.out)) if value]
-    session.run("logitsmatch", "matrix", *(f"--toolchain={name}" for name in toolchains), *(f"--suite={name}" for name in suites), *options)
-
-
-def run_invariance(session) -> None:
-    """``nox -s invariance -- SUITE [--layouts L,...] [--toolchain T] [--out DIR] [--abs-tol X] [--timeout S]``: run
-    the layouts without a fresh result in the toolchain's own session (nested nox), then tabulate them here."""
-    from logitsmatch.errors import BadInput
-    from logitsmatch.layouts import parse
-    from logitsmatch.run.plan import default_invariance_layouts
-    from logitsmatch.run.platforms import get_platform
-
-    def arguments(parser):
-        parser.add_argument("suite")
-        for option in ("--layouts", "--toolchain", "--out", "--abs-tol", "--timeout"):
-            parser.add_argument(option)
-
-    args = session_options(session, arguments, "SUITE [--layouts L,...] [--toolchain T] [--out DIR] [--abs-tol X] [--timeout S]")
-    if args.suite not in SUITES:
-        session.error(f"unknown suite {args.suite!r} (known: {', '.join(SUITES)})")
-    toolchain = args.toolchain or DEFAULT_TOOLCHAIN
-    if toolchain not in TOOLCHAINS:
-        session.error(f"unknown toolchain {toolchain!r} (known: {', '.join(TOOLCHAINS)})")
-    suite = load_suite(PROJECT, args.suite)
-    layouts_text = args.layouts or default_invariance_layouts(suite, PROJECT)
-    timeout = (f"--timeout={args.timeout}",) if args.timeout else ()
-    try:
-        chosen = [parse(name.strip()) for name in layouts_text.split(",")]
-    except BadInput as exc:
-        session.error(str(exc))
-    for layout in chosen:
-        label = get_platform("cpu", layout=layout).label(suite.model_args, suite.world_size)
-        ensure_fresh_results(session, toolchain, [suite.name], (f"--layout={layout.name}", *timeout), label)
-    install_harness(session, "plot")
-    options = [f"--layouts={layouts_text}"] + [f"--{key.replace('_', '-')}={value}" for key, value in
-                                               (("out", args.out), ("abs_tol", args.abs_tol)) if value]
-    session.run("logitsmatch", "invariance", suite.name, f"--toolchain={toolchain}", "--no-run", *options)
-
-
 def run_explain(session) -> None:
-    """Build (or reuse) the two environments and run ``logitsmatch explain`` on them."""
-    import os
+    """``logitsmatch explain`` on the baseline toolchain's venv and the candidate's (a toolchain's, or one derived
+    from the baseline: a venv of its own; a GITDIR@REF candidate needs none)."""
+    from logitsmatch.devtools import explain_sides
 
-    from logitsmatch.devtools import explain_sides, prerelease
-    from logitsmatch.errors import BadInput
-
+    parser = explain_parser(session)
+    args = parser.parse()
     try:
-        request = explain_sides.parse(list(session.posargs))
-        checked_suites(session, request.suites)
-        if request.baseline not in TOOLCHAINS or (request.candidate and request.candidate not in TOOLCHAINS):
-            unknown = request.baseline if request.baseline not in TOOLCHAINS else request.candidate
-            raise BadInput(f"unknown toolchain {unknown!r} (known: {', '.join(TOOLCHAINS)})")
+        request = explain_sides.request_of(args)
     except BadInput as exc:
-        session.error(str(exc))
-    baseline = TOOLCHAINS[request.baseline]
-
-    def venv(name: str, python: str, requirements: list[str]) -> str:
-        interpreter = interpreters.find(python)
-        if interpreter is None:
-            session.error(interpreters.missing_message(name, python))
-        session.log(f"environment {name}: {' '.join(requirements)}")
-        bin_dir = prerelease.create_venv(interpreter, PROJECT / ".nox" / "explain" / name, [*requirements, str(PROJECT) + "[plot]"],
-                                           reuse=True)
-        return str(bin_dir / "python")
-
-    base_python = venv(baseline.name, baseline.python, baseline.requirements())
+        parser.error(str(exc))
+    parser.suites(request.suites, [])
+    baseline = TOOLCHAINS[parser.toolchain(request.baseline)]
+    base_python = str(toolchain_bin(session, baseline.name) / "python")
     command = [base_python, "-m", "logitsmatch", "explain", *request.suites, "--baseline-python", base_python,
                "--toolchain", baseline.name, *request.passed_on]
     if request.candidate:
-        other = TOOLCHAINS[request.candidate]
-        command += ["--candidate-python", venv(other.name, other.python, other.requirements())]
+        command += ["--candidate-python", str(toolchain_bin(session, parser.toolchain(request.candidate)) / "python")]
     elif request.overrides or request.pins:
         name, requirements = explain_sides.candidate_requirements(baseline, request, baseline.python)
-        command += ["--candidate-python", venv(name, baseline.python, requirements)]
+        command += ["--candidate-python", str(venv_bin(session, name, baseline.python, requirements) / "python")]
     if request.commit:
         package, spec = request.commit
         command += ["--candidate-commit", f"{package}={spec}"]
-    session.run(*command, external=True, env={"PYTHONPATH": str(PROJECT / "tools") + os.pathsep + os.environ.get("PYTHONPATH", "")})
+    session.run(*command, external=True)

@@ -11,7 +11,6 @@ interpreter: standard library plus ``packaging`` (a nox dependency).
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 import tempfile
 import tomllib
@@ -49,25 +48,6 @@ class Override:
         if path.suffix == ".whl":
             return f"{self.package}{path.name.split('-')[1]}-wheel-{digest}"
         return f"{self.package}-src-{digest}"
-
-
-def parse_overrides(options: list[str]) -> tuple[list[Override], dict[str, str]]:
-    """``--megatron-core SPEC --torch SPEC --baseline NAME --python X.Y`` from the session's options."""
-    overrides, settings = [], {}
-    args = iter(options)
-    for option in args:
-        value = next(args, None)
-        if value is None or value.startswith("--"):
-            raise BadInput(f"{option} needs a value")
-        if option in ("--megatron-core", "--torch"):
-            overrides.append(Override(option[2:], value))
-        elif option in ("--baseline", "--python"):
-            settings[option[2:]] = value
-        else:
-            raise BadInput(f"unknown option {option} (use --megatron-core, --torch, --baseline, --python)")
-    if not overrides:
-        raise BadInput("nothing to validate: give --megatron-core SPEC and/or --torch SPEC")
-    return overrides, settings
 
 
 def requires_python(override: Override, interpreter: str) -> str | None:
@@ -119,21 +99,3 @@ def derive(baseline: Toolchain, overrides: list[Override], python: str) -> Candi
     kept = [pin for pin in baseline.requirements() if pin.split("==")[0] not in replaced]
     name = "candidate-" + "-".join(override.label() for override in overrides) + f"-py{python}"
     return Candidate(name, python, tuple(kept + [override.requirement() for override in overrides]))
-
-
-def create_venv(interpreter: str, location: Path, requirements: list[str], reuse: bool = False) -> Path:
-    """A venv at ``location`` with the requirements installed; returns its bin folder.
-
-    ``reuse``: a venv that was built from exactly these requirements (and whose local paths
-    have not changed since) is taken as it is, without asking pip again.
-    """
-    marker = location / "logitsmatch-requirements.json"
-    stamp = json.dumps([[r, Path(r).stat().st_mtime if Path(r).exists() else None] for r in requirements])
-    bin_dir = location / "bin"
-    if reuse and marker.is_file() and marker.read_text() == stamp and (bin_dir / "python").exists():
-        return bin_dir
-    if not (location / "bin" / "python").exists():
-        subprocess.run([interpreter, "-m", "venv", str(location)], check=True)
-    subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", *requirements], check=True)
-    marker.write_text(stamp)
-    return bin_dir
