@@ -37,6 +37,18 @@ EXIT_CODE_TABLE = {
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C or SIGTERM)",
 }
 
+OUTCOME_NAMES = {
+    ExitCode.OK: "pass", ExitCode.DRIFT: "drift", ExitCode.BAD_INPUT: "bad input", ExitCode.RUN_FAILED: "run failed",
+    ExitCode.UNSUPPORTED: "not run", ExitCode.NO_GOLDEN: "NO GOLDEN", ExitCode.INTERNAL: "internal error",
+    ExitCode.INTERRUPTED: "interrupted",
+}
+
+
+def outcome_name(code: int | None) -> str:
+    """What an exit code of a logitsmatch command means, in a word or two (nox sessions' summaries)."""
+    return OUTCOME_NAMES.get(code, f"exit {code}") if code is not None else "did not start"
+
+
 EXIT_OK = ExitCode.OK
 EXIT_DRIFT = ExitCode.DRIFT
 EXIT_BAD_INPUT = ExitCode.BAD_INPUT
