@@ -138,7 +138,8 @@ def breakdown(golden: Path, current: Path, out: Path) -> dict:
 import json, time
 t0 = time.perf_counter()
 from logitsmatch.judge.golden_io import load_golden
-from logitsmatch.judge.compare import Policy, compare
+from logitsmatch.judge.compare import compare
+from logitsmatch.judge.policy import Policy
 from logitsmatch.judge.report import render_terminal, write_reports
 t1 = time.perf_counter()
 g, c = load_golden({str(golden)!r}), load_golden({str(current)!r})

@@ -42,7 +42,8 @@ if str(PROJECT / "tools") not in sys.path:
     sys.path.insert(0, str(PROJECT / "tools"))
 
 from logitsmatch import paths  # noqa: E402
-from logitsmatch.judge.compare import Policy, compare  # noqa: E402
+from logitsmatch.judge.compare import compare  # noqa: E402
+from logitsmatch.judge.policy import Policy  # noqa: E402
 
 DEFAULT_SUITE = "gpt_dynamic_inference_tp8_pp1_dp1_583m_logitsmatch_zmq"
 CPU_REFERENCE = "golden_values_cpu_py3.11-torch2.13.0-mcore0.16.1.json"

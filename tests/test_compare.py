@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from logitsmatch.errors import BadInput
-from logitsmatch.judge.compare import Mode, Policy, compare
+from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.policy import Mode, Policy
 from support.documents import BASE, DEFAULT, add_at, edited, make_request, set_at
 from support.parity_cases import as_a_run_writes_it
 

@@ -12,8 +12,9 @@ import pytest
 from logitsmatch import cli
 from logitsmatch.errors import BadInput
 from logitsmatch.judge import golden_io
-from logitsmatch.judge.compare import Policy, compare
+from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import atomic_writer, load_golden, write_json_atomic
+from logitsmatch.judge.policy import Policy
 from logitsmatch.judge.report import render_junit, render_markdown, render_terminal
 
 HISTORY = Path(__file__).resolve().parent / "data" / "megatron_history"

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logitsmatch import cli
-from logitsmatch.judge.compare import Mode, Policy, compare
+from logitsmatch.judge.compare import compare
+from logitsmatch.judge.policy import Mode, Policy
 
 logprob = st.one_of(
     st.floats(min_value=-30.0, max_value=0.0),

@@ -19,9 +19,11 @@ from deepdiff import DeepDiff
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from logitsmatch.judge.compare import Policy, compare, deepdiff_path
+from logitsmatch.judge.compare import compare
 from logitsmatch.judge.deepdiff_view import NOT_COMPARABLE, deepdiff_changes, deepdiff_options, dumps
 from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.policy import Policy
+from logitsmatch.judge.results import deepdiff_path
 from support.documents import BASE, add_at, edited, make_request, set_at
 from support.parity_cases import history_folders
 

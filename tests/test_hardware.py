@@ -71,3 +71,39 @@ def test_sides_name_both_classes_when_they_differ():
     assert hardware.sides(amd, amd)["note"] is None and hardware.sides(amd, amd)["same_class"] is True
     assert hardware.sides(None, None) is None
     assert hardware.sides(amd, {"hardware": {"cpu": "AMD EPYC"}})["same_class"] is None
+
+
+def _with_sidecar(tmp_path, name: str, golden, hardware_record: dict | None):
+    import json
+    import shutil
+
+    target = tmp_path / f"{name}.json"
+    shutil.copy(golden, target)
+    sidecar = json.loads(golden.with_name(golden.stem + ".provenance.json").read_text())
+    if hardware_record is not None:
+        sidecar["hardware"] = hardware_record
+    target.with_name(f"{name}.provenance.json").write_text(json.dumps(sidecar))
+    return target
+
+
+def test_compare_names_both_classes_when_a_result_comes_from_other_hardware(tmp_path):
+    """A committed golden (AMD EPYC) against a copy whose provenance says Intel Xeon (AVX-512)."""
+    import json
+
+    from support import TINY_SUITE, golden_file, run_logitsmatch
+
+    golden = _with_sidecar(tmp_path, "golden", golden_file(TINY_SUITE), None)
+    intel = _with_sidecar(tmp_path, "current", golden_file(TINY_SUITE), {**INTEL, "class": hardware.hardware_class(INTEL)})
+    completed = run_logitsmatch("compare", str(golden), str(intel), "--json", str(tmp_path / "report.json"))
+    assert completed.returncode == 0, completed.stderr
+    assert ("golden from AMD EPYC (AVX2, mkl 2024.2, 1 thread) [x86_64-amd-avx2-mkl], this run on "
+            "Intel(R) Xeon(R) Platinum 8480+ (AVX512, mkl 2024.2, 1 thread) [x86_64-intel-avx512-mkl]") in completed.stdout
+    assert "judged at the tolerance (abs 0.001)" in completed.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["hardware"] == {"golden": "x86_64-amd-avx2-mkl", "current": "x86_64-intel-avx512-mkl", "same_class": False}
+    strict = run_logitsmatch("compare", str(golden), str(intel), "--mode", "deterministic")
+    assert "cannot be told apart from hardware drift" in strict.stdout
+    same = run_logitsmatch("compare", str(golden), str(_with_sidecar(tmp_path, "same", golden_file(TINY_SUITE), None)),
+                           "--json", str(tmp_path / "same.json"))
+    assert "bitwise agreement is not expected" not in same.stdout
+    assert json.loads((tmp_path / "same.json").read_text())["hardware"]["same_class"] is True

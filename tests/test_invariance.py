@@ -15,8 +15,9 @@ import sys
 import pytest
 
 from logitsmatch.cli import main as cli_main
-from logitsmatch.judge.compare import Policy, compare
+from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.policy import Policy
 from logitsmatch.layouts import parse
 from logitsmatch.run.plan import expected_weights
 from logitsmatch.run.platforms import get_platform

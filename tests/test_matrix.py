@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 
 from logitsmatch.cli import main as cli_main
-from logitsmatch.judge.compare import Policy, compare
-from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.compare import compare
+from logitsmatch.judge.golden_io import json_float, load_golden
+from logitsmatch.judge.matrix import Cell
+from logitsmatch.judge.policy import Policy
 from logitsmatch.paths import golden_path
 from logitsmatch.suites import load_suite
 from logitsmatch.toolchains import load_toolchains
@@ -39,6 +42,17 @@ def test_matrix_matches_compare_pair_by_pair(project, tmp_path, monkeypatch, cap
     assert (out / "matrix.png").stat().st_size > 10_000
     assert "| **" in (out / "matrix.md").read_text()
     assert "->" in capsys.readouterr().out
+
+
+def test_non_finite_deltas_are_spelled_as_in_the_compare_report():
+    values = (1.5, 0.0, math.nan, math.inf, -math.inf, None)
+    assert [json_float(v) for v in values] == [1.5, 0.0, "nan", "inf", "-inf", None]
+    golden = {"0": {"generated_tokens": [1, 2], "logprobs": [-1.0, -0.5, -0.25]}}
+    current = {"0": {"generated_tokens": [1, 2], "logprobs": [-1.0, math.inf, -0.25]}}
+    result = compare(golden, current, Policy())
+    cell = Cell(tokens_agree=True, first_divergence=None, max_abs_delta=result.max_abs_delta, n_over_tolerance=1,
+                passed=False)
+    assert cell.to_dict()["max_abs_delta"] == result.to_dict()["summary"]["logprobs"]["max_abs_delta"] == "inf"
 
 
 def test_unknown_toolchain_is_bad_input(project, monkeypatch, capsys):

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from logitsmatch.errors import BadInput
-from logitsmatch.judge.compare import Policy, compare
+from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.policy import Policy
 from support import megatron_cases_folder
 from support.documents import make_doc
 from support.megatron import checkout_from_env, checkout_verdicts, load_recorded

@@ -27,9 +27,10 @@ def configure(parser) -> None:
 
 
 def main(args) -> int:
-    from logitsmatch.judge.compare import Policy, compare
+    from logitsmatch.judge.compare import compare
     from logitsmatch.judge.golden_io import load_golden
     from logitsmatch.judge.matrix import check_source, locate
+    from logitsmatch.judge.policy import Policy
     from logitsmatch.judge.report import render_terminal, write_reports
     from logitsmatch.run.platforms import check_label
     from logitsmatch.suites import load_suite, suite_names

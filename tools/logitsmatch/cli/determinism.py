@@ -3,7 +3,7 @@
 Each run is a full ``logitsmatch run`` (same options) publishing into its own
 folder under ``results/<suite>/.determinism/<id>/run-N/``, so the suite's
 published result and its goldens are untouched. The results are then judged
-with the DETERMINISTIC policy of ``logitsmatch.judge.compare`` (tokens, logprobs and
+with the DETERMINISTIC policy of ``logitsmatch.judge.policy`` (tokens, logprobs and
 generated text, bit-exact). Exit 0 when every run matches the first, 1 (and a
 "NOT DETERMINISTIC" verdict naming what moved) when one does not, or the
 failing run's own exit code.
@@ -33,8 +33,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def judge(results: list[Path], report_dir: Path) -> bool:
     """Every result against the first, bit-exact; prints the verdict, writes report-N.{json,md}."""
-    from logitsmatch.judge.compare import Mode, Policy, compare
+    from logitsmatch.judge.compare import compare
     from logitsmatch.judge.golden_io import load_golden
+    from logitsmatch.judge.policy import Mode, Policy
     from logitsmatch.judge.report import render_terminal, write_reports
 
     policy = Policy(mode=Mode.DETERMINISTIC, metrics=METRICS)

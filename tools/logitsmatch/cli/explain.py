@@ -14,6 +14,7 @@ from pathlib import Path
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
 from logitsmatch.files import check_interpreter, write_atomic
+from logitsmatch.judge.policy import Mode, Policy, add_policy_options
 from logitsmatch.log import logger
 
 EXAMPLE = ("logitsmatch explain --baseline-python .nox/toolchains/A/bin/python "
@@ -32,9 +33,7 @@ def configure(parser) -> None:
     parser.add_argument("--source", action="append", default=[], metavar="PACKAGE=GITDIR",
                         help="git checkout of PACKAGE with release tags (core_vX.Y.Z for megatron-core): bisect its commits")
     parser.add_argument("--toolchain", default=None, help="label for the runs (default: the default toolchain)")
-    parser.add_argument("--mode", default="deterministic", help="deterministic (bit-exact, default), megatron or approximate")
-    parser.add_argument("--abs-tol", default=None)
-    parser.add_argument("--rel-tol", default=None)
+    add_policy_options(parser, ("mode", "abs_tol", "rel_tol"), mode=Mode.DETERMINISTIC)
     parser.add_argument("--json", default=None, metavar="PATH", help="write the explanation as JSON")
     parser.add_argument("--markdown", default=None, metavar="PATH", help="write the explanation as Markdown")
     parser.add_argument("--png", default=None, metavar="PATH", help="plot of max |delta| per module (first suite)")
@@ -54,7 +53,6 @@ def main(args) -> int:
     from logitsmatch.explain.environments import Side, resolve
     from logitsmatch.explain.explainer import Explainer, Settings, megatron_cpp_helper
     from logitsmatch.explain.report import combine, markdown, terminal
-    from logitsmatch.judge.compare import Policy
     from logitsmatch.judge.golden_io import write_json_atomic
     from logitsmatch.suites import suite_names
     from logitsmatch.toolchains import default_toolchain_name
@@ -68,7 +66,7 @@ def main(args) -> int:
     for option, python in (("--baseline-python", args.baseline_python), ("--candidate-python", args.candidate_python)):
         if python is not None:
             check_interpreter(python, option)
-    policy = Policy(mode=args.mode, abs_tol=args.abs_tol, rel_tol=args.rel_tol)
+    policy = Policy.from_args(args)
     sources = dict(_pair(text, "--source") for text in args.source)
     for gitdir in sources.values():
         gitsource.git(gitdir, "rev-parse", "--git-dir")

@@ -24,6 +24,7 @@ from pathlib import Path
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, EXIT_RUN_FAILED, BadInput
 from logitsmatch.files import output_folder, read_input, write_atomic
+from logitsmatch.judge.policy import add_policy_options
 from logitsmatch.log import logger
 from logitsmatch.run.freshness import ensure_fresh
 from logitsmatch.run.plan import DENSE_LAYOUTS, default_invariance_layouts
@@ -40,8 +41,7 @@ def configure(parser) -> None:
     parser.add_argument("--layouts", default=None,
                         help=f"comma-separated layouts (default: {DENSE_LAYOUTS}; for a MoE suite its own layout and tp1)")
     parser.add_argument("--platform", default=None, help="cpu, gpu, h100 or dgx_h100 (default: detected)")
-    parser.add_argument("--abs-tol", type=float, default=INVARIANCE_ABS_TOL,
-                        help=f"absolute logprob tolerance of the table (default {INVARIANCE_ABS_TOL:g}, see --help text above)")
+    add_policy_options(parser, ("abs_tol",), abs_tol=INVARIANCE_ABS_TOL)
     parser.add_argument("--rerun", action="store_true", help="run every layout again, even with a fresh result")
     parser.add_argument("--no-run", action="store_true", help="only tabulate fresh results; run nothing")
     parser.add_argument("--timeout", type=float, default=None, help="deadline per run in seconds (default: the suite's)")
@@ -86,17 +86,17 @@ def run_summary(provenance: dict) -> dict:
 
 
 def main(args) -> int:
-    from logitsmatch.judge.compare import REQUEST_METRICS, Policy
     from logitsmatch.judge.golden_io import load_golden, write_json_atomic
     from logitsmatch.judge.matrix import pairwise, render_heatmap, render_markdown, render_terminal, table_json
+    from logitsmatch.judge.policy import REQUEST_METRICS, Policy
     from logitsmatch.suites import load_suite
     from logitsmatch.toolchains import get_toolchain
 
     project = paths.project_root()
     toolchain = get_toolchain(project / "pyproject.toml", args.toolchain)
     suite = load_suite(project, args.suite)
-    if not (args.abs_tol >= 0 and args.abs_tol < float("inf")):
-        raise BadInput(f"--abs-tol must be a finite number >= 0, got {args.abs_tol}")
+    metrics = [metric for metric in suite.metrics if metric in REQUEST_METRICS]
+    policy = Policy.from_args(args, metrics=metrics)
     if args.rerun and args.no_run:
         raise BadInput("--rerun and --no-run contradict each other")
     chosen = plan_layouts(suite, project, args.layouts or default_invariance_layouts(suite, project), args.platform)
@@ -111,8 +111,6 @@ def main(args) -> int:
         else:
             files[layout.name] = result
 
-    metrics = [metric for metric in suite.metrics if metric in REQUEST_METRICS]
-    policy = Policy(mode="megatron", abs_tol=args.abs_tol, metrics=metrics)
     documents = {name: load_golden(path) for name, path in files.items()}
     shown = {name: paths.shown_path(path, project) for name, path in files.items()}
     table = {"names": list(documents), "missing": list(failed), "files": shown, "cells": pairwise(documents, policy)}
@@ -121,12 +119,13 @@ def main(args) -> int:
     heading = f"{suite.name} ({toolchain.name})"
     notes = [
         f"Same weights and prompts at each layout, toolchain `{toolchain.name}`; every cell is `logitsmatch compare` "
-        f"of the two results (row = golden side) with metrics {', '.join(metrics)} and tolerance abs {args.abs_tol:g} "
+        f"of the two results (row = golden side) with metrics {', '.join(metrics)} "
+        f"and tolerance abs {policy.abs_tol:g} "
         "(rel 1e-9, no failure budget).",
         "",
         "Tolerance: " + TOLERANCE_WHY,
         "",
-        f"Made by: `{command_line(args, suite.name)}`",
+        f"Made by: `{command_line(args, suite.name, policy.abs_tol)}`",
         "",
         "| layout | ranks | engines that served | wall s | max peak RSS per rank (MiB) | CPU |",
         "|---|---|---|---|---|---|",
@@ -135,7 +134,8 @@ def main(args) -> int:
     ]
     write_json_atomic(out / "invariance.json", {
         "suite": suite.name, "toolchain": toolchain.name, "policy": policy.to_dict(), "tolerance_why": TOLERANCE_WHY,
-        "command": command_line(args, suite.name), "runs": runs, "failed": failed, "table": table_json(table),
+        "command": command_line(args, suite.name, policy.abs_tol), "runs": runs, "failed": failed,
+        "table": table_json(table),
     })
     write_atomic(out / "invariance.md", render_markdown({heading: table}, "Parallelism invariance", notes))
     png = " (no PNG: no layout has a result)"
@@ -155,7 +155,7 @@ def main(args) -> int:
     worst = max((cell.max_abs_delta for cell in cells), default=0.0)
     if all(cell.passed for cell in cells) and len(documents) >= 2:
         print(f"INVARIANT: {len(documents)} layouts, every pair within tolerance: tokens equal, "
-              f"max |delta logprob| {worst:.3g} <= {args.abs_tol:g}")
+              f"max |delta logprob| {worst:.3g} <= {policy.abs_tol:g}")
     else:
         bad = sorted({f"{r}->{c}" for r, row in table["cells"].items() for c, cell in row.items() if not cell.passed})
         print(f"NOT INVARIANT: {len(bad)} of {len(cells)} ordered pairs beyond tolerance ({', '.join(bad[:8])}); "
@@ -175,12 +175,12 @@ TOLERANCE_WHY = (
 )
 
 
-def command_line(args, suite: str) -> str:
+def command_line(args, suite: str, abs_tol: float) -> str:
     """The command that makes this table (its options spelled out; --no-run and --out left aside)."""
     layouts = args.layouts or ""
     parts = ["logitsmatch", "invariance", suite, "--toolchain", args.toolchain]
     parts += ["--layouts", layouts] if layouts else []
-    parts += ["--abs-tol", f"{args.abs_tol:g}"] if args.abs_tol != INVARIANCE_ABS_TOL else []
+    parts += ["--abs-tol", f"{abs_tol:g}"] if abs_tol != INVARIANCE_ABS_TOL else []
     return " ".join(parts)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK
 from logitsmatch.files import refuse_output_over_inputs, write_atomic
+from logitsmatch.judge.localize import DEFAULT_TOLERANCE
+from logitsmatch.judge.policy import Policy, add_policy_options
 from logitsmatch.log import logger
 
 EXAMPLE = "logitsmatch localize results/SUITE/cpu/A/capture results/SUITE/cpu/B/capture --png localize.png --json localize.json"
@@ -22,23 +24,18 @@ EXAMPLE = "logitsmatch localize results/SUITE/cpu/A/capture results/SUITE/cpu/B/
 def configure(parser) -> None:
     parser.add_argument("a", help="capture folder of the first run")
     parser.add_argument("b", help="capture folder of the second run")
-    parser.add_argument("--abs-tol", type=float, default=None, help="tolerance for 'beyond tolerance' (default 1e-5)")
-    parser.add_argument("--rel-tol", type=float, default=None, help="relative tolerance (default 1e-5)")
+    add_policy_options(parser, ("abs_tol", "rel_tol"),
+                       abs_tol=DEFAULT_TOLERANCE.abs_tol, rel_tol=DEFAULT_TOLERANCE.rel_tol)
     parser.add_argument("--json", default=None, metavar="PATH", help="write the localization as JSON")
     parser.add_argument("--markdown", default=None, metavar="PATH", help="write the per-module table as Markdown")
     parser.add_argument("--png", default=None, metavar="PATH", help="plot max |delta| along the execution order")
 
 
 def main(args) -> int:
-    from logitsmatch.judge.compare import Mode, Policy
     from logitsmatch.judge.golden_io import write_json_atomic
-    from logitsmatch.judge.localize import DEFAULT_TOLERANCE, localize, markdown, plot, read_capture, terminal
+    from logitsmatch.judge.localize import localize, markdown, plot, read_capture, terminal
 
-    tolerance = DEFAULT_TOLERANCE
-    if args.abs_tol is not None or args.rel_tol is not None:
-        tolerance = Policy(mode=Mode.APPROXIMATE, failure_budget=0,
-                           abs_tol=args.abs_tol if args.abs_tol is not None else DEFAULT_TOLERANCE.abs_tol,
-                           rel_tol=args.rel_tol if args.rel_tol is not None else DEFAULT_TOLERANCE.rel_tol)
+    tolerance = Policy.from_args(args, mode=DEFAULT_TOLERANCE.mode, failure_budget=DEFAULT_TOLERANCE.failure_budget)
     captures = read_capture(args.a), read_capture(args.b)
     inputs = [path for capture in captures for path in (*capture.folder.iterdir(), capture.folder.parent / "inputs.json")]
     refuse_output_over_inputs([args.json, args.markdown, args.png], inputs)

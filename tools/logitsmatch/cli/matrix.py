@@ -32,9 +32,9 @@ def configure(parser) -> None:
 
 
 def main(args) -> int:
-    from logitsmatch.judge.compare import Policy
     from logitsmatch.judge.golden_io import write_json_atomic
     from logitsmatch.judge.matrix import check_source, drift_matrix, render_heatmap, render_markdown, render_terminal, table_json
+    from logitsmatch.judge.policy import Policy
     from logitsmatch.run.platforms import check_label
     from logitsmatch.suites import load_suite, suite_names
     from logitsmatch.toolchains import default_toolchain_name, load_toolchains

@@ -33,8 +33,9 @@ from logitsmatch.errors import BadInput
 from logitsmatch.explain import environments as envs
 from logitsmatch.explain import gitsource
 from logitsmatch.explain.bisect import first_bad, isolate
-from logitsmatch.judge.compare import Policy, compare
-from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.compare import compare
+from logitsmatch.judge.golden_io import json_float, load_golden
+from logitsmatch.judge.policy import Policy
 from logitsmatch.log import logger
 
 CAPTURE_STEPS = 3
@@ -175,7 +176,7 @@ class Explainer:
             result = compare(self.document(side), document, self.settings.policy)
             same[name] = result.passed
             run.comparisons[f"vs_{name}"] = {"tokens_agree": result.tokens_agree,
-                                             "max_abs_delta": _float(result.max_abs_delta),
+                                             "max_abs_delta": json_float(result.max_abs_delta),
                                              "over_tolerance": result.n_over_tolerance, "same": result.passed}
         if same.get("baseline"):
             run.outcome = "good"
@@ -388,10 +389,6 @@ def megatron_cpp_helper(env: envs.Environment) -> Path | None:
         if relative.startswith("megatron/core/datasets/helpers_cpp") and relative.endswith(".so"):
             return Path(entry["location"]) / relative
     return None
-
-
-def _float(value: float):
-    return value if math.isfinite(value) else str(value)
 
 
 def _judgement(policy: Policy) -> str:

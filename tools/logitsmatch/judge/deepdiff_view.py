@@ -27,7 +27,8 @@ import json
 import math
 from typing import Any
 
-from logitsmatch.judge.compare import ComparisonResult, Mode, deepdiff_path
+from logitsmatch.judge.policy import Mode
+from logitsmatch.judge.results import ComparisonResult, deepdiff_path
 
 NOT_COMPARABLE = "logitsmatch_not_comparable"
 

@@ -22,6 +22,7 @@ floats, not booleans); a culprit is named with its deepdiff path.
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -77,6 +78,9 @@ def deepdiff_path(*elements: str | int) -> str:
     return "root" + "".join(
         f"[{e}]" if isinstance(e, int) else (f'["{e}"]' if "'" in e else f"['{e}']") for e in elements
     )
+def request_sort_key(rid: str) -> tuple:
+    """Numeric request ids in numeric order, then the others by name."""
+    return (0, int(rid), "") if rid.isdecimal() else (1, 0, rid)
 
 
 def load_golden(path: str | os.PathLike) -> GoldenDocument:
@@ -305,6 +309,13 @@ def _utf8_json(text: str, obj: Any, **options) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(obj, ensure_ascii=True, **options).encode("ascii")
+
+
+def json_float(value: float | None) -> float | str | None:
+    """JSON has no NaN or infinity: reports spell them "nan", "inf", "-inf" (None stays null)."""
+    if value is None or math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

@@ -9,7 +9,7 @@ the two runs, and the localization refuses. Then:
 
 * the first module whose real-row digest differs on any rank: the first *bitwise* move;
 * per module, max |Δ| over the value ranks' real rows, decided by the one comparator
-  (``judge.compare.compare_arrays``), and the first module beyond the tolerance.
+  (``judge.numerics.compare_arrays``), and the first module beyond the tolerance.
 
 What cannot be aligned is named, never dropped: an output or a rank one capture lacks, and
 an output whose shape or dtype differs between the two (no max |Δ| is made up for it).
@@ -31,7 +31,9 @@ import numpy as np
 
 from logitsmatch.errors import BadInput
 from logitsmatch.files import check_regular, read_input, read_text_input
-from logitsmatch.judge.compare import Mode, Policy, compare_arrays
+from logitsmatch.judge.golden_io import json_float
+from logitsmatch.judge.numerics import compare_arrays
+from logitsmatch.judge.policy import Mode, Policy
 
 DEFAULT_TOLERANCE = Policy(mode=Mode.APPROXIMATE, abs_tol=1e-5, rel_tol=1e-5, failure_budget=0)
 
@@ -175,10 +177,9 @@ class ModuleRow:
         return self.ranks_differing > 0
 
     def to_dict(self) -> dict:
-        delta = self.max_abs_delta
         return {"step": self.step, "order": self.order, "name": self.name, "output": self.output, "shape": self.shape,
                 "ranks_compared": self.ranks_compared, "ranks_differing": self.ranks_differing,
-                "max_abs_delta": delta if delta is None or math.isfinite(delta) else str(delta),
+                "max_abs_delta": json_float(self.max_abs_delta),
                 "beyond_tolerance": self.beyond_tolerance, "mismatch": self.mismatch}
 
 

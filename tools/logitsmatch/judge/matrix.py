@@ -17,7 +17,7 @@ from logitsmatch import paths
 from logitsmatch.collection import collected_result, is_collection
 from logitsmatch.errors import BadInput
 from logitsmatch.judge.compare import compare
-from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.golden_io import json_float, load_golden
 
 SOURCES = ("auto", "results", "goldens")
 
@@ -43,11 +43,10 @@ class Cell:
     passed: bool
 
     def to_dict(self) -> dict:
-        delta = self.max_abs_delta
         return {
             "tokens_agree": self.tokens_agree,
             "first_divergence": self.first_divergence,
-            "max_abs_delta": delta if math.isfinite(delta) else str(delta),
+            "max_abs_delta": json_float(self.max_abs_delta),
             "n_over_tolerance": self.n_over_tolerance,
             "passed": self.passed,
         }

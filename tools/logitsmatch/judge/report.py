@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import re
 
-from logitsmatch.judge.compare import Check, ComparisonResult, deepdiff_path
 from logitsmatch.judge.golden_io import atomic_writer, dumps_json
+from logitsmatch.judge.results import Check, ComparisonResult, deepdiff_path
 
 DEFAULT_LIMIT = 20
 # What a terminal, Markdown or XML cannot carry: lone surrogates (JSON can, UTF-8 cannot) and,

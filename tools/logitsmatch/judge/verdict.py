@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from logitsmatch.errors import EXIT_DRIFT, EXIT_NO_GOLDEN, EXIT_OK, ExitCode
-from logitsmatch.judge.compare import Policy, compare
+from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import load_golden
+from logitsmatch.judge.policy import Policy
 from logitsmatch.judge.report import render_terminal, write_reports
 from logitsmatch.log import logger
 from logitsmatch.paths import report_paths, shown_path
@@ -22,6 +23,36 @@ def policy_for(suite) -> Policy:
     return Policy.from_suite(suite.metrics, suite.comparison)
 
 
+def with_hardware(result, golden_path: Path, current_path: Path) -> None:
+    """Note the two sides' hardware classes (from their provenance sidecars) on ``result``: across classes bitwise
+    agreement is not expected, and a reader must not take a last-bits difference for toolchain drift."""
+    from logitsmatch.hardware import sides
+    from logitsmatch.judge.policy import Mode
+
+    result.hardware = sides(*(_provenance(path) for path in (golden_path, current_path)))
+    note = result.hardware and result.hardware["note"]
+    if note:
+        if result.policy.mode is Mode.DETERMINISTIC:
+            note += "; in deterministic mode a difference here cannot be told apart from hardware drift"
+        else:
+            note += f"; judged at the tolerance (abs {result.policy.abs_tol:g})"
+        result.warnings.append(note)
+
+
+def _provenance(path: Path) -> dict | None:
+    """A file's provenance sidecar, when it has a readable one (anything else: nothing to say)."""
+    import json
+
+    from logitsmatch.paths import provenance_path
+
+    sidecar = provenance_path(Path(path))
+    try:
+        record = json.loads(sidecar.read_text()) if sidecar.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def judge_against_golden(suite, result_path: Path, golden_path: Path, toolchain: str) -> ExitCode:
     """Print the verdict of ``result_path`` against ``golden_path``: EXIT_OK, EXIT_DRIFT or EXIT_NO_GOLDEN."""
     if not golden_path.is_file():
@@ -29,6 +60,7 @@ def judge_against_golden(suite, result_path: Path, golden_path: Path, toolchain:
               f"make it from this result with: nox -s record -- {toolchain} {suite.name}")
         return EXIT_NO_GOLDEN
     result = compare(load_golden(golden_path), load_golden(result_path), policy_for(suite))
+    with_hardware(result, golden_path, result_path)
     reports = report_paths(result_path)
     write_reports(result, json_path=reports["json"], markdown_path=reports["markdown"], junit_path=reports["junit"])
     logger.info(f"golden: {golden_path}")
