@@ -124,7 +124,7 @@ def test_types_before_numbers_named_by_deepdiff_path(tmp_path, monkeypatch, orjs
     for routing, message in (([[[1, 1.5]]], "routing_indices[0][0][1] is a number"),
                              ([[["3"]]], "routing_indices[0][0][0] is a string"),
                              ([[[0, -2]]], "routing_indices[0][0][1] is -2"),
-                             ([[1, [2]]], "routing_indices[0][1] is a list where its neighbours are ids")):
+                             ([[1, [2]]], "routing_indices[0] mixes ids and lists at one depth")):
         bad = json.loads(json.dumps(doc))
         bad["0"]["routing_indices"] = routing
         with pytest.raises(BadInput, match=re.escape(message)):

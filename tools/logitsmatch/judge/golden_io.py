@@ -74,7 +74,8 @@ def request_ids(doc: dict) -> list[str]:
 
 
 def deepdiff_path(*elements: str | int) -> str:
-    """The path deepdiff prints for a place in a golden document: ``root['17']['logprobs'][51]``."""
+    """The path deepdiff prints for a place in a golden document: ``root['17']['logprobs'][51]`` (a key holding
+    ' in double quotes, as deepdiff.path.stringify_element writes it); load errors and reports name places so."""
     return "root" + "".join(
         f"[{e}]" if isinstance(e, int) else (f'["{e}"]' if "'" in e else f"['{e}']") for e in elements
     )
@@ -270,18 +271,24 @@ def _check_ids(where: str, rid: str, at: tuple, values: list) -> None:
         for index, inner in enumerate(values):
             _check_ids(where, rid, (*at, index), inner)
         return
+    def name(*index: int) -> str:
+        return "".join(f"[{e}]" if isinstance(e, int) else e for e in (*at, *index))
+
+    lists = [index for index, value in enumerate(values) if type(value) is list]
+    if lists and len(at) >= _MAX_ID_DEPTH:
+        raise BadInput(f"{where}: {name(lists[0])} is nested too deeply (at {deepdiff_path(rid, *at, lists[0])})")
+    if lists and len(lists) < len(values):
+        other = next(index for index, value in enumerate(values) if type(value) is not list)
+        raise BadInput(f"{where}: {name()} mixes ids and lists at one depth ({name(other)} is "
+                       f"{json_type(values[other])}, {name(lists[0])} a list) (at {deepdiff_path(rid, *at, other)})")
     for index, value in enumerate(values):
         path = deepdiff_path(rid, *at, index)
-        name = "".join(f"[{e}]" if isinstance(e, int) else e for e in (*at, index))
-        if type(value) is list:
-            problem = "is nested too deeply" if len(at) >= _MAX_ID_DEPTH else "is a list where its neighbours are ids"
-            raise BadInput(f"{where}: {name} {problem} (at {path})")
         if type(value) is not int:
-            raise BadInput(f"{where}: {name} is {json_type(value)}, expected an integer (at {path})")
+            raise BadInput(f"{where}: {name(index)} is {json_type(value)}, expected an integer (at {path})")
         if value < 0:
-            raise BadInput(f"{where}: {name} is {value}, expected a non-negative integer id (at {path})")
+            raise BadInput(f"{where}: {name(index)} is {value}, expected a non-negative integer id (at {path})")
         if value >= 2**63:
-            raise BadInput(f"{where}: {name} is an integer beyond 64 bits ({str(value)[:30]}): "
+            raise BadInput(f"{where}: {name(index)} is an integer beyond 64 bits ({str(value)[:30]}): "
                            f"ids must fit in 64 bits (at {path})")
 
 
