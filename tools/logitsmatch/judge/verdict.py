@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from logitsmatch.errors import EXIT_DRIFT, EXIT_NO_GOLDEN, EXIT_OK, ExitCode
+from logitsmatch.errors import EXIT_DRIFT, EXIT_NO_GOLDEN, EXIT_OK, BadInput, ExitCode
+from logitsmatch.files import read_input
 from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import load_golden
 from logitsmatch.judge.policy import Policy
@@ -47,8 +48,8 @@ def _provenance(path: Path) -> dict | None:
 
     sidecar = provenance_path(Path(path))
     try:
-        record = json.loads(sidecar.read_text()) if sidecar.is_file() else None
-    except (OSError, ValueError):
+        record = json.loads(read_input(sidecar)) if sidecar.is_file() else None
+    except (BadInput, ValueError, RecursionError):
         return None
     return record if isinstance(record, dict) else None
 
