@@ -195,3 +195,20 @@ def test_localize_names_what_it_cannot_align(tmp_path):
     assert result.missing == ["decoder.extra#0 (prefill): only in the second capture"]
     shown = terminal(result) + markdown(result) + json.dumps(result.to_dict())
     assert "only in the second capture" in shown and "shape [4, 8] vs [4, 9]" in shown and "inf" not in shown
+
+
+def test_an_empty_localize_plot_says_why(tmp_path):
+    import io
+
+    from logitsmatch.judge.localize import DEFAULT_TOLERANCE, Localization, empty_plot_note, localize, plot, read_capture
+
+    a = _capture(tmp_path / "a", [("embedding", [4, 8], "torch.float32")])
+    b = _capture(tmp_path / "b", [("embedding", [4, 9], "torch.float32")])
+    unaligned = localize(read_capture(a), read_capture(b))
+    assert "aligns" in empty_plot_note(unaligned)
+    assert empty_plot_note(Localization([], DEFAULT_TOLERANCE)) == "nothing to plot: no module output is in both captures"
+    assert empty_plot_note(localize(read_capture(a), read_capture(a))) is None
+    pytest.importorskip("matplotlib")
+    image = io.BytesIO()
+    plot(unaligned, image)
+    assert image.getvalue().startswith(b"\x89PNG")

@@ -383,8 +383,18 @@ def markdown(result: Localization) -> str:
     return "\n".join(lines)
 
 
-def plot(result: Localization, path: Path, title: str = "") -> None:
-    """max |Δ| per module output along the execution order (log scale); 0 drawn at the floor."""
+def empty_plot_note(result: Localization) -> str | None:
+    """Why the plot of ``result`` has no point (None when it has one)."""
+    if any(row.max_abs_delta is not None for row in result.rows):
+        return None
+    why = result.schedule_problem or ("no module output is in both captures" if not result.rows else
+                                      "no value rank holds values of an output both captures have that aligns")
+    return f"nothing to plot: {why}"
+
+
+def plot(result: Localization, path, title: str = "") -> None:
+    """max |Δ| per module output along the execution order (log scale); 0 drawn at the floor. ``path``: a file name
+    or a binary file. An empty plot carries a note saying why."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -408,11 +418,9 @@ def plot(result: Localization, path: Path, title: str = "") -> None:
                       xytext=(10, 20), textcoords="offset points", fontsize=8, arrowprops={"arrowstyle": "->"})
     axis.set_xlabel("module output, execution order (prefill, then decode steps)")
     axis.set_ylabel("max |Δ| on value ranks (1e-12 = equal)")
-    if all(math.isnan(d) for d in shown):
-        why = (result.schedule_problem or ("no module output is in both captures" if not result.rows else
-               "no value ranks hold values of the outputs both captures have, or none could be aligned"))
-        axis.text(0.5, 0.5, f"nothing to plot: {why}", transform=axis.transAxes, ha="center", va="center",
-                  fontsize=9, wrap=True)
+    note = empty_plot_note(result)
+    if note:
+        axis.text(0.5, 0.5, note, transform=axis.transAxes, ha="center", va="center", fontsize=9, wrap=True)
     axis.set_title(title or result.summary(), fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110, format="png")
