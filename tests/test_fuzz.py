@@ -265,7 +265,8 @@ def test_hostile_inputs_to_every_subcommand_end_in_the_exit_code_contract(tmp_pa
     assert set(ISSUE_CASES) <= set(names), sorted(set(ISSUE_CASES) - set(names))
     assert any(name.startswith("run: suite name '../") for name in names)
     assert {name.split(":")[0] for name in names} >= {"compare", "compare-toolchains", "record", "matrix", "localize",
-                                                       "make-vocab", "run", "invariance", "explain", "determinism"}
+                                                       "make-vocab", "run", "invariance", "explain", "determinism",
+                                                       "collect"}
     outcomes = campaign.run_cases(cases, tmp_path / "cases", seed)
     failures = [f"{o.case.name}: {'; '.join(o.problems)} | {o.case.argv} | {o.stderr[-200:]!r}"
                 for o in outcomes if o.problems]

@@ -726,6 +726,17 @@ def hostile_cases(work: Path, seed: int, generated: int = 40) -> list[Case]:
                       [matrix_out / "matrix.json", matrix_out / "matrix.md"],
                       env={"PYTHONPATH": os.pathsep.join([str(no_matplotlib), str(PROJECT / "tools")])}))
 
+    # collect: a result whose provenance sidecar is a FIFO, a source that is a /dev/zero link
+    tree = work / "tree" / TINY_SUITE / "cpu" / DEFAULT_TOOLCHAIN
+    tree.mkdir(parents=True, exist_ok=True)
+    (tree / "result.json").write_bytes(GOLDEN.read_bytes())
+    if not (tree / "result.provenance.json").exists():
+        os.mkfifo(tree / "result.provenance.json")
+    cases.append(Case("collect: a provenance sidecar that is a FIFO", ["collect", work / "tree", "--into",
+                                                                       out / "collected"], BAD, [tree / "result.json"]))
+    cases.append(Case("collect: a source that is a /dev/zero link", ["collect", special["/dev/zero link"], "--into",
+                                                                     out / "collected"], BAD))
+
     # localize: garbage capture files, unaligned captures, outputs
     captures = work / "captures"
     shutil.rmtree(captures, ignore_errors=True)
@@ -778,9 +789,6 @@ def hostile_cases(work: Path, seed: int, generated: int = 40) -> list[Case]:
     binary.write_bytes(b"\xff\xfe\x00" * 50)
     cases.append(Case("make-vocab: a corpus that is not UTF-8", ["make-vocab", "--corpus", binary, "--output",
                                                                  out / "v.json"], BAD, [binary], (), "not UTF-8"))
-    cases.append(Case("make-vocab: a vocabulary with the umask's mode", ["make-vocab", "--corpus", corpus, "--output",
-                                                                         out / "v260.json", "--entries", "260"],
-                      frozenset({0}), [corpus], [out / "v260.json"]))
 
     # run (stopped before any rank: every suite here is refused while loading) and invariance/explain arguments
     project = make_project(work / "project")
