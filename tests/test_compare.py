@@ -360,6 +360,7 @@ def test_routing_of_another_shape_fails_naming_it(change, message):
 def test_routing_that_is_not_nested_ids_is_bad_input_naming_the_place():
     golden, current = routed_pair()
     current["0"]["routing_indices"][0] = 5
-    with pytest.raises(BadInput, match=re.escape("routing_indices mixes ids and lists at one depth (routing_indices[0] "
-                                                 "is a number, routing_indices[1] a list) (at root['0']['routing_indices'][0])")):
+    message = ("routing_indices mixes ids and lists at one depth (routing_indices[0] is a number, "
+               "routing_indices[1] a list) (at root['0']['routing_indices'][0])")
+    with pytest.raises(BadInput, match=re.escape(message)):
         compare(golden, current, Policy(metrics=ROUTING))

@@ -246,13 +246,16 @@ def test_generated_suite_folders_never_escape_the_cli(tmp_path):
 
 ISSUE_CASES = [  # every hostile input issue 17 found, by the case that replays it
     "compare: golden is a FIFO", "compare: golden is a /dev/zero link", "make-vocab: --corpus is a FIFO",
-    "compare: a lone surrogate in generated_text, every report", "matrix: a fresh checkout (--source results, nothing there)",
+    "compare: a lone surrogate in generated_text, every report",
+    "matrix: a fresh checkout (--source results, nothing there)",
     "matrix: without matplotlib", "matrix: --out at an existing file", "localize: a bad rank file name",
     "localize: a list record", "localize: a record without name", "localize: a garbage .npz",
-    "localize: --markdown into a missing folder", "make-vocab: --output is a folder", "run: logitsmatch.yaml with binary",
+    "localize: --markdown into a missing folder", "make-vocab: --output is a folder",
+    "run: logitsmatch.yaml with binary",
     "compare: --metrics ,", "compare: routing_indices holding strings", "compare: an expert id of 1.5",
-    "compare: a logprob true", "compare: --json GOLDEN (the report over an input)", "compare: reports with the umask's mode",
-    "record: --platform mars", "localize: unaligned captures (one-sided module, shape and dtype mismatch), every report",
+    "compare: a logprob true", "compare: --json GOLDEN (the report over an input)",
+    "compare: reports with the umask's mode", "record: --platform mars",
+    "localize: unaligned captures (one-sided module, shape and dtype mismatch), every report",
 ]
 
 

@@ -113,7 +113,8 @@ def test_types_before_numbers_named_by_deepdiff_path(tmp_path, monkeypatch, orjs
     cases = {
         ("1", "logprobs", 7, True): "logprobs[7] is a boolean, expected a number (at root['1']['logprobs'][7])",
         ("1", "generated_tokens", 2, 3.0): "generated_tokens[2] is a number, expected an integer",
-        ("1", "generated_tokens", 2, -1): "is -1, expected a non-negative integer id (at root['1']['generated_tokens'][2])",
+        ("1", "generated_tokens", 2, -1):
+            "is -1, expected a non-negative integer id (at root['1']['generated_tokens'][2])",
         ("1", "generated_tokens", 2, True): "generated_tokens[2] is a boolean",
     }
     for (rid, field, index, value), message in cases.items():
@@ -184,7 +185,8 @@ def test_localize_names_what_it_cannot_align(tmp_path):
     a = _capture(tmp_path / "a", [("embedding", [4, 8], "torch.float32"), ("decoder.layers.0", [4, 8], "torch.float32"),
                                   ("output_layer", [4, 16], "torch.float32")])
     b = _capture(tmp_path / "b", [("embedding", [4, 8], "torch.float32"), ("decoder.layers.0", [4, 9], "torch.float32"),
-                                  ("decoder.extra", [4, 8], "torch.float32"), ("output_layer", [4, 16], "torch.bfloat16")])
+                                  ("decoder.extra", [4, 8], "torch.float32"),
+                                  ("output_layer", [4, 16], "torch.bfloat16")])
     result = localize(read_capture(a), read_capture(b))
     rows = {row.name: row for row in result.rows}
     assert set(rows) == {"embedding", "decoder.layers.0", "output_layer"}
@@ -200,15 +202,16 @@ def test_localize_names_what_it_cannot_align(tmp_path):
 def test_an_empty_localize_plot_says_why(tmp_path):
     import io
 
-    from logitsmatch.judge.localize import DEFAULT_TOLERANCE, Localization, empty_plot_note, localize, plot, read_capture
+    from logitsmatch.judge import localize as loc
 
     a = _capture(tmp_path / "a", [("embedding", [4, 8], "torch.float32")])
     b = _capture(tmp_path / "b", [("embedding", [4, 9], "torch.float32")])
-    unaligned = localize(read_capture(a), read_capture(b))
-    assert "aligns" in empty_plot_note(unaligned)
-    assert empty_plot_note(Localization([], DEFAULT_TOLERANCE)) == "nothing to plot: no module output is in both captures"
-    assert empty_plot_note(localize(read_capture(a), read_capture(a))) is None
+    unaligned = loc.localize(loc.read_capture(a), loc.read_capture(b))
+    assert "aligns" in loc.empty_plot_note(unaligned)
+    empty = loc.Localization([], loc.DEFAULT_TOLERANCE)
+    assert loc.empty_plot_note(empty) == "nothing to plot: no module output is in both captures"
+    assert loc.empty_plot_note(loc.localize(loc.read_capture(a), loc.read_capture(a))) is None
     pytest.importorskip("matplotlib")
     image = io.BytesIO()
-    plot(unaligned, image)
+    loc.plot(unaligned, image)
     assert image.getvalue().startswith(b"\x89PNG")

@@ -509,7 +509,8 @@ def run_case(case: Case, work: Path, umask: int) -> Outcome:
     import time
 
     state = work / "state"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT / "tools"), os.environ.get("PYTHONPATH")])),
+    pythonpath = os.pathsep.join(filter(None, [str(PROJECT / "tools"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": pythonpath,
            "XDG_STATE_HOME": str(state), "LOGITSMATCH_CACHE": str(work / "cache"), "LOGITSMATCH_ROOT": str(PROJECT),
            **case.env}
     before = {path: _fingerprint(path) for path in case.inputs}
@@ -620,7 +621,8 @@ def hostile_cases(work: Path, seed: int, generated: int = 40) -> list[Case]:
         cases.append(Case(f"compare: golden is a {kind}", ["compare", path, golden], BAD, [golden, path], (),
                           "expected a regular file"))
         cases.append(Case(f"compare: current is a {kind}", ["compare", golden, path], BAD, [golden, path]))
-    cases.append(Case("compare: a golden over --max-input-bytes", ["compare", golden, golden, "--max-input-bytes", "1K"],
+    cases.append(Case("compare: a golden over --max-input-bytes",
+                      ["compare", golden, golden, "--max-input-bytes", "1K"],
                       BAD, [golden], (), "over the input limit"))
     compare("a logprob true", _with(golden_doc, lambda d: d["0"]["logprobs"].__setitem__(3, True)), fragment="boolean")
     compare("a logprob as text", _with(golden_doc, lambda d: d["0"]["logprobs"].__setitem__(3, "-1.5")),
@@ -665,18 +667,21 @@ def hostile_cases(work: Path, seed: int, generated: int = 40) -> list[Case]:
     compare("--metrics ,", golden_doc, extra=["--metrics", ","], fragment="nothing to check")
     compare("--metrics none of which is in either file", golden_doc, extra=["--metrics", "routing_indices"],
             fragment="nothing to check")
-    cases.append(Case("compare: --json GOLDEN (the report over an input)", ["compare", golden, golden, "--json", golden],
+    cases.append(Case("compare: --json GOLDEN (the report over an input)",
+                      ["compare", golden, golden, "--json", golden],
                       BAD, [golden], (), "is the input"))
     link = out / "link-to-golden.json"
     if not link.is_symlink():
         link.symlink_to(golden)
-    cases.append(Case("compare: --markdown through a link to the golden", ["compare", golden, golden, "--markdown", link],
+    cases.append(Case("compare: --markdown through a link to the golden",
+                      ["compare", golden, golden, "--markdown", link],
                       BAD, [golden, link], (), "is the input"))
     cases.append(Case("compare: --markdown into a missing folder", ["compare", golden, golden, "--markdown",
                                                                     out / "missing" / "r.md"], BAD, [golden]))
     cases.append(Case("compare: --json at a folder", ["compare", golden, golden, "--json", special["directory"]], BAD,
                       [golden]))
-    cases.append(Case("compare: --max-input-bytes garbage", ["compare", golden, golden, "--max-input-bytes", "lots"], BAD,
+    cases.append(Case("compare: --max-input-bytes garbage",
+                      ["compare", golden, golden, "--max-input-bytes", "lots"], BAD,
                       [golden]))
     cases.append(Case("compare: reports with the umask's mode", ["compare", golden, golden, "--json", out / "p.json",
                                                                  "--junit", out / "p.xml"], frozenset({0}), [golden],
@@ -687,7 +692,8 @@ def hostile_cases(work: Path, seed: int, generated: int = 40) -> list[Case]:
                       [golden]))
     cases.append(Case("compare-toolchains: a file and a /dev/zero link", ["compare-toolchains", golden,
                                                                           special["/dev/zero link"]], BAD, [golden]))
-    cases.append(Case("compare-toolchains: --platform ../x", ["compare-toolchains", golden, golden, "--platform", "../x"],
+    cases.append(Case("compare-toolchains: --platform ../x",
+                      ["compare-toolchains", golden, golden, "--platform", "../x"],
                       BAD, [golden], (), "unknown platform"))
 
     # record, matrix: names that are paths, platforms that are not known, nothing to tabulate
@@ -743,7 +749,8 @@ def hostile_cases(work: Path, seed: int, generated: int = 40) -> list[Case]:
     a = _capture(captures / "a", [("embedding", [4, 8], "torch.float32"), ("decoder.layers.0", [4, 8], "torch.float32"),
                                   ("output_layer", [4, 16], "torch.float32")])
     b = _capture(captures / "b", [("embedding", [4, 8], "torch.float32"), ("decoder.layers.0", [4, 9], "torch.float32"),
-                                  ("decoder.extra", [4, 8], "torch.float32"), ("output_layer", [4, 16], "torch.bfloat16")])
+                                  ("decoder.extra", [4, 8], "torch.float32"),
+                                  ("output_layer", [4, 16], "torch.bfloat16")])
     capture_files = [*a.iterdir(), *b.iterdir()]
     reports = [out / "l.json", out / "l.md"]  # the PNG (matplotlib's import alone takes seconds): test_hardening
     cases.append(Case("localize: unaligned captures (one-sided module, shape and dtype mismatch), every report",
@@ -831,7 +838,8 @@ def hostile_cases(work: Path, seed: int, generated: int = 40) -> list[Case]:
     cases.append(Case("invariance: --layouts bogus", ["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN,
                                                       "--platform", "cpu", "--layouts", "tp1,bogus"], BAD, env=run_env))
     cases.append(Case("invariance: --out at a file", ["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN,
-                                                      "--platform", "cpu", "--layouts", "tp1,tp2", "--out", blocker], BAD, [blocker],
+                                                      "--platform", "cpu", "--layouts", "tp1,tp2", "--out", blocker],
+                      BAD, [blocker],
                       env=run_env))
     cases.append(Case("explain: a baseline python that is a FIFO", ["explain", "--baseline-python", special["FIFO"],
                                                                     "--candidate-python", special["FIFO"], TINY_SUITE],

@@ -46,7 +46,7 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _verbosity_options() -> argparse.ArgumentParser:
+def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_mutually_exclusive_group()
     group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=0,
@@ -64,7 +64,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="logitsmatch", description=__doc__.splitlines()[0], epilog=exit_code_help(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = _verbosity_options()
+    common = _common_options()
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         if name != command:
             sub.add_parser(name, help=help_text, description=help_text)
@@ -72,7 +72,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         sub_parser = sub.add_parser(
             name, help=help_text, description=help_text, parents=[common],
-            epilog=f"example:\n  {module.EXAMPLE}\n\n{exit_code_help()}", formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=f"example:\n  {module.EXAMPLE}\n\n{exit_code_help()}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.configure(sub_parser)
         sub_parser.set_defaults(_handler=module.main)

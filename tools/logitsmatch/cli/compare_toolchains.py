@@ -62,8 +62,9 @@ def main(args) -> int:
         print(render_terminal(result))
         if args.out:
             folder = output_folder(Path(args.out) / name)
-            refuse_output_over_inputs([folder / "report.json", folder / "report.md", folder / "report.junit.xml"], files)
-            write_reports(result, str(folder / "report.json"), str(folder / "report.md"), str(folder / "report.junit.xml"))
+            reports = [folder / "report.json", folder / "report.md", folder / "report.junit.xml"]
+            refuse_output_over_inputs(reports, files)
+            write_reports(result, *map(str, reports))
         if not result.passed:
             failed.append(name)
     if compared == 0:

@@ -37,7 +37,8 @@ def main(args) -> int:
 
     tolerance = Policy.from_args(args, mode=DEFAULT_TOLERANCE.mode, failure_budget=DEFAULT_TOLERANCE.failure_budget)
     captures = read_capture(args.a), read_capture(args.b)
-    inputs = [path for capture in captures for path in (*capture.folder.iterdir(), capture.folder.parent / "inputs.json")]
+    inputs = [path for capture in captures
+              for path in (*capture.folder.iterdir(), capture.folder.parent / "inputs.json")]
     refuse_output_over_inputs([args.json, args.markdown, args.png], inputs)
     result = localize(*captures, tolerance)
     print(terminal(result))

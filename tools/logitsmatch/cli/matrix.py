@@ -59,7 +59,8 @@ def main(args) -> int:
                                           args.hardware_class)
 
     if not any(table["names"] for table in tables.values()):
-        where = {"results": "results", "goldens": "goldens", "auto": "results or goldens"}.get(source, f"results in {source}")
+        where = {"results": "results", "goldens": "goldens", "auto": "results or goldens"}.get(
+            source, f"results in {source}")
         raise BadInput(f"nothing to tabulate: no {where} on platform {args.platform} for any of these toolchains "
                        "and suites (run them first, or try --source goldens)")
     out = Path(args.out) if args.out else paths.results_root() / "matrix"

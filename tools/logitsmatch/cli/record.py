@@ -96,7 +96,8 @@ def main(args) -> int:
     from_dir = Path(args.from_dir) if args.from_dir else None
     result_path, provenance = fresh_result(suite, args.platform, toolchain, from_dir, args.hardware_class)
     golden = golden_for(paths.golden_path(suite.name, args.platform, args.toolchain), provenance, args.hardware_class)
-    refuse_output_over_inputs([golden, paths.provenance_path(golden)], [result_path, paths.provenance_path(result_path)])
+    refuse_output_over_inputs([golden, paths.provenance_path(golden)],
+                              [result_path, paths.provenance_path(result_path)])
 
     if golden.is_file():
         passed = judge_against_golden(suite, result_path, golden, args.toolchain) == EXIT_OK

@@ -167,7 +167,8 @@ def parse_json(raw: bytes | str, source: str) -> Any:
             raise BadInput(f"{source}: request id {_quoted(key)} appears twice (a JSON parser keeps only the last)")
         owner = next((rid for rid, value in doc.items() if value is obj), None) if type(doc) is dict else None
         where = f"request {_quoted(owner)}: " if owner is not None else ""
-        raise BadInput(f"{source}: {where}key {_quoted(key)} appears twice in one object (a JSON parser keeps only the last)")
+        raise BadInput(f"{source}: {where}key {_quoted(key)} appears twice in one object "
+                       "(a JSON parser keeps only the last)")
     return doc
 
 

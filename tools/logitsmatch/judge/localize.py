@@ -318,7 +318,8 @@ def localize(a: CaptureSet, b: CaptureSet, tolerance: Policy = DEFAULT_TOLERANCE
                 continue
             va, vb = _values(a, rank, x["values"]), _values(b, rank, y["values"])
             if va.shape != vb.shape:
-                shape, delta, beyond = f"stored values' shape {list(va.shape)} vs {list(vb.shape)} (rank {rank})", None, None
+                shape = f"stored values' shape {list(va.shape)} vs {list(vb.shape)} (rank {rank})"
+                delta, beyond = None, None
                 break
             judged = compare_arrays(va, vb, tolerance)
             delta = max(delta or 0.0, judged["max_abs_delta"])
@@ -336,7 +337,8 @@ def unaligned(result: Localization, limit: int = 12) -> list[str]:
     lines = []
     if result.missing:
         more = f" ... and {len(result.missing) - limit} more" if len(result.missing) > limit else ""
-        lines.append(f"not aligned, {len(result.missing)} on one side only: " + "; ".join(result.missing[:limit]) + more)
+        lines.append(f"not aligned, {len(result.missing)} on one side only: "
+                     + "; ".join(result.missing[:limit]) + more)
     mismatched = result.mismatched
     if mismatched:
         more = f" ... and {len(mismatched) - limit} more" if len(mismatched) > limit else ""
@@ -378,8 +380,8 @@ def markdown(result: Localization) -> str:
         delta = "-" if row.max_abs_delta is None else f"{row.max_abs_delta:.3g}"
         mark = "**" if row is result.first_bitwise else ""
         lines.append(f"| {index} | {step_kind(row.step)} | {mark}{row.name}{mark} | {row.output} | {row.shape} | "
-                     f"{row.ranks_differing}/{row.ranks_compared} | {delta} | {'yes' if row.beyond_tolerance else ''} | "
-                     f"{row.mismatch or ''} |")
+                     f"{row.ranks_differing}/{row.ranks_compared} | {delta} | "
+                     f"{'yes' if row.beyond_tolerance else ''} | {row.mismatch or ''} |")
     return "\n".join(lines)
 
 
