@@ -9,6 +9,7 @@ GOLDEN, and what localize says about captures it cannot align.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -207,10 +208,16 @@ def test_an_empty_localize_plot_says_why(tmp_path):
     a = _capture(tmp_path / "a", [("embedding", [4, 8], "torch.float32")])
     b = _capture(tmp_path / "b", [("embedding", [4, 9], "torch.float32")])
     unaligned = loc.localize(loc.read_capture(a), loc.read_capture(b))
-    assert "aligns" in loc.empty_plot_note(unaligned)
-    empty = loc.Localization([], loc.DEFAULT_TOLERANCE)
-    assert loc.empty_plot_note(empty) == "nothing to plot: no module output is in both captures"
-    assert loc.empty_plot_note(loc.localize(loc.read_capture(a), loc.read_capture(a))) is None
+    same = loc.localize(loc.read_capture(a), loc.read_capture(a))
+
+    def deltas(result):
+        return [math.nan if row.max_abs_delta is None else row.max_abs_delta for row in result.rows]
+
+    assert "1 of the 1 outputs both captures have differ in shape or dtype" in loc.empty_plot_note(
+        unaligned, deltas(unaligned))
+    assert loc.empty_plot_note(loc.Localization([], loc.DEFAULT_TOLERANCE), []).startswith(
+        "Nothing to plot: the two captures share no module output")
+    assert loc.empty_plot_note(same, deltas(same)).startswith("Flat at the floor")
     pytest.importorskip("matplotlib")
     image = io.BytesIO()
     loc.plot(unaligned, image)

@@ -28,6 +28,7 @@ from logitsmatch.judge.policy import add_policy_options
 from logitsmatch.log import logger
 from logitsmatch.run.freshness import ensure_fresh
 from logitsmatch.run.plan import DENSE_LAYOUTS, default_invariance_layouts
+from logitsmatch.run.platforms import add_platform_option
 
 EXAMPLE = ("logitsmatch invariance gpt_dynamic_inference_tp8_pp1_dp1_583m_logitsmatch_zmq "
            "--toolchain py3.11-torch2.13.0-mcore0.16.1 --layouts tp8,pp8,tp2pp2dp2,dp8,tp1")
@@ -37,15 +38,19 @@ INVARIANCE_ABS_TOL = 1e-4
 
 def configure(parser) -> None:
     parser.add_argument("suite", help="suite folder name under suites/")
-    parser.add_argument("--toolchain", required=True, help="toolchain name from pyproject.toml (must match this venv to run)")
-    parser.add_argument("--layouts", default=None,
-                        help=f"comma-separated layouts (default: {DENSE_LAYOUTS}; for a MoE suite its own layout and tp1)")
-    parser.add_argument("--platform", default=None, help="cpu, gpu, h100 or dgx_h100 (default: detected)")
+    parser.add_argument("--toolchain", metavar="NAME", required=True,
+                        help="toolchain name from pyproject.toml (must match this venv to run)")
+    parser.add_argument("--layouts", metavar="LIST", default=None,
+                        help=f"comma-separated layouts (default: those of {DENSE_LAYOUTS} the suite's model can take, "
+                             "for a MoE suite its own layout and tp1; the others are named)")
+    add_platform_option(parser, "profile to run on")
     add_policy_options(parser, ("abs_tol",), abs_tol=INVARIANCE_ABS_TOL)
     parser.add_argument("--rerun", action="store_true", help="run every layout again, even with a fresh result")
     parser.add_argument("--no-run", action="store_true", help="only tabulate fresh results; run nothing")
-    parser.add_argument("--timeout", type=float, default=None, help="deadline per run in seconds (default: the suite's)")
-    parser.add_argument("--out", default=None, help="output folder (default: results/invariance/<suite>/<toolchain>)")
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
+                        help="deadline per run in seconds (default: the suite's)")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="output folder (default: results/invariance/<suite>/<toolchain>)")
 
 
 def plan_layouts(suite, project: Path, text: str, platform_name: str | None):
@@ -86,6 +91,7 @@ def run_summary(provenance: dict) -> dict:
 
 
 def main(args) -> int:
+    from logitsmatch.judge import matrix
     from logitsmatch.judge.golden_io import load_golden, write_json_atomic
     from logitsmatch.judge.matrix import pairwise, render_heatmap, render_markdown, render_terminal, table_json
     from logitsmatch.judge.policy import REQUEST_METRICS, Policy
@@ -99,7 +105,10 @@ def main(args) -> int:
     policy = Policy.from_args(args, metrics=metrics)
     if args.rerun and args.no_run:
         raise BadInput("--rerun and --no-run contradict each other")
-    chosen = plan_layouts(suite, project, args.layouts or default_invariance_layouts(suite, project), args.platform)
+    requested, left_out = (args.layouts, {}) if args.layouts else default_invariance_layouts(suite, project)
+    for name, why in left_out.items():
+        logger.info(f"layout {name} left out: {why}")
+    chosen = plan_layouts(suite, project, requested, args.platform)
     out = output_folder(args.out if args.out else paths.results_root() / "invariance" / suite.name / toolchain.name)
 
     files, failed = {}, {}
@@ -113,7 +122,8 @@ def main(args) -> int:
 
     documents = {name: load_golden(path) for name, path in files.items()}
     shown = {name: paths.shown_path(path, project) for name, path in files.items()}
-    table = {"names": list(documents), "missing": list(failed), "files": shown, "cells": pairwise(documents, policy)}
+    table = {"names": list(documents), "missing": list(failed), "files": shown, "cells": pairwise(documents, policy),
+             "tolerance": policy.abs_tol}
     runs = {name: run_summary(read_provenance(path)) for name, path in files.items()}
 
     heading = f"{suite.name} ({toolchain.name})"
@@ -127,6 +137,8 @@ def main(args) -> int:
         "",
         f"Made by: `{command_line(args, suite.name, policy.abs_tol)}`",
         "",
+        *(f"Left out of the default layouts: {name} ({why})." for name, why in left_out.items()),
+        *([""] if left_out else []),
         "| layout | ranks | engines that served | wall s | max peak RSS per rank (MiB) | CPU |",
         "|---|---|---|---|---|---|",
         *(f"| {name} | {r['ranks']} | {r['engines_served']} | {r['wall_s']} | {r['peak_rss_mib_max']} | {r['cpu']} |"
@@ -134,28 +146,28 @@ def main(args) -> int:
     ]
     write_json_atomic(out / "invariance.json", {
         "suite": suite.name, "toolchain": toolchain.name, "policy": policy.to_dict(), "tolerance_why": TOLERANCE_WHY,
-        "command": command_line(args, suite.name, policy.abs_tol), "runs": runs, "failed": failed,
+        "command": command_line(args, suite.name, policy.abs_tol), "runs": runs, "failed": failed, "left_out": left_out,
         "table": table_json(table),
     })
-    write_atomic(out / "invariance.md", render_markdown({heading: table}, "Parallelism invariance", notes))
-    png = " (no PNG: no layout has a result)"
-    if documents:
-        try:
-            image = io.BytesIO()
-            render_heatmap({heading: table}, image, lambda _: suite.name.replace("gpt_dynamic_inference_", ""))
-            write_atomic(out / "invariance.png", image.getvalue())
-            png = ", invariance.png"
-        except ImportError:
-            png = " (no PNG: matplotlib is not installed here; pip install 'logitsmatch[plot]')"
-    print(render_terminal({heading: table}))
+    write_atomic(out / "invariance.md", render_markdown({heading: table}, "Parallelism invariance", notes, "layouts"))
+    try:  # without results the PNG is a panel naming the layouts that failed
+        image = io.BytesIO()
+        render_heatmap({heading: table}, image, lambda _: matrix.short_suite(suite.name))
+        write_atomic(out / "invariance.png", image.getvalue())
+        png = ", invariance.png"
+    except ImportError:
+        png = " (no PNG: matplotlib is not installed here; pip install 'logitsmatch[plot]')"
+    print(render_terminal({heading: table}, noun="layouts"))
     logger.info(f"wrote {out}/invariance.md, invariance.json{png}")
     for name, why in failed.items():
         logger.error(f"layout {name}: {why}")
     cells = [cell for row in table["cells"].values() for cell in row.values()]
     worst = max((cell.max_abs_delta for cell in cells), default=0.0)
+    most = max(cells, key=lambda cell: cell.n_moved, default=None)
+    moved = f"; at most {most.n_moved} of {most.n_compared} logprobs moved in a pair" if most else ""
     if all(cell.passed for cell in cells) and len(documents) >= 2:
         print(f"INVARIANT: {len(documents)} layouts, every pair within tolerance: tokens equal, "
-              f"max |delta logprob| {worst:.3g} <= {policy.abs_tol:g}")
+              f"max |delta logprob| {worst:.3g} <= {policy.abs_tol:g}{moved}")
     else:
         bad = sorted({f"{r}->{c}" for r, row in table["cells"].items() for c, cell in row.items() if not cell.passed})
         print(f"NOT INVARIANT: {len(bad)} of {len(cells)} ordered pairs beyond tolerance ({', '.join(bad[:8])}); "

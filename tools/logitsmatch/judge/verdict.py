@@ -13,11 +13,12 @@ from pathlib import Path
 from logitsmatch.errors import EXIT_DRIFT, EXIT_NO_GOLDEN, EXIT_OK, BadInput, ExitCode
 from logitsmatch.files import read_input
 from logitsmatch.judge.compare import compare
+from logitsmatch.judge.divergence import annotate, suite_decoder
 from logitsmatch.judge.golden_io import load_golden
 from logitsmatch.judge.policy import Policy
 from logitsmatch.judge.report import render_terminal, write_reports
 from logitsmatch.log import logger
-from logitsmatch.paths import report_paths, shown_path
+from logitsmatch.paths import project_root, report_paths, shown_path
 
 
 def policy_for(suite) -> Policy:
@@ -60,7 +61,9 @@ def judge_against_golden(suite, result_path: Path, golden_path: Path, toolchain:
         print(f"NO GOLDEN: {shown_path(golden_path)} does not exist (suite {suite.name}, toolchain {toolchain}); "
               f"make it from this result with: nox -s record -- {toolchain} {suite.name}")
         return EXIT_NO_GOLDEN
-    result = compare(load_golden(golden_path), load_golden(result_path), policy_for(suite))
+    golden, current = load_golden(golden_path), load_golden(result_path)
+    result = compare(golden, current, policy_for(suite))
+    annotate(result, golden, current, suite_decoder(suite, project_root()))
     with_hardware(result, golden_path, result_path)
     reports = report_paths(result_path)
     write_reports(result, json_path=reports["json"], markdown_path=reports["markdown"], junit_path=reports["junit"])

@@ -82,6 +82,7 @@ class _Adapter:
 
     def __init__(self):
         self.decisions: dict = {}  # what this adapter passed to megatron-core (recorded in provenance)
+        self.configs: dict = {}  # the inference config objects it built, whole (recorded in the inputs)
 
     def record(self, what: str, kwargs: dict) -> dict:
         self.decisions[what] = {key: value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
@@ -89,7 +90,10 @@ class _Adapter:
         return kwargs
 
     def describe(self) -> dict:
-        return {"adapter": type(self).__name__, "decisions": self.decisions}
+        from logitsmatch.rank.config_record import dataclass_record
+
+        return {"adapter": type(self).__name__, "decisions": self.decisions,
+                "configs": {name: dataclass_record(config) for name, config in self.configs.items()}}
 
     # --- distributed -------------------------------------------------------------
     def init_distributed(self, plan: dict) -> None:
@@ -254,6 +258,7 @@ class Mcore016(_Adapter):
             inference_max_requests=plan["inference"]["max_requests"],
             inference_max_seq_length=plan["inference"]["max_sequence_length"],
         )
+        self.configs["inference_wrapper_config"] = config
         return GPTInferenceWrapper(model, config, context)
 
     def make_engine(self, controller, context, plan: dict):
@@ -396,6 +401,7 @@ class Mcore017(_Adapter):
             unified_memory_level=0,
             max_requests=inference.get("context_max_requests"),
         )))
+        self.configs["inference_config"] = config
         return DynamicInferenceContext(model.config, config)
 
     def build_wrapper(self, model, context, plan: dict):
