@@ -38,6 +38,7 @@ def main(args) -> int:
     from logitsmatch.judge.report import render_terminal, verdict_line, write_reports
     from logitsmatch.suites import load_suite, suite_names
     from logitsmatch.toolchains import load_toolchains
+
     args.platform = harness_platform(args.platform)
     source = check_source(args.source)
     if Path(args.a).exists() and Path(args.b).exists():  # two files (a FIFO or folder is refused by load_golden)
