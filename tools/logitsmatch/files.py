@@ -104,12 +104,28 @@ def read_input(path: str | os.PathLike, what: str = "file") -> bytes:
             info = os.fstat(handle.fileno())
             if not stat.S_ISREG(info.st_mode):  # replaced between the stat and the open
                 raise BadInput(f"{path}: is {_kind(info.st_mode)}, expected a regular {what}")
-            data = handle.read(_max_input_bytes + 1)
+            data = _read_capped(handle, info.st_size)
         except OSError as exc:
             raise BadInput(f"{path}: cannot read: {exc.strerror or exc}") from None
     if len(data) > _max_input_bytes:
         raise BadInput(f"{path}: over the input limit of {_max_input_bytes} bytes (raise it with --max-input-bytes)")
     return data
+
+
+def _read_capped(handle, size: int) -> bytes:
+    """At most the cap plus one byte: the stated size in one read (asking for the cap would allocate it); a file
+    that grew or states no size (a /proc file) is read on in chunks."""
+    data = handle.read(min(size, _max_input_bytes) + 1)
+    if len(data) <= size:  # a buffered read returns less than asked only at the end of the file
+        return data
+    chunks, read = [data], len(data)
+    while read <= _max_input_bytes:
+        chunk = handle.read(min(1 << 20, _max_input_bytes + 1 - read))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        read += len(chunk)
+    return b"".join(chunks)
 
 
 def read_text_input(path: str | os.PathLike, what: str = "file") -> str:
