@@ -57,6 +57,18 @@ def collect(hardware: dict, **fields) -> dict:
     }
 
 
+def execution() -> dict:
+    """Which job ran this run, so that a result collected from many machines names its job: the executor
+    (submitit's ``SUBMITIT_EXECUTOR``: slurm or local; or slurm when only Slurm's variables are there), the job id
+    (``SLURM_JOB_ID``, or submitit's local one) and the host; all None but the host outside a batch job."""
+    import os
+    import socket
+
+    executor = os.environ.get("SUBMITIT_EXECUTOR") or ("slurm" if os.environ.get("SLURM_JOB_ID") else None)
+    job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")
+    return {"executor": executor, "job_id": job_id, "host": socket.gethostname()}
+
+
 def weights_identity(weights: dict) -> dict:
     """What identifies a run's weights: the synthetic spec and value rules, or the checkpoint path."""
     if weights.get("source") == "synthetic":

@@ -315,6 +315,7 @@ def main(args, results_root: Path | None = None) -> int:
         memory=ranks["memory"],
         request_schedule=request_schedule(plan),
         harness_inputs=inputs_summary,
+        execution=provenance_module.execution(),
     )
     with publish_lock(target.parent):  # a concurrent run of the same triple publishes before or after, never between
         publish(run, target, record, inputs)

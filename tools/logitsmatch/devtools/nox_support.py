@@ -68,15 +68,21 @@ def runnable_toolchains() -> list[str]:
     return [name for name, toolchain in TOOLCHAINS.items() if has_gpu or not toolchain.requires_gpu]
 
 
-def venv_bin(session, name: str, python: str, requirements: list[str]) -> Path:
-    """The bin folder of venv ``name`` (``.nox/toolchains/<name>``), built or brought up to ``requirements`` first."""
+def build_venv(name: str, python: str, requirements: list[str], log=print) -> Path:
+    """The bin folder of venv ``name`` (``.nox/toolchains/<name>``), built or brought up to ``requirements`` first;
+    without a session, for the fan-out's build jobs (BadInput when it cannot be built)."""
     from logitsmatch.devtools import venvs
 
     interpreter = interpreters.find(python)
     if interpreter is None:
-        session.error(interpreters.missing_message(name, python))
+        raise BadInput(interpreters.missing_message(name, python))
+    return venvs.ensure(interpreter, toolchain_venv(PROJECT, name), requirements, PROJECT, log)
+
+
+def venv_bin(session, name: str, python: str, requirements: list[str]) -> Path:
+    """``build_venv`` for a session: what cannot be built fails the session."""
     try:
-        return venvs.ensure(interpreter, toolchain_venv(PROJECT, name), requirements, PROJECT, session.log)
+        return build_venv(name, python, requirements, session.log)
     except BadInput as exc:
         session.error(str(exc))
 
@@ -434,3 +440,10 @@ def run_explain(session) -> None:
         package, spec = request.commit
         command += ["--candidate-commit", f"{package}={spec}"]
     session.run(*command, external=True)
+
+
+def run_fanout(session) -> None:
+    """The fan-out runs in this session's venv (the harness and submitit; devtools.fanout parses the arguments):
+    submitit starts every job with its Python."""
+    install_harness(session, "fanout", "plot")
+    session.run("python", "-m", "logitsmatch.devtools.fanout", *session.posargs)
