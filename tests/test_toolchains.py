@@ -116,8 +116,21 @@ def test_a_suite_the_release_cannot_run_does_not_fail_the_main_job_but_a_failing
     nox_support.run_suites(session, "py3.11-torch2.13.0-mcore0.15.3")
     assert [run[2] for run in session.runs] == [pp8, dp8]
     assert any("not run" in line and pp8 in line for line in session.logs)
-    with pytest.raises(RuntimeError, match=f"failed suites: {dp8}"):
+    with pytest.raises(RuntimeError, match=f"drift: {dp8}"):
         nox_support.run_suites(FakeSession([pp8, dp8], outcomes={pp8: 4, dp8: 1}), "py3.11-torch2.13.0-mcore0.15.3")
+
+
+def test_the_session_summary_names_each_outcome_by_its_exit_code_no_golden_apart_from_drift(built):
+    from logitsmatch.devtools import nox_support
+
+    tp8, dp8, pp8 = TINY_SUITE, "gpt_dynamic_inference_tp1_pp1_dp8_tiny_logitsmatch_zmq", \
+        "gpt_dynamic_inference_tp1_pp8_dp1_tiny_logitsmatch_zmq"
+    session = FakeSession([tp8, dp8, pp8], outcomes={tp8: 5, dp8: 1, pp8: 70})
+    with pytest.raises(RuntimeError) as failed:
+        nox_support.run_suites(session, DEFAULT_TOOLCHAIN)
+    message = str(failed.value)
+    assert f"NO GOLDEN: {tp8}" in message and f"drift: {dp8}" in message and f"internal error: {pp8}" in message
+    assert f"nox -s record -- {DEFAULT_TOOLCHAIN} {tp8}" in message
 
 
 def test_matrix_session_selects_toolchains_by_tag_and_tabulates_goldens_without_running(built):

@@ -99,9 +99,14 @@ def freshness_problem(result: Path, suite, expected_weights: dict, toolchain=Non
         return "there is no result"
     if not sidecar.is_file():
         return f"it has no provenance sidecar ({sidecar.name})"
+    from logitsmatch.errors import BadInput
+    from logitsmatch.files import read_input
+
     try:
-        record = json.loads(sidecar.read_text())
-    except ValueError:
+        record = json.loads(read_input(sidecar))
+    except BadInput as exc:
+        return f"its provenance sidecar cannot be read ({exc})"
+    except (ValueError, RecursionError):
         return f"its provenance sidecar {sidecar.name} is not JSON"
     if not isinstance(record, dict):
         return f"its provenance sidecar {sidecar.name} is not an object"

@@ -17,11 +17,13 @@ anything wrongly moves logprobs by 1e-2 or more, or changes tokens, and cannot p
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, EXIT_RUN_FAILED, BadInput
+from logitsmatch.files import output_folder, read_input, write_atomic
 from logitsmatch.judge.policy import add_policy_options
 from logitsmatch.log import logger
 from logitsmatch.run.freshness import ensure_fresh
@@ -107,6 +109,7 @@ def main(args) -> int:
     for name, why in left_out.items():
         logger.info(f"layout {name} left out: {why}")
     chosen = plan_layouts(suite, project, requested, args.platform)
+    out = output_folder(args.out if args.out else paths.results_root() / "invariance" / suite.name / toolchain.name)
 
     files, failed = {}, {}
     for layout, platform in chosen:
@@ -123,8 +126,6 @@ def main(args) -> int:
              "tolerance": policy.abs_tol}
     runs = {name: run_summary(read_provenance(path)) for name, path in files.items()}
 
-    out = Path(args.out) if args.out else paths.results_root() / "invariance" / suite.name / toolchain.name
-    out.mkdir(parents=True, exist_ok=True)
     heading = f"{suite.name} ({toolchain.name})"
     notes = [
         f"Same weights and prompts at each layout, toolchain `{toolchain.name}`; every cell is `logitsmatch compare` "
@@ -148,9 +149,11 @@ def main(args) -> int:
         "command": command_line(args, suite.name, policy.abs_tol), "runs": runs, "failed": failed, "left_out": left_out,
         "table": table_json(table),
     })
-    (out / "invariance.md").write_text(render_markdown({heading: table}, "Parallelism invariance", notes, "layouts"))
+    write_atomic(out / "invariance.md", render_markdown({heading: table}, "Parallelism invariance", notes, "layouts"))
     try:  # without results the PNG is a panel naming the layouts that failed
-        render_heatmap({heading: table}, out / "invariance.png", lambda _: matrix.short_suite(suite.name))
+        image = io.BytesIO()
+        render_heatmap({heading: table}, image, lambda _: matrix.short_suite(suite.name))
+        write_atomic(out / "invariance.png", image.getvalue())
         png = ", invariance.png"
     except ImportError:
         png = " (no PNG: matplotlib is not installed here; pip install 'logitsmatch[plot]')"
@@ -197,6 +200,6 @@ def read_provenance(result: Path) -> dict:
     import json
 
     try:
-        return json.loads(paths.provenance_path(result).read_text())
-    except (OSError, ValueError):
+        return json.loads(read_input(paths.provenance_path(result)))
+    except (BadInput, ValueError, RecursionError):
         return {}

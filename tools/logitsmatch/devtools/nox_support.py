@@ -282,33 +282,46 @@ def runnable_suites(session, toolchain_name: str, suites: list[str]) -> list[str
     return runnable
 
 
+def outcomes_summary(session, who: str, outcomes: dict[str, list[str]], record_with: str | None = None) -> None:
+    """Fail the session with one line per outcome other than pass: drift apart from NO GOLDEN, a bad input, a
+    failed run or a crash, each with its exit code's name (``errors.outcome_name``)."""
+    parts = [f"{outcome}: {', '.join(suites)}" for outcome, suites in outcomes.items() if suites]
+    no_golden = outcomes.get("NO GOLDEN")
+    if no_golden and record_with:
+        parts.append(f"make the missing goldens with: nox -s record -- {record_with} {' '.join(no_golden)}")
+    if parts:
+        session.error(f"{who}: " + "; ".join(parts))
+
+
 def run_suites(session, toolchain_name: str) -> None:
     """Run each suite in the toolchain's venv; report every failure, fail the session at the end if any failed.
 
     A suite the toolchain's release cannot run (``logitsmatch run`` exits 4, naming what the release
     lacks, before running anything) is listed as not run and does not fail the session: it has no
-    golden for that toolchain. The decision is the run's own, made in the toolchain venv, so nox's
-    interpreter needs nothing beyond the standard library.
+    golden for that toolchain. A suite without a golden (exit 5) is NO GOLDEN, listed apart from drift
+    with the record command that makes its golden; every other failure is named by its exit code. The
+    decision is the run's own, made in the toolchain venv, so nox's interpreter needs nothing beyond
+    the standard library.
     """
     from nox.command import CommandFailed
 
-    from logitsmatch.errors import EXIT_UNSUPPORTED
+    from logitsmatch.errors import EXIT_UNSUPPORTED, outcome_name
 
     parser = logitsmatch_parser(session)
     args = parser.parse()
     suites = parser.suites(args.suites, DEFAULT_SUITES)
     bin_dir = toolchain_bin(session, toolchain_name)
-    failed, not_run = [], []
+    outcomes: dict[str, list[str]] = {}
     for suite in suites:
         try:
             session.run(str(bin_dir / "logitsmatch"), "run", suite, "--toolchain", toolchain_name, *args.forwarded,
                         external=True, env=activated(bin_dir))
         except CommandFailed as exc:  # keep running the other suites
-            (not_run if getattr(exc, "return_code", None) == EXIT_UNSUPPORTED else failed).append(suite)
+            outcomes.setdefault(outcome_name(getattr(exc, "return_code", None)), []).append(suite)
+    not_run = outcomes.pop(outcome_name(EXIT_UNSUPPORTED), [])
     if not_run:
         session.log(f"{toolchain_name}: not run, its megatron-core release cannot (see above): {', '.join(not_run)}")
-    if failed:
-        session.error(f"{toolchain_name}: failed suites: {', '.join(failed)}")
+    outcomes_summary(session, toolchain_name, outcomes, record_with=toolchain_name)
 
 
 def ensure_fresh_results(session, toolchain_name: str, suites: list[str]) -> list[str]:
@@ -383,6 +396,7 @@ def run_prerelease(session) -> None:
     from nox.command import CommandFailed
 
     from logitsmatch.devtools import prerelease
+    from logitsmatch.errors import outcome_name
 
     parser = prerelease_parser(session)
     args = parser.parse()
@@ -405,17 +419,17 @@ def run_prerelease(session) -> None:
     candidate = prerelease.derive(baseline, overrides, python)
     session.log(f"candidate {candidate.name}: {' '.join(candidate.requirements)}")
     bin_dir = venv_bin(session, candidate.name, python, list(candidate.requirements))
-    failed = []
+    outcomes: dict[str, list[str]] = {}
     for suite in suites:
         try:
             session.run(str(bin_dir / "logitsmatch"), "run", suite, "--toolchain", baseline.name,
                         "--candidate", candidate.name, external=True, env=activated(bin_dir))
-        except CommandFailed:
-            failed.append(suite)
+        except CommandFailed as exc:
+            outcomes.setdefault(outcome_name(getattr(exc, "return_code", None)), []).append(suite)
         reports = paths.result_dir(suite, "cpu", candidate.name)
         session.log(f"{suite}: reports in {reports} (report.md, report.junit.xml, report.json)")
-    if failed:
-        session.error(f"candidate {candidate.name} drifts from {baseline.name} beyond policy in: {', '.join(failed)}")
+    outcomes_summary(session, f"candidate {candidate.name} against {baseline.name}", outcomes,
+                     record_with=baseline.name)
 
 
 def run_explain(session) -> None:
