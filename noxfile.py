@@ -98,8 +98,9 @@ def prerelease(session):
 def explain(session):
     """Why two environments drift: the harness inputs, the packages, the commit, the first moving module.
 
-    nox -s explain -- --baseline TOOLCHAIN (--candidate TOOLCHAIN | --megatron-core SPEC | --torch SPEC | --pin N==V ...)
-    [SUITE ...] [--source PACKAGE=GITDIR] [--json PATH] [--markdown PATH] [--mode deterministic|megatron|approximate]
+    nox -s explain -- --baseline TOOLCHAIN
+        (--candidate TOOLCHAIN | --megatron-core SPEC | --torch SPEC | --pin N==V ...) [SUITE ...]
+        [--source PACKAGE=GITDIR] [--json PATH] [--markdown PATH] [--mode deterministic|megatron|approximate]
     (SPEC: a registry version, a local wheel, a local source directory or GITDIR@REF)."""
     support.run_explain(session)
 

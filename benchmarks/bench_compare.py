@@ -92,14 +92,19 @@ def _moved(golden: dict, rng, scale: float, fraction: float, diverge: float, flo
         tokens = list(request["generated_tokens"])
         if rng.random() < diverge:
             tokens[int(rng.integers(0, GENERATED))] += 1
-        current[rid] = dict(request, logprobs=values.tolist(), generated_tokens=tokens, latency=request["latency"] * 1.1)
+        current[rid] = dict(
+            request, logprobs=values.tolist(), generated_tokens=tokens, latency=request["latency"] * 1.1
+        )
     return current
 
 
 def timed(command: list[str]) -> dict:
     """One whole process: wall seconds, exit code, and its own peak RSS (GNU time's %M: the benchmark's
     own memory would otherwise count, as a forked child's high-water mark starts at its parent's)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT / "tools"), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT / "tools"), os.environ.get("PYTHONPATH")])),
+    }
     started = time.perf_counter()
     done = subprocess.run(["/usr/bin/time", "-f", "%M", *command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True, env=env)
@@ -113,7 +118,16 @@ def commands(golden: Path, current: Path, out: Path, comparator: Path | None) ->
     """The timed commands; Megatron's comparator only when a checkout gave one."""
     config = out / "model_config.yaml"
     config.write_text(MODEL_CONFIG)
-    ours = [sys.executable, "-m", "logitsmatch", "compare", str(golden), str(current), "--json", str(out / "report.json")]
+    ours = [
+        sys.executable,
+        "-m",
+        "logitsmatch",
+        "compare",
+        str(golden),
+        str(current),
+        "--json",
+        str(out / "report.json"),
+    ]
     runs = {"logitsmatch --json": ours}
     if comparator is not None:
         runs["megatron"] = [sys.executable, "-c", RUN_MEGATRON, str(comparator), str(golden), str(current), str(config)]
@@ -163,7 +177,12 @@ def deepdiff_itself(golden: Path, current: Path, sizes=(10, 100)) -> dict[int, f
     from deepdiff import DeepDiff
 
     g, c = json.loads(golden.read_text()), json.loads(current.read_text())
-    options = {"math_epsilon": 1e-3, "zip_ordered_iterables": True, "threshold_to_diff_deeper": 0, "ignore_nan_inequality": True}
+    options = {
+        "math_epsilon": 1e-3,
+        "zip_ordered_iterables": True,
+        "threshold_to_diff_deeper": 0,
+        "ignore_nan_inequality": True,
+    }
     figures = {}
     ids_all = [k for k, v in g.items() if isinstance(v, dict)]
     for size in (s for s in sizes if s <= len(ids_all)):
@@ -186,8 +205,11 @@ def main() -> None:
     comparator = args.megatron_lm / COMPARATOR if args.megatron_lm else None
     if comparator is not None and not comparator.is_file():
         raise SystemExit(f"bench_compare: {args.megatron_lm} is not a Megatron-LM checkout: it has no {COMPARATOR}")
-    print(f"{args.requests} requests x {args.logprobs} logprobs; python {sys.version.split()[0]}, numpy {np.__version__}; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; best of {args.repeat}, interleaved")
+    print(
+        f"{args.requests} requests x {args.logprobs} logprobs; python {sys.version.split()[0]}, numpy "
+        f"{np.__version__}; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; best of {args.repeat}, interleaved"
+    )
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         paths = make_files(Path(folder), args.requests, args.logprobs)
@@ -217,8 +239,11 @@ def main() -> None:
                 slices = deepdiff_itself(paths["golden"], paths[scenario])
                 for size, seconds in slices.items():
                     total = seconds * args.requests / size
-                    print(f"  deepdiff itself on {size:>3} requests {seconds:6.2f} s -> {total:6.1f} s for {args.requests} "
-                          f"(x{total / best['logitsmatch --deepdiff']['seconds']:.0f} logitsmatch --deepdiff)")
+                    print(
+                        f"  deepdiff itself on {size:>3} requests {seconds:6.2f} s -> {total:6.1f} s for "
+                        f"{args.requests} "
+                        f"(x{total / best['logitsmatch --deepdiff']['seconds']:.0f} logitsmatch --deepdiff)"
+                    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,10 @@ def timed(command: list[str], env: dict) -> tuple[float, subprocess.CompletedPro
     completed = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     if completed.returncode != 0:
-        raise SystemExit(f"failed ({completed.returncode}): {' '.join(command)}\n{completed.stdout[-2000:]}{completed.stderr[-2000:]}")
+        raise SystemExit(
+            f"failed ({completed.returncode}): "
+            f"{' '.join(command)}\n{completed.stdout[-2000:]}{completed.stderr[-2000:]}"
+        )
     return elapsed, completed
 
 
@@ -55,7 +58,9 @@ def main() -> None:
     print(f"suite {args.suite}, toolchain {args.toolchain}, {os.cpu_count()} CPUs, venv {bin_dir.parent.name}")
     print(f"{'run':<22}{'wall s':>8}{'start':>8}{'init':>8}{'weights':>9}{'coord':>8}{'decode':>8}{'shutdown':>10}")
     for _ in range(args.repeat):
-        bare, _ = timed([str(bin_dir / "logitsmatch"), "run", args.suite, "--toolchain", args.toolchain, "--no-compare"], env)
+        bare, _ = timed(
+            [str(bin_dir / "logitsmatch"), "run", args.suite, "--toolchain", args.toolchain, "--no-compare"], env
+        )
         phases = json.loads(provenance.read_text())["timings_s"]
         ranks = sum(phases[name] for name in ("init", "weights", "coordinator", "decode", "shutdown"))
         start = bare - ranks

@@ -95,11 +95,16 @@ def main(argv: list[str] | None = None) -> int:
                 outcomes.append(outcome)
                 _print_outcome(outcome)
         if "truncated-checkpoint" in wanted:
-            source = next(filter(None, (checkpoint_of(d / SUITE / "cpu" / toolchain) for d in work.glob("*/shared"))), None)
+            source = next(
+                filter(None, (checkpoint_of(d / SUITE / "cpu" / toolchain) for d in work.glob("*/shared"))), None
+            )
             if source is None:
                 source = checkpoint_of(work / "coordinator-port-taken" / SUITE / "cpu" / toolchain)
             if source is None:
-                print("[fault] truncated-checkpoint skipped: needs a successful run first (concurrent or coordinator-port-taken)")
+                print(
+                    "[fault] truncated-checkpoint skipped: needs a successful run first (concurrent or "
+                    "coordinator-port-taken)"
+                )
             else:
                 print("[fault] truncated-checkpoint ...", flush=True)
                 outcome = fault_truncated_checkpoint(work / "truncated", toolchain, t, source)
@@ -126,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_outcome(outcome: Outcome) -> None:
     first = next((line for line in outcome.message.splitlines() if line.startswith("logitsmatch run:")), "")
-    after = f", ended {outcome.after_injection_s:.1f} s after injection" if outcome.after_injection_s is not None else ""
+    after = (
+        f", ended {outcome.after_injection_s:.1f} s after injection" if outcome.after_injection_s is not None else ""
+    )
     verdict = "ok" if not outcome.problems() else "PROBLEM: " + "; ".join(outcome.problems())
     print(f"  rc {outcome.rc}, {outcome.elapsed_s:.1f} s (deadline {outcome.deadline_s:.0f} s){after}, "
           f"leftovers {len(outcome.leftovers)} -> {verdict}")

@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in tally.tracebacks + tally.multiline + tally.undocumented:
             distinct.setdefault(line.strip().splitlines()[-1], line)
         if tally.features:
-            print("                   holding " + ", ".join(f"{name}: {count}" for name, count in tally.features.items()))
+            print(
+                "                   holding " + ", ".join(f"{name}: {count}" for name, count in tally.features.items())
+            )
         for last, line in list(distinct.items())[:8]:
             print(f"    {sum(1 for trace in tally.tracebacks if trace.strip().endswith(last))}x {line[-900:]}")
     total = sum(t.inputs for t in tallies)

@@ -92,7 +92,8 @@ def render_summary(summary: dict) -> str:
         f"- reference: `{summary['reference']}` (CPU, fp32, TP8, megatron-core 0.16.1)",
         f"- weights sha256 matches the reference's: {summary.get('weights_match')}",
         "",
-        "| run | status | golden | wall s | tokens equal vs CPU fp32 | first divergence | max abs Δlogprob (shared) | over 1e-3 |",
+        "| run | status | golden | wall s | tokens equal vs CPU fp32 | first divergence | max abs Δlogprob "
+        "(shared) | over 1e-3 |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for run in summary["runs"]:
@@ -114,7 +115,9 @@ def render_summary(summary: dict) -> str:
         if run.get("stand_ins") is not None:
             lines += ["", f"Stand-ins in {run['label']}: " + ("; ".join(run["stand_ins"]) or "none")]
         if run.get("not_applied"):
-            lines += [f"Not applied in {run['label']}:"] + [f"  - {flag}: {why}" for flag, why in run["not_applied"].items()]
+            lines += [f"Not applied in {run['label']}:"] + [
+                f"  - {flag}: {why}" for flag, why in run["not_applied"].items()
+            ]
     lines += ["", f"Total wall time {summary['wall_s']:.0f} s.", ""]
     return "\n".join(lines)
 
@@ -251,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
                       "--tensor-parallel-size", str(args.tensor_parallel_size), "--dtype", dtype,
                       "--timeout", str(args.run_timeout), "--keep-run-dir"]
             had_golden = golden.is_file()
-            code, wall = logitsmatch(["run", *common, *([] if had_golden else ["--no-compare"])], log, args.run_timeout + 60)
+            code, wall = logitsmatch(
+                ["run", *common, *([] if had_golden else ["--no-compare"])], log, args.run_timeout + 60
+            )
             run["wall_s"] = wall
             if code not in (0, 1) or not result.is_file():
                 run["status"] = f"FAILED (exit {code})"
@@ -267,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
                 failed |= code != 0
                 keep += [result.with_name(name) for name in ("report.md", "report.json")]
             else:
-                code, _ = logitsmatch(["record", suite.name, "--toolchain", args.toolchain, "--platform", label], log, 120)
+                code, _ = logitsmatch(
+                    ["record", suite.name, "--toolchain", args.toolchain, "--platform", label], log, 120
+                )
                 run["golden_action"] = "recorded" if code == 0 else f"record failed (exit {code})"
                 run["status"] = "ok" if code == 0 else "record failed"
                 failed |= code != 0
@@ -328,7 +335,9 @@ def write_bundle(target: Path, project: Path, files: list[Path], out: Path) -> N
         for path in files:
             if path.is_file():
                 bundle.add(path, arcname=_arcname(path, project, results, out))
-        for run_log in sorted(results.glob("*/*/*/.runs/*/logs/**/*.log")) + sorted(results.glob("*/*/*/.runs/*/launcher.log")):
+        for run_log in sorted(results.glob("*/*/*/.runs/*/logs/**/*.log")) + sorted(
+            results.glob("*/*/*/.runs/*/launcher.log")
+        ):
             if run_log.stat().st_size < 4 << 20:
                 bundle.add(run_log, arcname=_arcname(run_log, project, results, out))
         for name in ("summary.json", "summary.md"):

@@ -54,7 +54,9 @@ def test_the_subpackages_exist():
 
 
 def test_no_module_outside_rank_imports_torch_or_megatron_at_import_time():
-    harness = sorted(name for name in MODULES if not name.startswith("logitsmatch.rank") and not name.endswith("__main__"))
+    harness = sorted(
+        name for name in MODULES if not name.startswith("logitsmatch.rank") and not name.endswith("__main__")
+    )
     assert len(harness) > 25
     probe = (
         "import importlib, json, sys\n"

@@ -144,8 +144,9 @@ def test_matrix_tabulates_a_collected_tree(tmp_path):
     into = tmp_path / "merged"
     assert run_logitsmatch("collect", str(machine(tmp_path, "amd")), "--into", str(into)).returncode == 0
     out = tmp_path / "matrix"
-    completed = run_logitsmatch("matrix", "--source", str(into), "--suite", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN,
-                                "--out", str(out))
+    completed = run_logitsmatch(
+        "matrix", "--source", str(into), "--suite", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--out", str(out)
+    )
     assert completed.returncode == 0, completed.stderr
     table = json.loads((out / "matrix.json").read_text())["suites"][TINY_SUITE]
     assert table["toolchains"] == [DEFAULT_TOOLCHAIN]
@@ -165,8 +166,19 @@ def test_matrix_marks_the_pairs_that_ran_on_different_hardware_classes(tmp_path)
     (intel / "result.provenance.json").write_text(json.dumps(provenance))
     into, out = tmp_path / "merged", tmp_path / "matrix"
     assert run_logitsmatch("collect", str(amd), str(tmp_path / "intel"), "--into", str(into)).returncode == 0
-    completed = run_logitsmatch("matrix", "--source", str(into), "--suite", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN,
-                                "--toolchain", other, "--out", str(out))
+    completed = run_logitsmatch(
+        "matrix",
+        "--source",
+        str(into),
+        "--suite",
+        TINY_SUITE,
+        "--toolchain",
+        DEFAULT_TOOLCHAIN,
+        "--toolchain",
+        other,
+        "--out",
+        str(out),
+    )
     assert completed.returncode == 0, completed.stderr
     table = json.loads((out / "matrix.json").read_text())["suites"][TINY_SUITE]
     assert table["hardware_classes"] == {DEFAULT_TOOLCHAIN: "x86_64-amd-avx2-mkl", other: "x86_64-intel-avx512-mkl"}

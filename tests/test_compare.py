@@ -106,8 +106,12 @@ def test_real_drift_structural_changes_from_deepdiff_paths():
 # --- first divergence and comparability --------------------------------------------------
 
 def test_logprobs_from_the_diverged_token_on_are_not_comparable():
-    golden = {"0": make_request(prompt=(-1.0, -2.0, -3.0, -4.0), tokens=(1, 2, 3, 4), generated=(-0.1, -0.2, -0.3, -0.4))}
-    current = {"0": make_request(prompt=(-1.0, -2.0, -3.5, -4.0), tokens=(1, 2, 9, 9), generated=(-0.1, -0.9, -7.0, -8.0))}
+    golden = {
+        "0": make_request(prompt=(-1.0, -2.0, -3.0, -4.0), tokens=(1, 2, 3, 4), generated=(-0.1, -0.2, -0.3, -0.4))
+    }
+    current = {
+        "0": make_request(prompt=(-1.0, -2.0, -3.5, -4.0), tokens=(1, 2, 9, 9), generated=(-0.1, -0.9, -7.0, -8.0))
+    }
     result = compare(golden, current, Policy())
     entry = result.to_dict()["requests"]["0"]
     assert entry["first_token_divergence"] == 2
@@ -123,7 +127,9 @@ def test_early_stop_diverges_at_the_shorter_length():
     current = {"0": make_request(tokens=(1, 2), generated=(-0.1, -0.2))}
     entry = compare(golden, current, Policy()).to_dict()["requests"]["0"]
     assert entry["first_token_divergence"] == 2
-    assert entry["token_changes"] == [{"path": "root['0']['generated_tokens'][2]", "index": 2, "golden": 3, "current": None}]
+    assert entry["token_changes"] == [
+        {"path": "root['0']['generated_tokens'][2]", "index": 2, "golden": 3, "current": None}
+    ]
     assert entry["stats"]["compared"] == 5 and entry["stats"]["not_comparable"] == 1
 
 
@@ -259,7 +265,9 @@ def test_deepdiff_sees_only_skeletons(monkeypatch):
 
 
 def test_matrix_summary_numbers():
-    current = edited(BASE, lambda d: (add_at(["0", "logprobs", 0], 0.25)(d), set_at(["1", "generated_tokens", 2], 7)(d)))
+    current = edited(
+        BASE, lambda d: (add_at(["0", "logprobs", 0], 0.25)(d), set_at(["1", "generated_tokens", 2], 7)(d))
+    )
     result = compare(BASE, current, Policy())
     assert result.tokens_agree is False
     assert result.first_divergences == {"0": None, "1": 2}
@@ -273,8 +281,14 @@ def test_statistics_match_numpy():
     rng = np.random.default_rng(3)
     values = (-rng.exponential(2.0, 400)).tolist()
     noisy = [v + d for v, d in zip(values, rng.normal(0, 1e-3, 400).tolist())]
-    golden = {"0": {"generated_tokens": [1] * 10, "logprobs": values}, "1": {"generated_tokens": [], "logprobs": values[:7]}}
-    current = {"0": {"generated_tokens": [1] * 10, "logprobs": noisy}, "1": {"generated_tokens": [], "logprobs": values[:7]}}
+    golden = {
+        "0": {"generated_tokens": [1] * 10, "logprobs": values},
+        "1": {"generated_tokens": [], "logprobs": values[:7]},
+    }
+    current = {
+        "0": {"generated_tokens": [1] * 10, "logprobs": noisy},
+        "1": {"generated_tokens": [], "logprobs": values[:7]},
+    }
     result = compare(golden, current, Policy())
     magnitude = np.abs(np.array(noisy) - np.array(values))
     stats = result.to_dict()["requests"]["0"]["stats"]
@@ -353,7 +367,9 @@ def test_routing_after_a_token_divergence_is_not_compared():
 def test_routing_of_another_shape_fails_naming_it(change, message):
     golden, current = routed_pair()
     change(current["0"]["routing_indices"])
-    (check,) = [c for c in compare(golden, current, Policy(metrics=ROUTING)).failed_checks if c.metric == "routing_indices"]
+    (check,) = [
+        c for c in compare(golden, current, Policy(metrics=ROUTING)).failed_checks if c.metric == "routing_indices"
+    ]
     assert message in check.message
 
 

@@ -39,7 +39,9 @@ policies = st.builds(
     Policy,
     mode=st.sampled_from(list(Mode)),
     nan_equal=st.just(True),
-    metrics=st.sampled_from([("generated_tokens", "logprobs"), ("logprobs",), ("generated_tokens", "logprobs", "generated_text")]),
+    metrics=st.sampled_from(
+        [("generated_tokens", "logprobs"), ("logprobs",), ("generated_tokens", "logprobs", "generated_text")]
+    ),
 )
 
 

@@ -94,9 +94,12 @@ def test_megatron_goldens_and_their_perturbations(megatron_case_folders):
         golden = load_golden(case / "golden_values_dev_dgx_h100.json")
         rid = next(iter(golden))
         n = len(golden[rid]["logprobs"])
-        for current in (golden, edited(golden, add_at([rid, "logprobs", n - 3], 2e-3)),
-                        edited(golden, add_at([rid, "generated_tokens", 4], 1)),
-                        edited(golden, lambda d, rid=rid: (d[rid]["logprobs"].pop(), d[rid]["generated_tokens"].pop()))):
+        for current in (
+            golden,
+            edited(golden, add_at([rid, "logprobs", n - 3], 2e-3)),
+            edited(golden, add_at([rid, "generated_tokens", 4], 1)),
+            edited(golden, lambda d, rid=rid: (d[rid]["logprobs"].pop(), d[rid]["generated_tokens"].pop())),
+        ):
             assert_equivalent(golden, current)
 
 
@@ -156,7 +159,9 @@ def pairs(draw):
                                        "drop_request", "add_request", "nan"]))
         values, tokens = request.get("logprobs"), request.get("generated_tokens")
         if change == "noise" and values:
-            values[draw(st.integers(0, len(values) - 1))] += draw(st.sampled_from([1e-4, 9.99e-4, 1e-3, 1.001e-3, -0.2, 3.0]))
+            values[draw(st.integers(0, len(values) - 1))] += draw(
+                st.sampled_from([1e-4, 9.99e-4, 1e-3, 1.001e-3, -0.2, 3.0])
+            )
         elif change == "nan" and values:
             index = draw(st.integers(0, len(values) - 1))
             values[index] = math.nan

@@ -22,14 +22,28 @@ pytestmark = pytest.mark.inference
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     root = tmp_path_factory.mktemp("explain")
-    return {"root": root, "env": {"LOGITSMATCH_CACHE": str(root / "cache"), "LOGITSMATCH_RESULTS": str(root / "results")}}
+    return {
+        "root": root,
+        "env": {"LOGITSMATCH_CACHE": str(root / "cache"), "LOGITSMATCH_RESULTS": str(root / "results")},
+    }
 
 
 def explain(shared, name: str, *args: str):
     out = shared["root"] / name
-    completed = run_logitsmatch("explain", "--baseline-python", sys.executable, "--workdir", str(shared["root"] / "work"),
-                                "--json", str(out.with_suffix(".json")), "--markdown", str(out.with_suffix(".md")), *args,
-                                env=shared["env"], timeout=3600)
+    completed = run_logitsmatch(
+        "explain",
+        "--baseline-python",
+        sys.executable,
+        "--workdir",
+        str(shared["root"] / "work"),
+        "--json",
+        str(out.with_suffix(".json")),
+        "--markdown",
+        str(out.with_suffix(".md")),
+        *args,
+        env=shared["env"],
+        timeout=3600,
+    )
     assert completed.returncode in (0, 1), completed.stdout[-3000:] + completed.stderr[-3000:]
     return completed, json.loads(out.with_suffix(".json").read_text())
 
@@ -71,7 +85,9 @@ def test_planted_package_commit_and_module_are_named(shared):
 def test_no_numeric_difference_is_no_drift_without_bisecting(shared):
     root = shared["root"]
     decoys = [planted.package_overlay(name, "nochange", root / "nochange") for name in ("einops", "msgpack")]
-    completed, report = explain(shared, "nodrift", *(arg for decoy in decoys for arg in ("--candidate-path", str(decoy))))
+    completed, report = explain(
+        shared, "nodrift", *(arg for decoy in decoys for arg in ("--candidate-path", str(decoy)))
+    )
     assert completed.returncode == 0
     suite = report["suites"][TINY_SUITE]
     assert suite["verdict"] == "no drift" and report["culprits"] == [] and report["commit"] is None

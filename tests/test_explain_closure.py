@@ -277,7 +277,10 @@ def test_a_decoy_the_baseline_pins_moves_only_with_the_culprit_and_is_not_blamed
     report says why instead of blaming decoy-alpha."""
     explainer, groups, report = _explain_packages(tmp_path, declared=True, pinned_decoy=True)
     assert [g["lead"] for g in report["culprit_groups"]] == ["torchlike"] and report["unresolved"] == []
-    assert report["ties"]["torchlike"] == "the baseline's torchlike 1.0 requires decoy-alpha<1.1; moved, decoy-alpha is 1.1"
+    assert (
+        report["ties"]["torchlike"]
+        == "the baseline's torchlike 1.0 requires decoy-alpha<1.1; moved, decoy-alpha is 1.1"
+    )
     assert report["proof"]["without"]["impossible"] == "a tie takes it along"
     line = culprit_lines("tiny", report)[0]
     assert line.endswith("everything else cannot move without it: a tie takes it along (not proven)"), line
@@ -389,5 +392,7 @@ def test_an_unresolved_run_is_named_by_the_exception_its_traceback_ends_with():
               "    raise ValueError(f\"{lib_folder} not found in the system path {sys.path}\")\n"
               "ValueError: libcudnn.so.*[0-9] not found in the system path ['/x']\n")
     assert first_error_line(stderr) == "ValueError: libcudnn.so.*[0-9] not found in the system path ['/x']"
-    assert first_error_line("[logitsmatch] error: rank 3 failed before serving\nbye\n").endswith("rank 3 failed before serving")
+    assert first_error_line("[logitsmatch] error: rank 3 failed before serving\nbye\n").endswith(
+        "rank 3 failed before serving"
+    )
     assert first_error_line("") == "no output"

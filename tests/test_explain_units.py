@@ -142,7 +142,9 @@ def test_first_bad_skips_commits_that_do_not_run():
 
     found, skipped = first_bad(commits, test)
     assert found is None and set(skipped) == {"c4", "c5"}  # the boundary lies among skipped commits
-    found, skipped = first_bad(commits, lambda sha: "unresolved" if sha == "c3" else "bad" if int(sha[1:]) >= 6 else "good")
+    found, skipped = first_bad(
+        commits, lambda sha: "unresolved" if sha == "c3" else "bad" if int(sha[1:]) >= 6 else "good"
+    )
     assert found == "c6"
 
 
@@ -152,9 +154,16 @@ def _env(python: str, **packages) -> envs.Environment:
     distributions = {}
     for name, spec in packages.items():
         version, requires, compiled = (spec + (None, False))[:3] if isinstance(spec, tuple) else (spec, None, False)
-        distributions[name.replace("_", "-")] = {"name": name.replace("_", "-"), "version": version, "location": f"/{python}",
-                                                 "dist_info": "", "files": [], "compiled": compiled, "requires": requires or [],
-                                                 "commit": None}
+        distributions[name.replace("_", "-")] = {
+            "name": name.replace("_", "-"),
+            "version": version,
+            "location": f"/{python}",
+            "dist_info": "",
+            "files": [],
+            "compiled": compiled,
+            "requires": requires or [],
+            "commit": None,
+        }
     return envs.Environment(envs.Side("x", f"/{python}/python"), python, "", distributions)
 
 
@@ -162,7 +171,12 @@ def test_diff_lists_every_differing_distribution_and_the_interpreter_but_not_the
     a = _env("3.11.7", torch="2.13.0", numpy="1.26.4", logitsmatch="0.1.0", only_a="1")
     b = _env("3.12.1", torch="2.13.0", numpy="2.4.6", logitsmatch="0.2.0", only_b="1")
     changes = {c.name: (c.baseline, c.candidate) for c in envs.diff(a, b)}
-    assert changes == {"python": ("3.11.7", "3.12.1"), "numpy": ("1.26.4", "2.4.6"), "only-a": ("1", None), "only-b": (None, "1")}
+    assert changes == {
+        "python": ("3.11.7", "3.12.1"),
+        "numpy": ("1.26.4", "2.4.6"),
+        "only-a": ("1", None),
+        "only-b": (None, "1"),
+    }
 
 
 def test_a_declared_requirement_moves_packages_together_and_says_why():
@@ -192,7 +206,9 @@ def test_compose_overlays_exactly_the_moved_distributions(tmp_path):
     other = envs.Environment(here.side, here.python, here.abi, moved)
     side = envs.compose(here, other, {"pyyaml"}, tmp_path, "pyyaml-moved")
     assert len(side.pythonpath) == 1 and side.pythonpath[0].startswith(str(tmp_path / "overlays"))
-    probe = subprocess.run([side.python, "-c", "import yaml; print(yaml.__file__)"], env=side.env(), capture_output=True, text=True)
+    probe = subprocess.run(
+        [side.python, "-c", "import yaml; print(yaml.__file__)"], env=side.env(), capture_output=True, text=True
+    )
     assert probe.stdout.startswith(side.pythonpath[0]), probe.stderr
     again = envs.compose(here, other, {"pyyaml"}, tmp_path, "again")
     assert again.pythonpath == side.pythonpath  # materialised once, reused
@@ -208,16 +224,29 @@ def _capture(folder, outputs: dict[str, np.ndarray], steps=((0, 5, "ids"),), ran
         lines = [{"kind": "header", "format": 1, "rank": rank}]
         values = {}
         for step, active, ids in steps:
-            lines.append({"kind": "step", "step": step, "active_tokens": active, "valid_ids_sha256": ids, "padded_tokens": 8})
+            lines.append(
+                {"kind": "step", "step": step, "active_tokens": active, "valid_ids_sha256": ids, "padded_tokens": 8}
+            )
             for order, (name, array) in enumerate(outputs.items()):
                 data = array if not (shard and name in shard and rank == 1) else shard[name]
                 key = f"v{len(values):05d}"
                 if rank == 0:
                     values[key] = data
-                lines.append({"kind": "output", "step": step, "order": order, "name": name, "output": "0", "shape": list(data.shape),
-                              "valid_shape": list(data.shape), "dtype": "float32",
-                              "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
-                              "valid_sha256": hashlib.sha256(data.tobytes()).hexdigest(), "values": key if rank == 0 else None})
+                lines.append(
+                    {
+                        "kind": "output",
+                        "step": step,
+                        "order": order,
+                        "name": name,
+                        "output": "0",
+                        "shape": list(data.shape),
+                        "valid_shape": list(data.shape),
+                        "dtype": "float32",
+                        "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
+                        "valid_sha256": hashlib.sha256(data.tobytes()).hexdigest(),
+                        "values": key if rank == 0 else None,
+                    }
+                )
         (folder / f"rank-{rank}.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
         if rank == 0:
             np.savez(folder / f"rank-{rank}.npz", **values)

@@ -38,7 +38,9 @@ ROUTER = "decoder.layers.0.mlp.router.weight"
 def test_the_coordinator_spreads_requests_over_the_engines(suite, engines, tmp_path):
     """Each engine registers with the one coordinator, which spreads the prompts over them; the result
     still matches the golden, and its provenance says which engine served which request."""
-    completed = run_logitsmatch("run", suite, "--toolchain", DEFAULT_TOOLCHAIN, env={"LOGITSMATCH_RESULTS": str(tmp_path)})
+    completed = run_logitsmatch(
+        "run", suite, "--toolchain", DEFAULT_TOOLCHAIN, env={"LOGITSMATCH_RESULTS": str(tmp_path)}
+    )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert f"{engines} engine" in completed.stdout and "PASS" in completed.stdout
     provenance = json.loads((tmp_path / suite / "cpu" / DEFAULT_TOOLCHAIN / "result.provenance.json").read_text())
@@ -48,8 +50,12 @@ def test_the_coordinator_spreads_requests_over_the_engines(suite, engines, tmp_p
     assert set(served.values()) <= set(range(engines))
     assert len(set(served.values())) > 1, f"one engine served everything: {served}"
     assert len(set(served.values())) == len(result)  # one prompt per engine: none held, none batched by timing
-    assert provenance["request_schedule"] == {"engines": engines, "prompts": len(result), "held_until_all_arrived": None,
-                                              "timing_dependent": False}
+    assert provenance["request_schedule"] == {
+        "engines": engines,
+        "prompts": len(result),
+        "held_until_all_arrived": None,
+        "timing_dependent": False,
+    }
     assert len(provenance["memory"]["peak_rss_mib_per_rank"]) == 8
     assert all(value > 100 for value in provenance["memory"]["peak_rss_mib_per_rank"])
 
@@ -87,7 +93,9 @@ def test_a_perturbed_router_weight_moves_the_routing_and_the_report_names_it(tmp
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     routing = json.loads(golden.read_text())["0"]["routing_indices"]
     assert len(routing[0]) == 4 and len(routing[0][0]) == 6  # [tokens, 4 MoE layers, top-6]
-    provenance = json.loads((tmp_path / "results" / MOE_TINY / "cpu" / toolchain / "result.provenance.json").read_text())
+    provenance = json.loads(
+        (tmp_path / "results" / MOE_TINY / "cpu" / toolchain / "result.provenance.json").read_text()
+    )
 
     from logitsmatch.paths import cache_root
     from logitsmatch.run.synthetic_weights import cache_key
@@ -95,7 +103,11 @@ def test_a_perturbed_router_weight_moves_the_routing_and_the_report_names_it(tmp
     spec = provenance["weights"]["spec"]
     hidden = spec["architecture"]["hidden_size"]
     packages = provenance["packages"]  # the key of the routing toolchain's checkpoint, not this venv's
-    source = cache_root() / "checkpoints" / cache_key(spec, writer=packages["megatron-core"], numpy_versions=[packages["numpy"]] * 2)
+    source = (
+        cache_root()
+        / "checkpoints"
+        / cache_key(spec, writer=packages["megatron-core"], numpy_versions=[packages["numpy"]] * 2)
+    )
     perturbed = tmp_path / "perturbed"
     subprocess.run([str(python), str(PROJECT / "tests" / "perturb_checkpoint.py"), str(source), str(perturbed), ROUTER,
                     str(5 * hidden + 3), "4.0"], check=True, capture_output=True, env=env, timeout=900)

@@ -86,8 +86,14 @@ def test_compare_non_finite_and_missing_values_are_drift_not_errors(mutate, frag
 
 @pytest.mark.parametrize(
     "option, fragment",
-    [("--abs-tol=nan", "finite"), ("--abs-tol=inf", "finite"), ("--rel-tol=-1", ">= 0"),
-     ("--mode=bogus", "unknown comparison mode"), ("--failure-budget=x", "integer"), ("--metrics=nope", "unknown metric")],
+    [
+        ("--abs-tol=nan", "finite"),
+        ("--abs-tol=inf", "finite"),
+        ("--rel-tol=-1", ">= 0"),
+        ("--mode=bogus", "unknown comparison mode"),
+        ("--failure-budget=x", "integer"),
+        ("--metrics=nope", "unknown metric"),
+    ],
 )
 def test_compare_bad_option_values_exit_2(option, fragment):
     assert_one_line(run_logitsmatch("compare", str(GOLDEN), str(GOLDEN), option), 2, fragment)
@@ -173,9 +179,16 @@ def fake_checkpoint(root, common: bytes | None = None, arch_change: dict | None 
     iteration = root / "iter_0000001"
     iteration.mkdir(parents=True)
     (root / "latest_checkpointed_iteration.txt").write_text("1")
-    (iteration / "metadata.json").write_text(json.dumps(
-        {"sharded_backend": "torch_dist", "sharded_backend_version": 1, "common_backend": "torch", "common_backend_version": 1}
-    ))
+    (iteration / "metadata.json").write_text(
+        json.dumps(
+            {
+                "sharded_backend": "torch_dist",
+                "sharded_backend_version": 1,
+                "common_backend": "torch",
+                "common_backend_version": 1,
+            }
+        )
+    )
     if common is not None:
         (iteration / "common.pt").write_bytes(common)
         return root

@@ -14,12 +14,18 @@ H100 = {"cpu": INTEL["cpu"], "cuda": {"devices": [{"name": "NVIDIA H100 80GB HBM
                                       "driver": "570.86", "cuda": "13.0", "cudnn": 91000, "cublas": None}}
 
 
-@pytest.mark.parametrize(("identity", "expected"), [
-    (AMD, "x86_64-amd-avx2-mkl"),
-    (INTEL, "x86_64-intel-avx512-mkl"),
-    (H100, "cuda-sm90-h100"),
-    ({"cpu": {"arch": "aarch64", "vendor": "ARM", "isa": "SVE256", "blas": {"name": "open"}}}, "aarch64-arm-sve256-open"),
-])
+@pytest.mark.parametrize(
+    ("identity", "expected"),
+    [
+        (AMD, "x86_64-amd-avx2-mkl"),
+        (INTEL, "x86_64-intel-avx512-mkl"),
+        (H100, "cuda-sm90-h100"),
+        (
+            {"cpu": {"arch": "aarch64", "vendor": "ARM", "isa": "SVE256", "blas": {"name": "open"}}},
+            "aarch64-arm-sve256-open",
+        ),
+    ],
+)
 def test_class_names_vendor_isa_and_blas_or_the_device(identity, expected):
     assert hardware.hardware_class(identity) == expected
 
@@ -93,14 +99,22 @@ def test_compare_names_both_classes_when_a_result_comes_from_other_hardware(tmp_
     from support import TINY_SUITE, golden_file, run_logitsmatch
 
     golden = _with_sidecar(tmp_path, "golden", golden_file(TINY_SUITE), None)
-    intel = _with_sidecar(tmp_path, "current", golden_file(TINY_SUITE), {**INTEL, "class": hardware.hardware_class(INTEL)})
+    intel = _with_sidecar(
+        tmp_path, "current", golden_file(TINY_SUITE), {**INTEL, "class": hardware.hardware_class(INTEL)}
+    )
     completed = run_logitsmatch("compare", str(golden), str(intel), "--json", str(tmp_path / "report.json"))
     assert completed.returncode == 0, completed.stderr
-    assert ("golden from AMD EPYC (AVX2, mkl 2024.2, 1 thread) [x86_64-amd-avx2-mkl], this run on "
-            "Intel(R) Xeon(R) Platinum 8480+ (AVX512, mkl 2024.2, 1 thread) [x86_64-intel-avx512-mkl]") in completed.stdout
+    assert (
+        "golden from AMD EPYC (AVX2, mkl 2024.2, 1 thread) [x86_64-amd-avx2-mkl], this run on "
+        "Intel(R) Xeon(R) Platinum 8480+ (AVX512, mkl 2024.2, 1 thread) [x86_64-intel-avx512-mkl]"
+    ) in completed.stdout
     assert "judged at the tolerance (abs 0.001)" in completed.stdout
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["hardware"] == {"golden": "x86_64-amd-avx2-mkl", "current": "x86_64-intel-avx512-mkl", "same_class": False}
+    assert report["hardware"] == {
+        "golden": "x86_64-amd-avx2-mkl",
+        "current": "x86_64-intel-avx512-mkl",
+        "same_class": False,
+    }
     strict = run_logitsmatch("compare", str(golden), str(intel), "--mode", "deterministic")
     assert "cannot be told apart from hardware drift" in strict.stdout
     same = run_logitsmatch("compare", str(golden), str(_with_sidecar(tmp_path, "same", golden_file(TINY_SUITE), None)),

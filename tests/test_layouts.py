@@ -32,7 +32,9 @@ def test_every_shipped_suite_has_a_valid_layout(project):
     assert names, "no shipped suites"
     for name in names:
         suite = load_suite(project, name)
-        of_suite(suite.model_args, suite.world_size, name).check(load_architecture(project, suite.synthetic_model), name)
+        of_suite(suite.model_args, suite.world_size, name).check(
+            load_architecture(project, suite.synthetic_model), name
+        )
 
 
 @pytest.mark.parametrize(

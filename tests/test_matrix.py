@@ -32,7 +32,11 @@ def test_matrix_matches_compare_pair_by_pair(project, tmp_path, monkeypatch, cap
     policy = Policy.from_suite(suite.metrics, suite.comparison)
     for row in toolchains:
         for col in toolchains:
-            expected = compare(load_golden(golden_path(TINY_SUITE, "cpu", row)), load_golden(golden_path(TINY_SUITE, "cpu", col)), policy)
+            expected = compare(
+                load_golden(golden_path(TINY_SUITE, "cpu", row)),
+                load_golden(golden_path(TINY_SUITE, "cpu", col)),
+                policy,
+            )
             cell = report["cells"][row][col]
             assert cell["tokens_agree"] == expected.tokens_agree
             assert cell["max_abs_delta"] == float(expected.max_abs_delta)

@@ -83,19 +83,37 @@ def _edit_provenance(result_dir, edit) -> None:
     sidecar.write_text(json.dumps(record_))
 
 
-@pytest.mark.parametrize("edit, reason", [
-    (lambda r: r.update(suite_config_sha256="old"), "it ran an older config of the suite"),
-    (lambda r: r.update(weights={"source": "checkpoint", "path": "/data/ckpt/iter_0000100"}),
-     "it ran checkpoint /data/ckpt/iter_0000100, not the suite's synthetic weights (seed 1234"),
-    (lambda r: r["weights"]["spec"].update(seed=7), "it ran synthetic weights (seed 7"),
-    (lambda r: r["weights"].update(generator_version=1), "generator v1"),
-    (lambda r: r.update(toolchain="py3.11-torch2.13.0-mcore0.15.3"), "names toolchain py3.11-torch2.13.0-mcore0.15.3, not"),
-    (lambda r: r.update(candidate_of=DEFAULT_TOOLCHAIN), "(a candidate of"),
-    (lambda r: r["packages"].update(torch="2.14.1"), "it ran torch 2.14.1, the toolchain pins 2.13.0"),
-    (lambda r: r["packages"].pop("megatron-core"), "it ran megatron-core (none recorded)"),
-    (lambda r: r.update(python="3.12.1"), "it ran python 3.12.1, the toolchain pins 3.11"),
-], ids=["suite config", "a --checkpoint experiment", "other seed", "other value rules", "other toolchain",
-        "a candidate", "torch version", "no megatron-core", "python version"])
+@pytest.mark.parametrize(
+    "edit, reason",
+    [
+        (lambda r: r.update(suite_config_sha256="old"), "it ran an older config of the suite"),
+        (
+            lambda r: r.update(weights={"source": "checkpoint", "path": "/data/ckpt/iter_0000100"}),
+            "it ran checkpoint /data/ckpt/iter_0000100, not the suite's synthetic weights (seed 1234",
+        ),
+        (lambda r: r["weights"]["spec"].update(seed=7), "it ran synthetic weights (seed 7"),
+        (lambda r: r["weights"].update(generator_version=1), "generator v1"),
+        (
+            lambda r: r.update(toolchain="py3.11-torch2.13.0-mcore0.15.3"),
+            "names toolchain py3.11-torch2.13.0-mcore0.15.3, not",
+        ),
+        (lambda r: r.update(candidate_of=DEFAULT_TOOLCHAIN), "(a candidate of"),
+        (lambda r: r["packages"].update(torch="2.14.1"), "it ran torch 2.14.1, the toolchain pins 2.13.0"),
+        (lambda r: r["packages"].pop("megatron-core"), "it ran megatron-core (none recorded)"),
+        (lambda r: r.update(python="3.12.1"), "it ran python 3.12.1, the toolchain pins 3.11"),
+    ],
+    ids=[
+        "suite config",
+        "a --checkpoint experiment",
+        "other seed",
+        "other value rules",
+        "other toolchain",
+        "a candidate",
+        "torch version",
+        "no megatron-core",
+        "python version",
+    ],
+)
 def test_a_result_that_is_not_the_suites_or_the_toolchains_is_refused(project_copy, capsys, edit, reason):
     golden, result_dir = project_copy
     before = golden.read_bytes()

@@ -94,7 +94,8 @@ def test_cpu_reports_what_it_cannot_honour_and_gpu_applies_it(project):
 
 
 # Megatron-LM's case files, byte for byte: the git blob id of each model_config.yaml at
-# NVIDIA/Megatron-LM commit d98e8a64dd (git rev-parse d98e8a64dd:tests/functional_tests/test_cases/<dir>/<case>/model_config.yaml).
+# NVIDIA/Megatron-LM commit d98e8a64dd
+# (git rev-parse d98e8a64dd:tests/functional_tests/test_cases/<dir>/<case>/model_config.yaml).
 MEGATRON_COPIES = {
     "gpt_dynamic_inference_tp8_pp1_dp1_583m_logitsmatch_zmq": "e34e63ec4c0b600e6103d65df01b34e9a0a5e776",
     "gpt_dynamic_inference_tp1_pp8_dp1_583m_logitsmatch_zmq": "3fe997dd46ba18c53e29417d63470414581cd402",

@@ -19,7 +19,9 @@ def test_shipped_toolchains(project):
     assert "default" in default.tags
     newest = [t for t in toolchains.values() if t.megatron_core.startswith("0.19")]
     assert newest and newest[0].python == "3.12"
-    same_torch = [t for t in toolchains.values() if t is not default and t.torch == default.torch and t.python == default.python]
+    same_torch = [
+        t for t in toolchains.values() if t is not default and t.torch == default.torch and t.python == default.python
+    ]
     assert same_torch, "a toolchain differing from the default only in megatron-core"
     assert f"megatron-core=={default.megatron_core}" in default.requirements()
 
@@ -103,15 +105,25 @@ def test_suites_the_oldest_release_cannot_run_are_listed_not_recorded():
     session = FakeSession()
     runnable = nox_support.runnable_suites(session, oldest, nox_support.SUITES)
     refused = sorted(set(nox_support.SUITES) - set(runnable))
-    assert refused == sorted(name for name in nox_support.SUITES if "_pp8_" in name or "_pp2_" in name or "_ep8_" in name)
-    assert len(session.logs) == len(refused) and all("cannot run" in line and "needs 0.16+" in line for line in session.logs)
-    assert nox_support.runnable_suites(FakeSession(), nox_support.DEFAULT_TOOLCHAIN, nox_support.SUITES) == nox_support.SUITES
+    assert refused == sorted(
+        name for name in nox_support.SUITES if "_pp8_" in name or "_pp2_" in name or "_ep8_" in name
+    )
+    assert len(session.logs) == len(refused) and all(
+        "cannot run" in line and "needs 0.16+" in line for line in session.logs
+    )
+    assert (
+        nox_support.runnable_suites(FakeSession(), nox_support.DEFAULT_TOOLCHAIN, nox_support.SUITES)
+        == nox_support.SUITES
+    )
 
 
 def test_a_suite_the_release_cannot_run_does_not_fail_the_main_job_but_a_failing_one_does(built):
     from logitsmatch.devtools import nox_support
 
-    pp8, dp8 = "gpt_dynamic_inference_tp1_pp8_dp1_tiny_logitsmatch_zmq", "gpt_dynamic_inference_tp1_pp1_dp8_tiny_logitsmatch_zmq"
+    pp8, dp8 = (
+        "gpt_dynamic_inference_tp1_pp8_dp1_tiny_logitsmatch_zmq",
+        "gpt_dynamic_inference_tp1_pp1_dp8_tiny_logitsmatch_zmq",
+    )
     session = FakeSession([pp8, dp8], outcomes={pp8: 4})
     nox_support.run_suites(session, "py3.11-torch2.13.0-mcore0.15.3")
     assert [run[2] for run in session.runs] == [pp8, dp8]

@@ -44,7 +44,9 @@ def golden_file(suite: str, toolchain: str = DEFAULT_TOOLCHAIN, platform: str = 
     return PROJECT / "golden_values" / suite / f"golden_values_{platform}_{toolchain}.json"
 
 
-def run_logitsmatch(*args: str, env: dict | None = None, timeout: float = 900, cwd: Path = PROJECT) -> subprocess.CompletedProcess:
+def run_logitsmatch(
+    *args: str, env: dict | None = None, timeout: float = 900, cwd: Path = PROJECT
+) -> subprocess.CompletedProcess:
     """The CLI as a user runs it, from the project root."""
     return subprocess.run(
         [sys.executable, "-m", "logitsmatch", *args],
@@ -73,7 +75,11 @@ def installed_toolchain() -> str | None:
         return None
     python = "{}.{}".format(*sys.version_info[:2])
     for name, toolchain in load_toolchains(PYPROJECT).items():
-        if (toolchain.python, toolchain.torch, toolchain.megatron_core) == (python, versions["torch"], versions["megatron-core"]):
+        if (toolchain.python, toolchain.torch, toolchain.megatron_core) == (
+            python,
+            versions["torch"],
+            versions["megatron-core"],
+        ):
             return name
     return None
 
@@ -109,7 +115,9 @@ def require_toolchain_module(name: str):
         return importlib.import_module(name)
     except ImportError as exc:
         if os.environ.get("CI"):
-            raise RuntimeError(f"CI is set and {name} is not importable ({exc}): the inference tests would vanish") from exc
+            raise RuntimeError(
+                f"CI is set and {name} is not importable ({exc}): the inference tests would vanish"
+            ) from exc
         pytest.skip(f"{name} is not importable ({exc})", allow_module_level=True)
 
 

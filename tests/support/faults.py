@@ -117,7 +117,9 @@ class LiveRun:
             if value:
                 return value
             if self.process.poll() is not None:
-                raise AssertionError(f"the run ended (rc {self.process.returncode}) before {what}:\n{self.stderr()[-3000:]}")
+                raise AssertionError(
+                    f"the run ended (rc {self.process.returncode}) before {what}:\n{self.stderr()[-3000:]}"
+                )
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}")
 

@@ -46,7 +46,9 @@ SCALARS = st.one_of(
 )
 JSON_VALUES = st.recursive(
     SCALARS,
-    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=4)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
     max_leaves=12,
 )
 # Strings JSON can carry but UTF-8 cannot (lone surrogates, written as \\uXXXX escapes), and control characters.
@@ -87,7 +89,9 @@ def golden_documents(draw, base: dict) -> dict:
             elif action == "odd_text":  # well-formed: reaches the comparison and every report writer
                 request["generated_text"] = draw(ODD_TEXT) + request.get("generated_text", "")
             elif action == "huge_token" and isinstance(tokens, list) and tokens:
-                tokens[draw(st.integers(0, len(tokens) - 1))] = draw(st.sampled_from([2**63, 2**64, 2**64 + 7, -(2**63) - 1, 10**30]))
+                tokens[draw(st.integers(0, len(tokens) - 1))] = draw(
+                    st.sampled_from([2**63, 2**64, 2**64 + 7, -(2**63) - 1, 10**30])
+                )
             elif action == "named_request":  # a non-numeric top-level key: a request id, as in Megatron
                 doc[draw(st.sampled_from(["foo", "note", "config", "version"]))] = copy.deepcopy(request)
             elif action == "odd_request_id":
@@ -307,10 +311,25 @@ def yaml_texts(draw, base: dict, protect: set[str] = frozenset()) -> str:
             elif kind == "nested_delete":
                 inner.pop(inner_key)
             else:
-                inner[draw(st.sampled_from(["--frobnicate", "--num-layers", "--tensor-model-parallel-size",
-                                            "--pipeline-model-parallel-size", "--prompts", "--top_k",
-                                            "--temperature", "--return-log-probs", "--tokenizer-type",
-                                            "--inference-max-seq-length", "--num-tokens-to-generate"]))] = draw(JSON_VALUES)
+                inner[
+                    draw(
+                        st.sampled_from(
+                            [
+                                "--frobnicate",
+                                "--num-layers",
+                                "--tensor-model-parallel-size",
+                                "--pipeline-model-parallel-size",
+                                "--prompts",
+                                "--top_k",
+                                "--temperature",
+                                "--return-log-probs",
+                                "--tokenizer-type",
+                                "--inference-max-seq-length",
+                                "--num-tokens-to-generate",
+                            ]
+                        )
+                    )
+                ] = draw(JSON_VALUES)
     try:
         text = yaml.safe_dump(doc, allow_unicode=True)
     except (yaml.YAMLError, ValueError, TypeError):
@@ -379,17 +398,31 @@ def fuzz_suites(examples: int, work: Path, seed: int, toolchain: str) -> Tally:
     project = make_project(work / "project")
     folder = project / "suites" / TINY_SUITE
     bases = {
-        folder / "model_config.yaml": yaml.safe_load((PROJECT / "suites" / TINY_SUITE / "model_config.yaml").read_text()),
+        folder / "model_config.yaml": yaml.safe_load(
+            (PROJECT / "suites" / TINY_SUITE / "model_config.yaml").read_text()
+        ),
         folder / "logitsmatch.yaml": yaml.safe_load((PROJECT / "suites" / TINY_SUITE / "logitsmatch.yaml").read_text()),
-        project / "model_configs" / "tiny_gpt.yaml": yaml.safe_load((PROJECT / "model_configs" / "tiny_gpt.yaml").read_text()),
+        project / "model_configs" / "tiny_gpt.yaml": yaml.safe_load(
+            (PROJECT / "model_configs" / "tiny_gpt.yaml").read_text()
+        ),
     }
     originals = {path: path.read_text() for path in bases}
     names = st.sampled_from([TINY_SUITE] * 8 + ["", "../suites", "no_such_suite", "a/b", TINY_SUITE + "/"])
     toolchains = st.sampled_from([toolchain] * 8 + ["", "py0.0-nope", "default"])
-    extras = st.lists(st.sampled_from([["--timeout", "0.5"], ["--platform", "gpu"], ["--platform", "mars"],
-                                       ["--checkpoint", str(work / "nope")], ["--tokenizer-model", str(work / "nope.json")],
-                                       ["--tokenizer-model", str(folder / "model_config.yaml")],
-                                       ["--bind-host", "127.0.0.1"]]), max_size=2)
+    extras = st.lists(
+        st.sampled_from(
+            [
+                ["--timeout", "0.5"],
+                ["--platform", "gpu"],
+                ["--platform", "mars"],
+                ["--checkpoint", str(work / "nope")],
+                ["--tokenizer-model", str(work / "nope.json")],
+                ["--tokenizer-model", str(folder / "model_config.yaml")],
+                ["--bind-host", "127.0.0.1"],
+            ]
+        ),
+        max_size=2,
+    )
 
     @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(which=st.sets(st.sampled_from(sorted(bases, key=str)), max_size=3), data=st.data(),
@@ -425,7 +458,10 @@ def replay_in_subprocesses(count: int, work: Path, seed: int) -> Tally:
     tally = Tally("subprocess replay")
     base = json.loads(GOLDEN.read_text())
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT / "tools"), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT / "tools"), os.environ.get("PYTHONPATH")])),
+    }
 
     @settings(max_examples=count, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(current=golden_bytes(base))

@@ -28,7 +28,9 @@ def installed(name: str) -> dict:
     return resolve(Side("here", sys.executable)).distributions[name]
 
 
-def package_overlay(name: str, version_suffix: str, folder: Path, edits: dict[str, tuple[str, str]] | None = None) -> Path:
+def package_overlay(
+    name: str, version_suffix: str, folder: Path, edits: dict[str, tuple[str, str]] | None = None
+) -> Path:
     """``name`` as installed here, re-labelled ``<version>+<suffix>``, with ``edits`` applied (own copies)."""
     entry = installed(name)
     built = overlay(entry, folder / "cache")
@@ -38,7 +40,9 @@ def package_overlay(name: str, version_suffix: str, folder: Path, edits: dict[st
     metadata = info / "METADATA"
     text = metadata.read_text()
     metadata.unlink()  # never write through a hard link into the venv
-    metadata.write_text(text.replace(f"\nVersion: {entry['version']}\n", f"\nVersion: {entry['version']}+{version_suffix}\n", 1))
+    metadata.write_text(
+        text.replace(f"\nVersion: {entry['version']}\n", f"\nVersion: {entry['version']}+{version_suffix}\n", 1)
+    )
     for relative, (old, new) in (edits or {}).items():
         path = target / relative
         source = path.read_text()
@@ -59,16 +63,31 @@ def _link_or_copy(source, target):
 
 
 def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
-                          env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
-                               "GIT_COMMITTER_EMAIL": "t@example.invalid", "HOME": str(repo), "PATH": "/usr/bin:/bin"}).stdout
+    return subprocess.run(
+        ["git", "-C", str(repo), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.invalid",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.invalid",
+            "HOME": str(repo),
+            "PATH": "/usr/bin:/bin",
+        },
+    ).stdout
 
 
 HARMLESS = (
     ("megatron/core/transformer/mlp.py", "\n# harmless 1: a comment\n", "docs: a comment in mlp.py"),
     ("megatron/core/models/gpt/gpt_model.py", "\n# harmless 2: a comment\n", "docs: a comment in gpt_model.py"),
     ("megatron/core/transformer/attention.py", "\n# harmless 3: a comment\n", "docs: a comment in attention.py"),
-    ("megatron/core/inference/engines/dynamic_engine.py", "\n# harmless 4: a comment\n", "docs: a comment in dynamic_engine.py"),
+    (
+        "megatron/core/inference/engines/dynamic_engine.py",
+        "\n# harmless 4: a comment\n",
+        "docs: a comment in dynamic_engine.py",
+    ),
 )
 
 

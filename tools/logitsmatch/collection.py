@@ -147,7 +147,9 @@ def collect(sources: list[Path], into: Path, project: Path, expected_weights) ->
     return added
 
 
-def collected_result(into: Path, suite: str, platform: str, toolchain: str, hardware_class: str | None = None) -> Path | None:
+def collected_result(
+    into: Path, suite: str, platform: str, toolchain: str, hardware_class: str | None = None
+) -> Path | None:
     """The collected result of a (suite, platform, toolchain), of ``hardware_class`` or of the only class there is.
 
     More than one class and none named is bad input naming them: which one a table or golden stands for is the

@@ -86,7 +86,12 @@ def check_regular(path: str | os.PathLike, what: str = "file") -> os.stat_result
 
 
 def check_interpreter(path: str | os.PathLike, option: str) -> None:
-    """An interpreter the user names: a regular, executable file (a FIFO or folder is refused before it is run)."""
+    """An interpreter the user names (a path, or a bare name found on PATH as the shell would): a regular, executable
+    file (a FIFO or folder is refused before it is run)."""
+    import shutil
+
+    if os.sep not in str(path):
+        path = shutil.which(str(path)) or path
     check_regular(path, f"file for {option}")
     if not os.access(path, os.X_OK):
         raise BadInput(f"{path}: not executable ({option} names an interpreter)")

@@ -177,7 +177,12 @@ def _vendor_from_model(model: str) -> str:
 
 def same_class(first: dict | None, second: dict | None) -> bool | None:
     """Whether two identities are of one class; None when either is unknown (nothing to say)."""
-    if not first or not second or "unknown" in first.get("class", "unknown") or "unknown" in second.get("class", "unknown"):
+    if (
+        not first
+        or not second
+        or "unknown" in first.get("class", "unknown")
+        or "unknown" in second.get("class", "unknown")
+    ):
         return None
     return first["class"] == second["class"]
 

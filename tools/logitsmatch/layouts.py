@@ -112,7 +112,9 @@ def parse(text: str) -> Layout:
         position = match.end()
     else:
         if position == len(text) and given:
-            return Layout(given.get("tp", 1), given.get("pp", 1), given.get("dp", 1), given.get("ep", 1), given.get("etp"))
+            return Layout(
+                given.get("tp", 1), given.get("pp", 1), given.get("dp", 1), given.get("ep", 1), given.get("etp")
+            )
     raise BadInput(f"layout {text!r} is not understood: write sizes as tp<N>, pp<N>, dp<N>, ep<N>, etp<N> "
                    "(each at most once, N >= 1), e.g. tp2pp2dp2")
 

@@ -97,7 +97,8 @@ def golden_path(suite: str, platform: str, toolchain: str) -> Path:
 
 
 def class_golden_path(first_golden: Path, hardware_class: str) -> Path:
-    """A golden kept for a further hardware class beside the first: ``golden_values_<platform>_<toolchain>@<class>.json``."""
+    """A golden kept for a further hardware class beside the first:
+    ``golden_values_<platform>_<toolchain>@<class>.json``."""
     check_name("hardware class", hardware_class)
     return first_golden.with_name(f"{first_golden.stem}@{hardware_class}.json")
 

@@ -72,13 +72,18 @@ def execution() -> dict:
 def weights_identity(weights: dict) -> dict:
     """What identifies a run's weights: the synthetic spec and value rules, or the checkpoint path."""
     if weights.get("source") == "synthetic":
-        return {"source": "synthetic", "spec": weights.get("spec"), "generator_version": weights.get("generator_version")}
+        return {
+            "source": "synthetic",
+            "spec": weights.get("spec"),
+            "generator_version": weights.get("generator_version"),
+        }
     return {"source": weights.get("source"), "path": weights.get("path")}
 
 
 def _describe_weights(identity: dict) -> str:
     if identity["source"] == "synthetic":
-        return f"synthetic weights (seed {(identity.get('spec') or {}).get('seed')}, generator v{identity.get('generator_version')})"
+        return (f"synthetic weights (seed {(identity.get('spec') or {}).get('seed')}, generator "
+               f"v{identity.get('generator_version')})")
     return f"{identity['source']} {identity.get('path')}"
 
 

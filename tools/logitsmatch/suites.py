@@ -183,7 +183,9 @@ def check_value_types(model_args: dict, source: str) -> None:
             number = _number(model_args[flag], kind)
             if number is None or number < smallest:
                 wanted = "an integer" if kind == "int" else "a finite number"
-                raise BadInput(f"{source}: MODEL_ARGS {flag} must be {wanted} >= {smallest}, got {model_args[flag]!r:.60}")
+                raise BadInput(
+                    f"{source}: MODEL_ARGS {flag} must be {wanted} >= {smallest}, got {model_args[flag]!r:.60}"
+                )
     for flag in _TEXT_FLAGS:
         if flag in model_args and not isinstance(model_args[flag], (str, int, float)):
             raise BadInput(f"{source}: MODEL_ARGS {flag} must be a string, got {model_args[flag]!r:.60}")

@@ -29,9 +29,15 @@ from logitsmatch.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, LogitsmatchError
 SUBCOMMANDS = {
     "compare": ("logitsmatch.cli.compare", "compare two golden-format files and report drift"),
     "run": ("logitsmatch.cli.run", "run one suite at its parallel layout in this venv's toolchain and judge it"),
-    "compare-toolchains": ("logitsmatch.cli.compare_toolchains", "report which logprobs/tokens moved between two toolchains"),
+    "compare-toolchains": (
+        "logitsmatch.cli.compare_toolchains",
+        "report which logprobs/tokens moved between two toolchains",
+    ),
     "matrix": ("logitsmatch.cli.matrix", "N x N drift table of toolchains (Markdown, JSON, heatmap PNG)"),
-    "invariance": ("logitsmatch.cli.invariance", "one suite at several parallel layouts, N x N (Markdown, JSON, heatmap PNG)"),
+    "invariance": (
+        "logitsmatch.cli.invariance",
+        "one suite at several parallel layouts, N x N (Markdown, JSON, heatmap PNG)",
+    ),
     "determinism": ("logitsmatch.cli.determinism", "run a suite twice and demand bit-identical results"),
     "record": ("logitsmatch.cli.record", "make a fresh result the golden (shows the diff; --force to replace)"),
     "localize": ("logitsmatch.cli.localize", "name the first module whose output differs between two captures"),
@@ -90,8 +96,12 @@ def _common_options() -> argparse.ArgumentParser:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """All subcommands listed; only ``command``'s module is imported and configured."""
-    parser = argparse.ArgumentParser(prog="logitsmatch", description=DESCRIPTION, epilog=f"{EPILOG}\n\n{exit_code_help()}",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="logitsmatch",
+        description=DESCRIPTION,
+        epilog=f"{EPILOG}\n\n{exit_code_help()}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=version_text(),
                         help="show logitsmatch's, Python's, torch's and megatron-core's versions and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -16,8 +16,12 @@ EXAMPLE = "logitsmatch collect artifacts/job-*/results --into results/collected"
 
 
 def configure(parser) -> None:
-    parser.add_argument("sources", nargs="+", metavar="DIR", help="result trees (a results/ folder, or a folder holding them)")
-    parser.add_argument("--into", required=True, metavar="DIR", help="the merged tree (created; added to when it exists)")
+    parser.add_argument(
+        "sources", nargs="+", metavar="DIR", help="result trees (a results/ folder, or a folder holding them)"
+    )
+    parser.add_argument(
+        "--into", required=True, metavar="DIR", help="the merged tree (created; added to when it exists)"
+    )
 
 
 def main(args) -> int:

@@ -23,7 +23,10 @@ from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
 from logitsmatch.log import logger
 
 METRICS = ("generated_tokens", "logprobs", "generated_text")
-EXAMPLE = "logitsmatch determinism gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq --toolchain py3.11-torch2.13.0-mcore0.16.1"
+EXAMPLE = (
+    "logitsmatch determinism gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq "
+    "--toolchain py3.11-torch2.13.0-mcore0.16.1"
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +52,9 @@ def judge(results: list[Path], report_dir: Path) -> bool:
             logger.info(f"DETERMINISTIC: run {index} is bit-identical to run 1 ({', '.join(METRICS)})")
         else:
             identical = False
-            logger.info(f"NOT DETERMINISTIC: run {index} differs from run 1 (report: {report_dir / f'report-{index}.md'})")
+            logger.info(
+                f"NOT DETERMINISTIC: run {index} differs from run 1 (report: {report_dir / f'report-{index}.md'})"
+            )
             print(render_terminal(result))
     return identical
 

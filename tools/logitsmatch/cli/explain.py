@@ -17,8 +17,10 @@ from logitsmatch.files import check_interpreter, write_atomic
 from logitsmatch.judge.policy import Mode, Policy, add_policy_options
 from logitsmatch.log import logger
 
-EXAMPLE = ("logitsmatch explain --baseline-python .nox/toolchains/A/bin/python "
-           "--candidate-python .nox/toolchains/B/bin/python --source megatron-core=/src/Megatron-LM --json explain.json")
+EXAMPLE = (
+    "logitsmatch explain --baseline-python .nox/toolchains/A/bin/python "
+    "--candidate-python .nox/toolchains/B/bin/python --source megatron-core=/src/Megatron-LM --json explain.json"
+)
 TINY = "gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq"
 
 
@@ -32,10 +34,19 @@ def configure(parser) -> None:
                         help="interpreter of the candidate (default: the baseline's)")
     parser.add_argument("--candidate-path", metavar="DIR", action="append", default=[],
                         help="folder put first on the candidate's sys.path")
-    parser.add_argument("--candidate-commit", default=None, metavar="PACKAGE=GITDIR@REF",
-                        help="the candidate is the baseline with PACKAGE installed from that ref of a local git checkout")
-    parser.add_argument("--source", action="append", default=[], metavar="PACKAGE=GITDIR",
-                        help="git checkout of PACKAGE with release tags (core_vX.Y.Z for megatron-core): bisect its commits")
+    parser.add_argument(
+        "--candidate-commit",
+        default=None,
+        metavar="PACKAGE=GITDIR@REF",
+        help="the candidate is the baseline with PACKAGE installed from that ref of a local git checkout",
+    )
+    parser.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="PACKAGE=GITDIR",
+        help="git checkout of PACKAGE with release tags (core_vX.Y.Z for megatron-core): bisect its commits",
+    )
     parser.add_argument("--toolchain", metavar="NAME", default=None,
                         help="label for the runs (default: the default toolchain)")
     add_policy_options(parser, ("mode", "abs_tol", "rel_tol"), mode=Mode.DETERMINISTIC)

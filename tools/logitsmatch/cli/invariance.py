@@ -113,8 +113,16 @@ def main(args) -> int:
 
     files, failed = {}, {}
     for layout, platform in chosen:
-        result, problem = ensure_fresh(lambda: sys.executable, project, suite, toolchain, platform, timeout=args.timeout,
-                                       rerun=args.rerun, may_run=not args.no_run)
+        result, problem = ensure_fresh(
+            lambda: sys.executable,
+            project,
+            suite,
+            toolchain,
+            platform,
+            timeout=args.timeout,
+            rerun=args.rerun,
+            may_run=not args.no_run,
+        )
         if problem:
             failed[layout.name] = problem
         else:

@@ -18,7 +18,10 @@ from logitsmatch.judge.localize import DEFAULT_TOLERANCE
 from logitsmatch.judge.policy import Policy, add_policy_options
 from logitsmatch.log import logger
 
-EXAMPLE = "logitsmatch localize results/SUITE/cpu/A/capture results/SUITE/cpu/B/capture --png localize.png --json localize.json"
+EXAMPLE = (
+    "logitsmatch localize results/SUITE/cpu/A/capture results/SUITE/cpu/B/capture --png "
+    "localize.png --json localize.json"
+)
 
 
 def configure(parser) -> None:

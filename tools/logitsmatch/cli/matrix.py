@@ -91,8 +91,9 @@ def main(args) -> int:
     tables = {}
     for suite_name in args.suite or suite_names(project):
         suite = load_suite(project, suite_name)
-        tables[suite_name] = drift_matrix(suite, args.platform, names, source, Policy.from_suite(suite.metrics, suite.comparison),
-                                          args.hardware_class)
+        tables[suite_name] = drift_matrix(
+            suite, args.platform, names, source, Policy.from_suite(suite.metrics, suite.comparison), args.hardware_class
+        )
 
     if not any(table["names"] for table in tables.values()):
         where = {"results": "results", "goldens": "goldens", "auto": "results or goldens"}.get(

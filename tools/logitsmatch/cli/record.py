@@ -22,7 +22,10 @@ from logitsmatch.log import logger
 from logitsmatch.provenance import freshness_problem, invocation
 from logitsmatch.run.platforms import add_platform_option, harness_platform
 
-EXAMPLE = "logitsmatch record gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq --toolchain py3.11-torch2.13.0-mcore0.16.1 --force"
+EXAMPLE = (
+    "logitsmatch record gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq --toolchain "
+    "py3.11-torch2.13.0-mcore0.16.1 --force"
+)
 
 
 def configure(parser) -> None:
@@ -52,7 +55,9 @@ def fresh_result(suite, platform: str, toolchain, from_dir: Path | None = None,
         result = collected_result(from_dir, suite.name, platform, toolchain.name, hardware_class)
         if result is None:
             wanted = f" of hardware class {hardware_class}" if hardware_class else ""
-            raise BadInput(f"{from_dir} holds no collected result{wanted} of {suite.name} on {platform} with {toolchain.name}")
+            raise BadInput(
+                f"{from_dir} holds no collected result{wanted} of {suite.name} on {platform} with {toolchain.name}"
+            )
     problem = freshness_problem(result, suite, expected_weights(suite, paths.project_root()), toolchain)
     if problem is not None:
         raise BadInput(f"cannot record {result} for {suite.name} on {platform} with {toolchain.name}: {problem} "
@@ -80,8 +85,10 @@ def golden_for(first_golden: Path, provenance: dict, hardware_class: str | None)
         own = class_golden_path(first_golden, result_class)
         if own.is_file():
             return own
-        raise BadInput(f"the result ran on hardware class {result_class}, {first_golden.name} is of class {golden_class}: "
-                       f"pass --hardware-class {result_class} to keep a golden of that class beside it")
+        raise BadInput(
+            f"the result ran on hardware class {result_class}, {first_golden.name} is of class {golden_class}: "
+            f"pass --hardware-class {result_class} to keep a golden of that class beside it"
+        )
     return class_golden_path(first_golden, hardware_class)
 
 

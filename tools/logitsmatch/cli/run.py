@@ -20,7 +20,9 @@ from logitsmatch.errors import EXIT_OK, BadInput, Unsupported
 from logitsmatch.log import logger
 from logitsmatch.run.platforms import add_platform_option
 
-EXAMPLE = "logitsmatch run gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq --toolchain py3.11-torch2.13.0-mcore0.16.1"
+EXAMPLE = (
+    "logitsmatch run gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq --toolchain py3.11-torch2.13.0-mcore0.16.1"
+)
 
 
 def configure(parser) -> None:
@@ -28,13 +30,26 @@ def configure(parser) -> None:
     parser.add_argument("--toolchain", metavar="NAME", required=True,
                         help="toolchain name from pyproject.toml (must match this venv)")
     add_platform_option(parser, "profile to run on")
-    parser.add_argument("--tensor-parallel-size", type=int, default=None, metavar="N",
-                        help="override the suite's TP size (results and goldens are then labelled <platform>-tpN-<dtype>)")
-    parser.add_argument("--layout", default=None, metavar="LAYOUT",
-                        help="run at another parallel layout, e.g. tp1, pp8, tp2pp2dp2, dp8 (results and goldens are then "
-                        "labelled <platform>-<layout>-<dtype>; see logitsmatch invariance)")
-    parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16", "fp32", "bf16", "fp16"),
-                        help="override the dtype the platform takes from the suite (labelled like --tensor-parallel-size)")
+    parser.add_argument(
+        "--tensor-parallel-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="override the suite's TP size (results and goldens are then labelled <platform>-tpN-<dtype>)",
+    )
+    parser.add_argument(
+        "--layout",
+        default=None,
+        metavar="LAYOUT",
+        help="run at another parallel layout, e.g. tp1, pp8, tp2pp2dp2, dp8 (results and goldens are then "
+        "labelled <platform>-<layout>-<dtype>; see logitsmatch invariance)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float32", "bfloat16", "float16", "fp32", "bf16", "fp16"),
+        help="override the dtype the platform takes from the suite (labelled like --tensor-parallel-size)",
+    )
     parser.add_argument("--checkpoint", metavar="DIR", default=None,
                         help="torch_dist checkpoint to load instead of synthetic weights")
     parser.add_argument("--tokenizer-model", metavar="PATH", default=None,
@@ -110,7 +125,12 @@ def prepare_weights(choice, timeout: float) -> Weights:
     from logitsmatch.run.synthetic_weights import GENERATOR_VERSION
 
     cached, digest = ensure_checkpoint(choice.synthetic_spec, paths.cache_root(), timeout)
-    record = {"source": "synthetic", "spec": choice.synthetic_spec, "generator_version": GENERATOR_VERSION, "sha256": digest}
+    record = {
+        "source": "synthetic",
+        "spec": choice.synthetic_spec,
+        "generator_version": GENERATOR_VERSION,
+        "sha256": digest,
+    }
     return Weights(resolve_checkpoint_dir(cached), record, time.monotonic() - started)
 
 
@@ -160,7 +180,9 @@ def report_ranks(run, plan: dict, wall_s: float) -> dict:
     stand_ins = run.read_stand_ins()
     logger.info(f"coordinator {network['coordinator']} | engine sockets on {network['bind_host']}")
     if network.get("coordinator_port_requested"):
-        logger.warning(f"coordinator port {network['coordinator_port_requested']} was taken; megatron-core chose another")
+        logger.warning(
+            f"coordinator port {network['coordinator_port_requested']} was taken; megatron-core chose another"
+        )
     for name in stand_ins:
         logger.info(f"stand-in: {name}")
     logger.info(f"ranks finished in {wall_s:.1f} s; phases (rank 0): "
@@ -175,7 +197,9 @@ def report_ranks(run, plan: dict, wall_s: float) -> dict:
     schedule = run.read_coordinator_schedule()
     if schedule is not None:
         routed = {str(record.get("request_id")): record.get("rank_index") for record in schedule.get("records", [])}
-        logger.info(f"megatron-core's coordinator schedule: policy {schedule.get('policy')}, request -> engine {routed}")
+        logger.info(
+            f"megatron-core's coordinator schedule: policy {schedule.get('policy')}, request -> engine {routed}"
+        )
     network = {**network, "served_by_dp_rank": served_by, "coordinator_schedule": schedule}
     return {"network": network, "stand_ins": stand_ins, "timings_s": status["timings_s"], "memory": memory}
 
@@ -306,7 +330,12 @@ def main(args, results_root: Path | None = None) -> int:
         suite=suite.name,
         suite_config_sha256=suite.config_digest(),
         platform=platform_label,
-        platform_decisions={**plan["platform"], "dtype": plan["dtype"], "parallel": plan["parallel"], "moe": plan["moe"]},
+        platform_decisions={
+            **plan["platform"],
+            "dtype": plan["dtype"],
+            "parallel": plan["parallel"],
+            "moe": plan["moe"],
+        },
         weights=weights.record,
         stand_ins=ranks["stand_ins"],
         flags=flags.to_dict(),
@@ -327,5 +356,7 @@ def main(args, results_root: Path | None = None) -> int:
         from logitsmatch.hardware import golden_of_class
         from logitsmatch.judge.verdict import judge_against_golden
 
-        golden = golden_of_class(paths.golden_path(suite.name, platform_label, toolchain.name), record["hardware"]["class"])
+        golden = golden_of_class(
+            paths.golden_path(suite.name, platform_label, toolchain.name), record["hardware"]["class"]
+        )
         return judge_against_golden(suite, target, golden, toolchain.name)

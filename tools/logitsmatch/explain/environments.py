@@ -72,7 +72,9 @@ class Side:
 
     def env(self, extra_path: tuple[str, ...] = ()) -> dict[str, str]:
         """Environment variables for a process of this side (``extra_path`` first: the harness)."""
-        env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+        env = {
+            key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
+        }
         path = [*extra_path, *self.pythonpath]
         if path:
             env["PYTHONPATH"] = os.pathsep.join(path)
@@ -231,17 +233,25 @@ def ties(baseline: Environment, candidate: Environment, moved: set[str],
     return found
 
 
-def closure(baseline: Environment, candidate: Environment, moved: set[str], changed: set[str]) -> tuple[set[str], dict[str, str]]:
+def closure(
+    baseline: Environment, candidate: Environment, moved: set[str], changed: set[str]
+) -> tuple[set[str], dict[str, str]]:
     """``moved`` plus, transitively, what must move with it (interpreter ties, declared requirements in
     both directions, see ``ties``), and why each addition moved."""
     moved = set(moved)
     reasons: dict[str, str] = {}
     if INTERPRETER in changed:
-        tied = {name for name in changed if name != INTERPRETER and (_compiled(baseline, name) or _compiled(candidate, name))}
+        tied = {
+            name
+            for name in changed
+            if name != INTERPRETER and (_compiled(baseline, name) or _compiled(candidate, name))
+        }
         if moved & (tied | {INTERPRETER}):
             for name in tied | {INTERPRETER}:
                 if name not in moved:
-                    reasons[name] = f"moves with the interpreter ({baseline.python} -> {candidate.python}): compiled for it"
+                    reasons[name] = (
+                        f"moves with the interpreter ({baseline.python} -> {candidate.python}): compiled for it"
+                    )
             moved |= tied | {INTERPRETER}
     while True:
         added = [(name, why) for name, _, why in ties(baseline, candidate, moved, changed) if name not in moved]
@@ -330,7 +340,9 @@ def _compiled(env: Environment, name: str) -> bool:
 
 def overlay(entry: dict, cache: Path) -> Path:
     """A folder holding exactly one installed distribution's files (hard links where possible), cached."""
-    listing = json.dumps([entry["location"], entry["dist_info"], sorted(entry["files"]), entry.get("hashes", {})], sort_keys=True)
+    listing = json.dumps(
+        [entry["location"], entry["dist_info"], sorted(entry["files"]), entry.get("hashes", {})], sort_keys=True
+    )
     origin = hashlib.sha256(listing.encode()).hexdigest()[:10]  # where from and exactly which files
     folder = cache / "overlays" / f"{entry['name']}-{entry['version']}-{origin}"
     if (folder / ".complete").is_file():
@@ -350,7 +362,9 @@ def overlay(entry: dict, cache: Path) -> Path:
         except OSError:
             shutil.copy2(source, target)
     staging.mkdir(parents=True, exist_ok=True)
-    (staging / ".complete").write_text(json.dumps({"name": entry["name"], "version": entry["version"], "from": entry["location"]}))
+    (staging / ".complete").write_text(
+        json.dumps({"name": entry["name"], "version": entry["version"], "from": entry["location"]})
+    )
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(staging, folder)
     return folder
@@ -359,8 +373,15 @@ def overlay(entry: dict, cache: Path) -> Path:
 def compose(baseline: Environment, candidate: Environment, moved: set[str], cache: Path, name: str) -> Side:
     """The environment with ``moved`` at the candidate's versions and everything else at the baseline's."""
     if INTERPRETER in moved:
-        base, other, back = candidate, baseline, {n for n in set(baseline.distributions) | set(candidate.distributions)
-                                                  if n not in moved and n != HARNESS and baseline.version(n) != candidate.version(n)}
+        base, other, back = (
+            candidate,
+            baseline,
+            {
+                n
+                for n in set(baseline.distributions) | set(candidate.distributions)
+                if n not in moved and n != HARNESS and baseline.version(n) != candidate.version(n)
+            },
+        )
     else:
         base, other, back = baseline, candidate, {n for n in moved if n != HARNESS}
     folders = []

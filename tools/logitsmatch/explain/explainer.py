@@ -57,7 +57,9 @@ class Settings:
     workdir: Path
     cache: Path
     sources: dict[str, str] = field(default_factory=dict)  # package -> git checkout
-    candidate_commit: tuple[str, str, str] | None = None  # (package, gitdir, ref): the candidate is baseline + that tree
+    candidate_commit: tuple[str, str, str] | None = (
+        None  # (package, gitdir, ref): the candidate is baseline + that tree
+    )
     timeout_s: float | None = None
 
 
@@ -93,13 +95,21 @@ class Run:
         provenance = self.provenance()
         inputs = provenance.get("harness_inputs") or {}
         return {
-            "run": self.index, "what": self.description, "moved_to_candidate": self.moved_to_candidate,
+            "run": self.index,
+            "what": self.description,
+            "moved_to_candidate": self.moved_to_candidate,
             "label": self.label,
-            "python": self.side.python, "pythonpath": list(self.side.pythonpath),
-            "outcome": self.outcome, "result": dict(self.comparisons),
-            "error": self.error, "wall_s": round(self.wall_s, 1), "reused": self.reused,
-            "packages": provenance.get("packages"), "megatron_core": inputs.get("megatron_core"),
-            "loaded_weights_digest": inputs.get("loaded_weights_digest"), "result_file": str(self.result) if self.ok else None,
+            "python": self.side.python,
+            "pythonpath": list(self.side.pythonpath),
+            "outcome": self.outcome,
+            "result": dict(self.comparisons),
+            "error": self.error,
+            "wall_s": round(self.wall_s, 1),
+            "reused": self.reused,
+            "packages": provenance.get("packages"),
+            "megatron_core": inputs.get("megatron_core"),
+            "loaded_weights_digest": inputs.get("loaded_weights_digest"),
+            "result_file": str(self.result) if self.ok else None,
             **self.report_details,
         }
 
@@ -210,12 +220,27 @@ class Explainer:
         changes = envs.diff(base_env, cand_env)
         changed = [change.name for change in changes]
         report: dict = {
-            "suite": s.suite, "judgement": _judgement(s.policy),
-            "baseline": {"python": s.baseline.python, "pythonpath": list(s.baseline.pythonpath), "environment": base_env.listing()},
-            "candidate": {"python": s.candidate.python, "pythonpath": list(s.candidate.pythonpath), "environment": cand_env.listing()},
+            "suite": s.suite,
+            "judgement": _judgement(s.policy),
+            "baseline": {
+                "python": s.baseline.python,
+                "pythonpath": list(s.baseline.pythonpath),
+                "environment": base_env.listing(),
+            },
+            "candidate": {
+                "python": s.candidate.python,
+                "pythonpath": list(s.candidate.pythonpath),
+                "environment": cand_env.listing(),
+            },
             "differing_packages": [{"name": c.name, "baseline": c.baseline, "candidate": c.candidate} for c in changes],
-            "harness_differences": [], "harness_drift": False, "culprits": [], "moved_together": {}, "commit": None,
-            "commit_search": None, "first_module": None, "localization": None,
+            "harness_differences": [],
+            "harness_drift": False,
+            "culprits": [],
+            "moved_together": {},
+            "commit": None,
+            "commit_search": None,
+            "first_module": None,
+            "localization": None,
         }
         logger.info(f"{len(changes)} differing: " + (", ".join(c.label() for c in changes) or "none"))
         groups = envs.requirement_groups(base_env, cand_env, changes)
@@ -247,7 +272,9 @@ class Explainer:
         checkpoint = baseline.inputs().get("checkpoint_dir")
         if weights_differ and checkpoint:
             self.extend(1, "the loaded weights differ: the candidate's packages run once on the baseline's checkpoint")
-            swap = self.run(s.candidate, "candidate's packages on the baseline's checkpoint", changed, checkpoint=checkpoint)
+            swap = self.run(
+                s.candidate, "candidate's packages on the baseline's checkpoint", changed, checkpoint=checkpoint
+            )
             self.judge(swap, baseline, candidate)
             swap.report_details["checkpoint"] = checkpoint
             report["weights_swap"] = {"run": swap.index, "outcome": swap.outcome}
@@ -292,8 +319,11 @@ class Explainer:
 
     def _finish(self, report: dict) -> dict:
         report["bound"] = {"runs": self.bound, "notes": self.bound_notes}
-        report["counts"] = {"suite_runs": sum(1 for r in self.runs if not r.reused), "reused_runs": sum(1 for r in self.runs if r.reused),
-                            "environments": len(self.runs)}
+        report["counts"] = {
+            "suite_runs": sum(1 for r in self.runs if not r.reused),
+            "reused_runs": sum(1 for r in self.runs if r.reused),
+            "environments": len(self.runs),
+        }
         report["elapsed_s"] = round(time.monotonic() - self.started, 1)
         return report
 
@@ -367,7 +397,9 @@ class Explainer:
             return {"run": None, "outcome": None, "moved": sorted(full),
                     "why": f"its requirements cannot move without {group.lead} (a tie takes it along)"}
         if len(self.runs) >= self.bound:  # the search left no room for it within the bound
-            self.extend(1, f"the culprit group's requirements moved without {group.lead}: is {group.lead} itself needed")
+            self.extend(
+                1, f"the culprit group's requirements moved without {group.lead}: is {group.lead} itself needed"
+            )
         try:
             side = envs.compose(base_env, cand_env, full, self.settings.cache, "+".join(sorted(full)))
         except BadInput as exc:
@@ -379,7 +411,9 @@ class Explainer:
     def commits(self, package: str, base_env, cand_env, baseline: Run, moved_alone: Run) -> dict:
         """``moved_alone``: the run of the baseline with only ``package`` at the candidate's version."""
         s = self.settings
-        gitdir = s.candidate_commit[1] if s.candidate_commit and s.candidate_commit[0] == package else s.sources[package]
+        gitdir = (
+            s.candidate_commit[1] if s.candidate_commit and s.candidate_commit[0] == package else s.sources[package]
+        )
         base_entry, cand_entry = base_env.distributions.get(package) or {}, cand_env.distributions.get(package) or {}
         good_ref = base_entry.get("commit") or gitsource.tag_for(package, base_env.version(package) or "")
         bad_ref = cand_entry.get("commit") or gitsource.tag_for(package, cand_env.version(package) or "")
@@ -418,7 +452,11 @@ class Explainer:
         # The two ends are run as trees too: the good ref must give the baseline's result, the bad one the candidate's
         # (when the candidate's package is that very tree, its run is the end's).
         start = test(commits[0].sha)
-        end = _reuse_end(candidate, commits[-1].sha, runs, search) if cand_entry.get("commit") == commits[-1].sha else test(commits[-1].sha)
+        end = (
+            _reuse_end(candidate, commits[-1].sha, runs, search)
+            if cand_entry.get("commit") == commits[-1].sha
+            else test(commits[-1].sha)
+        )
         if start != "good" or end != "bad":
             search["problem"] = (f"the ends do not reproduce the two sides ({good_ref}: {start}, {bad_ref}: {end}); "
                                  "no commit is blamed")
@@ -448,10 +486,14 @@ class Explainer:
         self.last_localization = result
         module = None
         if first is not None:
-            module = {"name": first.name, "output": first.output, "step": first.step,
-                      "step_kind": "prefill" if first.step == 0 else f"decode {first.step}",
-                      "max_abs_delta": first.to_dict()["max_abs_delta"],
-                      "weights_differing_in_it": [n for n in result.weights_differing if n.startswith(first.name + ".")]}
+            module = {
+                "name": first.name,
+                "output": first.output,
+                "step": first.step,
+                "step_kind": "prefill" if first.step == 0 else f"decode {first.step}",
+                "max_abs_delta": first.to_dict()["max_abs_delta"],
+                "weights_differing_in_it": [n for n in result.weights_differing if n.startswith(first.name + ".")],
+            }
         return {"localization": result.to_dict(), "first_module": module}
 
 
@@ -474,7 +516,9 @@ def first_error_line(output: str) -> str:
 
 def _reuse_end(candidate: Run, sha: str, runs: dict, search: dict) -> str:
     runs[sha] = candidate
-    search["tested"].append({"sha": sha, "subject": "(the candidate itself)", "outcome": candidate.outcome, "run": candidate.index})
+    search["tested"].append(
+        {"sha": sha, "subject": "(the candidate itself)", "outcome": candidate.outcome, "run": candidate.index}
+    )
     return candidate.outcome
 
 
@@ -492,7 +536,8 @@ def megatron_cpp_helper(env: envs.Environment) -> Path | None:
 def _judgement(policy: Policy) -> str:
     if policy.mode.value == "deterministic":
         return "bit-exact (deterministic mode): any change of any logprob or token counts"
-    return f"{policy.mode.value} mode (abs_tol {policy.abs_tol:g}, rel_tol {policy.rel_tol:g}): changes within it do not count"
+    return (f"{policy.mode.value} mode (abs_tol {policy.abs_tol:g}, rel_tol {policy.rel_tol:g}): changes within "
+           "it do not count")
 
 
 # What a suite run executes of the harness (a change here invalidates earlier runs; explain's own code does not).
@@ -526,14 +571,22 @@ def harness_differences(baseline: Run, candidate: Run) -> list[dict]:
         names = set()
         for x, y in zip(baseline.inputs().get("ranks", []), candidate.inputs().get("ranks", [])):
             tx, ty = x["weights"].get("tensors", {}), y["weights"].get("tensors", {})
-            names |= {n for n in set(tx) | set(ty) if (tx.get(n) or {}).get("sha256") != (ty.get(n) or {}).get("sha256")}
+            names |= {
+                n for n in set(tx) | set(ty) if (tx.get(n) or {}).get("sha256") != (ty.get(n) or {}).get("sha256")
+            }
         found.append({"what": "loaded weights", "detail": f"{len(names)} tensor(s) differ as loaded on the ranks",
                       "tensors": sorted(n.split(":", 1)[-1] for n in names)})
     wa, wb = a.get("weights") or {}, b.get("weights") or {}
     if wa.get("sha256") != wb.get("sha256"):
         written = f"written digest {str(wa.get('sha256'))[:12]} vs {str(wb.get('sha256'))[:12]}"
-        found.append({"what": "synthetic checkpoint", "detail": f"{written} "
-                      f"(generator v{wa.get('generator_version')} vs v{wb.get('generator_version')}; each side writes its own)"})
+        found.append(
+            {
+                "what": "synthetic checkpoint",
+                "detail": f"{written} "
+                f"(generator v{wa.get('generator_version')} vs v{wb.get('generator_version')}; each side writes "
+                "its own)",
+            }
+        )
     plan_paths = _paths_differing(ha.get("plan"), hb.get("plan"))
     if plan_paths:
         found.append({"what": "plan", "detail": ", ".join(plan_paths[:12])})
@@ -545,10 +598,17 @@ def harness_differences(baseline: Run, candidate: Run) -> list[dict]:
     ma, mb = ha.get("megatron_core") or {}, hb.get("megatron_core") or {}
     release = f"megatron-core {ma.get('package_info_version')} vs {mb.get('package_info_version')}"
     if ha.get("adapter") != hb.get("adapter"):
-        found.append({"what": "adapter", "detail": f"{ha.get('adapter')} vs {hb.get('adapter')} (follows the release: {release})"})
+        found.append(
+            {
+                "what": "adapter",
+                "detail": f"{ha.get('adapter')} vs {hb.get('adapter')} (follows the release: {release})",
+            }
+        )
     decisions = _paths_differing(ha.get("adapter_decisions"), hb.get("adapter_decisions"))
     if decisions:
-        found.append({"what": "adapter decisions", "detail": ", ".join(decisions[:12]) + f" (adapter API of {release})"})
+        found.append(
+            {"what": "adapter decisions", "detail": ", ".join(decisions[:12]) + f" (adapter API of {release})"}
+        )
     for what, record in _configurations(baseline).items():
         fields = config_differences(record, _configurations(candidate).get(what))
         if fields:

@@ -82,7 +82,9 @@ def _export(gitdir: str | Path, sha: str, paths: list[str], target: Path) -> Non
 def _package_info_version(tree: Path) -> str:
     text = (tree / "megatron" / "core" / "package_info.py").read_text()
     fields = dict(re.findall(r"^(MAJOR|MINOR|PATCH|PRE_RELEASE)\s*=\s*['\"]?([^'\"\n#]*)['\"]?", text, re.M))
-    version = f"{fields.get('MAJOR', '0').strip()}.{fields.get('MINOR', '0').strip()}.{fields.get('PATCH', '0').strip()}"
+    version = (
+        f"{fields.get('MAJOR', '0').strip()}.{fields.get('MINOR', '0').strip()}.{fields.get('PATCH', '0').strip()}"
+    )
     return version + fields.get("PRE_RELEASE", "").strip()
 
 
@@ -103,7 +105,9 @@ def install_commit(package: str, gitdir: str | Path, sha: str, cache: Path, base
         helper_dir = staging / "megatron" / "core" / "datasets"
         if base_helper is not None and helper_dir.is_dir():
             shutil.copy2(base_helper, helper_dir / base_helper.name)
-            record["cpp_helper"] = f"reused the base environment's {base_helper.name} (dataset helper, not on the inference path)"
+            record["cpp_helper"] = (
+                f"reused the base environment's {base_helper.name} (dataset helper, not on the inference path)"
+            )
         else:
             record["cpp_helper"] = "absent (dataset helper, not on the inference path; not built)"
         info = staging / f"{package.replace('-', '_')}-{version}+g{sha[:10]}.dist-info"
@@ -124,7 +128,9 @@ def install_commit(package: str, gitdir: str | Path, sha: str, cache: Path, base
         shutil.rmtree(tree, ignore_errors=True)
         if built.returncode != 0:
             shutil.rmtree(staging, ignore_errors=True)
-            raise BadInput(f"{package} at {sha[:10]} does not install: {(built.stderr.strip().splitlines() or ['?'])[-1]}")
+            raise BadInput(
+                f"{package} at {sha[:10]} does not install: {(built.stderr.strip().splitlines() or ['?'])[-1]}"
+            )
         record = {"how": f"pip install --no-deps --target (tree of {sha[:10]})"}
     record.update(package=package, commit=sha)
     (staging / ".complete").write_text(json.dumps(record))

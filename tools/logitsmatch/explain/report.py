@@ -17,7 +17,9 @@ def combine(reports: dict[str, dict], argv: list[str]) -> dict:
         "command": shlex.join(["logitsmatch", *argv]),
         "verdicts": {suite: report["verdict"] for suite, report in reports.items()},
         "culprits": culprits,
-        "harness_differences": [{**d, "suite": s} for s, r in reports.items() for d in r.get("harness_differences", [])],
+        "harness_differences": [
+            {**d, "suite": s} for s, r in reports.items() for d in r.get("harness_differences", [])
+        ],
         "harness_drift": any(r.get("harness_drift") for r in reports.values()),
         "commit": first_commit,
         "first_module": first_module,
@@ -35,11 +37,15 @@ def headline(suite: str, report: dict) -> list[str]:
     verdict = report["verdict"]
     if verdict == "no drift":
         vs = report["runs"][1]["result"].get("vs_baseline", {}) if len(report.get("runs", [])) > 1 else {}
-        lines.append(f"{suite}: no drift ({report['judgement']}; max |Δ| {_delta(vs.get('max_abs_delta', 0))}); nothing bisected")
+        lines.append(
+            f"{suite}: no drift ({report['judgement']}; max |Δ| {_delta(vs.get('max_abs_delta', 0))}); nothing bisected"
+        )
         return lines
     if report.get("harness_drift"):
-        lines.append(f"{suite}: HARNESS DRIFT: the loaded weights differ and the candidate's packages on the baseline's "
-                     "checkpoint give the baseline's result: the drift follows the weights, not the packages")
+        lines.append(
+            f"{suite}: HARNESS DRIFT: the loaded weights differ and the candidate's packages on the baseline's "
+            "checkpoint give the baseline's result: the drift follows the weights, not the packages"
+        )
     for difference in report.get("harness_differences", []):
         lines.append(f"  harness difference: {difference['what']}: {difference['detail']}"
                      + (f" ({difference['check']})" if difference.get("check") else ""))
@@ -48,16 +54,21 @@ def headline(suite: str, report: dict) -> list[str]:
     search = report.get("commit_search")
     if commit:
         files = ", ".join(commit["files"][:3]) + (" ..." if len(commit["files"]) > 3 else "")
-        lines.append(f"  {commit['package']} {search['good']}..{search['bad']}: first moving commit {commit['sha'][:10]} "
-                     f"'{commit['subject']}' ({files or 'no file under the package'})")
+        lines.append(
+            f"  {commit['package']} {search['good']}..{search['bad']}: first moving commit {commit['sha'][:10]} "
+            f"'{commit['subject']}' ({files or 'no file under the package'})"
+        )
     elif search:
         lines.append(f"  commit search: {search.get('problem', 'no commit found')}")
     module = report.get("first_module")
     if module:
         weights = module.get("weights_differing_in_it")
-        lines.append(f"  first moving module {module['name']}{' (its input)' if module['output'] == 'in0' else ''} "
-                     f"({module['step_kind']}, max |Δ| {_delta(module['max_abs_delta']) if module['max_abs_delta'] is not None else '-'})"
-                     + (f"; its own weights differ: {', '.join(weights)}" if weights else ""))
+        lines.append(
+            f"  first moving module {module['name']}{' (its input)' if module['output'] == 'in0' else ''} "
+            f"({module['step_kind']}, max |Δ| "
+            f"{_delta(module['max_abs_delta']) if module['max_abs_delta'] is not None else '-'})"
+            + (f"; its own weights differ: {', '.join(weights)}" if weights else "")
+        )
     elif report.get("localization"):
         localization = report["localization"]
         why = localization.get("problem") or localization.get("schedule_problem") or "no module output differs"
@@ -152,8 +163,11 @@ def markdown(combined: dict) -> str:
                 f"- candidate: `{report['candidate']['python']}`"
                 + (f" + {report['candidate']['pythonpath']}" if report['candidate']['pythonpath'] else ""), ""]
         changes = report.get("differing_packages", [])
-        out += [f"{len(changes)} differing of {len(report['baseline']['environment'])} (baseline) / "
-                f"{len(report['candidate']['environment'])} (candidate) installed distributions and the interpreter:", ""]
+        out += [
+            f"{len(changes)} differing of {len(report['baseline']['environment'])} (baseline) / "
+            f"{len(report['candidate']['environment'])} (candidate) installed distributions and the interpreter:",
+            "",
+        ]
         out += ["| package | baseline | candidate |", "|---|---|---|"]
         out += [f"| {c['name']} | {c['baseline']} | {c['candidate']} |" for c in changes] or ["| (none) | | |"]
         groups = report.get("groups") or []
@@ -169,27 +183,46 @@ def markdown(combined: dict) -> str:
             out += [f"- run {u['run'] or '-'}: {u['what']}: `{u['error']}`" for u in report["unresolved"]]
         out += ["", "### Harness inputs", ""]
         differences = report.get("harness_differences", [])
-        out += [f"- **{d['what']}**: {d['detail']}" + (f" ({', '.join(d['tensors'][:8])})" if d.get("tensors") else "")
-                + (f". Checked: {d['check']}" if d.get("check") else "")
-                for d in differences] or ["- none: both runs were fed the same weights, plan, stand-ins and adapter decisions"]
+        out += [
+            f"- **{d['what']}**: {d['detail']}"
+            + (f" ({', '.join(d['tensors'][:8])})" if d.get("tensors") else "")
+            + (f". Checked: {d['check']}" if d.get("check") else "")
+            for d in differences
+        ] or ["- none: both runs were fed the same weights, plan, stand-ins and adapter decisions"]
         if "weights_swap" in report:
-            out += ["", f"Weights swap (run {report['weights_swap']['run']}): the candidate's packages on the baseline's "
-                    f"checkpoint gave **{report['weights_swap']['outcome']}** "
-                    f"({'the baseline' if report['weights_swap']['outcome'] == 'good' else 'not the baseline'}'s result)."]
-        out += ["", "### Every environment tried", "",
-                "| run | environment | moved to the candidate | outcome | tokens / max abs delta vs baseline | vs candidate | wall s |",
-                "|---|---|---|---|---|---|---|"]
+            out += [
+                "",
+                f"Weights swap (run {report['weights_swap']['run']}): the candidate's packages on the baseline's "
+                f"checkpoint gave **{report['weights_swap']['outcome']}** "
+                f"({'the baseline' if report['weights_swap']['outcome'] == 'good' else 'not the baseline'}'s result).",
+            ]
+        out += [
+            "",
+            "### Every environment tried",
+            "",
+            "| run | environment | moved to the candidate | outcome | tokens / max abs delta vs baseline | vs "
+            "candidate | wall s |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for run in report.get("runs", []):
             cells = []
             for side in ("vs_baseline", "vs_candidate"):
                 v = run["result"].get(side)
                 cells.append("-" if not v else f"{'=' if v['tokens_agree'] else '≠'} / {_delta(v['max_abs_delta'])}")
-            out.append(f"| {run['run']} | {run['what']} | {', '.join(run['moved_to_candidate']) or '-'} | {run['outcome']} | "
-                       f"{cells[0]} | {cells[1]} | {run['wall_s']}{' (reused)' if run['reused'] else ''} |")
+            out.append(
+                f"| {run['run']} | {run['what']} | {', '.join(run['moved_to_candidate']) or '-'} | {run['outcome']} | "
+                f"{cells[0]} | {cells[1]} | {run['wall_s']}{' (reused)' if run['reused'] else ''} |"
+            )
         search = report.get("commit_search")
         if search:
-            out += ["", "### Commit search", "", f"{search.get('package')}: {search.get('good')}..{search.get('bad')} in "
-                    f"`{search.get('source')}`, {search.get('commits_between')} commits.", ""]
+            out += [
+                "",
+                "### Commit search",
+                "",
+                f"{search.get('package')}: {search.get('good')}..{search.get('bad')} in "
+                f"`{search.get('source')}`, {search.get('commits_between')} commits.",
+                "",
+            ]
             for tested in search.get("tested", []):
                 out.append(f"- {tested['sha'][:10]} {tested['subject']!r}: {tested['outcome']} (run {tested['run']})")
             for skipped in search.get("skipped", []):

@@ -90,7 +90,8 @@ def _check_logprobs(pair: RequestPair, numerics: Numerics, position: int, policy
         first = numerics.drift.index[numerics.change_bounds[position]]
         problems.append(
             f"{n_over} of {pair.n_compared} compared over tolerance (first at index {first}, "
-            f"max |delta| {float(numerics.max[position])!r}, {int(numerics.max_ulps[position])} ulps, allowed {allowed})"
+            f"max |delta| {float(numerics.max[position])!r}, {int(numerics.max_ulps[position])} ulps, allowed "
+            f"{allowed})"
         )
     return "; ".join(problems)
 

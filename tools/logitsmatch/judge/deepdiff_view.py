@@ -118,7 +118,13 @@ def deepdiff_changes(golden: dict, current: dict, result: ComparisonResult) -> d
 
 def _same(old: float, new: float, result: ComparisonResult) -> bool:
     """Whether deepdiff would call two numbers equal under ``deepdiff_options``."""
-    if result.policy.nan_equal and isinstance(old, float) and isinstance(new, float) and math.isnan(old) and math.isnan(new):
+    if (
+        result.policy.nan_equal
+        and isinstance(old, float)
+        and isinstance(new, float)
+        and math.isnan(old)
+        and math.isnan(new)
+    ):
         return True
     if result.policy.mode is Mode.DETERMINISTIC:
         return old == new

@@ -215,8 +215,18 @@ class Localization:
 
     def to_dict(self) -> dict:
         def brief(row):
-            return None if row is None else {"name": row.name, "output": row.output, "step": row.step,
-                                             "step_kind": step_kind(row.step), "max_abs_delta": row.to_dict()["max_abs_delta"]}
+            return (
+                None
+                if row is None
+                else {
+                    "name": row.name,
+                    "output": row.output,
+                    "step": row.step,
+                    "step_kind": step_kind(row.step),
+                    "max_abs_delta": row.to_dict()["max_abs_delta"],
+                }
+            )
+
         return {
             "schedule_problem": self.schedule_problem,
             "tolerance": {"abs_tol": self.tolerance.abs_tol, "rel_tol": self.tolerance.rel_tol},
@@ -259,7 +269,11 @@ def _weights_differing(a: CaptureSet, b: CaptureSet) -> list[str]:
     names = set()
     for x, y in zip(a.inputs.get("ranks", []), b.inputs.get("ranks", [])):
         tx, ty = x["weights"].get("tensors", {}), y["weights"].get("tensors", {})
-        names |= {name for name in set(tx) | set(ty) if (tx.get(name) or {}).get("sha256") != (ty.get(name) or {}).get("sha256")}
+        names |= {
+            name
+            for name in set(tx) | set(ty)
+            if (tx.get(name) or {}).get("sha256") != (ty.get(name) or {}).get("sha256")
+        }
     return sorted(name.split(":", 1)[-1] for name in names)
 
 
@@ -367,7 +381,9 @@ def terminal(result: Localization, limit: int = 12) -> str:
         for row in moved[:limit]:
             delta = "-" if row.max_abs_delta is None else f"{row.max_abs_delta:.3g}"
             name = row.name + ("[in]" if row.output == "in0" else (f"#{row.output}" if row.output != "0" else ""))
-            lines.append(f"  {step_kind(row.step):<9} {name:<58} {row.ranks_differing:>3}/{row.ranks_compared:<3} {delta:>10}")
+            lines.append(
+                f"  {step_kind(row.step):<9} {name:<58} {row.ranks_differing:>3}/{row.ranks_compared:<3} {delta:>10}"
+            )
     return "\n".join(lines)
 
 
@@ -393,8 +409,10 @@ def empty_plot_note(result: Localization, deltas: list[float]) -> str:
         missing = f" ({len(result.missing)} records only one side has)" if result.missing else ""
         return f"Nothing to plot: the two captures share no module output{missing}."
     if all(math.isnan(d) for d in deltas) and result.mismatched:
-        return (f"Nothing to plot: {len(result.mismatched)} of the {len(result.rows)} outputs both captures have differ "
-                "in shape or dtype, and no other has values on both sides.")
+        return (
+            f"Nothing to plot: {len(result.mismatched)} of the {len(result.rows)} outputs both captures have differ "
+            "in shape or dtype, and no other has values on both sides."
+        )
     if all(math.isnan(d) for d in deltas):
         return "Nothing to plot: no module output has values on both sides (digests only)."
     if result.first_bitwise is None:

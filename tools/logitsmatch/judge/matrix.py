@@ -24,7 +24,9 @@ from logitsmatch.judge.report import short_number, ulps_text
 SOURCES = ("auto", "results", "goldens")
 
 
-def locate(suite: str, platform: str, toolchain: str, source: str = "auto", hardware_class: str | None = None) -> Path | None:
+def locate(
+    suite: str, platform: str, toolchain: str, source: str = "auto", hardware_class: str | None = None
+) -> Path | None:
     """The file holding ``toolchain``'s output for ``suite``, or None; ``source`` may name a collected tree."""
     if source not in SOURCES:
         return collected_result(Path(source), suite, platform, toolchain, hardware_class)
@@ -111,7 +113,9 @@ def cell_of(result, same_class: bool | None = None) -> Cell:
     )
 
 
-def pairwise(documents: dict[str, dict], policy, classes: dict[str, str | None] | None = None) -> dict[str, dict[str, Cell]]:
+def pairwise(
+    documents: dict[str, dict], policy, classes: dict[str, str | None] | None = None
+) -> dict[str, dict[str, Cell]]:
     """Every ordered pair of the documents (row = golden side, column = current side), as `compare` judges it;
     ``classes`` (each document's hardware class, None where unknown) marks the pairs across classes."""
     classes = classes or {}
@@ -124,7 +128,9 @@ def pairwise(documents: dict[str, dict], policy, classes: dict[str, str | None] 
             for row in documents}
 
 
-def drift_matrix(suite, platform: str, toolchains: list[str], source: str, policy, hardware_class: str | None = None) -> dict:
+def drift_matrix(
+    suite, platform: str, toolchains: list[str], source: str, policy, hardware_class: str | None = None
+) -> dict:
     """{"names": [...toolchains], "missing", "files", "cells": {row: {col: Cell}}} for one suite."""
     files = {name: locate(suite.name, platform, name, source, hardware_class) for name in toolchains}
     present = [name for name in toolchains if files[name] is not None]
@@ -137,7 +143,9 @@ def drift_matrix(suite, platform: str, toolchains: list[str], source: str, polic
 def check_source(source: str) -> str:
     """auto, results, goldens, or a folder made by ``logitsmatch collect``."""
     if source not in SOURCES and not is_collection(Path(source)):
-        raise BadInput(f"unknown source {source!r} (choose {', '.join(SOURCES)}, or a folder made by logitsmatch collect)")
+        raise BadInput(
+            f"unknown source {source!r} (choose {', '.join(SOURCES)}, or a folder made by logitsmatch collect)"
+        )
     return source
 
 
@@ -341,7 +349,9 @@ def table_json(table: dict) -> dict:
     return {
         "names": table["names"],
         "missing": table["missing"],
-        "files": {name: str(paths.shown_path(path)) for name, path in table.get("files", {}).items() if path is not None},
+        "files": {
+            name: str(paths.shown_path(path)) for name, path in table.get("files", {}).items() if path is not None
+        },
         "cells": {r: {c: cell.to_dict() for c, cell in cols.items()} for r, cols in table["cells"].items()},
         "tolerance": table.get("tolerance"),
         **({"hardware_classes": table["hardware_classes"]} if "hardware_classes" in table else {}),

@@ -28,7 +28,9 @@ from logitsmatch.rank.request_intake import RequestIntake
 
 
 def _version_tuple(text: str) -> tuple[int, int, int]:
-    parts = [int("".join(ch for ch in piece if ch.isdigit()) or 0) for piece in text.split("+", maxsplit=1)[0].split(".")[:3]]
+    parts = [
+        int("".join(ch for ch in piece if ch.isdigit()) or 0) for piece in text.split("+", maxsplit=1)[0].split(".")[:3]
+    ]
     return tuple(parts + [0] * (3 - len(parts)))
 
 
@@ -222,7 +224,13 @@ class Mcore016(_Adapter):
 
     def context_kwargs(self, model, plan: dict) -> dict:
         arch, inference = plan["architecture"], plan["inference"]
-        from_plan = ("max_sequence_length", "buffer_size_gb", "max_tokens", "block_size_tokens", "use_flashinfer_fused_rope")
+        from_plan = (
+            "max_sequence_length",
+            "buffer_size_gb",
+            "max_tokens",
+            "block_size_tokens",
+            "use_flashinfer_fused_rope",
+        )
         return dict(
             params_dtype=model.config.params_dtype,
             num_layers=arch["num_layers"] // plan["parallel"]["pipeline"],
@@ -264,7 +272,9 @@ class Mcore016(_Adapter):
     def make_engine(self, controller, context, plan: dict):
         from megatron.core.inference.engines import DynamicInferenceEngine
 
-        return DynamicInferenceEngine(controller, context, **self.record("engine", self.engine_kwargs(controller, plan)))
+        return DynamicInferenceEngine(
+            controller, context, **self.record("engine", self.engine_kwargs(controller, plan))
+        )
 
     def engine_kwargs(self, controller, plan: dict) -> dict:
         return dict(
@@ -427,7 +437,10 @@ class Mcore017(_Adapter):
         self.engine = engine  # the shutdown handshake waits on this rank's engine state
         start = engine.start_listening_to_data_parallel_coordinator
         schedule = {}
-        if network.get("coordinator_schedule_path") and "coordinator_schedule_output_path" in inspect.signature(start).parameters:
+        if (
+            network.get("coordinator_schedule_path")
+            and "coordinator_schedule_output_path" in inspect.signature(start).parameters
+        ):
             # the coordinator writes, when it stops, which engine it routed each request to
             schedule["coordinator_schedule_output_path"] = network["coordinator_schedule_path"]
         return await start(

@@ -39,8 +39,14 @@ def weights_record(model) -> dict:
     """sha256 of every parameter and buffer the model computes with, and one digest over all."""
     tensors = {f"param:{name}": value for name, value in model.named_parameters()}
     tensors.update({f"buffer:{name}": value for name, value in model.named_buffers() if value is not None})
-    per = {name: {"shape": list(value.shape), "dtype": str(value.dtype).replace("torch.", ""), "sha256": tensor_digest(value)}
-           for name, value in sorted(tensors.items())}
+    per = {
+        name: {
+            "shape": list(value.shape),
+            "dtype": str(value.dtype).replace("torch.", ""),
+            "sha256": tensor_digest(value),
+        }
+        for name, value in sorted(tensors.items())
+    }
     total = hashlib.sha256()
     for name, entry in per.items():
         total.update(f"{name}|{entry['shape']}|{entry['dtype']}|{entry['sha256']}\n".encode())
@@ -136,10 +142,17 @@ class Capture:
         valid = _valid_rows(tensor.detach(), self.padded, self.active)
         valid_sha = tensor_digest(valid)
         record = {
-            "kind": "output", "step": self.step, "order": self.order, "name": name, "output": output,
-            "shape": list(tensor.shape), "valid_shape": list(valid.shape), "dtype": str(tensor.dtype).replace("torch.", ""),
+            "kind": "output",
+            "step": self.step,
+            "order": self.order,
+            "name": name,
+            "output": output,
+            "shape": list(tensor.shape),
+            "valid_shape": list(valid.shape),
+            "dtype": str(tensor.dtype).replace("torch.", ""),
             "sha256": tensor_digest(tensor) if valid.shape != tensor.shape else valid_sha,
-            "valid_sha256": valid_sha, "values": None,
+            "valid_sha256": valid_sha,
+            "values": None,
         }
         self.order += 1
         if self.keep_values:

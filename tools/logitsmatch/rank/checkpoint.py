@@ -32,8 +32,12 @@ def read_checkpoint_args(checkpoint_dir: Path) -> argparse.Namespace | None:
     except Exception as exc:  # truncated, garbage or unsafe (weights_only refuses it) files
         reason = (str(exc).strip().splitlines() or [""])[0][:200]
         if "Weights only load failed" in reason:
-            reason = "not a torch file that weights_only=True loading accepts (garbage, or objects beyond tensors and args)"
-        raise BadInput(f"checkpoint {checkpoint_dir}: cannot read its common state: {type(exc).__name__}: {reason}") from None
+            reason = (
+                "not a torch file that weights_only=True loading accepts (garbage, or objects beyond tensors and args)"
+            )
+        raise BadInput(
+            f"checkpoint {checkpoint_dir}: cannot read its common state: {type(exc).__name__}: {reason}"
+        ) from None
     args = common.get("args") if isinstance(common, dict) else None
     if args is not None and not isinstance(args, argparse.Namespace):
         raise BadInput(f"checkpoint {checkpoint_dir}: 'args' is {type(args).__name__}, expected argparse.Namespace")

@@ -237,7 +237,9 @@ def _host_default_causal_mask() -> list[str]:
     utils.get_default_causal_mask = get_default_causal_mask
     if hasattr(fused_softmax, "get_default_causal_mask"):
         fused_softmax.get_default_causal_mask = get_default_causal_mask
-    return ["transformer.utils.get_default_causal_mask -> host tensor (expert-parallel dummy forward of an idle engine)"]
+    return [
+        "transformer.utils.get_default_causal_mask -> host tensor (expert-parallel dummy forward of an idle engine)"
+    ]
 
 
 # Names megatron.core.transformer.moe.moe_utils binds from Transformer Engine inside

@@ -189,6 +189,8 @@ def build_gpt_model(arch: dict, parallel: dict, dtype_name: str, vocab_size: int
         rotary_percent=arch["rotary_percent"],
         rotary_base=arch["rotary_base"],
     )
-    model = model.to(device=torch.cuda.current_device() if torch.cuda.is_available() else "cpu", dtype=DTYPES[dtype_name])
+    model = model.to(
+        device=torch.cuda.current_device() if torch.cuda.is_available() else "cpu", dtype=DTYPES[dtype_name]
+    )
     model.eval()
     return model

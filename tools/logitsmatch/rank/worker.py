@@ -152,14 +152,21 @@ def run(plan: dict, run_dir: RunDir) -> None:
     parallel = plan["parallel"]
     if plan["platform"]["stand_ins"]:
         standins += cpu_standins.install_megatron_standins(
-            pipeline=parallel["pipeline"], experts=plan.get("moe") is not None, expert_parallel=parallel.get("expert", 1)
+            pipeline=parallel["pipeline"],
+            experts=plan.get("moe") is not None,
+            expert_parallel=parallel.get("expert", 1),
         )
     standins += adapter.install_network_binding(plan["network"]["bind_host"])
 
     torch.set_num_threads(plan["platform"].get("torch_threads", 1))
     adapter.init_distributed(plan)
     model = build_gpt_model(
-        plan["architecture"], parallel, plan["dtype"], plan["vocab_size"], plan["platform"]["layer_spec"], plan.get("moe")
+        plan["architecture"],
+        parallel,
+        plan["dtype"],
+        plan["vocab_size"],
+        plan["platform"]["layer_spec"],
+        plan.get("moe"),
     )
 
     recorder.enter("weights")

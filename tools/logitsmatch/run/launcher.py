@@ -270,9 +270,15 @@ class RunWatch:
         if not is_alive(state):
             phase = self.run.rank_status(0)["phase"]
             if phase in ("coordinator", "decode"):
-                return Fault(None, f"{what} died while rank 0 was in phase '{phase}'; rank 0's engine would wait for it forever", 0)
+                return Fault(
+                    None,
+                    f"{what} died while rank 0 was in phase '{phase}'; rank 0's engine would wait for it forever",
+                    0,
+                )
         elif self._stopped_long_enough(self.coordinator, state):
-            return Fault(None, f"{what} is stopped (process state {state}, e.g. SIGSTOP) in phase '{rank0['phase']}'", 0)
+            return Fault(
+                None, f"{what} is stopped (process state {state}, e.g. SIGSTOP) in phase '{rank0['phase']}'", 0
+            )
         return None
 
 
@@ -451,7 +457,11 @@ def _watch(
             return describe_failure(f"deadline of {deadline_s:.0f} s passed", run, world_size)
         time.sleep(POLL_S)
     if process.returncode < 0:  # the agent itself was killed; its ranks die with it (PR_SET_PDEATHSIG)
-        name = signal.Signals(-process.returncode).name if -process.returncode in signal.valid_signals() else process.returncode
+        name = (
+            signal.Signals(-process.returncode).name
+            if -process.returncode in signal.valid_signals()
+            else process.returncode
+        )
         return describe_failure(f"torchrun's agent (pid {process.pid}) was killed by {name}", run, world_size)
     if process.returncode != 0:
         found = watch.check()  # name the rank if the agent exited because of one

@@ -303,7 +303,9 @@ def default_invariance_layouts(suite: Suite, project: Path) -> tuple[str, dict[s
 CAPTURE_VALUE_BUDGET_BYTES = 200_000_000  # values kept per run (docs/capture_format.md)
 
 
-def capture_spec(decode_steps: int, value_ranks: tuple[int, ...] = (0,), budget: int = CAPTURE_VALUE_BUDGET_BYTES) -> dict:
+def capture_spec(
+    decode_steps: int, value_ranks: tuple[int, ...] = (0,), budget: int = CAPTURE_VALUE_BUDGET_BYTES
+) -> dict:
     """``plan["capture"]`` for ``logitsmatch run --capture``: prefill + ``decode_steps`` decode steps,
     digests on every rank, the values of the real token rows on ``value_ranks`` within ``budget``."""
     if decode_steps < 0:

@@ -45,7 +45,11 @@ DTYPE_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 DTYPE_FLAGS = {"--bf16": "bfloat16", "--fp16": "float16"}
 
 # Optional GPU packages (import name -> distribution name) and the flags each one enables.
-GPU_PACKAGES = {"transformer_engine": "transformer-engine", "flash_attn": "flash-attn", "flashinfer": "flashinfer-python"}
+GPU_PACKAGES = {
+    "transformer_engine": "transformer-engine",
+    "flash_attn": "flash-attn",
+    "flashinfer": "flashinfer-python",
+}
 FLAG_NEEDS_PACKAGE = {
     "--transformer-impl": "transformer_engine",
     "--sequence-parallel": "transformer_engine",
@@ -209,9 +213,12 @@ class Platform:
             )
         if self.layout_override is not None:
             run = self.layout_override
-            for flag, size in (("--tensor-model-parallel-size", run.tensor), ("--pipeline-model-parallel-size", run.pipeline),
-                               ("--expert-model-parallel-size", run.expert),
-                               ("--expert-tensor-parallel-size", run.etp)):
+            for flag, size in (
+                ("--tensor-model-parallel-size", run.tensor),
+                ("--pipeline-model-parallel-size", run.pipeline),
+                ("--expert-model-parallel-size", run.expert),
+                ("--expert-tensor-parallel-size", run.etp),
+            ):
                 if flag in model_args and int(model_args[flag]) != size:
                     not_applied[flag] = f"overridden on the command line: --layout {run.name} ({flag} {size})"
         if self.dtype_override is not None:
@@ -410,7 +417,9 @@ def get_platform(
 
     ``installed`` and ``gpu_count`` replace the probes (tests, planning for another machine).
     """
-    devices = cuda_devices() if probe and (name is None or (name in PLATFORMS and PLATFORMS[name].device == "cuda")) else None
+    devices = (
+        cuda_devices() if probe and (name is None or (name in PLATFORMS and PLATFORMS[name].device == "cuda")) else None
+    )
     name = name or detect_platform_name(devices or [])
     if name not in PLATFORMS:
         raise BadInput(f"unknown platform {name!r} (known: {', '.join(PLATFORMS)})")

@@ -82,8 +82,12 @@ def cache_key(spec: dict, writer: str | None = None, numpy_versions: list[str] |
     releases: a checkpoint drawn by another numpy is never reused, and the loaded-weights digest shows
     whether it differs."""
     numpy_versions = numpy_versions or [importlib.metadata.version("numpy"), np.__version__]
-    keyed = {**spec, "generator_version": GENERATOR_VERSION, "writer": writer or importlib.metadata.version("megatron-core"),
-             "numpy": numpy_versions}
+    keyed = {
+        **spec,
+        "generator_version": GENERATOR_VERSION,
+        "writer": writer or importlib.metadata.version("megatron-core"),
+        "numpy": numpy_versions,
+    }
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -113,7 +117,9 @@ def ensure_checkpoint(spec: dict, cache_root: Path, timeout_s: float) -> tuple[P
                     raise RunFailed(f"writing the synthetic checkpoint failed (phase 'weights'):\n{tail}")
                 os.replace(staging / "ckpt", target)
             except subprocess.TimeoutExpired:
-                raise RunFailed(f"writing the synthetic checkpoint took over {timeout_s:.0f} s (phase 'weights')") from None
+                raise RunFailed(
+                    f"writing the synthetic checkpoint took over {timeout_s:.0f} s (phase 'weights')"
+                ) from None
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
     written = json.loads((target / "logitsmatch_synthetic.json").read_text())
