@@ -207,10 +207,11 @@ def invariance_parser(session) -> SessionParser:
     parser = SessionParser(session)
     parser.add_argument("suite", metavar="SUITE")
     parser.add_argument("--toolchain", default=DEFAULT_TOOLCHAIN, metavar="T")
-    for option, metavar in (("--layouts", "L,..."), ("--out", "DIR"), ("--abs-tol", "X"), ("--timeout", "S"),
-                            ("--platform", "P")):
+    for option, metavar in (("--layouts", "L,..."), ("--schedules", "S,..."), ("--out", "DIR"), ("--abs-tol", "X"),
+                            ("--timeout", "S"), ("--platform", "P")):
         parser.forward(option, metavar=metavar)
     parser.forward("--rerun", nargs=0)
+    parser.forward("--batch-invariant", nargs=0)
     return parser
 
 

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from logitsmatch import paths
+from logitsmatch.errors import EXIT_UNSUPPORTED
 from logitsmatch.log import logger
 from logitsmatch.provenance import freshness_problem
 from logitsmatch.run.plan import expected_weights
 
 
 def ensure_fresh(python: Callable[[], str], project: Path, suite, toolchain, platform, *, timeout: float | None = None,
-                 rerun: bool = False, may_run: bool = True) -> tuple[Path, str | None]:
+                 rerun: bool = False, may_run: bool = True, batch_invariant: bool = False) -> tuple[Path, str | None]:
     """The result of ``suite`` on ``toolchain`` and ``platform`` (its layout override included), and None when it
     stands for them as they are now, else why not.
 
@@ -37,6 +38,10 @@ def ensure_fresh(python: Callable[[], str], project: Path, suite, toolchain, pla
     command = ["logitsmatch", "run", suite.name, "--toolchain", toolchain.name, "--platform", platform.profile]
     if platform.layout_override is not None:
         command += ["--layout", platform.layout_override.name]
+    if platform.schedule != "together":
+        command += ["--schedule", platform.schedule]
+    if batch_invariant:
+        command.append("--batch-invariant")
     if timeout:
         command += ["--timeout", str(timeout)]
     command.append("--no-compare")
@@ -47,4 +52,9 @@ def ensure_fresh(python: Callable[[], str], project: Path, suite, toolchain, pla
     interpreter = python()
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(interpreter).parent), os.environ.get("PATH", "")])}
     code = subprocess.run([interpreter, "-m", *command], env=env).returncode
+    if code == EXIT_UNSUPPORTED:
+        return result, f"{NOT_SUPPORTED} (logitsmatch run exited {code})"
     return (result, None) if code == 0 else (result, f"logitsmatch run exited {code}")
+
+
+NOT_SUPPORTED = "not supported by this toolchain's megatron-core"  # what a problem starts with for exit 4
