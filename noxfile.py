@@ -71,7 +71,8 @@ def matrix(session):
 def invariance(session):
     """One suite at several parallel layouts, N x N table (runs what has no fresh result):
     nox -s invariance -- SUITE [--layouts tp8,pp8,tp2pp2dp2,dp8,tp1] [--schedules together,alone,...] [--batch-invariant]
-    [--toolchain T] [--out DIR] [--rerun]."""
+    [--toolchain T | --megatron-core SPEC --torch SPEC (a candidate derived from T, as prerelease does)] [--out DIR]
+    [--rerun]."""
     support.run_invariance(session)
 
 

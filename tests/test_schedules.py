@@ -186,3 +186,31 @@ def test_forward_runs_after_together_whatever_the_order_given(results, project, 
     assert code == 0, capsys.readouterr()
     assert ran == ["together", "forward"]
     assert json.loads((tmp_path / "out" / "invariance.json").read_text())["table"]["names"] == ["forward", "together"]
+
+
+def test_a_candidate_runs_and_is_labelled_as_itself(results, project, monkeypatch, capsys):
+    """nox -s invariance -- --megatron-core SPEC runs `logitsmatch invariance --candidate NAME` in the candidate's venv."""
+    from logitsmatch.run import freshness
+
+    suite, golden, tmp_path = results
+    ran = []
+
+    def run(command, env):
+        ran.append(command)
+        schedule = command[command.index("--schedule") + 1] if "--schedule" in command else "together"
+        path = publish_schedule(project, tmp_path / "results", suite, schedule, golden)
+        sidecar = path.with_name("result.provenance.json")
+        record = json.loads(sidecar.read_text())
+        sidecar.write_text(json.dumps({**record, "toolchain": "cand-x", "candidate_of": DEFAULT_TOOLCHAIN}))
+        target = path.parent.parent / "cand-x"
+        path.parent.rename(target)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(freshness.subprocess, "run", run)
+    arguments = ["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--schedules", "together,alone",
+                 "--candidate", "cand-x", "--out", str(tmp_path / "out")]
+    assert cli_main(arguments) == 0, capsys.readouterr()
+    assert [command[command.index("--candidate") + 1] for command in ran] == ["cand-x", "cand-x"]
+    assert cli_main(arguments) == 0 and len(ran) == 2  # the candidate's fresh results are reused
+    report = json.loads((tmp_path / "out" / "invariance.json").read_text())
+    assert "--candidate cand-x" in report["command"] and "cand-x" in report["table"]["files"]["alone"]

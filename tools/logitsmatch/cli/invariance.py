@@ -44,6 +44,9 @@ def configure(parser) -> None:
     parser.add_argument("--batch-invariant", action="store_true",
                         help="run with megatron-core's batch_invariant_mode where release and platform have it")
     parser.add_argument("--platform", default=None, help="cpu, gpu, h100 or dgx_h100 (default: detected)")
+    parser.add_argument("--candidate", default=None, metavar="NAME",
+                        help="this venv is a candidate derived from --toolchain (nox -s invariance -- --megatron-core "
+                        "SPEC): its runs and table are labelled NAME")
     add_policy_options(parser, ("abs_tol",), abs_tol=INVARIANCE_ABS_TOL)
     parser.add_argument("--rerun", action="store_true", help="run every layout again, even with a fresh result")
     parser.add_argument("--no-run", action="store_true", help="only tabulate fresh results; run nothing")
@@ -133,7 +136,8 @@ def main(args) -> int:
     files, failed, unsupported = {}, {}, {}
     for name, platform in run_order(chosen):
         result, problem = ensure_fresh(lambda: sys.executable, project, suite, toolchain, platform, timeout=args.timeout,
-                                       rerun=args.rerun, may_run=not args.no_run, batch_invariant=args.batch_invariant)
+                                       rerun=args.rerun, may_run=not args.no_run, batch_invariant=args.batch_invariant,
+                                       candidate=args.candidate)
         if problem and problem.startswith(NOT_SUPPORTED):
             unsupported[name] = problem
         elif problem:
@@ -150,9 +154,10 @@ def main(args) -> int:
     table = {"names": list(documents), "missing": missing, "files": shown, "cells": pairwise(documents, policy)}
     runs = {name: run_summary(read_provenance(path)) for name, path in files.items()}
 
-    out = Path(args.out) if args.out else paths.results_root() / "invariance" / suite.name / toolchain.name
+    label = args.candidate or toolchain.name
+    out = Path(args.out) if args.out else paths.results_root() / "invariance" / suite.name / label
     out.mkdir(parents=True, exist_ok=True)
-    heading = f"{suite.name} ({toolchain.name})"
+    heading = f"{suite.name} ({label}{f', a candidate of {toolchain.name}' if args.candidate else ''})"
     what = "layout" if args.schedules is None else "schedule" if args.layouts is None else "layout/schedule"
     notes = [
         f"Same weights and prompts at each {what}, toolchain `{toolchain.name}`; every cell is `logitsmatch compare` "
@@ -234,6 +239,7 @@ def command_line(args, suite: str, abs_tol: float) -> str:
     parts += ["--layouts", layouts] if layouts else []
     parts += ["--schedules", args.schedules] if args.schedules else []
     parts += ["--batch-invariant"] if args.batch_invariant else []
+    parts += ["--candidate", args.candidate] if args.candidate else []
     parts += ["--abs-tol", f"{abs_tol:g}"] if abs_tol != INVARIANCE_ABS_TOL else []
     return " ".join(parts)
 

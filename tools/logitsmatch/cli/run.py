@@ -179,17 +179,20 @@ def batch_invariant_decision(requested: bool, adapter, platform, release: tuple[
     return {"requested": True, "applied": True}
 
 
-def forward_reference(suite, platform, label: str, toolchain: str, project: Path) -> dict:
+def forward_reference(suite, platform, label: str, toolchain: str, project: Path, candidate: bool = False) -> dict:
     """The token sequences the ``forward`` schedule scores: the suite's ``together`` result at this layout when it
-    stands (fresh for this toolchain), else this toolchain's golden at this layout."""
+    stands (fresh for this toolchain or candidate), else this toolchain's golden at this layout."""
     from logitsmatch.provenance import freshness_problem
+    from logitsmatch.run.freshness import candidate_problem
     from logitsmatch.run.plan import expected_weights
     from logitsmatch.toolchains import get_toolchain
 
     together = platform.configured(schedule="together", batch_invariant=False).label(suite.model_args, suite.world_size)
     result = paths.result_path(suite.name, together, label)
     chain = get_toolchain(project / "pyproject.toml", toolchain)
-    candidates = [result] if not freshness_problem(result, suite, expected_weights(suite, project), chain) else []
+    problem = (candidate_problem(result, suite, project, chain, label) if candidate
+               else freshness_problem(result, suite, expected_weights(suite, project), chain))
+    candidates = [] if problem else [result]
     candidates.append(paths.golden_path(suite.name, together, toolchain))
     for path in candidates:
         if path.is_file():
@@ -375,7 +378,8 @@ def main(args, results_root: Path | None = None) -> int:
         plan["capture"] = capture_spec(args.capture)
     plan["parallel"]["batch_invariant_mode"] = bool(batch_invariant.get("applied"))
     if not plan["schedule"]["engine"]:
-        plan["schedule"]["reference"] = forward_reference(suite, platform, label, toolchain.name, project)
+        plan["schedule"]["reference"] = forward_reference(suite, platform, label, toolchain.name, project,
+                                                          bool(args.candidate))
     run.write_plan(plan)
     announce(suite, label, toolchain, bool(args.candidate), platform, plan, weights, flags)
     logger.info(describe_schedule(plan["schedule"]))

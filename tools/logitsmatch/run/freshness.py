@@ -21,7 +21,8 @@ from logitsmatch.run.plan import expected_weights
 
 
 def ensure_fresh(python: Callable[[], str], project: Path, suite, toolchain, platform, *, timeout: float | None = None,
-                 rerun: bool = False, may_run: bool = True, batch_invariant: bool = False) -> tuple[Path, str | None]:
+                 rerun: bool = False, may_run: bool = True, batch_invariant: bool = False,
+                 candidate: str | None = None) -> tuple[Path, str | None]:
     """The result of ``suite`` on ``toolchain`` and ``platform`` (its layout override included), and None when it
     stands for them as they are now, else why not.
 
@@ -29,8 +30,9 @@ def ensure_fresh(python: Callable[[], str], project: Path, suite, toolchain, pla
     ... --no-compare``, unless ``may_run`` is False. ``python()`` gives an interpreter of the toolchain's venv; it is
     asked for only when something must run (nox builds the venv then).
     """
-    result = paths.result_path(suite.name, platform.label(suite.model_args, suite.world_size), toolchain.name)
-    problem = None if rerun else freshness_problem(result, suite, expected_weights(suite, project), toolchain)
+    result = paths.result_path(suite.name, platform.label(suite.model_args, suite.world_size), candidate or toolchain.name)
+    problem = None if rerun else (candidate_problem(result, suite, project, toolchain, candidate) if candidate
+                                  else freshness_problem(result, suite, expected_weights(suite, project), toolchain))
     if not (rerun or problem):
         return result, None
     if not may_run:
@@ -38,6 +40,8 @@ def ensure_fresh(python: Callable[[], str], project: Path, suite, toolchain, pla
     command = ["logitsmatch", "run", suite.name, "--toolchain", toolchain.name, "--platform", platform.profile]
     if platform.layout_override is not None:
         command += ["--layout", platform.layout_override.name]
+    if candidate:
+        command += ["--candidate", candidate]
     if platform.schedule != "together":
         command += ["--schedule", platform.schedule]
     if batch_invariant:
@@ -58,3 +62,17 @@ def ensure_fresh(python: Callable[[], str], project: Path, suite, toolchain, pla
 
 
 NOT_SUPPORTED = "not supported by this toolchain's megatron-core"  # what a problem starts with for exit 4
+
+
+def candidate_problem(result: Path, suite, project: Path, toolchain, candidate: str) -> str | None:
+    """Why a candidate's result (``run --candidate``: labelled with the candidate's name, which its pins spell) does
+    not stand for it, or None."""
+    import json
+
+    problem = freshness_problem(result, suite, expected_weights(suite, project))
+    if problem:
+        return problem
+    record = json.loads(paths.provenance_path(result).read_text())
+    if (record.get("toolchain"), record.get("candidate_of")) != (candidate, toolchain.name):
+        return f"its provenance names {record.get('toolchain')} of {record.get('candidate_of')}, not {candidate} of {toolchain.name}"
+    return None
