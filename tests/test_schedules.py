@@ -82,8 +82,9 @@ def test_chunked_prefill_at_a_small_chunk(project):
     assert plan["inference"]["enable_chunked_prefill"] is True
     assert plan["inference"]["max_tokens"] == schedules.CHUNK_TOKENS == plan["inference"]["context_max_requests"]
     assert plan["schedule"]["chunked_prefill_tokens"] == schedules.CHUNK_TOKENS
-    longest = max(len(prompt.split()) for prompt in load_suite(project, TINY_SUITE).prompts)
-    assert longest > schedules.CHUNK_TOKENS  # the seed prompt's 129 tokens are prefilled in several chunks
+    golden = json.loads(golden_file(TINY_SUITE).read_text())
+    prompt_tokens = [len(golden[key]["logprobs"]) + 1 - len(golden[key]["generated_tokens"]) for key in "0123"]
+    assert max(prompt_tokens) > 2 * schedules.CHUNK_TOKENS and sum(prompt_tokens) > schedules.CHUNK_TOKENS
 
 
 def test_forward_runs_no_engine(project):
@@ -214,3 +215,28 @@ def test_a_candidate_runs_and_is_labelled_as_itself(results, project, monkeypatc
     assert cli_main(arguments) == 0 and len(ran) == 2  # the candidate's fresh results are reused
     report = json.loads((tmp_path / "out" / "invariance.json").read_text())
     assert "--candidate cand-x" in report["command"] and "cand-x" in report["table"]["files"]["alone"]
+
+
+class Release:
+    """What the harness asks of the installed release about batch invariance (rank.adapters' answers)."""
+
+    def __init__(self, has_mode: bool):
+        self.has_mode = has_mode
+
+    def has_batch_invariant_mode(self) -> bool:
+        return self.has_mode
+
+
+def test_batch_invariant_mode_is_applied_on_gpus_only_and_refused_where_the_release_lacks_it():
+    from logitsmatch.cli.run import batch_invariant_decision
+    from logitsmatch.errors import Unsupported
+
+    cpu = get_platform("cpu")
+    assert batch_invariant_decision(False, Release(True), cpu, (0, 16, 1)) == {"requested": False, "applied": False}
+    decision = batch_invariant_decision(True, Release(True), cpu, (0, 16, 1))
+    assert not decision["applied"] and decision["why"].startswith("not applied on platform cpu (megatron-core 0.16.1")
+    assert "Triton GPU kernels" in decision["why"] and "flash" in decision["why"]
+    gpu = get_platform("h100", installed=frozenset({"flash_attn"}), gpu_count=8, probe=False)
+    assert batch_invariant_decision(True, Release(True), gpu, (0, 19, 2)) == {"requested": True, "applied": True}
+    with pytest.raises(Unsupported, match="megatron-core 0.15.3 has no batch_invariant_mode"):
+        batch_invariant_decision(True, Release(False), cpu, (0, 15, 3))

@@ -24,10 +24,11 @@ from logitsmatch.errors import BadInput
 SCHEDULES = ("together", "alone", "reversed", "mixed", "chunked", "forward")
 DEFAULT = "together"
 
-# chunked: tokens per prefill step (the engine's max_tokens; megatron-core splits a longer prompt into chunks
-# of at most this many tokens, and a step holds at most this many tokens in all). Below the tiny suites' longest
-# prompt (129 tokens) and above their shortest (8).
-CHUNK_TOKENS = 32
+# chunked: tokens per prefill step (the context's max_tokens: megatron-core splits a longer prompt into chunks
+# of at most this many tokens, and a step holds at most this many tokens in all). The smallest it takes: the
+# context pads a step's tokens up to a multiple of its TOKEN_ROUNDER (64), which must fit in max_tokens. The
+# suites' seed prompt (129 tokens) is prefilled in three chunks, and no step prefills all four prompts together.
+CHUNK_TOKENS = 64
 
 # mixed: the extra prompts, documented here and recorded in the plan. Three lengths unlike the suite's, one
 # before each of its prompts after the first (so every suite request shares its batch with a stranger).

@@ -226,7 +226,7 @@ SCHEDULES_WHAT = (
     "Schedules (logitsmatch.schedules): together = every prompt added at once (the suite's own); alone = each "
     "prompt submitted after the previous finished, same engine; reversed = added at once in reverse order; mixed = "
     "interleaved with extra prompts of 3, 57 and 160 words (random.Random(20261203) over a fixed word list; only the "
-    "suite's requests are written); chunked = chunked prefill at 32 tokens per step; forward = no engine: GPTModel's "
+    "suite's requests are written); chunked = chunked prefill at 64 tokens per step; forward = no engine: GPTModel's "
     "training forward over prompt + generated tokens (of the together result, else the golden), log-softmax "
     "gathered at each next token (its tokens are the reference's by construction: only its logprobs are compared)."
 )

@@ -142,14 +142,14 @@ def announce(suite, label: str, toolchain, candidate: bool, platform, plan: dict
         logger.info(line.strip())
     schedule = request_schedule(plan)
     if schedule["timing_dependent"]:
-        logger.warning(f"{len(plan['prompts'])} prompts over {plan['parallel']['data']} engines: each engine adds its "
+        logger.warning(f"{schedule['prompts']} prompts over {plan['parallel']['data']} engines: each engine adds its "
                        "requests as they arrive, so its batch schedule depends on arrival timing")
     sys.stdout.flush()
 
 
 def request_schedule(plan: dict) -> dict:
     """How requests reach the engines (see run.plan.hold_requests), as provenance records it."""
-    engines, prompts = plan["parallel"]["data"], len(plan["prompts"])
+    engines, prompts = plan["parallel"]["data"], len(plan["schedule"]["submit"])  # mixed: the extras too
     return {"engines": engines, "prompts": prompts, "held_until_all_arrived": plan["inference"].get("hold_requests"),
             "timing_dependent": engines > 1 and prompts > engines}
 
