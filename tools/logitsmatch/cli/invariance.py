@@ -228,7 +228,12 @@ SCHEDULES_WHAT = (
     "interleaved with extra prompts of 3, 57 and 160 words (random.Random(20261203) over a fixed word list; only the "
     "suite's requests are written); chunked = chunked prefill at 64 tokens per step; forward = no engine: GPTModel's "
     "training forward over prompt + generated tokens (of the together result, else the golden), log-softmax "
-    "gathered at each next token (its tokens are the reference's by construction: only its logprobs are compared)."
+    "gathered at each next token (its tokens are the reference's by construction: only its logprobs are compared). "
+    "The same abs 1e-4 holds for schedules: on one toolchain and one CPU a schedule changes which rows share each "
+    "GEMM and attention call (the batch's shape and padding), which reorders fp32 reductions as a layout does "
+    "(1 to 2 ulp, at most 9.5e-7, on the tiny suite); the forward differs from the engine by its attention kernel "
+    "(megatron's unfused softmax with the training mask instead of paged attention) in the same last bits. A "
+    "schedule that mixes up requests, positions or cached keys moves logprobs by 1e-2 or more."
 )
 
 
