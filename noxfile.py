@@ -1,8 +1,10 @@
 """logitsmatch sessions. Each is a thin wrapper over logitsmatch.devtools.nox_support; every toolchain runs in
 its own venv, .nox/toolchains/<toolchain> (built on first use, rebuilt when its pins change).
 
+    nox                                 the default suites on the default toolchain (its logitsmatch session)
     nox -l                              list toolchains and sessions
-    nox -s logitsmatch -t default       the TP8 ZMQ suites on the default CPU toolchain
+    nox -s logitsmatch -t default       the same, by tag: the seed and the fast sibling of every case on the
+                                        default CPU toolchain (default-suites in pyproject.toml)
     nox -s logitsmatch                  every toolchain
     nox -s tests                        the test suite (what CI runs)
     nox -s tests -- -m "not inference"  the fast selection: no megatron-core runs
@@ -19,14 +21,14 @@ import nox
 sys.path.insert(0, str(Path(__file__).parent / "tools"))
 from logitsmatch.devtools import nox_support as support  # noqa: E402
 
-nox.options.sessions = ["logitsmatch"]
+nox.options.sessions = [f"logitsmatch({support.DEFAULT_TOOLCHAIN})"]  # a bare `nox`: one toolchain, not all
 nox.options.reuse_existing_virtualenvs = True
 
 
 @nox.session(python=False)
 @nox.parametrize("toolchain", support.toolchain_params(nox))
 def logitsmatch(session, toolchain):
-    """Run the suites (the default ones, `all`, or those named after --) in one pinned toolchain and judge them."""
+    """Run the suites in one pinned toolchain and judge them (after --: suite names or `all`; default the default)."""
     support.run_suites(session, toolchain)
 
 
@@ -48,37 +50,46 @@ def lint(session):
 
 @nox.session
 def compare(session):
-    """Which logprobs/tokens moved between two toolchains (or files): nox -s compare -- A B."""
+    """Which logprobs and tokens moved between two toolchains or files (the CLI's compare-toolchains).
+
+    nox -s compare -- A B [--suite SUITE ...] [--source auto|results|goldens] [--out DIR]
+    """
     support.install_harness(session)
     session.run("logitsmatch", "compare-toolchains", *session.posargs)
 
 
 @nox.session
 def record(session):
-    """Make a toolchain's fresh results the goldens (runs what has none):
-    nox -s record -- TOOLCHAIN [SUITE ...] [--force]."""
+    """Make a toolchain's fresh results its goldens, running what has none.
+
+    nox -s record -- TOOLCHAIN [SUITE ...] [--force]
+    """
     support.run_record(session)
 
 
 @nox.session
 def matrix(session):
-    """N x N drift table (runs what has no fresh result):
-    nox -s matrix -- [--tag TAG] [SUITE ...] [--baseline T] [--source goldens] [--out DIR]."""
+    """N x N drift table of toolchains per suite, running what has no fresh result.
+
+    nox -s matrix -- [--tag TAG] [SUITE ...] [--baseline T] [--source goldens] [--out DIR]
+    """
     support.run_matrix(session)
 
 
 @nox.session(python=False)
 def invariance(session):
-    """One suite at several parallel layouts, N x N table (runs what has no fresh result):
+    """One suite at several parallel layouts or request schedules as an N x N table, running what has no fresh result.
+
     nox -s invariance -- SUITE [--layouts tp8,pp8,tp2pp2dp2,dp8,tp1] [--schedules together,alone,...] [--batch-invariant]
-    [--toolchain T | --megatron-core SPEC --torch SPEC (a candidate derived from T, as prerelease does)] [--out DIR]
-    [--rerun]."""
+    [--toolchain T | --megatron-core SPEC --torch SPEC (a candidate derived from T)] [--out DIR] [--rerun]
+    """
     support.run_invariance(session)
 
 
 @nox.session(python=False)
 def prerelease(session):
-    """Validate a release candidate against a baseline's goldens:
+    """Validate a release candidate against a baseline's goldens.
+
     nox -s prerelease -- --megatron-core SPEC [--torch SPEC] [--baseline TOOLCHAIN] [SUITE ...]
     (SPEC: a registry version, a local wheel or a local source directory)."""
     support.run_prerelease(session)
@@ -86,7 +97,8 @@ def prerelease(session):
 
 @nox.session(python=False)
 def explain(session):
-    """Why two environments drift: the harness inputs, the packages, the commit, the first moving module:
+    """Why two environments drift: the harness inputs, the packages, the commit, the first moving module.
+
     nox -s explain -- --baseline TOOLCHAIN (--candidate TOOLCHAIN | --megatron-core SPEC | --torch SPEC | --pin N==V ...)
     [SUITE ...] [--source PACKAGE=GITDIR] [--json PATH] [--markdown PATH] [--mode deterministic|megatron|approximate]
     (SPEC: a registry version, a local wheel, a local source directory or GITDIR@REF)."""

@@ -150,3 +150,26 @@ def test_matrix_tabulates_a_collected_tree(tmp_path):
     table = json.loads((out / "matrix.json").read_text())["suites"][TINY_SUITE]
     assert table["toolchains"] == [DEFAULT_TOOLCHAIN]
     assert_one_line(run_logitsmatch("matrix", "--source", str(tmp_path / "nothing")), 2, "unknown source")
+
+
+def test_matrix_marks_the_pairs_that_ran_on_different_hardware_classes(tmp_path):
+    """Two toolchains' results collected from two machines: the cells across the classes carry the mark."""
+    other = "py3.12-torch2.14.1-mcore0.19.2"
+    amd = machine(tmp_path, "amd")
+    intel = tmp_path / "intel" / "results" / TINY_SUITE / "cpu" / other
+    intel.mkdir(parents=True)
+    source = golden_file(TINY_SUITE, other)
+    shutil.copy(source, intel / "result.json")
+    provenance = json.loads(source.with_name(source.stem + ".provenance.json").read_text())
+    provenance["hardware"] = {"cpu": INTEL, "class": hardware.hardware_class({"cpu": INTEL})}
+    (intel / "result.provenance.json").write_text(json.dumps(provenance))
+    into, out = tmp_path / "merged", tmp_path / "matrix"
+    assert run_logitsmatch("collect", str(amd), str(tmp_path / "intel"), "--into", str(into)).returncode == 0
+    completed = run_logitsmatch("matrix", "--source", str(into), "--suite", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN,
+                                "--toolchain", other, "--out", str(out))
+    assert completed.returncode == 0, completed.stderr
+    table = json.loads((out / "matrix.json").read_text())["suites"][TINY_SUITE]
+    assert table["hardware_classes"] == {DEFAULT_TOOLCHAIN: "x86_64-amd-avx2-mkl", other: "x86_64-intel-avx512-mkl"}
+    assert table["cells"][DEFAULT_TOOLCHAIN][other]["same_class"] is False
+    assert table["cells"][other][other]["same_class"] is True
+    assert "=†" in completed.stdout and "(hardware classes differ)" in (out / "matrix.md").read_text()

@@ -231,3 +231,64 @@ def test_junit_has_one_testcase_per_request_and_metric():
     assert cases[("request.1", "generated_text")].find("failure") is not None
     assert cases[("request.1", "logprobs")].find("failure") is None
     assert cases[("run", "request_ids")].find("failure") is None
+
+
+MOE_TINY = HISTORY.parents[2] / "golden_values" / "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq"
+
+
+def test_the_verdict_line_counts_what_moved_bitwise(capsys):
+    """megatron-core 0.17.1 -> 0.18.0 moves 36 of the tiny MoE sibling's 158 logprobs by one float32 ulp: a PASS
+    that says so, and under deterministic mode every moved value at full precision with its ulps."""
+    golden, current = (MOE_TINY / f"golden_values_cpu_py3.12-torch2.14.1-mcore{v}.json" for v in ("0.17.1", "0.18.0"))
+    assert golden.is_file() and current.is_file()
+    rc, out, _ = run(capsys, str(golden), str(current))
+    assert rc == 0
+    assert out.startswith("PASS: 0 of 3 checks failed; "
+                          "36 of 158 logprobs moved (max 4.8e-7, 1 ulp), none over tolerance")
+    rc, out, _ = run(capsys, str(golden), str(current), "--mode", "deterministic")
+    assert rc == 1 and "36 of 158 logprobs moved (max 4.8e-7, 1 ulp), 36 over tolerance" in out
+    rows = out[out.index("ulps (float32)"):].splitlines()[1:21]  # the 20 largest
+    assert rows[-1].split()[-1] == "1" and "... and 16 more" in out
+    golden_values = load_golden(golden)["0"]["logprobs"]
+    for row in rows:
+        path, part, old, new, delta, ulps = row.split()
+        index = int(path.rsplit("[", 1)[1].rstrip("]"))
+        assert float(old) == golden_values[index] and repr(float(old)) == old  # shortest text, round-trips
+        assert float(new) - float(old) == float(delta) and ulps == "1"
+
+
+def test_nothing_moved_says_so(capsys, tmp_path):
+    path = write(tmp_path, "golden.json", GOOD)
+    rc, out, _ = run(capsys, path, path)
+    assert rc == 0 and "0 of 10 logprobs moved, none over tolerance" in out.splitlines()[0]
+
+
+def test_ulps_count_in_float32_when_both_sides_are_float32_values():
+    import numpy as np
+
+    from logitsmatch.judge.ulps import moved, ulp_distance, ulp_width
+
+    one = np.float32(-7.9210615)
+    golden = np.array([float(one), 1.0, -0.0, np.nan, float(np.float32(1e-40))])
+    current = np.array([float(np.nextafter(one, np.float32(0))), float(np.nextafter(np.float32(1), np.float32(0)) ),
+                        0.0, np.nan, float(-np.float32(1e-40))])
+    assert ulp_width(golden, current) == "float32"
+    assert ulp_distance(golden, current, "float32").tolist() == [1, 1, 0, 0, 2 * int(np.float32(1e-40).view(np.int32))]
+    assert moved(golden, current).tolist() == [True, True, True, False, True]
+    assert ulp_width(np.array([0.1]), np.array([0.1])) == "float64"
+    assert ulp_distance(np.array([1.0]), np.array([np.nextafter(1.0, 2.0)]), "float64").tolist() == [1]
+
+
+def test_compare_toolchains_ends_with_a_summary_naming_each_suite_also_under_q(project, monkeypatch, capsys):
+    from logitsmatch.suites import suite_names
+
+    monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
+    old, new = "py3.11-torch2.13.0-mcore0.16.1", "py3.12-torch2.14.1-mcore0.19.2"
+    moe = "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq"
+    assert cli.main(["compare-toolchains", old, new, "--source", "goldens", "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    suites = suite_names(project)
+    assert len(suites) >= 2 and lines[0].startswith(f"{old} -> {new}: ")
+    assert sorted(line.split()[1].rstrip(":") for line in lines[1:]) == sorted(suites)
+    moved = f"  PASS  {moe}: 0 of 4 checks failed; 36 of 158 logprobs moved (max 4.8e-7, 1 ulp), none over tolerance"
+    assert any(line.startswith(moved) for line in lines)

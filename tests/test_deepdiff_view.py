@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from pathlib import Path
 
 import pytest
 from deepdiff import DeepDiff
@@ -194,3 +195,30 @@ def test_generated_pairs():
 
     check()
     assert len(checked) >= GENERATED_PAIRS
+
+
+MOE_TINY = (Path(__file__).resolve().parents[1] / "golden_values"
+            / "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq")
+
+
+def test_routing_is_a_set_per_token_and_layer_and_timing_is_left_out():
+    """megatron-core 0.17 and 0.19 list the same experts in another order (thousands of rows) and their latencies
+    differ: compare passes the pair, and so does the deepdiff view, which DeepDiff itself still agrees with."""
+    golden, current = (load_golden(MOE_TINY / f"golden_values_cpu_py3.12-torch2.14.1-mcore{v}.json")
+                       for v in ("0.17.0", "0.19.2"))
+    routing = Policy(mode="deterministic", metrics=["generated_tokens", "logprobs", "routing_indices"])
+    assert golden["0"]["routing_indices"] != current["0"]["routing_indices"]  # the order moved...
+    assert golden["0"]["latency"] != current["0"]["latency"]
+    changes = assert_equivalent(golden, current, routing)
+    assert set(changes) == {"values_changed"} and all("logprobs" in path for path in changes["values_changed"])
+    assert len(changes["values_changed"]) == compare(golden, current, routing).n_moved == 36  # one ulp each
+    moved = edited(golden, set_at(["0", "routing_indices", 3, 1, 0], 99))  # ...a changed expert set still shows
+    assert "root['0']['routing_indices'][3][1][0]" in json.dumps(assert_equivalent(golden, moved, routing))
+
+
+def test_throughput_is_left_out_unless_selected():
+    golden = {"0": make_request(), "throughput": [10.0, 11.0, 12.0]}
+    current = {"0": make_request(), "throughput": [10.0, 11.0, 11.5]}
+    assert assert_equivalent(golden, current) == {}
+    selected = assert_equivalent(golden, current, Policy(metrics=["generated_tokens", "logprobs", "throughput"]))
+    assert list(selected["values_changed"]) == ["root['throughput'][2]"]

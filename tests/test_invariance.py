@@ -97,7 +97,9 @@ def test_all_within_tolerance_is_invariant(published, project, capsys):
     code = cli_main(["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--layouts", "tp8,tp2", "--no-run",
                      "--out", str(tmp_path / "out")])
     assert code == 0
-    assert "INVARIANT: 2 layouts, every pair within tolerance: tokens equal, max |delta logprob| 3e-06" in capsys.readouterr().out
+    compared = sum(len(r["logprobs"]) for r in golden.values() if isinstance(r, dict))
+    assert (f"INVARIANT: 2 layouts, every pair within tolerance: tokens equal, max |delta logprob| 3e-06 <= 0.0001; "
+            f"at most 1 of {compared} logprobs moved in a pair") in capsys.readouterr().out
 
 
 def test_a_stale_or_missing_layout_is_named_not_taken(published, project, capsys):
@@ -159,3 +161,22 @@ def _has_matplotlib() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_default_layouts_are_those_the_suite_can_take_and_the_others_are_named(published, project, capsys):
+    """The tiny sibling's 2 layers cannot make 8 pipeline stages: the default leaves PP8 out and says why."""
+    from logitsmatch.run.plan import DENSE_LAYOUTS, default_invariance_layouts
+
+    suite, golden, tmp_path = published
+    chosen, left_out = default_invariance_layouts(suite, project)
+    assert "pp8" in DENSE_LAYOUTS.split(",") and "pp8" not in chosen.split(",")
+    assert left_out == {"pp8": "2 layers do not split evenly over 8 pipeline stages"}
+    assert set(chosen.split(",")) == set(DENSE_LAYOUTS.split(",")) - {"pp8"}
+    for layout in chosen.split(","):
+        publish(project, tmp_path / "results", suite, layout, golden)
+    code = cli_main(["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--no-run",
+                     "--out", str(tmp_path / "o")])
+    out = capsys.readouterr().out
+    assert code == 0 and "layout pp8 left out: 2 layers do not split evenly over 8 pipeline stages" in out
+    assert f"INVARIANT: {len(chosen.split(','))} layouts" in out
+    assert "Left out of the default layouts: pp8 (2 layers" in (tmp_path / "o" / "invariance.md").read_text()

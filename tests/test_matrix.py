@@ -39,9 +39,53 @@ def test_matrix_matches_compare_pair_by_pair(project, tmp_path, monkeypatch, cap
             assert cell["n_over_tolerance"] == expected.n_over_tolerance
             if row == col:
                 assert cell["max_abs_delta"] == 0 and cell["passed"]
+            assert cell["n_moved"] == expected.n_moved and cell["max_ulps"] == expected.max_ulps
     assert (out / "matrix.png").stat().st_size > 10_000
     assert "| **" in (out / "matrix.md").read_text()
-    assert "->" in capsys.readouterr().out
+    grid = capsys.readouterr().out.splitlines()
+    header = grid.index(TINY_SUITE) + 1
+    assert grid[header].split() == [str(i) for i in range(1, len(toolchains) + 1)]
+    assert grid[-1].startswith(f"1 suite × {len(toolchains)} toolchains: ")
+
+
+MOE_TINY = "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq"
+OLD, NEW = "py3.11-torch2.13.0-mcore0.16.1", "py3.12-torch2.14.1-mcore0.19.2"
+
+
+def test_closing_summary_names_the_suite_that_differs_and_how(project, tmp_path, monkeypatch, capsys):
+    """The tiny MoE sibling moves by one float32 ulp in 36 logprobs from megatron-core 0.18.0 on; the seed's
+    tiny sibling is bitwise the same (the committed goldens of both toolchains)."""
+    monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
+    for suite in (MOE_TINY, TINY_SUITE):
+        for toolchain in (OLD, NEW):
+            assert golden_path(suite, "cpu", toolchain).is_file()
+    options = ["--toolchain", NEW, "--toolchain", OLD, "--suite", MOE_TINY, "--suite", TINY_SUITE]
+    assert cli_main(["matrix", *options, "--source", "goldens", "--out", str(tmp_path), "-q"]) == 0
+    quiet = capsys.readouterr().out.splitlines()
+    assert cli_main(["matrix", *options, "--source", "goldens", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert quiet == out[-1:]  # -q: the summary line alone
+    assert out[-1] == ("2 suites × 2 toolchains: 1 suite identical, 1 differs: tp4_etp1_pp1_ep8_tiny "
+                       "mcore0.16.1↔mcore0.19.2, 36 values, max 4.8e-7 (1 ulp), none over tolerance, "
+                       "another check fails in 1 ordered pair")  # 0.16.1 records no routing, 0.19.2's golden has it
+    moe = out.index(MOE_TINY)
+    assert out[moe + 2].split() == ["1", OLD, "*", "=", "~36"]  # sorted by version, whatever the order given
+    assert out[moe + 3].split() == ["2", NEW, "~36", "="]
+    markdown = (tmp_path / "matrix.md").read_text()
+    assert "36 of 158 moved (max 4.8e-7, 1 ulp), 0 over" in markdown and "= bitwise identical" in markdown
+    assert f"Made by: `logitsmatch matrix --toolchain {NEW} --toolchain {OLD} --suite {MOE_TINY}" in markdown
+
+
+def test_toolchains_sort_by_release_not_by_text():
+    from logitsmatch.cli.matrix import by_version
+    from logitsmatch.toolchains import Toolchain
+
+    names = {"0.9.0": "2.13.0", "0.10.0": "2.9.1", "0.10.0 ": "2.13.0"}
+    chains = [Toolchain(name=f"t{i}", python="3.11", torch=torch, megatron_core=mcore.strip())
+              for i, (mcore, torch) in enumerate(names.items())]
+    ordered = sorted(chains, key=by_version)
+    expected = [("0.9.0", "2.13.0"), ("0.10.0", "2.9.1"), ("0.10.0", "2.13.0")]
+    assert [(c.megatron_core, c.torch) for c in ordered] == expected
 
 
 def test_non_finite_deltas_are_spelled_as_in_the_compare_report():
@@ -68,3 +112,24 @@ def test_the_written_table_names_files_relative_to_the_project(project, tmp_path
     cli_main(["matrix", "--suite", TINY_SUITE, "--source", "goldens", "--out", str(out), "-q"])
     files = json.loads((out / "matrix.json").read_text())["suites"][TINY_SUITE]["files"]
     assert files and all(path.startswith("golden_values/") for path in files.values())
+
+
+def test_the_png_wraps_panels_into_a_grid_readable_at_full_size(project, tmp_path, monkeypatch):
+    """Every suite over three toolchains: a grid of panels no wider than a screen (it was 7800 px in one row)."""
+    from PIL import Image
+
+    from logitsmatch.suites import suite_names
+
+    monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
+    assert len(suite_names(project)) >= 6
+    cli_main(["matrix", "--toolchain", OLD, "--toolchain", NEW, "--source", "goldens", "--out", str(tmp_path), "-q"])
+    width, height = Image.open(tmp_path / "matrix.png").size
+    assert 800 <= width <= 1700 and height <= 2400
+
+
+def test_a_table_without_outputs_is_a_panel_saying_so(tmp_path):
+    from logitsmatch.judge.matrix import render_heatmap
+
+    empty = {"names": [], "missing": ["tp8", "pp8"], "cells": {}, "tolerance": 1e-4}
+    render_heatmap({"suite": empty}, tmp_path / "x.png")
+    assert (tmp_path / "x.png").stat().st_size > 5_000

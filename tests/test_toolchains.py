@@ -240,3 +240,23 @@ def test_the_explain_session_runs_explain_on_the_toolchain_venvs_and_a_derived_c
     (command,) = versus.runs
     assert command[-2:] == ("--candidate-python", str(tmp_path / other / "bin" / "python"))
     assert built[other] == nox_support.TOOLCHAINS[other].requirements()
+
+
+def test_a_bare_nox_selects_only_the_default_toolchains_session_and_lists_one_line_each():
+    import json
+    import sys
+
+    from support import PROJECT
+
+    pytest.importorskip("nox")
+    listed = subprocess.run([sys.executable, "-m", "nox", "--list", "--json"], cwd=PROJECT, capture_output=True,
+                            text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert [entry["session"] for entry in json.loads(listed.stdout)] == [f"logitsmatch({DEFAULT_TOOLCHAIN})"]
+    plain = subprocess.run([sys.executable, "-m", "nox", "-l"], cwd=PROJECT, capture_output=True, text=True,
+                           timeout=120)
+    sessions = [line for line in plain.stdout.splitlines() if line.startswith(("* ", "- "))]
+    assert len(sessions) > len(load_toolchains(PROJECT / "pyproject.toml"))
+    for line in sessions:
+        description = line.split(" -> ", 1)[1]
+        assert description.endswith(".") and not description.endswith(":."), line

@@ -28,21 +28,22 @@ def edited(doc, edit):
     return out
 
 
+def _parent(doc, path):
+    """The container holding ``path``'s last key."""
+    for key in path[:-1]:
+        doc = doc[key]
+    return doc
+
+
 def set_at(path, value):
     def apply(doc):
-        target = doc
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
+        _parent(doc, path)[path[-1]] = value
     return apply
 
 
 def add_at(path, amount):
     def apply(doc):
-        target = doc
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] += amount
+        _parent(doc, path)[path[-1]] += amount
     return apply
 
 

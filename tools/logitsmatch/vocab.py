@@ -287,3 +287,28 @@ def read_corpus(path: str | os.PathLike[str]) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadInput(f"corpus {path} is not valid UTF-8 (byte {exc.start})") from None
+
+
+def load_decoder(path: str | os.PathLike[str], num_special_tokens: int = NUM_SPECIAL_TOKENS):
+    """Token ids -> text as megatron-core's TikTokenTokenizer detokenizes them, in pure Python (no tiktoken):
+    id i >= ``num_special_tokens`` is the bytes of vocabulary entry i - ``num_special_tokens``; a smaller id is a
+    special token, shown as ``<special i>``; bytes that are not UTF-8 (a character cut at the edge) as U+FFFD."""
+    try:
+        entries = json.loads(Path(path).read_bytes())
+        table = [base64.b64decode(entry["token_bytes"], validate=True) for entry in entries]
+    except OSError as exc:
+        raise BadInput(f"cannot read tokenizer vocabulary {path}: {exc.strerror}") from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise BadInput(f"{path} is not a TikToken vocabulary (a JSON list of {{token_bytes: base64}}): {exc}") from None
+
+    def decode(ids: list[int]) -> str:
+        out, pending = [], b""
+        for token in ids:
+            if num_special_tokens <= token < num_special_tokens + len(table):
+                pending += table[token - num_special_tokens]
+                continue
+            out.append(pending.decode("utf-8", errors="replace") + f"<special {token}>")
+            pending = b""
+        return "".join(out) + pending.decode("utf-8", errors="replace")
+
+    return decode

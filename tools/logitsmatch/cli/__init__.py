@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
+import platform
 import sys
 
 from logitsmatch import log
@@ -17,7 +19,7 @@ from logitsmatch.errors import EXIT_INTERRUPTED, LogitsmatchError
 
 SUBCOMMANDS = {
     "compare": ("logitsmatch.cli.compare", "compare two golden-format files and report drift"),
-    "run": ("logitsmatch.cli.run", "run one suite at TP-N in this venv's toolchain and judge it"),
+    "run": ("logitsmatch.cli.run", "run one suite at its parallel layout in this venv's toolchain and judge it"),
     "compare-toolchains": ("logitsmatch.cli.compare_toolchains", "report which logprobs/tokens moved between two toolchains"),
     "matrix": ("logitsmatch.cli.matrix", "N x N drift table of toolchains (Markdown, JSON, heatmap PNG)"),
     "invariance": ("logitsmatch.cli.invariance", "one suite at several parallel layouts, N x N (Markdown, JSON, heatmap PNG)"),
@@ -28,6 +30,33 @@ SUBCOMMANDS = {
     "collect": ("logitsmatch.cli.collect", "merge result trees from many machines into one, keyed by hardware class"),
     "make-vocab": ("logitsmatch.cli.make_vocab", "train the shipped TikTokenizer BPE vocabulary (or --check it)"),
 }
+
+
+DESCRIPTION = """\
+logitsmatch: a numerics regression suite for Megatron-Core inference. It runs Megatron-LM's
+logits-match cases on 8 ranks in pinned toolchains (Python x torch x megatron-core), judges the
+tokens and logprobs against goldens in Megatron's format, and says which values moved, by how
+much, and why."""
+
+EPILOG = """\
+examples:
+  logitsmatch compare golden_values_dev_dgx_h100.json result.json     judge two golden-format files
+  logitsmatch compare-toolchains py3.11-torch2.13.0-mcore0.16.1 py3.12-torch2.14.1-mcore0.19.2
+  logitsmatch COMMAND --help                                            a command's options and example"""
+
+
+def version_text() -> str:
+    """logitsmatch's version, the interpreter's, and torch's and megatron-core's where installed."""
+    from logitsmatch import __version__
+
+    def installed(package: str) -> str:
+        try:
+            return f"{package} {importlib.metadata.version(package)}"
+        except importlib.metadata.PackageNotFoundError:
+            return f"{package} not installed"
+
+    return f"logitsmatch {__version__} (Python {platform.python_version()}, {installed('torch')}, " \
+           f"{installed('megatron-core')})"
 
 
 def _verbosity_options() -> argparse.ArgumentParser:
@@ -42,7 +71,10 @@ def _verbosity_options() -> argparse.ArgumentParser:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """All subcommands listed; only ``command``'s module is imported and configured."""
-    parser = argparse.ArgumentParser(prog="logitsmatch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="logitsmatch", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_text(),
+                        help="show logitsmatch's, Python's, torch's and megatron-core's versions and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _verbosity_options()
     for name, (module_name, help_text) in SUBCOMMANDS.items():

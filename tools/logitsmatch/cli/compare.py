@@ -13,10 +13,12 @@ import sys
 
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK
 from logitsmatch.judge.compare import compare
+from logitsmatch.judge.divergence import annotate
 from logitsmatch.judge.golden_io import load_golden
 from logitsmatch.judge.policy import Policy, add_policy_options
 from logitsmatch.judge.report import render_terminal, write_reports
 from logitsmatch.judge.verdict import with_hardware
+from logitsmatch.vocab import load_decoder
 
 EXAMPLE = "logitsmatch compare golden_values_dev_dgx_h100.json result.json --json report.json --markdown report.md"
 
@@ -30,6 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deepdiff", dest="deepdiff_path", metavar="PATH",
                         help="write the changes as DeepDiff's own result (values_changed, iterable_item_added, ...)")
     add_policy_options(parser)
+    parser.add_argument("--tokenizer-model", metavar="PATH",
+                        help="TikToken vocabulary (JSON) to decode the tokens at a divergence with, when the files "
+                             "carry no generated_text (e.g. model_configs/tokenizer/logitsmatch-bpe-2048.vocab.json)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -37,6 +42,7 @@ def main(args: argparse.Namespace) -> int:
     golden = load_golden(args.golden)
     current = load_golden(args.current)
     result = compare(golden, current, policy)
+    annotate(result, golden, current, load_decoder(args.tokenizer_model) if args.tokenizer_model else None)
     with_hardware(result, args.golden, args.current)
     write_reports(result, args.json_path, args.markdown_path, args.junit_path)
     if args.deepdiff_path:

@@ -23,21 +23,28 @@ TINY = "gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq"
 
 def configure(parser) -> None:
     parser.add_argument("suites", nargs="*", help=f"suites to explain (default: {TINY})")
-    parser.add_argument("--baseline-python", required=True, help="interpreter of the baseline environment")
-    parser.add_argument("--baseline-path", action="append", default=[], help="folder put first on the baseline's sys.path")
-    parser.add_argument("--candidate-python", default=None, help="interpreter of the candidate (default: the baseline's)")
-    parser.add_argument("--candidate-path", action="append", default=[], help="folder put first on the candidate's sys.path")
+    parser.add_argument("--baseline-python", metavar="PATH", required=True,
+                        help="interpreter of the baseline environment")
+    parser.add_argument("--baseline-path", metavar="DIR", action="append", default=[],
+                        help="folder put first on the baseline's sys.path")
+    parser.add_argument("--candidate-python", metavar="PATH", default=None,
+                        help="interpreter of the candidate (default: the baseline's)")
+    parser.add_argument("--candidate-path", metavar="DIR", action="append", default=[],
+                        help="folder put first on the candidate's sys.path")
     parser.add_argument("--candidate-commit", default=None, metavar="PACKAGE=GITDIR@REF",
                         help="the candidate is the baseline with PACKAGE installed from that ref of a local git checkout")
     parser.add_argument("--source", action="append", default=[], metavar="PACKAGE=GITDIR",
                         help="git checkout of PACKAGE with release tags (core_vX.Y.Z for megatron-core): bisect its commits")
-    parser.add_argument("--toolchain", default=None, help="label for the runs (default: the default toolchain)")
+    parser.add_argument("--toolchain", metavar="NAME", default=None,
+                        help="label for the runs (default: the default toolchain)")
     add_policy_options(parser, ("mode", "abs_tol", "rel_tol"), mode=Mode.DETERMINISTIC)
     parser.add_argument("--json", default=None, metavar="PATH", help="write the explanation as JSON")
     parser.add_argument("--markdown", default=None, metavar="PATH", help="write the explanation as Markdown")
     parser.add_argument("--png", default=None, metavar="PATH", help="plot of max |delta| per module (first suite)")
-    parser.add_argument("--workdir", default=None, help="runs of every environment (default: results/explain)")
-    parser.add_argument("--timeout", type=float, default=None, help="deadline of each suite run in seconds")
+    parser.add_argument("--workdir", metavar="DIR", default=None,
+                        help="runs of every environment (default: results/explain)")
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
+                        help="deadline of each suite run in seconds")
 
 
 def _pair(text: str, what: str) -> tuple[str, str]:

@@ -26,6 +26,7 @@ from logitsmatch.judge.policy import add_policy_options
 from logitsmatch.log import logger
 from logitsmatch.run.freshness import NOT_SUPPORTED, ensure_fresh
 from logitsmatch.run.plan import DENSE_LAYOUTS, default_invariance_layouts
+from logitsmatch.run.platforms import add_platform_option
 
 EXAMPLE = ("logitsmatch invariance gpt_dynamic_inference_tp8_pp1_dp1_583m_logitsmatch_zmq "
            "--toolchain py3.11-torch2.13.0-mcore0.16.1 --layouts tp8,pp8,tp2pp2dp2,dp8,tp1")
@@ -35,23 +36,27 @@ INVARIANCE_ABS_TOL = 1e-4
 
 def configure(parser) -> None:
     parser.add_argument("suite", help="suite folder name under suites/")
-    parser.add_argument("--toolchain", required=True, help="toolchain name from pyproject.toml (must match this venv to run)")
-    parser.add_argument("--layouts", default=None,
-                        help=f"comma-separated layouts (default: {DENSE_LAYOUTS}; for a MoE suite its own layout and tp1)")
-    parser.add_argument("--schedules", default=None,
+    parser.add_argument("--toolchain", metavar="NAME", required=True,
+                        help="toolchain name from pyproject.toml (must match this venv to run)")
+    parser.add_argument("--layouts", metavar="LIST", default=None,
+                        help=f"comma-separated layouts (default: those of {DENSE_LAYOUTS} the suite's model can take, "
+                             "for a MoE suite its own layout and tp1; the others are named)")
+    add_platform_option(parser, "profile to run on")
+    parser.add_argument("--schedules", metavar="LIST", default=None,
                         help="comma-separated request schedules (together, alone, reversed, mixed, chunked, forward); "
                         "with --layouts the table is their product (default: the suite's together schedule only)")
     parser.add_argument("--batch-invariant", action="store_true",
                         help="run with megatron-core's batch_invariant_mode where release and platform have it")
-    parser.add_argument("--platform", default=None, help="cpu, gpu, h100 or dgx_h100 (default: detected)")
     parser.add_argument("--candidate", default=None, metavar="NAME",
                         help="this venv is a candidate derived from --toolchain (nox -s invariance -- --megatron-core "
                         "SPEC): its runs and table are labelled NAME")
     add_policy_options(parser, ("abs_tol",), abs_tol=INVARIANCE_ABS_TOL)
     parser.add_argument("--rerun", action="store_true", help="run every layout again, even with a fresh result")
     parser.add_argument("--no-run", action="store_true", help="only tabulate fresh results; run nothing")
-    parser.add_argument("--timeout", type=float, default=None, help="deadline per run in seconds (default: the suite's)")
-    parser.add_argument("--out", default=None, help="output folder (default: results/invariance/<suite>/<toolchain>)")
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
+                        help="deadline per run in seconds (default: the suite's)")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="output folder (default: results/invariance/<suite>/<toolchain>)")
 
 
 def plan_cells(suite, project: Path, layouts_text: str | None, schedules_text: str | None, platform_name: str | None,
@@ -61,8 +66,7 @@ def plan_cells(suite, project: Path, layouts_text: str | None, schedules_text: s
     from logitsmatch import schedules
 
     if schedules_text is None:
-        chosen = plan_layouts(suite, project, layouts_text or default_invariance_layouts(suite, project), platform_name)
-        return [(layout.name, platform) for layout, platform in chosen]
+        return [(layout.name, platform) for layout, platform in plan_layouts(suite, project, layouts_text, platform_name)]
     names = schedules.parse(schedules_text)
     layouts = plan_layouts(suite, project, layouts_text, platform_name, minimum=1)
     if len(names) * len(layouts) < 2:
@@ -118,6 +122,7 @@ def run_summary(provenance: dict) -> dict:
 
 
 def main(args) -> int:
+    from logitsmatch.judge import matrix
     from logitsmatch.judge.golden_io import load_golden, write_json_atomic
     from logitsmatch.judge.matrix import pairwise, render_heatmap, render_markdown, render_terminal, table_json
     from logitsmatch.judge.policy import REQUEST_METRICS, Policy
@@ -131,7 +136,12 @@ def main(args) -> int:
     policy = Policy.from_args(args, metrics=metrics)
     if args.rerun and args.no_run:
         raise BadInput("--rerun and --no-run contradict each other")
-    chosen = plan_cells(suite, project, args.layouts, args.schedules, args.platform, args.batch_invariant)
+    layouts_text, left_out = args.layouts, {}
+    if args.layouts is None and args.schedules is None:
+        layouts_text, left_out = default_invariance_layouts(suite, project)
+    for name, why in left_out.items():
+        logger.info(f"layout {name} left out: {why}")
+    chosen = plan_cells(suite, project, layouts_text, args.schedules, args.platform, args.batch_invariant)
 
     files, failed, unsupported = {}, {}, {}
     for name, platform in run_order(chosen):
@@ -151,7 +161,8 @@ def main(args) -> int:
     shown = {name: paths.shown_path(path, project) for name, path in files.items()}
     missing = [f"{name} ({unsupported[name]})" if name in unsupported else name
                for name in order if name in failed or name in unsupported]
-    table = {"names": list(documents), "missing": missing, "files": shown, "cells": pairwise(documents, policy)}
+    table = {"names": list(documents), "missing": missing, "files": shown, "cells": pairwise(documents, policy),
+             "tolerance": policy.abs_tol}
     runs = {name: run_summary(read_provenance(path)) for name, path in files.items()}
 
     label = args.candidate or toolchain.name
@@ -170,6 +181,8 @@ def main(args) -> int:
         *([SCHEDULES_WHAT, ""] if args.schedules else []),
         f"Made by: `{command_line(args, suite.name, policy.abs_tol)}`",
         "",
+        *(f"Left out of the default layouts: {name} ({why})." for name, why in left_out.items()),
+        *([""] if left_out else []),
         f"| {what} | ranks | engines that served | wall s | max peak RSS per rank (MiB) | CPU |",
         "|---|---|---|---|---|---|",
         *(f"| {name} | {r['ranks']} | {r['engines_served']} | {r['wall_s']} | {r['peak_rss_mib_max']} | {r['cpu']} |"
@@ -177,19 +190,17 @@ def main(args) -> int:
     ]
     write_json_atomic(out / "invariance.json", {
         "suite": suite.name, "toolchain": toolchain.name, "policy": policy.to_dict(), "tolerance_why": TOLERANCE_WHY,
-        "command": command_line(args, suite.name, policy.abs_tol), "runs": runs, "failed": failed,
+        "command": command_line(args, suite.name, policy.abs_tol), "runs": runs, "failed": failed, "left_out": left_out,
         "not_supported": unsupported,
         "table": table_json(table),
     })
-    (out / "invariance.md").write_text(render_markdown({heading: table}, TITLES[what], notes))
-    png = f" (no PNG: no {what} has a result)"
-    if documents:
-        try:
-            render_heatmap({heading: table}, out / "invariance.png", lambda _: suite.name.replace("gpt_dynamic_inference_", ""))
-            png = ", invariance.png"
-        except ImportError:
-            png = " (no PNG: matplotlib is not installed here; pip install 'logitsmatch[plot]')"
-    print(render_terminal({heading: table}))
+    (out / "invariance.md").write_text(render_markdown({heading: table}, TITLES[what], notes, f"{what}s"))
+    try:  # without results the PNG is a panel naming the cells that failed
+        render_heatmap({heading: table}, out / "invariance.png", lambda _: matrix.short_suite(suite.name))
+        png = ", invariance.png"
+    except ImportError:
+        png = " (no PNG: matplotlib is not installed here; pip install 'logitsmatch[plot]')"
+    print(render_terminal({heading: table}, noun=f"{what}s"))
     logger.info(f"wrote {out}/invariance.md, invariance.json{png}")
     for name, why in unsupported.items():
         logger.warning(f"{what} {name}: {why}")
@@ -197,9 +208,11 @@ def main(args) -> int:
         logger.error(f"{what} {name}: {why}")
     cells = [cell for row in table["cells"].values() for cell in row.values()]
     worst = max((cell.max_abs_delta for cell in cells), default=0.0)
+    most = max(cells, key=lambda cell: cell.n_moved, default=None)
+    moved = f"; at most {most.n_moved} of {most.n_compared} logprobs moved in a pair" if most else ""
     if all(cell.passed for cell in cells) and len(documents) >= 2:
         print(f"INVARIANT: {len(documents)} {what}s, every pair within tolerance: tokens equal, "
-              f"max |delta logprob| {worst:.3g} <= {policy.abs_tol:g}")
+              f"max |delta logprob| {worst:.3g} <= {policy.abs_tol:g}{moved}")
     else:
         bad = sorted({f"{r}->{c}" for r, row in table["cells"].items() for c, cell in row.items() if not cell.passed})
         print(f"NOT INVARIANT: {len(bad)} of {len(cells)} ordered pairs beyond tolerance ({', '.join(bad[:8])}); "

@@ -15,15 +15,16 @@ EXAMPLE = ("logitsmatch make-vocab --corpus model_configs/tokenizer/corpus.txt "
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--corpus", required=True, help="UTF-8 text to train on")
+    parser.add_argument("--corpus", metavar="PATH", required=True, help="UTF-8 text to train on")
     parser.add_argument(
         "--entries",
         type=int,
+        metavar="N",
         default=DEFAULT_ENTRIES,
         help=f"file entries: 256 bytes + merges (default {DEFAULT_ENTRIES}; "
         f"{NUM_SPECIAL_TOKENS} + entries should be a multiple of 128 x TP)",
     )
-    parser.add_argument("--output", required=True, help="vocabulary JSON to write or check")
+    parser.add_argument("--output", metavar="PATH", required=True, help="vocabulary JSON to write or check")
     parser.add_argument(
         "--check",
         action="store_true",

@@ -19,14 +19,16 @@ from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
 from logitsmatch.judge.golden_io import atomic_writer, load_golden, write_json_atomic
 from logitsmatch.log import logger
 from logitsmatch.provenance import freshness_problem, invocation
+from logitsmatch.run.platforms import add_platform_option, harness_platform
 
 EXAMPLE = "logitsmatch record gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq --toolchain py3.11-torch2.13.0-mcore0.16.1 --force"
 
 
 def configure(parser) -> None:
     parser.add_argument("suite", help="suite folder name under suites/")
-    parser.add_argument("--toolchain", required=True, help="toolchain whose latest result becomes the golden")
-    parser.add_argument("--platform", default="cpu", help="platform of the result (default: cpu)")
+    parser.add_argument("--toolchain", metavar="NAME", required=True,
+                        help="toolchain whose latest result becomes the golden")
+    add_platform_option(parser, "of the result")
     parser.add_argument("--force", action="store_true", help="replace an existing golden")
     parser.add_argument("--from", dest="from_dir", metavar="DIR", default=None,
                         help="record from a tree made by `logitsmatch collect` instead of results/")
@@ -86,6 +88,7 @@ def main(args) -> int:
     from logitsmatch.judge.verdict import judge_against_golden
     from logitsmatch.suites import load_suite
     from logitsmatch.toolchains import get_toolchain
+    args.platform = harness_platform(args.platform)
 
     project = paths.project_root()
     toolchain = get_toolchain(project / "pyproject.toml", args.toolchain)

@@ -18,14 +18,16 @@ from pathlib import Path
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput, Unsupported
 from logitsmatch.log import logger
+from logitsmatch.run.platforms import add_platform_option
 
 EXAMPLE = "logitsmatch run gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq --toolchain py3.11-torch2.13.0-mcore0.16.1"
 
 
 def configure(parser) -> None:
     parser.add_argument("suite", help="suite folder name under suites/")
-    parser.add_argument("--toolchain", required=True, help="toolchain name from pyproject.toml (must match this venv)")
-    parser.add_argument("--platform", default=None, help="cpu, gpu, h100 or dgx_h100 (default: detected)")
+    parser.add_argument("--toolchain", metavar="NAME", required=True,
+                        help="toolchain name from pyproject.toml (must match this venv)")
+    add_platform_option(parser, "profile to run on")
     parser.add_argument("--tensor-parallel-size", type=int, default=None, metavar="N",
                         help="override the suite's TP size (results and goldens are then labelled <platform>-tpN-<dtype>)")
     parser.add_argument("--layout", default=None, metavar="LAYOUT",
@@ -40,10 +42,14 @@ def configure(parser) -> None:
                         "(GPU; on CPU one line says why not)")
     parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16", "fp32", "bf16", "fp16"),
                         help="override the dtype the platform takes from the suite (labelled like --tensor-parallel-size)")
-    parser.add_argument("--checkpoint", default=None, help="torch_dist checkpoint to load instead of synthetic weights")
-    parser.add_argument("--tokenizer-model", default=None, help="TikTokenizer vocab file (with --checkpoint)")
-    parser.add_argument("--timeout", type=float, default=None, help="deadline in seconds (default: the suite's)")
-    parser.add_argument("--bind-host", default="127.0.0.1", help="address the coordinator and engines bind to")
+    parser.add_argument("--checkpoint", metavar="DIR", default=None,
+                        help="torch_dist checkpoint to load instead of synthetic weights")
+    parser.add_argument("--tokenizer-model", metavar="PATH", default=None,
+                        help="TikTokenizer vocab file (with --checkpoint)")
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
+                        help="deadline in seconds (default: the suite's)")
+    parser.add_argument("--bind-host", metavar="ADDRESS", default="127.0.0.1",
+                        help="address the coordinator and engines bind to")
     parser.add_argument("--no-compare", action="store_true", help="run and publish the result, skip the golden check")
     parser.add_argument("--keep-run-dir", action="store_true", help="keep per-rank logs of a successful run")
     parser.add_argument("--capture", nargs="?", type=int, const=3, default=None, metavar="K",

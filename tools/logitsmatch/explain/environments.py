@@ -15,8 +15,13 @@ overlay moves together, and ``closure`` says why:
 * the interpreter: a different Python means other compiled extensions; every differing
   package that ships compiled code moves with it (such environments start from the
   candidate's interpreter and bring the baseline's versions of the others back by overlay);
-* declared requirements: moving a package whose new version the other side's packages
-  exclude (e.g. megatron-core 0.15.3 requires numpy<2) moves those packages too.
+* declared requirements (``ties``): a moved distribution takes what its metadata requires and
+  the baseline does not satisfy (torch 2.9.1 its nvidia-* wheels); a move that breaks a
+  requirement of a baseline distribution that stays takes that distribution (megatron-core
+  0.15.3 requires numpy<2: numpy 2 moves only with megatron-core).
+
+``requirement_groups`` partitions the differing distributions into the units the package
+search moves: each with the companions its metadata requires.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from logitsmatch.errors import BadInput
@@ -155,15 +160,8 @@ def _files_differ(a: Environment, b: Environment, name: str) -> bool:
 
 # --- what must move together ---------------------------------------------------------------
 
-@dataclass
-class Plan:
-    """The units of change: each is a set of package names that moves as one, and why."""
-
-    units: list[tuple[str, ...]]
-    reasons: dict[str, str] = field(default_factory=dict)  # package -> why it cannot move alone
-
-
 def _requirements(entry: dict, python: str) -> list:
+    """``entry``'s declared requirements that apply to an interpreter of version ``python`` (no extras)."""
     from packaging.requirements import InvalidRequirement, Requirement
 
     found = []
@@ -172,8 +170,8 @@ def _requirements(entry: dict, python: str) -> list:
             requirement = Requirement(text)
         except InvalidRequirement:
             continue
-        if requirement.marker is not None and not requirement.marker.evaluate({"extra": "", "python_full_version": python,
-                                                                             "python_version": ".".join(python.split(".")[:2])}):
+        environment = {"extra": "", "python_full_version": python, "python_version": ".".join(python.split(".")[:2])}
+        if requirement.marker is not None and not requirement.marker.evaluate(environment):
             continue
         found.append(requirement)
     return found
@@ -183,28 +181,59 @@ def _norm(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
 
-def violations(baseline: Environment, candidate: Environment, moved: set[str]) -> list[tuple[str, str, str]]:
-    """Declared requirements the composed environment breaks: (package, requirement, needed package)."""
-    compiled = {name for name in moved if name != INTERPRETER}
+def _satisfies(entry: dict | None, requirement) -> bool:
+    return entry is not None and (not requirement.specifier
+                                  or requirement.specifier.contains(entry["version"], prereleases=True))
+
+
+def _described(entry: dict | None) -> str:
+    return "none" if entry is None else entry["version"]
+
+
+def ties(baseline: Environment, candidate: Environment, moved: set[str],
+         changed: set[str]) -> list[tuple[str, str, str]]:
+    """What the environment with ``moved`` at the candidate's versions still lacks, as (package to move,
+    the distribution whose requirement asks for it, why). Two directions, both from installed metadata:
+
+    * *requires*: a moved distribution requires (markers evaluated for the composed interpreter) a
+      distribution that the baseline lacks or has at a version outside the requirement, and the candidate
+      has one that satisfies it: that one moves too ("torch 2.9.1 requires nvidia-cudnn-cu12==9.10.2.21;
+      the baseline has none");
+    * *breaks*: moving a distribution to its candidate version breaks a requirement of a baseline
+      distribution that stays; that distribution moves too, to its candidate version, whose own
+      requirement accepts it ("megatron-core 0.15.3 requires numpy<2.0.0 ...").
+
+    A requirement broken on one side alone (both ends from the same side) is that side's, not a tie.
+    """
     python = candidate.python if INTERPRETER in moved else baseline.python
-    composed = {}
-    for name in set(baseline.distributions) | set(candidate.distributions):
-        side = candidate if name in compiled else baseline
-        if name in side.distributions:
-            composed[name] = side.distributions[name]
-    problems = []
-    for name, entry in composed.items():
+    found = []
+    for name in sorted(set(baseline.distributions) | set(candidate.distributions)):
+        name_moved = name in moved
+        entry = (candidate if name_moved else baseline).distributions.get(name)
+        if entry is None:
+            continue
         for requirement in _requirements(entry, python):
-            target = composed.get(_norm(requirement.name))
-            if target is None:
+            target = _norm(requirement.name)
+            if target not in changed or target == HARNESS:
                 continue
-            if requirement.specifier and not requirement.specifier.contains(target["version"], prereleases=True):
-                problems.append((name, f"{entry['name']} {entry['version']} requires {requirement}", _norm(requirement.name)))
-    return problems
+            target_moved = target in moved
+            present = (candidate if target_moved else baseline).distributions.get(target)
+            if _satisfies(present, requirement) or name_moved == target_moved:
+                continue
+            if name_moved:  # requires: the candidate's distribution needs the candidate's target
+                if _satisfies(candidate.distributions.get(target), requirement):
+                    found.append((target, name, f"{name} {entry['version']} requires {requirement}; "
+                                                f"the baseline has {_described(present)}"))
+            elif name in changed and _satisfies(baseline.distributions.get(target), requirement):
+                # breaks: the baseline's distribution, satisfied before, rejects the move
+                found.append((name, target, f"the baseline's {name} {entry['version']} requires {requirement}; "
+                                            f"moved, {target} is {present['version']}"))
+    return found
 
 
 def closure(baseline: Environment, candidate: Environment, moved: set[str], changed: set[str]) -> tuple[set[str], dict[str, str]]:
-    """``moved`` plus what must move with it (interpreter ties, declared requirements), and why."""
+    """``moved`` plus, transitively, what must move with it (interpreter ties, declared requirements in
+    both directions, see ``ties``), and why each addition moved."""
     moved = set(moved)
     reasons: dict[str, str] = {}
     if INTERPRETER in changed:
@@ -214,17 +243,82 @@ def closure(baseline: Environment, candidate: Environment, moved: set[str], chan
                 if name not in moved:
                     reasons[name] = f"moves with the interpreter ({baseline.python} -> {candidate.python}): compiled for it"
             moved |= tied | {INTERPRETER}
-    for _ in range(len(changed) + 1):
-        added = False
-        for package, why, needed in violations(baseline, candidate, moved):
-            for name in (package, needed):
-                if name in changed and name not in moved:
-                    moved.add(name)
-                    reasons[name] = why
-                    added = True
+    while True:
+        added = [(name, why) for name, _, why in ties(baseline, candidate, moved, changed) if name not in moved]
         if not added:
-            break
-    return moved, reasons
+            return moved, reasons
+        for name, why in added:
+            moved.add(name)
+            reasons.setdefault(name, why)
+
+
+@dataclass(frozen=True)
+class Group:
+    """A unit of the package search: a distribution and what its metadata requires that the baseline
+    does not satisfy, transitively (its companions), with why each companion is in it."""
+
+    lead: str
+    members: tuple[str, ...]  # the lead first
+    reasons: tuple[tuple[str, str], ...] = ()  # (member, why it is in the group)
+
+    def label(self) -> str:
+        others = len(self.members) - 1
+        return self.lead + (f" (with {others} requirement{'s' if others != 1 else ''})" if others else "")
+
+
+def requirement_groups(baseline: Environment, candidate: Environment, changes: list[Change]) -> list[Group]:
+    """The differing distributions partitioned into groups that delta debugging moves as wholes.
+
+    A distribution joins the group of each one whose candidate metadata requires it where the baseline
+    does not satisfy that (the *requires* ties, transitively; two leads sharing a requirement share a
+    group). The lead is the member nothing else in the group requires (the first such by name): torch
+    with its nvidia-* wheels and triton. The *breaks* ties and the interpreter's stay out of the groups:
+    ``closure`` adds them to each tested configuration, in their own direction.
+    """
+    changed = {change.name for change in changes}
+    order = [change.name for change in changes]
+    needs: dict[str, dict[str, str]] = {}
+    for name in order:
+        if name == INTERPRETER or name not in candidate.distributions:
+            needs[name] = {}
+            continue
+        entry = candidate.distributions[name]
+        needs[name] = {}
+        for requirement in _requirements(entry, candidate.python if INTERPRETER in changed else baseline.python):
+            target = _norm(requirement.name)
+            present = baseline.distributions.get(target)
+            if target in changed and target != name and not _satisfies(present, requirement) and _satisfies(
+                    candidate.distributions.get(target), requirement):
+                needs[name][target] = (f"{name} {entry['version']} requires {requirement}; "
+                                       f"the baseline has {_described(present)}")
+    parent = {name: name for name in order}
+
+    def find(name: str) -> str:
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    for name, required in needs.items():
+        for target in required:
+            parent[find(target)] = find(name)
+    members: dict[str, list[str]] = {}
+    for name in order:
+        members.setdefault(find(name), []).append(name)
+    groups = []
+    for names in members.values():
+        required_inside = {target for name in names for target in needs[name]}
+        lead = next((name for name in names if name not in required_inside), names[0])
+        reasons, seen = [], {lead}
+        queue = [lead, *[name for name in names if name not in required_inside and name != lead]]
+        while queue:  # breadth first from the lead: its own requirements first, then theirs
+            for target, why in needs[queue.pop(0)].items():
+                if target not in seen:
+                    seen.add(target)
+                    reasons.append((target, why))
+                    queue.append(target)
+        groups.append(Group(lead, (lead, *[name for name in names if name != lead]), tuple(reasons)))
+    return sorted(groups, key=lambda group: order.index(group.lead))
 
 
 def _compiled(env: Environment, name: str) -> bool:

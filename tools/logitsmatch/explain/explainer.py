@@ -6,9 +6,11 @@
    synthetic checkpoint, the plan, the stand-ins, the adapter and its decisions). When the
    loaded weights differ, run the candidate's packages on the baseline's checkpoint: if that
    gives the baseline's result, the weights alone explain the drift (a harness drift).
-3. Which packages: delta debugging (``explain.bisect.isolate``) over the differing packages,
-   each intermediate environment composed by overlay (``explain.environments``); what cannot move
-   alone moves with what it needs, and the report says why.
+3. Which packages: delta debugging (``explain.bisect.isolate``) over groups of the differing
+   packages (a distribution with what its metadata requires and the baseline lacks), each
+   intermediate environment composed by overlay (``explain.environments``); what cannot move
+   alone moves with what it needs, and the report says why. A configuration that cannot start
+   is unresolved, never evidence; the culprit is stated with the two runs that prove it.
 4. Which commit: when the culprit is one package with a git source, ``git bisect`` over the
    commits between the two refs, each commit's tree installed over the baseline environment
    (``explain.gitsource``); commits that do not install or run are skipped and listed.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -32,7 +35,7 @@ from logitsmatch import paths
 from logitsmatch.errors import BadInput
 from logitsmatch.explain import environments as envs
 from logitsmatch.explain import gitsource
-from logitsmatch.explain.bisect import first_bad, isolate
+from logitsmatch.explain.bisect import UNRESOLVED, first_bad, isolate, search_bound
 from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import json_float, load_golden
 from logitsmatch.judge.policy import Policy
@@ -71,7 +74,7 @@ class Run:
     error: str | None
     wall_s: float
     reused: bool
-    outcome: str | None = None  # once judged: good (the baseline's result), bad (the candidate's), other, skip
+    outcome: str | None = None  # once judged: good (the baseline's result), bad (the candidate's), other, unresolved
     comparisons: dict = field(default_factory=dict)  # "vs_baseline" / "vs_candidate": what the comparator found
     report_details: dict = field(default_factory=dict)  # step-specific facts for the report (checkpoint, commit)
 
@@ -110,7 +113,8 @@ class Explainer:
         self.settings = settings
         self.runs: list[Run] = []
         self.started = time.monotonic()
-        self.expected_steps = 2
+        self.bound = 2  # at most this many runs: the two sides, then what each step states (``extend``)
+        self.bound_notes: list[str] = []  # why the bound grew beyond what the groups give
         self.harness_digest = _harness_digest(settings.project)
         self.documents: dict[str, dict] = {}  # run label -> its result, loaded once
         self.last_localization = None  # step 5's result, for the plot (--png)
@@ -118,9 +122,16 @@ class Explainer:
     # --- running ----------------------------------------------------------------------------
     def progress(self, description: str) -> None:
         step = len(self.runs) + 1
-        self.expected_steps = max(self.expected_steps, step)
+        if step > self.bound:  # a step no rule counted: said, not hidden
+            self.extend(step - self.bound, "a step the bound did not count")
         so_far = time.monotonic() - self.started
-        logger.info(f"step {step} of about {self.expected_steps} ({so_far:.0f} s so far): {description}")
+        logger.info(f"step {step} of at most {self.bound} ({so_far:.0f} s so far): {description}")
+
+    def extend(self, runs: int, why: str) -> None:
+        """The bound grows by ``runs``, and the log says why in one line."""
+        self.bound += runs
+        self.bound_notes.append(f"+{runs}: {why}")
+        logger.info(f"  at most {self.bound} runs now (+{runs}): {why}")
 
     def run(self, side: envs.Side, description: str, moved_to_candidate: list[str],
             checkpoint: str | None = None) -> Run:
@@ -154,9 +165,9 @@ class Explainer:
                 key_file.write_text(json.dumps(key, sort_keys=True))
                 run = Run(len(self.runs) + 1, label, description, moved_to_candidate, side, result, None, wall, False)
             else:
-                tail = (completed.stderr.strip() or completed.stdout.strip()).splitlines()[-3:]
                 run = Run(len(self.runs) + 1, label, description, moved_to_candidate, side, None,
-                          f"exit {completed.returncode}: " + " | ".join(tail), wall, False)
+                          f"exit {completed.returncode} after {wall:.0f} s: "
+                          + first_error_line(completed.stderr or completed.stdout), wall, False)
         self.runs.append(run)
         logger.info(f"  {'ran' if not run.reused else 'took'} {label} in {run.wall_s:.0f} s"
                     + (f": FAILED ({run.error})" if run.error else ""))
@@ -164,9 +175,9 @@ class Explainer:
 
     def judge(self, run: Run, baseline: Run | None, candidate: Run | None) -> str:
         """Classify a run against the two sides: good (the baseline's result), bad (the candidate's),
-        other (neither), skip (did not run)."""
+        other (neither), unresolved (it did not finish: no evidence for either side)."""
         if not run.ok:
-            run.outcome = "skip"
+            run.outcome = UNRESOLVED
             return run.outcome
         document = self.document(run)
         same = {}
@@ -207,8 +218,14 @@ class Explainer:
             "commit_search": None, "first_module": None, "localization": None,
         }
         logger.info(f"{len(changes)} differing: " + (", ".join(c.label() for c in changes) or "none"))
-        bits = max(1, math.ceil(math.log2(max(len(changes), 1)))) if len(changes) > 1 else 0
-        self.expected_steps = 2 + 2 * bits
+        groups = envs.requirement_groups(base_env, cand_env, changes)
+        report["groups"] = [group_record(group) for group in groups]
+        for group in groups:
+            if len(group.members) > 1:
+                logger.info(f"group {group.label()}: " + "; ".join(why for _, why in group.reasons))
+        self.bound = 2 + search_bound(len(groups))
+        logger.info(f"{len(groups)} group(s): at most {self.bound} runs (both sides and 2*ceil(log2 {len(groups)}) "
+                    "for one culprit group; each further step says what it adds)")
         baseline = self.run(s.baseline, "baseline", [])
         candidate = self.run(s.candidate, "candidate", changed)
         for run in (baseline, candidate):
@@ -229,7 +246,7 @@ class Explainer:
         weights_differ = any(d["what"] == "loaded weights" for d in report["harness_differences"])
         checkpoint = baseline.inputs().get("checkpoint_dir")
         if weights_differ and checkpoint:
-            self.expected_steps += 1
+            self.extend(1, "the loaded weights differ: the candidate's packages run once on the baseline's checkpoint")
             swap = self.run(s.candidate, "candidate's packages on the baseline's checkpoint", changed, checkpoint=checkpoint)
             self.judge(swap, baseline, candidate)
             swap.report_details["checkpoint"] = checkpoint
@@ -239,16 +256,26 @@ class Explainer:
                 report["verdict"] = "harness drift"
 
         # 3. packages
-        last_good, first_bad_run = baseline, candidate
-        if len(changes) > 1:
-            culprits, moved_with, boundary = self.packages(base_env, cand_env, changes, baseline, candidate)
+        last_good = baseline
+        if len(groups) > 1:
+            search = self.packages(base_env, cand_env, changes, groups, baseline, candidate)
         else:
-            culprits, moved_with, boundary = changed, {}, candidate
-        report["culprits"], report["moved_together"] = culprits, moved_with
-        first_bad_run = boundary
+            search = {"culprit_groups": [group_record(group) for group in groups], "moved_together": {},
+                      "proof": {"alone": {"run": candidate.index, "outcome": "bad"},
+                                "without": {"run": baseline.index, "outcome": "good"}, "proven": True},
+                      "unresolved": [], "notes": [], "ties": {}, "boundary": candidate}
+        first_bad_run = search.pop("boundary")
+        report.update(search)
+        culprit_groups = [group for group in groups if group.lead in {g["lead"] for g in report["culprit_groups"]}]
+        if len(culprit_groups) == 1 and len(culprit_groups[0].members) > 1:
+            report["within_group"] = self.requirements_alone(culprit_groups[0], base_env, cand_env, set(changed),
+                                                              (baseline, candidate))
+        check_harness_differences(report["harness_differences"], (baseline, candidate), self.runs)
+        report["culprits"] = [name for group in report["culprit_groups"] for name in group["members"]]
 
         # 4. commit
-        commit_package = culprits[0] if len(culprits) == 1 else None
+        leads = [group["lead"] for group in report["culprit_groups"]]
+        commit_package = leads[0] if len(leads) == 1 else None
         if commit_package and (s.candidate_commit or commit_package in s.sources):
             search = self.commits(commit_package, base_env, cand_env, baseline, first_bad_run)
             report["commit_search"] = search
@@ -264,38 +291,90 @@ class Explainer:
         return self._finish(report)
 
     def _finish(self, report: dict) -> dict:
+        report["bound"] = {"runs": self.bound, "notes": self.bound_notes}
         report["counts"] = {"suite_runs": sum(1 for r in self.runs if not r.reused), "reused_runs": sum(1 for r in self.runs if r.reused),
                             "environments": len(self.runs)}
         report["elapsed_s"] = round(time.monotonic() - self.started, 1)
         return report
 
-    def packages(self, base_env, cand_env, changes, baseline: Run, candidate: Run):
+    def packages(self, base_env, cand_env, changes, groups: list[envs.Group], baseline: Run, candidate: Run) -> dict:
+        """Delta debugging over ``groups``: which group(s) reproduce the candidate, the two runs that
+        prove it, the configurations that could not start, and what moved along by a tie."""
         changed = {change.name for change in changes}
-        order = [change.name for change in changes]
+        by_lead = {group.lead: group for group in groups}
         moved_with: dict[str, str] = {}
-        by_closure: dict[frozenset, Run] = {frozenset(changed): candidate}
+        by_closure: dict[frozenset, Run] = {frozenset(changed): candidate, frozenset(): baseline}
 
-        def test(subset: frozenset[str]) -> str:
-            full, reasons = envs.closure(base_env, cand_env, set(subset), changed)
+        def members(config: frozenset[str]) -> set[str]:
+            return {name for lead in config for name in by_lead[lead].members}
+
+        def closed(config: frozenset[str]) -> set[str]:
+            full, reasons = envs.closure(base_env, cand_env, members(config), changed)
             for name, why in reasons.items():
                 moved_with.setdefault(name, why)
+            return full
+
+        def expand(config: frozenset[str]) -> frozenset[str]:
+            full = closed(config)
+            return frozenset(group.lead for group in groups if set(group.members) & full)
+
+        def test(config: frozenset[str]) -> str:
+            full = closed(config)
             key = frozenset(full)
             if key not in by_closure:
+                described = ", ".join(by_lead[lead].label() for lead in sorted(config))
+                extra = sorted(full - members(config))
+                description = "move " + described + (f" (with {', '.join(extra)})" if extra else "")
                 try:
                     side = envs.compose(base_env, cand_env, set(full), self.settings.cache, "+".join(sorted(full)))
                 except BadInput as exc:
-                    logger.info(f"  cannot compose {sorted(full)}: {exc}")
-                    return "skip"
-                with_them = f" (with {', '.join(sorted(full - subset))})" if full - subset else ""
-                run = self.run(side, "move " + ", ".join(sorted(subset)) + with_them, sorted(full))
+                    logger.info(f"  cannot compose {description}: {exc}")
+                    unresolved.append({"run": None, "moved": sorted(full), "what": description, "error": str(exc)})
+                    return UNRESOLVED
+                run = self.run(side, description, sorted(full))
                 self.judge(run, baseline, candidate)
+                if run.outcome == UNRESOLVED:
+                    unresolved.append({"run": run.index, "moved": sorted(full), "what": description,
+                                       "error": run.error})
                 by_closure[key] = run
             return by_closure[key].outcome
 
-        minimal = isolate(order, test)
-        full, _ = envs.closure(base_env, cand_env, set(minimal), changed)
-        boundary = by_closure.get(frozenset(full), candidate)
-        return minimal, {name: why for name, why in moved_with.items() if name in full and name not in minimal}, boundary
+        unresolved: list[dict] = []
+        found = isolate([group.lead for group in groups], test, expand, lambda why, runs: self.extend(runs, why))
+
+        def proof(config: frozenset[str]) -> dict:
+            full = closed(config)
+            if config == found.without and full & members(found.alone):
+                return {"run": None, "outcome": None, "moved": sorted(full), "impossible": "a tie takes it along"}
+            run = by_closure.get(frozenset(full))
+            return {"run": run.index if run else None, "outcome": found.outcomes.get(config), "moved": sorted(full)}
+
+        culprit_members = closed(found.alone)
+        return {"culprit_groups": [group_record(by_lead[lead]) for lead in found.culprits],
+                "moved_together": {name: why for name, why in moved_with.items()
+                                   if name in culprit_members and name not in members(found.alone)},
+                "proof": {"alone": proof(found.alone), "without": proof(found.without), "proven": found.proven},
+                "ties": dict(moved_with),
+                "unresolved": unresolved, "notes": found.notes,
+                "boundary": by_closure.get(frozenset(culprit_members), candidate)}
+
+    def requirements_alone(self, group: envs.Group, base_env, cand_env, changed: set[str], sides: tuple[Run, Run]):
+        """The culprit group's requirements moved without its lead: whether the lead is needed, and a run that
+        tells a harness input the requirements carry (triton's kernels) from the lead's numerics."""
+        companions = set(group.members) - {group.lead}
+        full, _ = envs.closure(base_env, cand_env, companions, changed)
+        if group.lead in full:
+            return {"run": None, "outcome": None, "moved": sorted(full),
+                    "why": f"its requirements cannot move without {group.lead} (a tie takes it along)"}
+        if len(self.runs) >= self.bound:  # the search left no room for it within the bound
+            self.extend(1, f"the culprit group's requirements moved without {group.lead}: is {group.lead} itself needed")
+        try:
+            side = envs.compose(base_env, cand_env, full, self.settings.cache, "+".join(sorted(full)))
+        except BadInput as exc:
+            return {"run": None, "outcome": UNRESOLVED, "moved": sorted(full), "why": str(exc)}
+        run = self.run(side, f"move {group.lead}'s requirements without it", sorted(full))
+        self.judge(run, *sides)
+        return {"run": run.index, "outcome": run.outcome, "moved": sorted(full), "why": run.error}
 
     def commits(self, package: str, base_env, cand_env, baseline: Run, moved_alone: Run) -> dict:
         """``moved_alone``: the run of the baseline with only ``package`` at the candidate's version."""
@@ -313,7 +392,9 @@ class Explainer:
         search: dict = {"package": package, "source": str(gitdir), "good": good_ref, "bad": bad_ref,
                         "commits_between": len(commits) - 1, "tested": [], "skipped": [], "installs": []}
         logger.info(f"{package}: {len(commits) - 1} commits from {good_ref} to {bad_ref} in {gitdir}")
-        self.expected_steps = len(self.runs) + math.ceil(math.log2(max(len(commits) - 1, 1))) + 2
+        self.extend(math.ceil(math.log2(max(len(commits) - 1, 1))) + 2,
+                    f"{package} has a git source: {len(commits) - 1} commits from {good_ref} to {bad_ref}, bisected "
+                    "(both ends as trees and ceil(log2 c) commits)")
         runs: dict[str, Run] = {}
 
         def test(sha: str) -> str:
@@ -321,7 +402,7 @@ class Explainer:
                 folder, record = gitsource.install_commit(package, gitdir, sha, s.cache, base_env.side.python, helper)
             except BadInput as exc:
                 search["skipped"].append({"sha": sha, "why": str(exc)})
-                return "skip"
+                return UNRESOLVED
             search["installs"].append(record)
             side = envs.Side(f"{package}@{sha[:10]}", base_env.side.python, (str(folder), *base_env.side.pythonpath))
             subject = next((c.subject for c in commits if c.sha == sha), "")
@@ -330,7 +411,7 @@ class Explainer:
             run.report_details["commit"] = sha
             runs[sha] = run
             search["tested"].append({"sha": sha, "subject": subject, "outcome": run.outcome, "run": run.index})
-            if run.outcome == "skip":
+            if run.outcome == UNRESOLVED:
                 search["skipped"].append({"sha": sha, "why": run.error})
             return run.outcome
 
@@ -372,6 +453,23 @@ class Explainer:
                       "max_abs_delta": first.to_dict()["max_abs_delta"],
                       "weights_differing_in_it": [n for n in result.weights_differing if n.startswith(first.name + ".")]}
         return {"localization": result.to_dict(), "first_module": module}
+
+
+def group_record(group: envs.Group) -> dict:
+    return {"lead": group.lead, "members": list(group.members), "reasons": dict(group.reasons)}
+
+
+RAISED = re.compile(r"^(\w+\.)*\w+(Error|Exception)\b")  # the last line of a traceback: ImportError: ...
+SAYS_ERROR = re.compile(r"\b(error|failed)\b", re.IGNORECASE)
+
+
+def first_error_line(output: str) -> str:
+    """The line that names what went wrong: the exception a traceback ends with, else the first line
+    that says error or failed, else the last line."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    raised = [line for line in lines if RAISED.match(line)]
+    said = next((line for line in lines if SAYS_ERROR.search(line)), None)
+    return (raised[-1] if raised else said or (lines[-1] if lines else "no output"))[:300]
 
 
 def _reuse_end(candidate: Run, sha: str, runs: dict, search: dict) -> str:
@@ -451,10 +549,90 @@ def harness_differences(baseline: Run, candidate: Run) -> list[dict]:
     decisions = _paths_differing(ha.get("adapter_decisions"), hb.get("adapter_decisions"))
     if decisions:
         found.append({"what": "adapter decisions", "detail": ", ".join(decisions[:12]) + f" (adapter API of {release})"})
+    for what, record in _configurations(baseline).items():
+        fields = config_differences(record, _configurations(candidate).get(what))
+        if fields:
+            more = f"; {len(fields) - 12} more" if len(fields) > 12 else ""
+            found.append({"what": what, "detail": "; ".join(fields[:12]) + more, "fields": fields})
     for side, identity in (("baseline", ma), ("candidate", mb)):
         if identity_mismatch(identity):
             found.append({"what": "megatron-core identity", "detail": f"{side} {identity_mismatch(identity)}"})
+    ca, cb = ha.get("hardware_class"), hb.get("hardware_class")
+    if ca and cb and ca != cb:
+        found.append({"what": "hardware class", "detail": f"{ca} vs {cb}: bitwise agreement is not expected across "
+                      "hardware classes (a run's hardware is part of its result)"})
     return found
+
+
+def _configurations(run: Run) -> dict[str, dict]:
+    """Rank 0's configuration records: the TransformerConfig and the adapter's inference configs."""
+    ranks = run.inputs().get("ranks") or [{}]
+    first = ranks[0]
+    found = {"transformer config": first.get("transformer_config")}
+    found.update({f"inference config ({name})": record for name, record in (first.get("configs") or {}).items()})
+    return {what: record for what, record in found.items() if record}
+
+
+def config_differences(a: dict | None, b: dict | None) -> list[str]:
+    """The fields of one configuration that differ between two runs: a field both releases have, by value;
+    a field one release lacks, where the other's value is not its default. Nothing when a run has no record."""
+    if not a or not b:
+        return []
+    va, vb = a.get("values") or {}, b.get("values") or {}
+    na, nb = set(a.get("not_default") or []), set(b.get("not_default") or [])
+    found = []
+    for name in sorted(set(va) | set(vb)):
+        if name in va and name in vb:
+            if va[name] != vb[name]:
+                found.append(f"{name}: {va[name]!r} vs {vb[name]!r}")
+        elif name in na:
+            found.append(f"{name}: {va[name]!r} on the baseline, a field the candidate's release lacks")
+        elif name in nb:
+            found.append(f"{name}: {vb[name]!r} on the candidate (not that release's default), "
+                         "a field the baseline's lacks")
+    return found
+
+
+def _harness_value(run: Run, what: str):
+    """The value of one kind of harness input in ``run`` (what ``harness_differences`` names)."""
+    provenance = run.provenance()
+    inputs = provenance.get("harness_inputs") or {}
+    if what == "stand-ins":
+        return sorted(provenance.get("stand_ins") or [])
+    if what == "adapter":
+        return inputs.get("adapter")
+    if what == "adapter decisions":
+        return inputs.get("adapter_decisions")
+    record = _configurations(run).get(what)
+    return None if record is None else record.get("values")
+
+
+CHECKED_BY_THE_PROOF = ("stand-ins", "adapter", "adapter decisions")
+
+
+def check_harness_differences(differences: list[dict], sides: tuple[Run, Run], runs: list[Run]) -> None:
+    """Each harness difference a package move can carry (a stand-in, the adapter, a configuration) checked
+    against the package search's runs before a package is blamed: ``difference["check"]``. A run that has
+    the candidate's value and gives the baseline's result clears it; one that has the baseline's value and
+    gives the candidate's shows the drift does not need it; else it follows the culprit."""
+    baseline, candidate = sides
+    judged = [run for run in runs if run.ok and run.outcome in ("good", "bad") and run not in sides]
+    for difference in differences:
+        what = difference["what"]
+        if not (what in CHECKED_BY_THE_PROOF or what.endswith("config") or what.startswith("inference config")):
+            continue
+        base, cand = _harness_value(baseline, what), _harness_value(candidate, what)
+        cleared = next((r for r in judged if r.outcome == "good" and _harness_value(r, what) == cand), None)
+        unneeded = next((r for r in judged if r.outcome == "bad" and _harness_value(r, what) == base), None)
+        if cleared:
+            difference["check"] = (f"run {cleared.index} has the candidate's {what} and reproduces the baseline: "
+                                   "it does not explain the drift")
+        elif unneeded:
+            difference["check"] = (f"run {unneeded.index} has the baseline's {what} and reproduces the candidate: "
+                                   "the drift does not need it")
+        else:
+            difference["check"] = ("it follows the culprit: no run has one without the other, so the runs cannot "
+                                   "tell the package from this harness input")
 
 
 def identity_mismatch(identity: dict) -> str | None:

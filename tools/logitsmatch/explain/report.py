@@ -41,16 +41,9 @@ def headline(suite: str, report: dict) -> list[str]:
         lines.append(f"{suite}: HARNESS DRIFT: the loaded weights differ and the candidate's packages on the baseline's "
                      "checkpoint give the baseline's result: the drift follows the weights, not the packages")
     for difference in report.get("harness_differences", []):
-        lines.append(f"  harness difference: {difference['what']}: {difference['detail']}")
-    culprits = report.get("culprits") or []
-    tied = report.get("moved_together") or {}
-    text = ", ".join(culprits) or "none"
-    if tied:
-        text += " (moved together with " + "; ".join(f"{name}: {why}" for name, why in tied.items()) + ")"
-    changes = {c["name"]: c for c in report.get("differing_packages", [])}
-    described = [f"{n} {changes[n]['baseline']} -> {changes[n]['candidate']}" for n in culprits if n in changes]
-    lines.append(f"{suite}: culprit package(s): {', '.join(described) or text}"
-                 + (f" ({' ; '.join(f'{k} moved with it: {v}' for k, v in tied.items())})" if tied else ""))
+        lines.append(f"  harness difference: {difference['what']}: {difference['detail']}"
+                     + (f" ({difference['check']})" if difference.get("check") else ""))
+    lines += culprit_lines(suite, report)
     commit = report.get("commit")
     search = report.get("commit_search")
     if commit:
@@ -72,13 +65,80 @@ def headline(suite: str, report: dict) -> list[str]:
     return lines
 
 
+def _members(group: dict) -> str:
+    """A group's other members, those sharing a prefix folded: ``triton, nvidia-* (15)``."""
+    others = [name for name in group["members"] if name != group["lead"]]
+    prefixes: dict[str, list[str]] = {}
+    for name in others:
+        prefixes.setdefault(name.split("-", 1)[0], []).append(name)
+    return ", ".join(f"{prefix}-* ({len(names)})" if len(names) > 2 else ", ".join(names)
+                     for prefix, names in prefixes.items())
+
+
+def group_text(group: dict, changes: dict) -> str:
+    """``torch 2.13.0 -> 2.9.1 (with its 16 requirements: triton, nvidia-* (15))``."""
+    change = changes.get(group["lead"], {})
+    text = f"{group['lead']} {change.get('baseline') or '(absent)'} -> {change.get('candidate') or '(absent)'}"
+    count = len(group["members"]) - 1
+    return text + (f" (with its {count} requirement{'s' if count != 1 else ''}: {_members(group)})" if count else "")
+
+
+def _proof_text(step: dict, claim: str) -> str:
+    if step.get("impossible"):
+        return f"{claim.replace(' moved without ', ' cannot move without ')}: {step['impossible']}"
+    said = {"bad": "reproduces the candidate", "good": "reproduces the baseline",
+            "other": "gives neither side's result", "unresolved": "could not start"}
+    said = said.get(step.get("outcome") or "", "was not run")
+    where = f" (run {step['run']})" if step.get("run") else ""
+    return f"{claim} {said}{where}"
+
+
+def culprit_lines(suite: str, report: dict) -> list[str]:
+    """The culprit group(s) with the two runs that prove them, the groups and ties, what could not start,
+    and where the search went beyond its bound."""
+    changes = {c["name"]: c for c in report.get("differing_packages", [])}
+    groups = report.get("culprit_groups") or []
+    proof = report.get("proof") or {}
+    several = len(groups) > 1
+    named = "; ".join(group_text(group, changes) for group in groups) or "none"
+    lines = [f"{suite}: culprit{' groups' if several else ''}: {named}: "
+             + _proof_text(proof.get("alone", {}), "moving them alone" if several else "moving it alone") + "; "
+             + _proof_text(proof.get("without", {}), "everything else moved without " + ("them" if several else "it"))
+             + ("" if proof.get("proven", True) else " (not proven)")]
+    for name, why in (report.get("moved_together") or {}).items():
+        lines.append(f"  {name} moved with it: {why}")
+    within = report.get("within_group")
+    if within and groups:
+        lead = groups[0]["lead"]
+        said = {"good": f"{lead} itself is needed: its requirements moved without it reproduce the baseline",
+                "bad": f"its requirements moved without {lead} reproduce the candidate: the drift is theirs",
+                "other": f"its requirements moved without {lead} give neither side's result"}
+        said = said.get(within.get("outcome") or "")
+        where = f" (run {within['run']})" if within.get("run") else ""
+        lines.append(f"  {said}{where}" if said else f"  its requirements without {lead}: {within.get('why')}{where}")
+    for group in report.get("groups") or []:
+        if len(group["members"]) > 1:
+            reasons = list(group["reasons"].values())
+            lines.append(f"  group {group_text(group, changes)}: {reasons[0]}"
+                         + (f" (and {len(reasons) - 1} more, see the report)" if len(reasons) > 1 else ""))
+    for unresolved in report.get("unresolved") or []:
+        where = f"run {unresolved['run']}" if unresolved.get("run") else "not run"
+        lines.append(f"  unresolved ({where}): {unresolved['what']}: {unresolved['error']}")
+    lines += [f"  {note}" for note in report.get("notes") or []]
+    bound = report.get("bound") or {}
+    for note in bound.get("notes") or []:
+        lines.append(f"  bound {note}")
+    return lines
+
+
 def terminal(combined: dict) -> str:
     lines = []
     for suite, report in combined["suites"].items():
         lines += headline(suite, report)
         counts = report.get("counts", {})
-        lines.append(f"  {counts.get('suite_runs', 0)} suite runs ({counts.get('reused_runs', 0)} reused) "
-                     f"in {report.get('elapsed_s', 0):.0f} s")
+        bound = (report.get("bound") or {}).get("runs")
+        lines.append(f"  {counts.get('suite_runs', 0)} suite runs ({counts.get('reused_runs', 0)} reused"
+                     + (f"; the bound was {bound}" if bound else "") + f") in {report.get('elapsed_s', 0):.0f} s")
     return "\n".join(lines)
 
 
@@ -96,9 +156,21 @@ def markdown(combined: dict) -> str:
                 f"{len(report['candidate']['environment'])} (candidate) installed distributions and the interpreter:", ""]
         out += ["| package | baseline | candidate |", "|---|---|---|"]
         out += [f"| {c['name']} | {c['baseline']} | {c['candidate']} |" for c in changes] or ["| (none) | | |"]
+        groups = report.get("groups") or []
+        if groups:
+            out += ["", f"### Groups ({len(groups)}): what moves as one in the search", ""]
+            for group in groups:
+                out.append(f"- **{group_text(group, {c['name']: c for c in changes})}**")
+                out += [f"  - {member}: {why}" for member, why in group["reasons"].items()]
+            for name, why in (report.get("ties") or {}).items():
+                out.append(f"- tie: {name} moves along where needed: {why}")
+        if report.get("unresolved"):
+            out += ["", "### Configurations that could not start (no evidence for either side)", ""]
+            out += [f"- run {u['run'] or '-'}: {u['what']}: `{u['error']}`" for u in report["unresolved"]]
         out += ["", "### Harness inputs", ""]
         differences = report.get("harness_differences", [])
         out += [f"- **{d['what']}**: {d['detail']}" + (f" ({', '.join(d['tensors'][:8])})" if d.get("tensors") else "")
+                + (f". Checked: {d['check']}" if d.get("check") else "")
                 for d in differences] or ["- none: both runs were fed the same weights, plan, stand-ins and adapter decisions"]
         if "weights_swap" in report:
             out += ["", f"Weights swap (run {report['weights_swap']['run']}): the candidate's packages on the baseline's "

@@ -68,6 +68,8 @@ def request_checks(pair: RequestPair, numerics: Numerics, position: int, policy:
 
 
 def _check_tokens(pair: RequestPair, numerics: Numerics, position: int, policy: Policy) -> str:
+    if pair.prompt_change:
+        return f"prompt differs ({pair.prompt_change['text']}): the outputs of different prompts are not compared"
     if pair.first_divergence is None:
         return ""
     d = pair.first_divergence
@@ -91,7 +93,7 @@ def _check_logprobs(pair: RequestPair, numerics: Numerics, position: int, policy
         first = numerics.drift.index[numerics.change_bounds[position]]
         problems.append(
             f"{n_over} of {pair.n_compared} compared over tolerance (first at index {first}, "
-            f"max |delta| {numerics.max[position]:.6g}, allowed {allowed})"
+            f"max |delta| {float(numerics.max[position])!r}, {int(numerics.max_ulps[position])} ulps, allowed {allowed})"
         )
     return "; ".join(problems)
 

@@ -146,5 +146,8 @@ def compare(golden: dict, current: dict, policy: Policy = Policy()) -> Compariso
         drift=numerics.drift,
         n_compared=int(numerics.counts.sum()),
         n_not_comparable=sum(numerics.not_comparable(p) for p in pairs),
+        n_moved=int(numerics.n_moved.sum()),
+        max_ulps=int(numerics.max_ulps.max(initial=0)),
+        ulp_width=numerics.ulp_width,
         **numerics.overall_stats(),
     )

@@ -3,7 +3,8 @@
 The DeepDiff call this reproduces (``deepdiff_options``)::
 
     DeepDiff(golden, current, math_epsilon=policy.abs_tol, zip_ordered_iterables=True,
-             threshold_to_diff_deeper=0, ignore_nan_inequality=policy.nan_equal)
+             threshold_to_diff_deeper=0, ignore_nan_inequality=policy.nan_equal,
+             ignore_order_func=routing_expert_set, exclude_regex_paths=[latency, throughput unless selected])
 
 * ``math_epsilon`` is ``math.isclose(a, b, abs_tol=...)`` with its default rel_tol of 1e-9:
   exactly Megatron's rule and the ``megatron`` policy, boundary included. (In
@@ -12,6 +13,11 @@ The DeepDiff call this reproduces (``deepdiff_options``)::
   deepdiff aligns lists with difflib, and a changed value can come out as an
   ``iterable_item_removed`` + ``iterable_item_added`` pair, or as a shift.
 * ``threshold_to_diff_deeper=0`` always names the changed keys, never a whole request.
+* ``ignore_order_func=routing_expert_set``: the experts of one (token, layer),
+  ``routing_indices[t][l]``, are a set, as compare judges them (megatron-core may list the
+  top-k in any order); every other list keeps its order.
+* ``exclude_regex_paths``: timing is not an output. Each request's ``latency`` is left out,
+  and the run-level ``throughput`` unless the policy's metrics select it.
 
 deepdiff itself diffs everything except the long ``logprobs`` lists (tokens, text,
 latency, structure: small); the logprob entries are filled from the numpy comparison:
@@ -33,10 +39,23 @@ from logitsmatch.judge.results import ComparisonResult, deepdiff_path
 NOT_COMPARABLE = "logitsmatch_not_comparable"
 
 
+_REQUEST_KEY = r"""root\[(?:'[^']*'|"[^"]*")\]"""
+REQUEST_TIMING_PATH = rf"^{_REQUEST_KEY}\['latency'\]$"
+RUN_TIMING_PATH = r"^root\['throughput'\]$"
+
+
+def routing_expert_set(level) -> bool:
+    """DeepDiff's ignore_order_func: True for the expert list of one (token, layer), [rid, routing_indices, t, l]."""
+    path = level.path(output_format="list")
+    return len(path) == 4 and path[1] == "routing_indices"
+
+
 def deepdiff_options(result: ComparisonResult) -> dict:
     """The DeepDiff keyword arguments whose output ``deepdiff_changes`` reproduces."""
+    timing = [REQUEST_TIMING_PATH] + ([] if "throughput" in result.policy.metrics else [RUN_TIMING_PATH])
     options = {"zip_ordered_iterables": True, "threshold_to_diff_deeper": 0,
-               "ignore_nan_inequality": result.policy.nan_equal}
+               "ignore_nan_inequality": result.policy.nan_equal, "ignore_order_func": routing_expert_set,
+               "exclude_regex_paths": timing}
     if result.policy.mode is not Mode.DETERMINISTIC:
         options["math_epsilon"] = result.policy.abs_tol
     return options

@@ -264,6 +264,20 @@ def markdown(result: Localization) -> str:
     return "\n".join(lines)
 
 
+def empty_plot_note(result: Localization, deltas: list[float]) -> str:
+    """Why the plot shows no curve (or a flat one), in words; "" when the curve says it."""
+    if result.schedule_problem:
+        return f"Nothing to plot: the captures are not comparable.\n{result.schedule_problem}"
+    if not result.rows:
+        missing = f" ({len(result.missing)} records only one side has)" if result.missing else ""
+        return f"Nothing to plot: the two captures share no module output{missing}."
+    if all(math.isnan(d) for d in deltas):
+        return "Nothing to plot: no module output has values on both sides (digests only)."
+    if result.first_bitwise is None:
+        return f"Flat at the floor: all {len(result.rows)} module outputs are bitwise equal."
+    return ""
+
+
 def plot(result: Localization, path: Path, title: str = "") -> None:
     """max |Δ| per module output along the execution order (log scale); 0 drawn at the floor."""
     import matplotlib
@@ -287,6 +301,15 @@ def plot(result: Localization, path: Path, title: str = "") -> None:
         index = result.rows.index(first)
         axis.annotate(f"first moving: {first.name}", (index, shown[index] if not math.isnan(shown[index]) else floor),
                       xytext=(10, 20), textcoords="offset points", fontsize=8, arrowprops={"arrowstyle": "->"})
+    note = empty_plot_note(result, deltas)
+    if note:
+        import textwrap
+
+        text = "\n".join(textwrap.fill(line, 110) for line in note.splitlines())
+        axis.text(0.5, 0.5, text, transform=axis.transAxes, ha="center", va="center", fontsize=10,
+                  bbox={"facecolor": "white", "edgecolor": "grey"})
+    if not result.rows:
+        axis.set_xticks([])
     axis.set_xlabel("module output, execution order (prefill, then decode steps)")
     axis.set_ylabel("max |Δ| on value ranks (1e-12 = equal)")
     axis.set_title(title or result.summary(), fontsize=9)

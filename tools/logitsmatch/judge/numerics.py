@@ -13,8 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from logitsmatch.errors import BadInput
+from logitsmatch.judge.divergence import text_at
 from logitsmatch.judge.policy import Mode, Policy
 from logitsmatch.judge.results import DriftTable, RequestResult
+from logitsmatch.judge.ulps import moved, ulp_distance, ulp_width
 
 
 def _tokens(request: dict) -> np.ndarray | None:
@@ -52,6 +54,7 @@ class RequestPair:
     current_logprobs: list | None
     n_compared: int
     comparable_reason: str  # why positions past n_compared are not comparable, "" if none
+    prompt_change: dict | None = None
 
 
 def _prompt_count(logprobs: list | None, tokens: np.ndarray | None) -> int | None:
@@ -59,6 +62,24 @@ def _prompt_count(logprobs: list | None, tokens: np.ndarray | None) -> int | Non
     if logprobs is None or tokens is None:
         return None
     return len(logprobs) - len(tokens)
+
+
+def _prompt_change(golden: dict, current: dict, g_prompt: int | None, c_prompt: int | None) -> dict | None:
+    """{"golden_tokens", "current_tokens", "text"} when the two requests were given different prompts: the
+    input_prompt texts differ, or the prompt parts of the logprobs differ in length. Tokens count as
+    prompt logprobs + 1; without logprobs the prompts are measured in characters."""
+    g_text, c_text = golden.get("input_prompt"), current.get("input_prompt")
+    texts_differ = isinstance(g_text, str) and isinstance(c_text, str) and g_text != c_text
+    lengths_differ = g_prompt is not None and c_prompt is not None and g_prompt != c_prompt
+    if not (texts_differ or lengths_differ):
+        return None
+    if g_prompt is not None and c_prompt is not None:
+        sizes, unit = (g_prompt + 1, c_prompt + 1), "tokens"
+    else:
+        sizes, unit = (len(g_text), len(c_text)), "characters"
+    return {"golden_tokens": g_prompt + 1 if g_prompt is not None else None,
+            "current_tokens": c_prompt + 1 if c_prompt is not None else None,
+            "text": f"{sizes[0]} vs {sizes[1]} {unit}"}
 
 
 def gather_pair(rid: str, golden: dict, current: dict) -> RequestPair:
@@ -69,6 +90,10 @@ def gather_pair(rid: str, golden: dict, current: dict) -> RequestPair:
     if g_tokens is not None and c_tokens is not None:
         divergence, token_changes = _first_divergence(g_tokens, c_tokens)
     g_prompt, c_prompt = _prompt_count(g_logprobs, g_tokens), _prompt_count(c_logprobs, c_tokens)
+    prompt_change = _prompt_change(golden, current, g_prompt, c_prompt)
+    if prompt_change:  # outputs of different prompts: nothing to compare, no position counts as drift
+        reason = f"prompt differs ({prompt_change['text']})"
+        return RequestPair(rid, golden, current, None, [], g_prompt, g_logprobs, c_logprobs, 0, reason, prompt_change)
     # Without generated_tokens on a side, the other side tells the split; with none, all is prompt.
     prompt = g_prompt if g_prompt is not None else c_prompt
     if prompt is None and g_logprobs is not None:
@@ -76,9 +101,7 @@ def gather_pair(rid: str, golden: dict, current: dict) -> RequestPair:
     n_compared, reason = 0, ""
     if g_logprobs is not None and c_logprobs is not None:
         common = min(len(g_logprobs), len(c_logprobs))
-        if g_prompt is not None and c_prompt is not None and g_prompt != c_prompt:
-            reason = f"prompt parts differ in length ({g_prompt} vs {c_prompt})"
-        elif divergence is None:
+        if divergence is None:
             n_compared = common
         else:
             n_compared = max(0, min(prompt + divergence, common))
@@ -106,16 +129,22 @@ class Numerics:
         self.magnitude = magnitude
         self.finite = np.isfinite(magnitude)
         self.over = over
+        self.moved = moved(golden, current)
+        self.ulp_width = ulp_width(golden, current)
+        self.ulps = ulp_distance(golden, current, self.ulp_width)
         self._segment_stats()
         rows = np.flatnonzero(over)
         request = np.searchsorted(self.starts, rows, side="right") - 1
         index = rows - self.starts[request]
-        self.drift = DriftTable(request, index, index >= self.prompt[request], golden[rows], current[rows])
+        self.drift = DriftTable(request, index, index >= self.prompt[request], golden[rows], current[rows],
+                                self.ulps[rows])
         self.change_bounds = np.searchsorted(request, np.arange(len(pairs) + 1))
 
     def _segment_stats(self) -> None:
         n = len(self.counts)
         self.n_over = np.zeros(n, np.int64)
+        self.n_moved = np.zeros(n, np.int64)
+        self.max_ulps = np.zeros(n, np.uint64)
         self.max = np.zeros(n)
         self.mean = np.zeros(n)
         self.p99 = np.zeros(n)
@@ -125,6 +154,8 @@ class Numerics:
         starts = self.starts[nonempty]
         finite_magnitude = np.where(self.finite, self.magnitude, 0.0)
         self.n_over[nonempty] = np.add.reduceat(self.over.astype(np.int64), starts)
+        self.n_moved[nonempty] = np.add.reduceat(self.moved.astype(np.int64), starts)
+        self.max_ulps[nonempty] = np.maximum.reduceat(self.ulps, starts)
         self.max[nonempty] = np.maximum.reduceat(self.magnitude, starts)
         n_finite = np.add.reduceat(self.finite.astype(np.int64), starts)
         sums = np.add.reduceat(finite_magnitude, starts)
@@ -162,8 +193,13 @@ class Numerics:
             token_changes=pair.token_changes,
             text_change=text_change,
             prompt_logprobs=pair.prompt_logprobs,
+            prompt_change=pair.prompt_change,
+            divergence_text=None if pair.first_divergence is None else text_at(pair.golden, pair.current,
+                                                                                pair.first_divergence, None),
             n_compared=pair.n_compared,
             n_over=int(self.n_over[position]),
+            n_moved=int(self.n_moved[position]),
+            max_ulps=int(self.max_ulps[position]),
             n_not_comparable=self.not_comparable(pair),
             allowed_failures=self.policy.allowed_failures(pair.n_compared),
             max_abs_delta=float(self.max[position]),

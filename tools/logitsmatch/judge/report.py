@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 
+from logitsmatch.judge.divergence import describe
 from logitsmatch.judge.golden_io import atomic_writer, dumps_json
 from logitsmatch.judge.results import Check, ComparisonResult, deepdiff_path
 
@@ -34,18 +35,39 @@ def verdict_line(result: ComparisonResult) -> str:
     summary = result.summary()
     logprobs = summary["logprobs"]
     parts = [f"{len(result.failed_checks)} of {len(result.checks)} checks failed"]
+    prompts = summary["requests_with_prompt_change"]
+    if prompts:
+        parts.append(f"prompt differs in {prompts} of {summary['requests_compared']} requests")
     diverged = summary["requests_with_token_divergence"]
     if diverged:
         parts.append(f"tokens diverge in {diverged} of {summary['requests_compared']} requests")
-    parts.append(
-        f"{logprobs['over_tolerance']} of {logprobs['compared']} compared logprobs over tolerance"
-        f" (max |delta| {_num(result.max_abs_delta)})"
-    )
+    parts.append(moved_text(result))
     if logprobs["not_comparable"]:
         parts.append(f"{logprobs['not_comparable']} not comparable")
     if result.structural_changes:
         parts.append(f"{len(result.structural_changes)} structural changes")
     return f"{result.verdict.upper()}: " + "; ".join(parts) + f" [{_policy_text(result)}]"
+
+
+def moved_text(result: ComparisonResult) -> str:
+    """What moved bitwise and what crossed the tolerance, e.g. "36 of 158 logprobs moved (max 4.8e-7,
+    1 ulp), none over tolerance"."""
+    over = result.n_over_tolerance
+    text = f"{result.n_moved} of {result.n_compared} logprobs moved"
+    if result.n_moved:
+        text += f" (max {short_number(result.max_abs_delta)}, {ulps_text(result.max_ulps)})"
+    return text + (f", {over} over tolerance" if over else ", none over tolerance")
+
+
+def short_number(value: float) -> str:
+    """Two significant digits for a summary, exponent unpadded: 4.8e-7, 0.0031, 0."""
+    text = f"{value:.2g}"
+    mantissa, _, exponent = text.partition("e")
+    return f"{mantissa}e{int(exponent)}" if exponent else text
+
+
+def ulps_text(ulps: int) -> str:
+    return f"{ulps} ulp" if ulps == 1 else f"{ulps} ulps"
 
 
 def _policy_text(result: ComparisonResult) -> str:
@@ -57,7 +79,8 @@ def _policy_text(result: ComparisonResult) -> str:
 
 
 def _num(value: float) -> str:
-    return f"{value:.6g}"
+    """The shortest text that reads back as the same float (Python's repr): nothing is rounded away."""
+    return repr(float(value))
 
 
 def _where(check: Check) -> str:
@@ -78,7 +101,8 @@ def _drift_rows(result: ComparisonResult, limit: int) -> list[tuple[str, ...]]:
             "generated" if drift.generated[row] else "prompt",
             _num(golden),
             _num(current),
-            f"{current - golden:+.3e}",
+            ("+" if current - golden >= 0 else "") + _num(current - golden),
+            str(int(drift.ulps[row])),
         ))
     return rows
 
@@ -86,31 +110,41 @@ def _drift_rows(result: ComparisonResult, limit: int) -> list[tuple[str, ...]]:
 def _request_rows(result: ComparisonResult, limit: int) -> list[tuple[str, ...]]:
     ranked = sorted(result.requests.values(), key=lambda r: (-r.max_abs_delta, -r.n_over))[:limit]
     return [
-        (r.request_id, "pass" if r.passed else "FAIL", str(r.n_compared), str(r.n_over),
+        (r.request_id, "pass" if r.passed else "FAIL", str(r.n_compared), str(r.n_moved), str(r.n_over),
          str(r.n_not_comparable), "-" if r.first_divergence is None else str(r.first_divergence),
-         _num(r.max_abs_delta), _num(r.mean_abs_delta), _num(r.p99_abs_delta))
+         _num(r.max_abs_delta), str(r.max_ulps), f"{r.mean_abs_delta:.3g}", f"{r.p99_abs_delta:.3g}")
         for r in ranked
     ]
 
 
 def _divergence_lines(result: ComparisonResult, limit: int) -> list[str]:
-    diverged = [r for r in result.requests.values() if r.first_divergence is not None]
+    """Per request: a changed prompt, or the first diverging token and the text around it."""
+    diverged = [r for r in result.requests.values() if r.first_divergence is not None or r.prompt_change]
     lines = []
     for r in diverged[:limit]:
+        if r.prompt_change:
+            lines.append(f"{deepdiff_path(r.request_id, 'input_prompt')}: prompt differs "
+                         f"({r.prompt_change['text']}); the outputs of request {r.request_id} are not compared")
+            continue
         first = next(c for c in r.token_changes if c["index"] == r.first_divergence)
         path = deepdiff_path(r.request_id, "generated_tokens", r.first_divergence)
         lines.append(f"{path}: first divergence of request {r.request_id} (golden {first['golden']}, "
                      f"current {first['current']}); {len(r.token_changes)} tokens changed")
-    return lines + _more(len(diverged), len(lines))
+        if r.divergence_text:
+            lines.append("  " + describe(r.divergence_text))
+    return lines + _more(len(diverged), min(len(diverged), limit))
 
 
 def _structural_text(change: dict) -> str:
     return f"{change['kind']} {change['path']}: {change['golden'] or 'absent'} -> {change['current'] or 'absent'}"
 
 
-_DRIFT_HEADER = ("path", "part", "golden", "current", "delta")
-_REQUEST_HEADER = ("request", "verdict", "compared", "over", "not comparable", "first divergence",
-                   "max |delta|", "mean |delta|", "p99 |delta|")
+def _drift_header(result: ComparisonResult) -> tuple[str, ...]:
+    return ("path", "part", "golden", "current", "delta", f"ulps ({result.ulp_width})")
+
+
+_REQUEST_HEADER = ("request", "verdict", "compared", "moved", "over", "not comparable", "first divergence",
+                   "max |delta|", "max ulps", "mean |delta|", "p99 |delta|")
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
@@ -138,11 +172,11 @@ def render_terminal(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str
     changes = result.structural_changes
     section(f"Structural changes ({len(changes)}):",
             [_structural_text(c) for c in changes[:limit]] + _more(len(changes), limit))
-    section("Token divergences:", _divergence_lines(result, limit))
+    section("Token divergences and changed prompts:", _divergence_lines(result, limit))
     if len(result.drift):
         shown = min(limit, len(result.drift))
         section(f"Largest logprob drifts (top {shown} of {len(result.drift)}):",
-                _table(_DRIFT_HEADER, _drift_rows(result, limit)) + _more(len(result.drift), shown))
+                _table(_drift_header(result), _drift_rows(result, limit)) + _more(len(result.drift), shown))
     if result.requests:
         shown = min(limit, len(result.requests))
         section(f"Requests by max |delta| (top {shown} of {len(result.requests)}):",
@@ -165,12 +199,14 @@ def render_markdown(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str
         "",
         f"`{_policy_text(result)}`",
         "",
-        *_md_table(("requests", "checks failed", "token divergences", "logprobs compared",
-                    "over tolerance", "not comparable", "max |delta|", "p99 |delta|"),
+        moved_text(result) + ".",
+        "",
+        *_md_table(("requests", "checks failed", "token divergences", "logprobs compared", "moved bitwise",
+                    "over tolerance", "not comparable", "max |delta|", "max ulps", "p99 |delta|"),
                    [(str(summary["requests_compared"]), f"{len(result.failed_checks)} / {len(result.checks)}",
-                     str(summary["requests_with_token_divergence"]), str(logprobs["compared"]),
+                     str(summary["requests_with_token_divergence"]), str(logprobs["compared"]), str(result.n_moved),
                      str(logprobs["over_tolerance"]), str(logprobs["not_comparable"]),
-                     _num(result.max_abs_delta), _num(result.p99_abs_delta))]),
+                     _num(result.max_abs_delta), str(result.max_ulps), _num(result.p99_abs_delta))]),
     ]
 
     def section(title: str, body: list[str]) -> None:
@@ -185,11 +221,13 @@ def render_markdown(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str
     changes = result.structural_changes
     section(f"Structural changes ({len(changes)})",
             [f"- `{_structural_text(c)}`" for c in changes[:limit]] + [f"- {m}" for m in _more(len(changes), limit)])
-    section("Token divergences", [f"- {line}" for line in _divergence_lines(result, limit)])
+    divergences = _divergence_lines(result, limit)
+    section("Token divergences and changed prompts",
+            [f"  - {line.strip()}" if line.startswith("  ") else f"- {line}" for line in divergences])
     if len(result.drift):
         shown = min(limit, len(result.drift))
         section(f"Largest logprob drifts (top {shown} of {len(result.drift)})",
-                _md_table(_DRIFT_HEADER, _drift_rows(result, limit))
+                _md_table(_drift_header(result), _drift_rows(result, limit))
                 + ["", *_more(len(result.drift), shown)])
     if result.requests:
         shown = min(limit, len(result.requests))
@@ -216,7 +254,10 @@ def render_junit(result: ComparisonResult) -> bytes:
         case = ET.SubElement(suite, "testcase", classname=classname, name=check.metric)
         message = _xml(check.message)
         if check.status == "fail":
-            ET.SubElement(case, "failure", message=message, type="drift").text = message
+            request = result.requests.get(check.request)
+            text = request.divergence_text if request is not None and check.metric == "generated_tokens" else None
+            body = message + ("\n" + _xml(describe(text)) if text else "")
+            ET.SubElement(case, "failure", message=message, type="drift").text = body
         elif check.status == "skip":
             ET.SubElement(case, "skipped", message=message)
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True)

@@ -50,18 +50,24 @@ class RequestResult:
     prompt_logprobs: int | None  # entries in the prompt part (prompt length - 1)
     n_compared: int
     n_over: int
+    n_moved: int  # compared values that differ bitwise, within tolerance or not
+    max_ulps: int
     n_not_comparable: int
     allowed_failures: int
     max_abs_delta: float
     mean_abs_delta: float
     p99_abs_delta: float
     changes: slice
+    prompt_change: dict | None = None  # {"golden_tokens", "current_tokens", "text"} when the prompts differ
+    divergence_text: dict | None = None  # from generated_text; judge.divergence.annotate decodes tokens else
 
     def stats(self) -> dict:
         return {
             "prompt_logprobs": self.prompt_logprobs,
             "compared": self.n_compared,
             "over_tolerance": self.n_over,
+            "moved": self.n_moved,
+            "max_ulps": self.max_ulps,
             "not_comparable": self.n_not_comparable,
             "allowed_failures": self.allowed_failures,
             "max_abs_delta": json_float(self.max_abs_delta),
@@ -79,6 +85,7 @@ class DriftTable:
     generated: np.ndarray  # False: prompt part, True: generated part
     golden: np.ndarray
     current: np.ndarray
+    ulps: np.ndarray  # distance in units in the last place (ComparisonResult.ulp_width)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -94,8 +101,9 @@ class DriftTable:
         golden, current, delta = (_json_floats(a) for a in (self.golden[rows], self.current[rows], self.delta(rows)))
         parts = np.where(self.generated[rows], "generated", "prompt").tolist()
         return [
-            {"path": f"{path_prefix}[{i}]", "index": i, "part": p, "golden": g, "current": c, "delta": d}
-            for i, p, g, c, d in zip(self.index[rows].tolist(), parts, golden, current, delta)
+            {"path": f"{path_prefix}[{i}]", "index": i, "part": p, "golden": g, "current": c, "delta": d, "ulps": u}
+            for i, p, g, c, d, u in zip(self.index[rows].tolist(), parts, golden, current, delta,
+                                        self.ulps[rows].tolist())
         ]
 
     def largest(self, limit: int) -> np.ndarray:
@@ -131,6 +139,9 @@ class ComparisonResult:
     drift: DriftTable
     n_compared: int
     n_not_comparable: int
+    n_moved: int
+    max_ulps: int
+    ulp_width: str  # "float32" or "float64": the width the ulps are counted in
     max_abs_delta: float
     mean_abs_delta: float
     p99_abs_delta: float
@@ -150,7 +161,7 @@ class ComparisonResult:
 
     @property
     def tokens_agree(self) -> bool:
-        return all(r.first_divergence is None for r in self.requests.values())
+        return all(r.first_divergence is None and r.prompt_change is None for r in self.requests.values())
 
     @property
     def first_divergences(self) -> dict[str, int | None]:
@@ -168,11 +179,15 @@ class ComparisonResult:
             "checks_failed": len(self.failed_checks),
             "tokens_agree": self.tokens_agree,
             "requests_with_token_divergence": len(diverged),
+            "requests_with_prompt_change": sum(r.prompt_change is not None for r in self.requests.values()),
             "token_changes": sum(len(r.token_changes) for r in self.requests.values()),
             "structural_changes": len(self.structural_changes),
             "logprobs": {
                 "compared": self.n_compared,
                 "over_tolerance": self.n_over_tolerance,
+                "moved": self.n_moved,
+                "max_ulps": self.max_ulps,
+                "ulp_width": self.ulp_width,
                 "not_comparable": self.n_not_comparable,
                 "max_abs_delta": json_float(self.max_abs_delta),
                 "mean_abs_delta": json_float(self.mean_abs_delta),
@@ -187,6 +202,10 @@ class ComparisonResult:
         return {
             "passed": r.passed,
             "first_token_divergence": r.first_divergence,
+            "first_divergence": None if r.first_divergence is None else {
+                "index": r.first_divergence, "path": deepdiff_path(rid, "generated_tokens", r.first_divergence),
+                "text": r.divergence_text},
+            "prompt_change": r.prompt_change,
             "token_changes": [{"path": f"{tokens}[{c['index']}]", **c} for c in r.token_changes],
             "logprob_changes": self.drift.rows(r.changes, deepdiff_path(rid, "logprobs")),
             "generated_text": text,

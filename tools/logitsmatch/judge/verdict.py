@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from logitsmatch.judge.compare import compare
+from logitsmatch.judge.divergence import annotate, suite_decoder
 from logitsmatch.judge.golden_io import load_golden
 from logitsmatch.judge.policy import Policy
 from logitsmatch.judge.report import render_terminal, write_reports
 from logitsmatch.log import logger
-from logitsmatch.paths import report_paths
+from logitsmatch.paths import project_root, report_paths
 
 
 def policy_for(suite) -> Policy:
@@ -57,7 +58,9 @@ def judge_against_golden(suite, result_path: Path, golden_path: Path, toolchain:
         logger.info(f"FAIL: no golden for this suite, platform and toolchain: {golden_path}")
         logger.info(f"record one from this result with: nox -s record -- {toolchain} {suite.name}")
         return False
-    result = compare(load_golden(golden_path), load_golden(result_path), policy_for(suite))
+    golden, current = load_golden(golden_path), load_golden(result_path)
+    result = compare(golden, current, policy_for(suite))
+    annotate(result, golden, current, suite_decoder(suite, project_root()))
     with_hardware(result, golden_path, result_path)
     reports = report_paths(result_path)
     write_reports(result, json_path=reports["json"], markdown_path=reports["markdown"], junit_path=reports["junit"])

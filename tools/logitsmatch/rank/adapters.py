@@ -82,6 +82,7 @@ class _Adapter:
 
     def __init__(self):
         self.decisions: dict = {}  # what this adapter passed to megatron-core (recorded in provenance)
+        self.configs: dict = {}  # the inference config objects it built, whole (recorded in the inputs)
 
     def record(self, what: str, kwargs: dict) -> dict:
         self.decisions[what] = {key: value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
@@ -89,7 +90,10 @@ class _Adapter:
         return kwargs
 
     def describe(self) -> dict:
-        return {"adapter": type(self).__name__, "decisions": self.decisions}
+        from logitsmatch.rank.config_record import dataclass_record
+
+        return {"adapter": type(self).__name__, "decisions": self.decisions,
+                "configs": {name: dataclass_record(config) for name, config in self.configs.items()}}
 
     # --- distributed -------------------------------------------------------------
     def init_distributed(self, plan: dict) -> None:
@@ -150,14 +154,8 @@ class _Adapter:
     def sampling_params(self, sampling: dict, engine):
         from megatron.core.inference.sampling_params import SamplingParams
 
-        return SamplingParams(
-            temperature=sampling["temperature"],
-            top_k=sampling["top_k"],
-            top_p=sampling["top_p"],
-            return_log_probs=sampling["return_log_probs"],
-            num_tokens_to_generate=sampling["num_tokens_to_generate"],
-            **self.termination_kwargs(engine),
-        )
+        fields = ("temperature", "top_k", "top_p", "return_log_probs", "num_tokens_to_generate")
+        return SamplingParams(**{name: sampling[name] for name in fields}, **self.termination_kwargs(engine))
 
     def termination_kwargs(self, engine) -> dict:
         """From 0.16 the end-of-document id travels with each request's sampling params."""
@@ -248,20 +246,17 @@ class Mcore016(_Adapter):
 
     def context_kwargs(self, model, plan: dict) -> dict:
         arch, inference = plan["architecture"], plan["inference"]
+        from_plan = ("max_sequence_length", "buffer_size_gb", "max_tokens", "block_size_tokens", "use_flashinfer_fused_rope")
         return dict(
             params_dtype=model.config.params_dtype,
             num_layers=arch["num_layers"] // plan["parallel"]["pipeline"],
             kv_channels=arch["kv_channels"],
             num_attention_heads=arch["num_query_groups"],
-            max_sequence_length=inference["max_sequence_length"],
-            buffer_size_gb=inference["buffer_size_gb"],
-            max_tokens=inference["max_tokens"],
-            block_size_tokens=inference["block_size_tokens"],
             tensor_model_parallel_size=plan["parallel"]["tensor"],
             materialize_only_last_token_logits=not plan["sampling"]["return_log_probs"],
-            use_flashinfer_fused_rope=inference["use_flashinfer_fused_rope"],
             unified_memory_level=0,
             max_requests=inference.get("context_max_requests"),
+            **{name: inference[name] for name in from_plan},
         )
 
     def build_context(self, model, plan: dict):
@@ -287,6 +282,7 @@ class Mcore016(_Adapter):
             inference_max_requests=plan["inference"]["max_requests"],
             inference_max_seq_length=plan["inference"]["max_sequence_length"],
         )
+        self.configs["inference_wrapper_config"] = config
         return GPTInferenceWrapper(model, config, context)
 
     def make_engine(self, controller, context, plan: dict):
@@ -429,6 +425,7 @@ class Mcore017(_Adapter):
             unified_memory_level=0,
             max_requests=inference.get("context_max_requests"),
         )))
+        self.configs["inference_config"] = config
         return DynamicInferenceContext(model.config, config)
 
     def build_wrapper(self, model, context, plan: dict):

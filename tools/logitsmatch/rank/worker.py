@@ -153,6 +153,7 @@ def run(plan: dict, run_dir: RunDir) -> None:
 
     from logitsmatch.rank import adapters
     from logitsmatch.rank.checkpoint import load_model_weights
+    from logitsmatch.rank.config_record import dataclass_record
     from logitsmatch.rank.model_builder import build_gpt_model
     from logitsmatch.rank.request_intake import gather_served_by
 
@@ -197,7 +198,8 @@ def run(plan: dict, run_dir: RunDir) -> None:
         run_dir.write_stand_ins(standins)
     # What this rank computes with, beyond the plan: what `explain` compares between two runs.
     run_dir.write_inputs(rank, {"rank": rank, "weights": weights, "hardware": hardware.probe(),
-                                "megatron_core": adapters.megatron_identity(), **adapter.describe()})
+                                "megatron_core": adapters.megatron_identity(), **adapter.describe(),
+                                "transformer_config": dataclass_record(model.config)})
 
     with torch.inference_mode():
         results = asyncio.run(serve(adapter, engine, plan, run_dir, recorder, rank))

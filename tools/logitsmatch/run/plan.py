@@ -286,12 +286,25 @@ def moe_plan(args: dict, arch: dict, decision) -> dict | None:
 DENSE_LAYOUTS = "tp8,pp8,tp2pp2dp2,dp8,tp1"
 
 
-def default_invariance_layouts(suite: Suite, project: Path) -> str:
-    """The layouts ``logitsmatch invariance`` compares unless told: the family's for a dense model;
-    a MoE model's own layout and one rank (experts cannot re-split freely)."""
-    if load_architecture(project, suite.synthetic_model).get("num_experts"):
-        return f"{layouts.of_suite(suite.model_args, suite.world_size, suite.name).name},tp1"
-    return DENSE_LAYOUTS
+def default_invariance_layouts(suite: Suite, project: Path) -> tuple[str, dict[str, str]]:
+    """The layouts ``logitsmatch invariance`` compares unless told, and those left out with why: of the family's
+    (a dense model) or the model's own layout and one rank (MoE: experts cannot re-split freely), the ones the
+    suite's architecture can take (the tiny sibling's 2 layers cannot make 8 pipeline stages)."""
+    arch = load_architecture(project, suite.synthetic_model)
+    if arch.get("num_experts"):
+        candidates = f"{layouts.of_suite(suite.model_args, suite.world_size, suite.name).name},tp1"
+    else:
+        candidates = DENSE_LAYOUTS
+    fit, left_out = [], {}
+    for name in candidates.split(","):
+        layout = layouts.parse(name)
+        try:
+            layout.check(arch, f"suite {suite.name}")
+        except BadInput as exc:
+            left_out[name] = str(exc).split(f"layout {layout.name}: ", 1)[-1]
+            continue
+        fit.append(name)
+    return ",".join(fit), left_out
 
 
 CAPTURE_VALUE_BUDGET_BYTES = 200_000_000  # values kept per run (docs/capture_format.md)

@@ -422,3 +422,30 @@ def get_platform(
     if installed is None:
         installed = installed_gpu_packages() if probe else platform.installed
     return platform.configured(installed=frozenset(installed), gpu_count=gpu_count)
+
+
+def add_platform_option(parser, what: str) -> None:
+    """The one ``--platform`` every subcommand takes: a profile name, detected when not given."""
+    parser.add_argument("--platform", default=None, metavar="{" + ",".join(PLATFORMS) + "}",
+                        help=f"platform {what} (default: detected)")
+
+
+def listed_gpus() -> list[str]:
+    """The GPU names ``nvidia-smi -L`` lists: the harness's torch-free view of this machine's devices."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return []
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    if listed.returncode != 0:
+        return []
+    return [line.split(": ", 1)[1].split(" (UUID")[0] for line in listed.stdout.splitlines() if line.startswith("GPU ")]
+
+
+def harness_platform(name: str | None) -> str:
+    """``--platform`` of a harness command (record, matrix, compare-toolchains): as given, or detected from
+    nvidia-smi as ``run`` detects it from torch."""
+    if name is not None and name not in PLATFORMS:
+        raise BadInput(f"unknown platform {name!r} (known: {', '.join(PLATFORMS)})")
+    return name or detect_platform_name(listed_gpus())
