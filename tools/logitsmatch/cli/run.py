@@ -221,7 +221,7 @@ def describe_schedule(schedule: dict) -> str:
     if not schedule["engine"]:
         return (f"schedule forward: GPTModel forward (training path, no engine) over prompt + generated tokens of "
                 f"{schedule['reference']['source']}")
-    text = f"schedule {name}: {submitted} requests submitted " + (
+    text = f"schedule {name}: {submitted} request{'s' if submitted != 1 else ''} submitted " + (
         "one at a time, each after the previous finished" if schedule["one_at_a_time"] else "together")
     if schedule.get("mixed"):
         text += (f" ({submitted - sum(1 for item in schedule['submit'] if item['request_id'] is not None)} extra prompts "
