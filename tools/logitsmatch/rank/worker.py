@@ -153,7 +153,6 @@ def run(plan: dict, run_dir: RunDir) -> None:
 
     from logitsmatch.rank import adapters
     from logitsmatch.rank.checkpoint import load_model_weights
-    from logitsmatch.rank.config_record import dataclass_record
     from logitsmatch.rank.model_builder import build_gpt_model
     from logitsmatch.rank.request_intake import gather_served_by
 
@@ -196,10 +195,7 @@ def run(plan: dict, run_dir: RunDir) -> None:
     standins += adapter.report_when_listening(engine, lambda: run_dir.mark_listening(rank))
     if rank == 0:
         run_dir.write_stand_ins(standins)
-    # What this rank computes with, beyond the plan: what `explain` compares between two runs.
-    run_dir.write_inputs(rank, {"rank": rank, "weights": weights, "hardware": hardware.probe(),
-                                "megatron_core": adapters.megatron_identity(), **adapter.describe(),
-                                "transformer_config": dataclass_record(model.config)})
+    run_dir.write_inputs(rank, rank_inputs(rank, weights, adapter, model))
 
     with torch.inference_mode():
         results = asyncio.run(serve(adapter, engine, plan, run_dir, recorder, rank))
@@ -214,19 +210,26 @@ def run(plan: dict, run_dir: RunDir) -> None:
     adapter.destroy_distributed()
 
 
+def rank_inputs(rank: int, weights: dict, adapter, model) -> dict:
+    """What this rank computes with, beyond the plan: what `explain` compares between two runs."""
+    from logitsmatch.rank import adapters
+    from logitsmatch.rank.config_record import dataclass_record
+
+    return {"rank": rank, "weights": weights, "hardware": hardware.probe(), "megatron_core": adapters.megatron_identity(),
+            **adapter.describe(), "transformer_config": dataclass_record(model.config)}
+
+
 def forward_only(model, tokenizer, plan: dict, run_dir: RunDir, recorder: PhaseRecorder, rank: int, standins: list[str],
                  weights: dict, adapter, capture) -> None:
     """The ``forward`` schedule (rank.schedules): no engine, no coordinator; the same files as an engine run."""
     import torch
 
-    from logitsmatch.rank import adapters
     from logitsmatch.rank.schedules import run_forward
 
     if rank == 0:
         run_dir.write_stand_ins(standins)
         run_dir.write_network({"coordinator": None, "bind_host": plan["network"]["bind_host"], "coordinator_pid": None})
-    run_dir.write_inputs(rank, {"rank": rank, "weights": weights, "hardware": hardware.probe(),
-                                "megatron_core": adapters.megatron_identity(), **adapter.describe()})
+    run_dir.write_inputs(rank, rank_inputs(rank, weights, adapter, model))
     recorder.enter("decode")
     with torch.inference_mode():
         results = run_forward(model, tokenizer, plan, rank)
