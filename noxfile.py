@@ -103,3 +103,13 @@ def explain(session):
     [SUITE ...] [--source PACKAGE=GITDIR] [--json PATH] [--markdown PATH] [--mode deterministic|megatron|approximate]
     (SPEC: a registry version, a local wheel, a local source directory or GITDIR@REF)."""
     support.run_explain(session)
+
+
+@nox.session
+def fanout(session):
+    """One job per (toolchain, suite) on Slurm or here (submitit), then collect and the drift matrix.
+
+    nox -s fanout -- [--tag TAG | --toolchain T ...] [SUITE ...] --executor slurm|local [--partition P]
+    [--results DIR] [--slurm-option KEY=VALUE ...]; each toolchain's venv is built once, by a build job its suite
+    jobs depend on."""
+    support.run_fanout(session)

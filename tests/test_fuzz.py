@@ -3,7 +3,10 @@
 Each case runs ``python -m logitsmatch ...`` as a user would. None of them
 starts ranks: every problem is caught before the launch. A short hypothesis
 run of the fuzz campaign (benchmarks/fuzz_campaign.py, which does >= 1,000
-inputs) checks the same promise over generated files.
+inputs) checks the same promise over generated files, and the hostile cases
+(tests/support/fuzz.py: hostile_cases) replay every subcommand's file inputs
+as separate processes: special files, huge and deep inputs, duplicate keys,
+surrogates, binary YAML, path-like names (LOGITSMATCH_FUZZ_SEED replays one).
 """
 
 from __future__ import annotations
@@ -137,7 +140,7 @@ def test_unknown_suite_and_toolchain(tmp_path, toolchain):
         ("logitsmatch.yaml", "timeout_s: 300", "timeout_s: .inf", "timeout_s must be a positive number"),
         ("logitsmatch.yaml", "  seed: 1234", "  seed: [1]", "seed must be an integer"),
         ("logitsmatch.yaml", "tokenizer_model: model_configs/tokenizer/logitsmatch-bpe-2048.vocab.json",
-         "tokenizer_model: model_configs", "Is a directory"),
+         "tokenizer_model: model_configs", "is a directory"),
     ],
     ids=["bad YAML", "unknown flag", "wrong-type value", "zero TP", "env var name", "unsafe YAML tag",
          "NaN timeout", "inf timeout", "seed type", "tokenizer is a dir"],
@@ -217,7 +220,7 @@ def test_tokenizer_model_that_is_a_directory(tmp_path, toolchain):
     completed = run_logitsmatch("run", TINY_SUITE, "--toolchain", toolchain, "--checkpoint",
                                 str(fake_checkpoint(tmp_path / "ckpt")), "--tokenizer-model", str(tmp_path),
                                 env={"LOGITSMATCH_RESULTS": str(tmp_path / "r")})
-    assert_one_line(completed, 2, "Is a directory")
+    assert_one_line(completed, 2, "is a directory")
 
 
 # --- generated input (the campaign, small) -------------------------------------------------------
@@ -239,6 +242,38 @@ def test_generated_suite_folders_never_escape_the_cli(tmp_path):
         tally.tracebacks + tally.multiline + tally.undocumented
     )[:3]
     assert goldens_digest() == before
+
+
+ISSUE_CASES = [  # every hostile input issue 17 found, by the case that replays it
+    "compare: golden is a FIFO", "compare: golden is a /dev/zero link", "make-vocab: --corpus is a FIFO",
+    "compare: a lone surrogate in generated_text, every report",
+    "matrix: a fresh checkout (--source results, nothing there)",
+    "matrix: without matplotlib", "matrix: --out at an existing file", "localize: a bad rank file name",
+    "localize: a list record", "localize: a record without name", "localize: a garbage .npz",
+    "localize: --markdown into a missing folder", "make-vocab: --output is a folder",
+    "run: logitsmatch.yaml with binary",
+    "compare: --metrics ,", "compare: routing_indices holding strings", "compare: an expert id of 1.5",
+    "compare: a logprob true", "compare: --json GOLDEN (the report over an input)",
+    "compare: reports with the umask's mode", "record: --platform mars",
+    "localize: unaligned captures (one-sided module, shape and dtype mismatch), every report",
+]
+
+
+def test_hostile_inputs_to_every_subcommand_end_in_the_exit_code_contract(tmp_path):
+    """Each case its own process, 10 s at most: no traceback, no hang, a contract code (never 70, never 1 for a bad
+    input), inputs byte-identical, outputs with the umask's mode. LOGITSMATCH_FUZZ_SEED replays a run."""
+    seed = campaign.fuzz_seed()
+    cases = campaign.hostile_cases(tmp_path / "cases", seed, generated=30)
+    names = [case.name for case in cases]
+    assert set(ISSUE_CASES) <= set(names), sorted(set(ISSUE_CASES) - set(names))
+    assert any(name.startswith("run: suite name '../") for name in names)
+    assert {name.split(":")[0] for name in names} >= {"compare", "compare-toolchains", "record", "matrix", "localize",
+                                                       "make-vocab", "run", "invariance", "explain", "determinism",
+                                                       "collect"}
+    outcomes = campaign.run_cases(cases, tmp_path / "cases", seed)
+    failures = [f"{o.case.name}: {'; '.join(o.problems)} | {o.case.argv} | {o.stderr[-200:]!r}"
+                for o in outcomes if o.problems]
+    assert not failures, f"LOGITSMATCH_FUZZ_SEED={seed}: {len(failures)} of {len(cases)} cases:\n" + "\n".join(failures)
 
 
 def test_yaml_and_torch_loading_are_safe():

@@ -104,6 +104,7 @@ def test_compare_names_both_classes_when_a_result_comes_from_other_hardware(tmp_
     strict = run_logitsmatch("compare", str(golden), str(intel), "--mode", "deterministic")
     assert "cannot be told apart from hardware drift" in strict.stdout
     same = run_logitsmatch("compare", str(golden), str(_with_sidecar(tmp_path, "same", golden_file(TINY_SUITE), None)),
-                           "--json", str(tmp_path / "same.json"))
+                           "--json", str(tmp_path / "same-report.json"))  # same.json is the input itself
+    assert same.returncode == 0, same.stderr
     assert "bitwise agreement is not expected" not in same.stdout
-    assert json.loads((tmp_path / "same.json").read_text())["hardware"]["same_class"] is True
+    assert json.loads((tmp_path / "same-report.json").read_text())["hardware"]["same_class"] is True

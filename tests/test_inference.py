@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from logitsmatch.errors import EXIT_DRIFT
 from logitsmatch.toolchains import load_toolchains
 from support import DEFAULT_TOOLCHAIN, PROJECT, PYPROJECT, TINY_SUITE, VOCAB, golden_file, run_logitsmatch
 
@@ -115,7 +116,7 @@ def test_a_run_that_lost_requests_fails_the_main_jobs_verdict(tiny_run, tmp_path
     lost = tmp_path / "result.json"
     lost.write_text(json.dumps({"0": current["0"]}))
     suite = load_suite(PROJECT, TINY_SUITE)
-    assert judge_against_golden(suite, lost, GOLDEN, DEFAULT_TOOLCHAIN) is False
+    assert judge_against_golden(suite, lost, GOLDEN, DEFAULT_TOOLCHAIN) == EXIT_DRIFT
     out = capsys.readouterr().out
     assert out.startswith("[logitsmatch] golden:") or "FAIL" in out
     assert "current lacks 3 golden request id(s): 1, 2, 3" in out

@@ -178,6 +178,15 @@ def test_difference_no_requests_and_bad_run_values_are_bad_input(megatron):
         compare(odd.golden, odd.current, Policy())
 
 
+def test_difference_nothing_to_check_is_bad_input(megatron):
+    """No metric selected: Megatron's verdict at this commit is a pass that checked nothing; ours is bad input."""
+    for name in ("no metrics at all", "lost request, no metrics"):
+        case = DIFFERENCES[name]
+        assert megatron_passes(megatron, case) is True
+        with pytest.raises(BadInput, match="nothing to check: no metrics selected"):
+            compare(case.golden, case.current, Policy(metrics=list(case.metrics)))
+
+
 # --- Megatron's own goldens and real drift ----------------------------------------------------------
 
 

@@ -116,8 +116,21 @@ def test_a_suite_the_release_cannot_run_does_not_fail_the_main_job_but_a_failing
     nox_support.run_suites(session, "py3.11-torch2.13.0-mcore0.15.3")
     assert [run[2] for run in session.runs] == [pp8, dp8]
     assert any("not run" in line and pp8 in line for line in session.logs)
-    with pytest.raises(RuntimeError, match=f"failed suites: {dp8}"):
+    with pytest.raises(RuntimeError, match=f"drift: {dp8}"):
         nox_support.run_suites(FakeSession([pp8, dp8], outcomes={pp8: 4, dp8: 1}), "py3.11-torch2.13.0-mcore0.15.3")
+
+
+def test_the_session_summary_names_each_outcome_by_its_exit_code_no_golden_apart_from_drift(built):
+    from logitsmatch.devtools import nox_support
+
+    tp8, dp8, pp8 = TINY_SUITE, "gpt_dynamic_inference_tp1_pp1_dp8_tiny_logitsmatch_zmq", \
+        "gpt_dynamic_inference_tp1_pp8_dp1_tiny_logitsmatch_zmq"
+    session = FakeSession([tp8, dp8, pp8], outcomes={tp8: 5, dp8: 1, pp8: 70})
+    with pytest.raises(RuntimeError) as failed:
+        nox_support.run_suites(session, DEFAULT_TOOLCHAIN)
+    message = str(failed.value)
+    assert f"NO GOLDEN: {tp8}" in message and f"drift: {dp8}" in message and f"internal error: {pp8}" in message
+    assert f"nox -s record -- {DEFAULT_TOOLCHAIN} {tp8}" in message
 
 
 def test_matrix_session_selects_toolchains_by_tag_and_tabulates_goldens_without_running(built):
@@ -172,6 +185,24 @@ def test_matrix_and_record_run_what_has_no_fresh_result_in_the_toolchains_venv(t
     assert failing.runs == [] and len(ran) == 3  # nothing recorded from a failed run
 
 
+def test_record_from_a_collected_tree_runs_nothing_and_records_the_suites_it_holds(tmp_path, monkeypatch):
+    from logitsmatch.devtools import nox_support
+    from logitsmatch.run import freshness
+
+    monkeypatch.setattr(freshness.subprocess, "run", lambda *a, **k: pytest.fail("record --from must run nothing"))
+    monkeypatch.setattr(nox_support, "install_harness", lambda session, *extras: None)
+    held = tmp_path / "collected" / TINY_SUITE / "cpu" / DEFAULT_TOOLCHAIN / "x86_64-amd-avx2-mkl"
+    held.mkdir(parents=True)
+    (held / "result.json").write_text("{}")
+    record = FakeSession([DEFAULT_TOOLCHAIN, "--from", str(tmp_path / "collected"), "--only-failing"])
+    nox_support.run_record(record)
+    assert record.runs == [("logitsmatch", "record", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN,
+                            f"--from={tmp_path / 'collected'}", "--only-failing")]
+    empty = FakeSession(["py3.12-torch2.14.1-mcore0.19.2", "--from", str(tmp_path / "collected")])
+    with pytest.raises(RuntimeError, match="holds no collected result"):
+        nox_support.run_record(empty)
+
+
 BAD_ARGUMENTS = [  # session, its words after --, what the error says, how its usage line starts
     ("run_suites", ["--frob"], "unrecognized arguments: --frob", r"\[--platform P\]"),
     ("run_suites", ["nope"], "unknown suite 'nope'", r"\[--platform P\]"),
@@ -180,7 +211,7 @@ BAD_ARGUMENTS = [  # session, its words after --, what the error says, how its u
     ("run_record", ["py2"], "unknown toolchain 'py2'", "TOOLCHAIN"),
     ("run_record", [DEFAULT_TOOLCHAIN, "--frob"], "unrecognized arguments: --frob", "TOOLCHAIN"),
     ("run_matrix", ["--tag"], "argument --tag: expected one argument", r"\[--tag TAG\]"),
-    ("run_matrix", ["--source", "nope"], "argument --source: invalid choice: 'nope'", r"\[--tag TAG\]"),
+    ("run_matrix", ["--source", "nope"], "argument --source: 'nope' is not auto, results, goldens", r"\[--tag TAG\]"),
     ("run_matrix", ["--baseline", "py2"], "baseline 'py2' is not among the selected toolchains", r"\[--tag TAG\]"),
     ("run_invariance", [], "the following arguments are required: SUITE", r"\[--toolchain T\]"),
     ("run_invariance", [TINY_SUITE, "--toolchain", "py2"], "unknown toolchain 'py2'", r"\[--toolchain T\]"),

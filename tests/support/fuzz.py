@@ -240,8 +240,9 @@ FEATURES = {
 }
 
 
-class WouldLaunch(Exception):
-    """The suite passed every check; the ranks would start now."""
+class WouldLaunch(BaseException):
+    """The suite passed every check; the ranks would start now (a BaseException: it must pass the CLI's
+    internal-error handler, as KeyboardInterrupt does)."""
 
 
 # --- the compare campaign ----------------------------------------------------------------------
@@ -439,3 +440,458 @@ def replay_in_subprocesses(count: int, work: Path, seed: int) -> Tally:
 
     _seeded(one, seed)()
     return tally
+
+
+# --- hostile file inputs for every subcommand, each in its own process ----------------------------
+#
+# Every case is a real `python -m logitsmatch ...` process (10 s limit) under a chosen umask, with
+# crash logs kept in the case's own state folder. A case passes when stderr holds no traceback, the
+# process ends in time with a code it may end with (never 70, the internal-error code: a crash), a bad
+# input is one stderr line, every input file is byte-identical afterwards and every output it made has
+# the umask's mode. ``hostile_cases`` names every case of issue 17 and adds generated ones from a seed.
+
+CASE_TIMEOUT_S = 10
+BAD = frozenset({2})
+VERDICT = frozenset({0, 1})
+CRASH = 70  # logitsmatch.errors.ExitCode.INTERNAL
+
+
+def fuzz_seed() -> int:
+    """LOGITSMATCH_FUZZ_SEED, else a fresh one (printed with every failure, so a failure can be replayed)."""
+    import random
+
+    text = os.environ.get("LOGITSMATCH_FUZZ_SEED")
+    return int(text) if text else random.SystemRandom().randrange(2**32)
+
+
+class Case:
+    """One command line over prepared files: what it may exit with, what it must leave unchanged or create."""
+
+    def __init__(self, name: str, argv: list[str], expect: frozenset[int], inputs=(), outputs=(), fragment=None,
+                 env=None):
+        self.name, self.argv, self.expect, self.fragment = name, [str(a) for a in argv], expect, fragment
+        self.inputs, self.outputs, self.env = [Path(p) for p in inputs], [Path(p) for p in outputs], env or {}
+
+
+class Outcome:
+    def __init__(self, case: Case, code: int | None, seconds: float, stderr: str, problems: list[str]):
+        self.case, self.code, self.seconds, self.stderr, self.problems = case, code, seconds, stderr, problems
+
+    @property
+    def hang(self) -> bool:
+        return self.code is None
+
+    @property
+    def traceback(self) -> bool:
+        return "Traceback" in self.stderr
+
+    @property
+    def crash_as_drift(self) -> bool:
+        """Exit 1 where the input is bad: what CI would read as numerical drift."""
+        return self.code == 1 and 1 not in self.case.expect
+
+
+def _fingerprint(path: Path):
+    """What must not change: a regular file's bytes, else the kind of thing the path is."""
+    import hashlib
+    import stat as stat_module
+
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat_module.S_ISREG(info.st_mode):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    return stat_module.S_IFMT(info.st_mode), os.readlink(path) if stat_module.S_ISLNK(info.st_mode) else None
+
+
+def run_case(case: Case, work: Path, umask: int) -> Outcome:
+    import time
+
+    state = work / "state"
+    pythonpath = os.pathsep.join(filter(None, [str(PROJECT / "tools"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": pythonpath,
+           "XDG_STATE_HOME": str(state), "LOGITSMATCH_CACHE": str(work / "cache"), "LOGITSMATCH_ROOT": str(PROJECT),
+           **case.env}
+    before = {path: _fingerprint(path) for path in case.inputs}
+    existed = {path for path in case.outputs if path.exists()}
+    started = time.monotonic()
+    try:
+        completed = subprocess.run([sys.executable, "-m", "logitsmatch", *case.argv], capture_output=True, text=True,
+                                   errors="backslashreplace", env=env, cwd=work, stdin=subprocess.DEVNULL,
+                                   timeout=CASE_TIMEOUT_S, preexec_fn=lambda: os.umask(umask))
+        code, stderr = completed.returncode, completed.stderr
+    except subprocess.TimeoutExpired as exc:
+        code = None
+        stderr = exc.stderr.decode(errors="backslashreplace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+    seconds = time.monotonic() - started
+    problems = []
+    if code is None:
+        problems.append(f"no exit within {CASE_TIMEOUT_S} s (a hang)")
+    elif code == CRASH or code not in case.expect:
+        problems.append(f"exit {code}, expected {sorted(case.expect)}")
+    if "Traceback" in stderr:
+        problems.append("a traceback on stderr")
+    lines = stderr.strip().splitlines()
+    if lines and lines[0].startswith("usage:"):  # argparse: its usage, then one error line
+        lines = lines[-1:]
+    if code == 2 and len(lines) != 1:
+        problems.append(f"{len(lines)} stderr lines for a bad input")
+    if code == 2 and case.fragment and not any(case.fragment in line for line in lines):
+        problems.append(f"stderr lacks {case.fragment!r}")
+    crash_logs = list(state.glob("logitsmatch/crash-*.log")) if state.is_dir() else []
+    if crash_logs:
+        problems.append(f"crash log {crash_logs[0].name}: {crash_logs[0].read_text()[-300:]!r}")
+        shutil.rmtree(state, ignore_errors=True)
+    for path, fingerprint in before.items():
+        if _fingerprint(path) != fingerprint:
+            problems.append(f"input {path.name} changed")
+    for path in case.outputs:
+        if path.is_file() and not path.is_symlink() and path not in existed:
+            mode = path.stat().st_mode & 0o777
+            if mode != 0o666 & ~umask:
+                problems.append(f"output {path.name} has mode {mode:o}, umask {umask:03o} gives {0o666 & ~umask:o}")
+    return Outcome(case, code, seconds, stderr[-600:], problems)
+
+
+def _json(path: Path, doc) -> Path:
+    path.write_text(json.dumps(doc, allow_nan=True))
+    return path
+
+
+def _special_files(folder: Path) -> dict[str, Path]:
+    """A FIFO, a link to /dev/zero and a folder, where a regular file is expected."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fifo, zero, directory = folder / "fifo.json", folder / "zero.json", folder / "dir.json"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    if not zero.is_symlink():
+        zero.symlink_to("/dev/zero")
+    directory.mkdir(exist_ok=True)
+    return {"FIFO": fifo, "/dev/zero link": zero, "directory": directory}
+
+
+def _with(base: dict, change) -> dict:
+    doc = copy.deepcopy(base)
+    change(doc)
+    return doc
+
+
+def _capture(folder: Path, outputs: list[tuple[str, list, str]]) -> Path:
+    """A capture as `run --capture` writes it: rank 0's steps, module outputs and their values."""
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    lines = [{"kind": "header", "format": 1, "rank": 0, "decode_steps": 0, "values": True},
+             {"kind": "step", "step": 0, "active_tokens": 4, "valid_ids_sha256": "ids", "padded_tokens": 8}]
+    arrays = {}
+    for order, (name, shape, dtype) in enumerate(outputs):
+        key = f"v{order}"
+        arrays[key] = np.full(shape, 0.5 + order, dtype=np.float32)
+        lines.append({"kind": "output", "step": 0, "order": order, "name": name, "output": "0", "shape": shape,
+                      "valid_shape": shape, "dtype": dtype, "sha256": name, "valid_sha256": f"{name}{shape}{dtype}",
+                      "values": key})
+    (folder / "rank-0.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    np.savez(folder / "rank-0.npz", **arrays)
+    return folder
+
+
+def hostile_cases(work: Path, seed: int, generated: int = 40) -> list[Case]:
+    """Every hostile input of issue 17 for each subcommand that reads files, plus ``generated`` seeded ones."""
+    import random
+
+    rng = random.Random(seed)
+    work.mkdir(parents=True, exist_ok=True)
+    special = _special_files(work / "special")
+    golden_doc = json.loads(GOLDEN.read_text())
+    golden = work / "golden.json"
+    golden.write_bytes(GOLDEN.read_bytes())
+    out = work / "out"
+    out.mkdir(exist_ok=True)
+    cases: list[Case] = []
+
+    def compare(name, current_doc_or_path, expect=BAD, fragment=None, extra=(), outputs=()):
+        current = current_doc_or_path if isinstance(current_doc_or_path, Path) else \
+            _json(work / f"current-{len(cases)}.json", current_doc_or_path)
+        cases.append(Case(f"compare: {name}", ["compare", golden, current, *extra], expect, [golden, current],
+                          outputs, fragment))
+
+    # compare: special files on either side, the size cap, and what a parser would get wrong
+    for kind, path in special.items():
+        cases.append(Case(f"compare: golden is a {kind}", ["compare", path, golden], BAD, [golden, path], (),
+                          "expected a regular file"))
+        cases.append(Case(f"compare: current is a {kind}", ["compare", golden, path], BAD, [golden, path]))
+    cases.append(Case("compare: a golden over --max-input-bytes",
+                      ["compare", golden, golden, "--max-input-bytes", "1K"],
+                      BAD, [golden], (), "over the input limit"))
+    compare("a logprob true", _with(golden_doc, lambda d: d["0"]["logprobs"].__setitem__(3, True)), fragment="boolean")
+    compare("a logprob as text", _with(golden_doc, lambda d: d["0"]["logprobs"].__setitem__(3, "-1.5")),
+            fragment="root['0']['logprobs'][3]")
+    compare("a negative token id", _with(golden_doc, lambda d: d["1"]["generated_tokens"].__setitem__(2, -4)),
+            fragment="non-negative")
+    compare("a boolean token id", _with(golden_doc, lambda d: d["1"]["generated_tokens"].__setitem__(2, False)))
+    compare("an expert id of 1.5", _with(golden_doc, lambda d: d["0"].update(routing_indices=[[[1, 1.5]]])),
+            fragment="root['0']['routing_indices'][0][0][1]")
+    compare("routing_indices holding strings", _with(golden_doc, lambda d: d["0"].update(routing_indices=[[["3"]]])))
+    compare("a negative expert id", _with(golden_doc, lambda d: d["0"].update(routing_indices=[[[0, -1]]])))
+    duplicate = work / "duplicate.json"
+    text = json.dumps(golden_doc)
+    duplicate.write_text(text[:-1] + ', "2": ' + json.dumps(golden_doc["2"]) + "}")
+    compare("a duplicate request id", duplicate, fragment="request id '2' appears twice")
+    inner_duplicate = work / "inner_duplicate.json"
+    inner_duplicate.write_text(text.replace('"generated_tokens":', '"logprobs": [], "generated_tokens":', 1))
+    compare("a duplicate key inside a request", inner_duplicate, fragment="appears twice")
+    double = work / "double.json"
+    double.write_text(json.dumps(text))
+    compare("a double-encoded file (as Megatron writes some)", double, expect=frozenset({0}))
+    deep = work / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    compare("100000 nested lists", deep)
+    deep_object = work / "deep_object.json"
+    deep_object.write_text('{"0": ' * 5000 + "1" + "}" * 5000)
+    compare("5000 nested objects", deep_object)
+    infinite = work / "inf.json"
+    infinite.write_text(text.replace(json.dumps(golden_doc["0"]["logprobs"][3]), "1e999", 1))
+    compare("a logprob of 1e999 (inf)", infinite, expect=frozenset({1}))
+    truncated = work / "truncated.json"
+    truncated.write_text(text[: len(text) // 2])
+    compare("a truncated file", truncated, fragment="malformed JSON")
+    noise = work / "noise.json"
+    noise.write_bytes(bytes(rng.randrange(256) for _ in range(300)))
+    compare("binary noise", noise)
+    surrogate = _with(golden_doc, lambda d: d["0"].update(generated_text="\ud800" + d["0"]["generated_text"]))
+    reports = [out / "s.json", out / "s.md", out / "s.xml", out / "s.deepdiff.json"]
+    compare("a lone surrogate in generated_text, every report", surrogate, expect=VERDICT,
+            extra=["--json", reports[0], "--markdown", reports[1], "--junit", reports[2], "--deepdiff", reports[3],
+                   "--metrics", "generated_tokens,logprobs,generated_text"], outputs=reports)
+    compare("--metrics ,", golden_doc, extra=["--metrics", ","], fragment="nothing to check")
+    compare("--metrics none of which is in either file", golden_doc, extra=["--metrics", "routing_indices"],
+            fragment="nothing to check")
+    cases.append(Case("compare: --json GOLDEN (the report over an input)",
+                      ["compare", golden, golden, "--json", golden],
+                      BAD, [golden], (), "is the input"))
+    link = out / "link-to-golden.json"
+    if not link.is_symlink():
+        link.symlink_to(golden)
+    cases.append(Case("compare: --markdown through a link to the golden",
+                      ["compare", golden, golden, "--markdown", link],
+                      BAD, [golden, link], (), "is the input"))
+    cases.append(Case("compare: --markdown into a missing folder", ["compare", golden, golden, "--markdown",
+                                                                    out / "missing" / "r.md"], BAD, [golden]))
+    cases.append(Case("compare: --json at a folder", ["compare", golden, golden, "--json", special["directory"]], BAD,
+                      [golden]))
+    cases.append(Case("compare: --max-input-bytes garbage",
+                      ["compare", golden, golden, "--max-input-bytes", "lots"], BAD,
+                      [golden]))
+    cases.append(Case("compare: reports with the umask's mode", ["compare", golden, golden, "--json", out / "p.json",
+                                                                 "--junit", out / "p.xml"], frozenset({0}), [golden],
+                      [out / "p.json", out / "p.xml"]))
+
+    # compare-toolchains with files
+    cases.append(Case("compare-toolchains: a FIFO and a file", ["compare-toolchains", special["FIFO"], golden], BAD,
+                      [golden]))
+    cases.append(Case("compare-toolchains: a file and a /dev/zero link", ["compare-toolchains", golden,
+                                                                          special["/dev/zero link"]], BAD, [golden]))
+    cases.append(Case("compare-toolchains: --platform ../x",
+                      ["compare-toolchains", golden, golden, "--platform", "../x"],
+                      BAD, [golden], (), "unknown platform"))
+
+    # record, matrix: names that are paths, platforms that are not known, nothing to tabulate
+    empty_results = {"LOGITSMATCH_RESULTS": str(work / "no-results")}
+    escape = work / "x" / "s1"
+    escape.mkdir(parents=True, exist_ok=True)
+    (escape / "model_config.yaml").write_text((PROJECT / "suites" / TINY_SUITE / "model_config.yaml").read_text())
+    relative = os.path.relpath(escape, PROJECT / "suites")
+    for command in (["record"], ["determinism"], ["invariance"]):
+        cases.append(Case(f"{command[0]}: a suite name that is a path ({relative})",
+                          [*command, relative, "--toolchain", DEFAULT_TOOLCHAIN], BAD, [escape / "model_config.yaml"],
+                          (), "not a plain name", env=empty_results))
+    cases.append(Case("record: an absolute suite name", ["record", escape, "--toolchain", DEFAULT_TOOLCHAIN], BAD,
+                      env=empty_results))
+    for platform in ("mars", "../../etc", "cpu/..", "cpu-tp1-fp64"):
+        cases.append(Case(f"record: --platform {platform}", ["record", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN,
+                                                             "--platform", platform], BAD, (), (), "unknown platform",
+                          env=empty_results))
+    cases.append(Case("matrix: a fresh checkout (--source results, nothing there)",
+                      ["matrix", "--source", "results", "--suite", TINY_SUITE, "--out", out / "m0"], BAD, (), (),
+                      "nothing to tabulate", env=empty_results))
+    blocker = out / "a-file"
+    blocker.write_text("not a folder")
+    cases.append(Case("matrix: --out at an existing file", ["matrix", "--source", "goldens", "--suite", TINY_SUITE,
+                                                            "--out", blocker], BAD, [blocker], (), "not a folder"))
+    for kind, path in special.items():
+        cases.append(Case(f"matrix: --source a {kind}", ["matrix", "--source", path, "--suite", TINY_SUITE], BAD))
+    cases.append(Case("matrix: --platform mars", ["matrix", "--platform", "mars"], BAD, (), (), "unknown platform"))
+    cases.append(Case("matrix: --suite ../x", ["matrix", "--suite", "../x"], BAD, (), (), "not a plain name"))
+    no_matplotlib = work / "no-matplotlib"
+    (no_matplotlib / "matplotlib").mkdir(parents=True, exist_ok=True)
+    (no_matplotlib / "matplotlib" / "__init__.py").write_text("raise ImportError('matplotlib is not installed')\n")
+    matrix_out = out / "m1"
+    cases.append(Case("matrix: without matplotlib", ["matrix", "--source", "goldens", "--suite", TINY_SUITE,
+                                                     "--out", matrix_out], VERDICT, (),
+                      [matrix_out / "matrix.json", matrix_out / "matrix.md"],
+                      env={"PYTHONPATH": os.pathsep.join([str(no_matplotlib), str(PROJECT / "tools")])}))
+
+    # collect: a result whose provenance sidecar is a FIFO, a source that is a /dev/zero link
+    tree = work / "tree" / TINY_SUITE / "cpu" / DEFAULT_TOOLCHAIN
+    tree.mkdir(parents=True, exist_ok=True)
+    (tree / "result.json").write_bytes(GOLDEN.read_bytes())
+    if not (tree / "result.provenance.json").exists():
+        os.mkfifo(tree / "result.provenance.json")
+    cases.append(Case("collect: a provenance sidecar that is a FIFO", ["collect", work / "tree", "--into",
+                                                                       out / "collected"], BAD, [tree / "result.json"]))
+    cases.append(Case("collect: a source that is a /dev/zero link", ["collect", special["/dev/zero link"], "--into",
+                                                                     out / "collected"], BAD))
+
+    # localize: garbage capture files, unaligned captures, outputs
+    captures = work / "captures"
+    shutil.rmtree(captures, ignore_errors=True)
+    a = _capture(captures / "a", [("embedding", [4, 8], "torch.float32"), ("decoder.layers.0", [4, 8], "torch.float32"),
+                                  ("output_layer", [4, 16], "torch.float32")])
+    b = _capture(captures / "b", [("embedding", [4, 8], "torch.float32"), ("decoder.layers.0", [4, 9], "torch.float32"),
+                                  ("decoder.extra", [4, 8], "torch.float32"),
+                                  ("output_layer", [4, 16], "torch.bfloat16")])
+    capture_files = [*a.iterdir(), *b.iterdir()]
+    reports = [out / "l.json", out / "l.md"]  # the PNG (matplotlib's import alone takes seconds): test_hardening
+    cases.append(Case("localize: unaligned captures (one-sided module, shape and dtype mismatch), every report",
+                      ["localize", a, b, "--json", reports[0], "--markdown", reports[1]],
+                      frozenset({1}), capture_files, reports))
+    cases.append(Case("localize: --markdown into a missing folder", ["localize", a, b, "--markdown",
+                                                                     out / "missing" / "l.md"], BAD, capture_files))
+    cases.append(Case("localize: --json over a capture file", ["localize", a, b, "--json", a / "rank-0.jsonl"], BAD,
+                      capture_files, (), "is the input"))
+    garbage = {
+        "a bad rank file name": lambda f: (f / "rank-x.jsonl").write_text("{}\n"),
+        "a list record": lambda f: (f / "rank-0.jsonl").write_text("[1, 2]\n"),
+        "a record without name": lambda f: (f / "rank-0.jsonl").write_text(json.dumps(
+            {"kind": "output", "step": 0, "order": 0, "output": "0", "valid_shape": [1], "valid_sha256": "x"}) + "\n"),
+        "a garbage .npz": lambda f: (f / "rank-0.npz").write_bytes(b"PK\x03\x04garbage" * 10),
+        "a .npz that is a FIFO": lambda f: ((f / "rank-0.npz").unlink(), os.mkfifo(f / "rank-0.npz")),
+        "a rank file linked to /dev/zero": lambda f: ((f / "rank-0.jsonl").unlink(),
+                                                       (f / "rank-0.jsonl").symlink_to("/dev/zero")),
+        "binary noise in a rank file": lambda f: (f / "rank-0.jsonl").write_bytes(bytes(range(256))),
+    }
+    for index, (name, spoil) in enumerate(garbage.items()):
+        folder = captures / f"garbage-{index}"
+        shutil.copytree(a, folder)
+        spoil(folder)
+        cases.append(Case(f"localize: {name}", ["localize", folder, b], BAD, [*b.iterdir()]))
+    cases.append(Case("localize: a capture that is a FIFO", ["localize", special["FIFO"], b], BAD))
+
+    # make-vocab
+    corpus = work / "corpus.txt"
+    corpus.write_bytes((PROJECT / "model_configs" / "tokenizer" / "corpus.txt").read_bytes()
+                       if (PROJECT / "model_configs" / "tokenizer" / "corpus.txt").is_file() else b"abc abd " * 400)
+    for kind, path in special.items():
+        cases.append(Case(f"make-vocab: --corpus is a {kind}", ["make-vocab", "--corpus", path, "--output",
+                                                                 out / "v.json"], BAD))
+    cases.append(Case("make-vocab: --output is a folder", ["make-vocab", "--corpus", corpus, "--output",
+                                                           special["directory"], "--entries", "260"], BAD, [corpus]))
+    cases.append(Case("make-vocab: --output is the corpus", ["make-vocab", "--corpus", corpus, "--output", corpus,
+                                                             "--force"], BAD, [corpus], (), "is the input"))
+    cases.append(Case("make-vocab: --check against a FIFO", ["make-vocab", "--corpus", corpus, "--output",
+                                                             special["FIFO"], "--check", "--entries", "260"], BAD,
+                      [corpus]))
+    binary = work / "binary.txt"
+    binary.write_bytes(b"\xff\xfe\x00" * 50)
+    cases.append(Case("make-vocab: a corpus that is not UTF-8", ["make-vocab", "--corpus", binary, "--output",
+                                                                 out / "v.json"], BAD, [binary], (), "not UTF-8"))
+
+    # run (stopped before any rank: every suite here is refused while loading) and invariance/explain arguments
+    project = make_project(work / "project")
+    suite_folder = project / "suites" / TINY_SUITE
+    sidecar = suite_folder / "logitsmatch.yaml"
+    original = sidecar.read_bytes()
+    run_env = {"LOGITSMATCH_ROOT": str(project), "LOGITSMATCH_RESULTS": str(work / "run-results")}
+    run_argv = ["run", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--candidate", "fuzz", "--timeout=-1"]
+    hostile_yaml = {
+        "binary": b"\x00\x01\x02\xff\xfe" * 40,
+        "non-printable": b"timeout_s: 300\x01\n",
+        "deep nesting": b"a: " + b"[" * 20_000,
+        "a duplicate key": original + b"\ntimeout_s: 301\n",
+        "a lone surrogate": b'description: "\\ud800"\n' + original + b"\nnope: 1\n",
+        "an unsafe tag": b"timeout_s: !!python/object/apply:os.system ['true']\n",
+        "a recursive alias": b"&a [*a]\n",
+    }
+    for index, (name, content) in enumerate(hostile_yaml.items()):
+        folder = project / "suites" / f"hostile_{index}"
+        shutil.copytree(suite_folder, folder, dirs_exist_ok=True)
+        (folder / "logitsmatch.yaml").write_bytes(content)
+        cases.append(Case(f"run: logitsmatch.yaml with {name}", [*run_argv[:1], folder.name, *run_argv[2:]], BAD,
+                          [folder / "logitsmatch.yaml"], env=run_env))
+    for kind, target in (("FIFO", None), ("/dev/zero link", "/dev/zero")):
+        folder = project / "suites" / f"special_{kind.replace('/', '_').replace(' ', '_')}"
+        shutil.copytree(suite_folder, folder, dirs_exist_ok=True)
+        (folder / "logitsmatch.yaml").unlink()
+        if target:
+            (folder / "logitsmatch.yaml").symlink_to(target)
+        else:
+            os.mkfifo(folder / "logitsmatch.yaml")
+        cases.append(Case(f"run: logitsmatch.yaml is a {kind}", [*run_argv[:1], folder.name, *run_argv[2:]], BAD,
+                          env=run_env))
+    for name in (relative, str(escape), "..", "a\\b", " "):
+        cases.append(Case(f"run: suite name {name!r}", ["run", name, *run_argv[2:]], BAD, env=run_env))
+    cases.append(Case("run: --platform mars", [*run_argv, "--platform", "mars"], BAD, (), (), "unknown platform",
+                      env=run_env))
+    cases.append(Case("invariance: one layout", ["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN,
+                                                 "--platform", "cpu", "--layouts", "tp1"], BAD, env=run_env))
+    cases.append(Case("invariance: --layouts bogus", ["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN,
+                                                      "--platform", "cpu", "--layouts", "tp1,bogus"], BAD, env=run_env))
+    cases.append(Case("invariance: --out at a file", ["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN,
+                                                      "--platform", "cpu", "--layouts", "tp1,tp2", "--out", blocker],
+                      BAD, [blocker],
+                      env=run_env))
+    cases.append(Case("explain: a baseline python that is a FIFO", ["explain", "--baseline-python", special["FIFO"],
+                                                                    "--candidate-python", special["FIFO"], TINY_SUITE],
+                      BAD, env=run_env))
+    cases.append(Case("explain: a suite name that is a path", ["explain", "--baseline-python", sys.executable,
+                                                               "--candidate-python", sys.executable, relative], BAD,
+                      env=run_env))
+
+    cases += generated_cases(work / "generated", golden, golden_doc, rng, generated)
+    return cases
+
+
+_SCALARS = [True, False, None, "x", "", -1, 1.5, 2**64, -(2**63) - 1, [], {}, [1], {"a": 1}, "\ud800", 1e308]
+
+
+def generated_cases(work: Path, golden: Path, golden_doc: dict, rng, count: int) -> list[Case]:
+    """``count`` seeded compare inputs: a golden with one hostile value, a cut, a duplicate, a wrapping or noise."""
+    work.mkdir(parents=True, exist_ok=True)
+    cases = []
+    for index in range(count):
+        doc = copy.deepcopy(golden_doc)
+        rid = rng.choice(sorted(doc))
+        field = rng.choice(["generated_tokens", "logprobs", "generated_text", "routing_indices", "input_prompt"])
+        kind = rng.choice(["element", "field", "cut", "duplicate", "wrap", "noise", "request"])
+        request = doc[rid]
+        if kind == "element" and isinstance(request.get(field), list) and request[field]:
+            request[field][rng.randrange(len(request[field]))] = rng.choice(_SCALARS)
+        elif kind == "field":
+            request[field] = rng.choice(_SCALARS)
+        elif kind == "request":
+            doc[rid] = rng.choice(_SCALARS)
+        text = json.dumps(doc, allow_nan=True)
+        if kind == "cut":
+            text = text[: rng.randrange(len(text))]
+        elif kind == "duplicate":
+            text = text[:-1] + f', "{rid}": {json.dumps(doc[rid])}' + "}"
+        elif kind == "wrap":
+            text = json.dumps(text)
+        path = work / f"generated-{index}.json"
+        if kind == "noise":
+            path.write_bytes(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400))))
+        else:
+            path.write_text(text, errors="surrogatepass")
+        sides = [golden, path] if rng.random() < 0.5 else [path, golden]
+        cases.append(Case(f"generated {index} ({kind} {field} of request {rid})", ["compare", *sides],
+                          frozenset({0, 1, 2}), [golden, path]))
+    return cases
+
+
+def run_cases(cases: list[Case], work: Path, seed: int) -> list[Outcome]:
+    """Each case in its own process under a umask drawn from the seed (022, 027 or 002)."""
+    import random
+
+    rng = random.Random(seed)
+    return [run_case(case, work, rng.choice([0o022, 0o027, 0o002])) for case in cases]

@@ -15,14 +15,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from logitsmatch import hardware, paths
 from logitsmatch.errors import BadInput
+from logitsmatch.files import output_folder, read_input, write_atomic
 from logitsmatch.provenance import freshness_problem
 
 MANIFEST = "collected.json"
@@ -71,8 +69,8 @@ def identify(result: Path, project: Path, expected_weights) -> Found:
 
     sidecar = paths.provenance_path(result)
     try:
-        record = json.loads(sidecar.read_text())
-    except (OSError, ValueError) as exc:
+        record = json.loads(read_input(sidecar, "provenance sidecar"))
+    except (ValueError, RecursionError) as exc:
         raise BadInput(f"{result}: no readable provenance sidecar {sidecar.name} ({exc.__class__.__name__})") from None
     if not isinstance(record, dict):
         raise BadInput(f"{result}: its provenance sidecar is not an object")
@@ -87,7 +85,7 @@ def identify(result: Path, project: Path, expected_weights) -> Found:
     key = Key(suite_name, _safe_part(record.get("platform"), "platform", result),
               _safe_part(record.get("toolchain"), "toolchain", result),
               _safe_part(identity["class"] if identity else "unknown", "hardware class", result))
-    return Found(key, result, hashlib.sha256(result.read_bytes()).hexdigest())
+    return Found(key, result, hashlib.sha256(read_input(result)).hexdigest())
 
 
 def read_manifest(into: Path) -> dict:
@@ -95,8 +93,8 @@ def read_manifest(into: Path) -> dict:
     if not manifest.is_file():
         return {}
     try:
-        entries = json.loads(manifest.read_text())
-    except ValueError:
+        entries = json.loads(read_input(manifest))
+    except (ValueError, RecursionError):
         raise BadInput(f"{manifest} is not JSON") from None
     if not isinstance(entries, dict):
         raise BadInput(f"{manifest} is not an object")
@@ -104,22 +102,7 @@ def read_manifest(into: Path) -> dict:
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(handle)
-    try:
-        shutil.copyfile(source, temporary)
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    write_atomic(output_folder(target.parent) / target.name, read_input(source))
 
 
 def collect(sources: list[Path], into: Path, project: Path, expected_weights) -> dict[str, dict]:
@@ -160,13 +143,7 @@ def collect(sources: list[Path], into: Path, project: Path, expected_weights) ->
         added[str(key)] = {"suite": key.suite, "platform": key.platform, "toolchain": key.toolchain,
                            "hardware_class": key.hardware_class, "origin": str(entry.result),
                            "sha256": entry.sha256, "collected": date}
-    into.mkdir(parents=True, exist_ok=True)
-    merged = {**manifest, **added}
-    handle, temporary = tempfile.mkstemp(dir=into, prefix=f".{MANIFEST}.")
-    with os.fdopen(handle, "w") as out:
-        json.dump(merged, out, indent=1, sort_keys=True)
-    os.chmod(temporary, 0o666 & ~_umask())
-    os.replace(temporary, into / MANIFEST)
+    write_atomic(output_folder(into) / MANIFEST, json.dumps({**manifest, **added}, indent=1, sort_keys=True))
     return added
 
 

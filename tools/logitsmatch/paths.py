@@ -35,6 +35,21 @@ def shown_path(path: Path, project: Path | None = None) -> Path:
         return path
 
 
+def check_name(kind: str, name: str) -> str:
+    """A suite, toolchain or platform name, which becomes one folder or file name: BadInput unless it is
+    one plain component (no separator, no '..', not absolute, no control character), so no path built
+    from user input leaves results/ or golden_values/."""
+    if not isinstance(name, str) or not name.strip():
+        raise BadInput(f"{kind} name must not be empty")
+    separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    if (any(sep in name for sep in separators) or ".." in name or name.startswith(".")
+            or any(ord(char) < 32 or ord(char) == 127 for char in name)):
+        shown = name.encode("unicode_escape").decode("ascii")[:80]
+        raise BadInput(f"{kind} name {shown!r} is not a plain name (no path separator, '..', leading '.', "
+                       "absolute path or control character)")
+    return name
+
+
 def results_root() -> Path:
     return Path(os.environ.get("LOGITSMATCH_RESULTS", project_root() / "results"))
 
@@ -46,6 +61,7 @@ def cache_root() -> Path:
 
 def result_dir(suite: str, platform: str, toolchain: str, root: Path | None = None) -> Path:
     """results/<suite>/<platform>/<toolchain>/ — the latest run of that triple (under ``root`` if given)."""
+    check_name("suite", suite), check_name("platform", platform), check_name("toolchain", toolchain)
     return (results_root() if root is None else root) / suite / platform / toolchain
 
 
@@ -76,11 +92,13 @@ def capture_dir(result: Path) -> Path:
 def golden_path(suite: str, platform: str, toolchain: str) -> Path:
     """golden_values/<suite>/golden_values_<platform>_<toolchain>.json: the triple's first golden (its sidecar
     names its hardware class)."""
+    check_name("suite", suite), check_name("platform", platform), check_name("toolchain", toolchain)
     return project_root() / "golden_values" / suite / f"golden_values_{platform}_{toolchain}.json"
 
 
 def class_golden_path(first_golden: Path, hardware_class: str) -> Path:
     """A golden kept for a further hardware class beside the first: ``golden_values_<platform>_<toolchain>@<class>.json``."""
+    check_name("hardware class", hardware_class)
     return first_golden.with_name(f"{first_golden.stem}@{hardware_class}.json")
 
 

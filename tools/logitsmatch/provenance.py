@@ -57,6 +57,18 @@ def collect(hardware: dict, **fields) -> dict:
     }
 
 
+def execution() -> dict:
+    """Which job ran this run, so that a result collected from many machines names its job: the executor
+    (submitit's ``SUBMITIT_EXECUTOR``: slurm or local; or slurm when only Slurm's variables are there), the job id
+    (``SLURM_JOB_ID``, or submitit's local one) and the host; all None but the host outside a batch job."""
+    import os
+    import socket
+
+    executor = os.environ.get("SUBMITIT_EXECUTOR") or ("slurm" if os.environ.get("SLURM_JOB_ID") else None)
+    job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")
+    return {"executor": executor, "job_id": job_id, "host": socket.gethostname()}
+
+
 def weights_identity(weights: dict) -> dict:
     """What identifies a run's weights: the synthetic spec and value rules, or the checkpoint path."""
     if weights.get("source") == "synthetic":
@@ -87,9 +99,14 @@ def freshness_problem(result: Path, suite, expected_weights: dict, toolchain=Non
         return "there is no result"
     if not sidecar.is_file():
         return f"it has no provenance sidecar ({sidecar.name})"
+    from logitsmatch.errors import BadInput
+    from logitsmatch.files import read_input
+
     try:
-        record = json.loads(sidecar.read_text())
-    except ValueError:
+        record = json.loads(read_input(sidecar))
+    except BadInput as exc:
+        return f"its provenance sidecar cannot be read ({exc})"
+    except (ValueError, RecursionError):
         return f"its provenance sidecar {sidecar.name} is not JSON"
     if not isinstance(record, dict):
         return f"its provenance sidecar {sidecar.name} is not an object"

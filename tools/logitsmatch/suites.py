@@ -9,7 +9,10 @@ comparison policy — lives beside it in ``logitsmatch.yaml``.
 
 from __future__ import annotations
 
+import collections
+import functools
 import hashlib
+import itertools
 import math
 import os
 import re
@@ -17,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from logitsmatch.errors import BadInput
+from logitsmatch.files import read_text_input
 from logitsmatch.layouts import DEFAULT_WORLD_SIZE
 from logitsmatch.model_args import check_known
+from logitsmatch.paths import check_name
 
 MEGATRON_KEYS = {"ENV_VARS", "TEST_TYPE", "MODE", "MODEL_ARGS", "METRICS", "LAUNCHER"}
 SIDECAR_KEYS = {"synthetic_checkpoint", "tokenizer_model", "timeout_s", "comparison", "description", "world_size"}
@@ -68,17 +73,62 @@ class Suite:
         return prompts
 
 
-def _read_yaml(path: Path) -> dict:
+@functools.cache
+def _unique_key_loader():
+    """yaml's SafeLoader, refusing a key given twice in one mapping (plain safe_load keeps the last, silently)."""
     import yaml  # imported here so nox's own interpreter can list suites without PyYAML
 
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # '<<' merges another mapping in: its keys may repeat by design
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:
+                    continue  # an unhashable key: SafeLoader itself refuses it with its own message
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r:.60}", key_node.start_mark)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
+_BRACKETS = {ord(char): char for char in "[]{}"}
+MAX_FLOW_DEPTH = 100  # PyYAML's scanner slows quadratically with nested [ / { (2000 levels: seconds)
+
+
+def _flow_depth(text: str) -> int:
+    """How deep [ and { nest (quotes ignored: only an upper bound matters)."""
+    brackets = text.translate(collections.defaultdict(lambda: None, _BRACKETS))
+    return max(itertools.accumulate(1 if char in "[{" else -1 for char in brackets), default=0)
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    text = read_text_input(path)
+    if _flow_depth(text) > MAX_FLOW_DEPTH:
+        raise BadInput(f"{path}: invalid YAML (lists or mappings nested more than {MAX_FLOW_DEPTH} deep)")
+    loader = None
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise BadInput(f"{path}: file not found") from None
+        loader = _unique_key_loader()(text)  # the reader refuses non-printable characters here
+        data = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise BadInput(f"{path}: invalid YAML{where}") from None
+        problem = getattr(exc, "problem", None)
+        why = f": {problem}" if problem and str(problem).startswith("duplicate key") else ""
+        raise BadInput(f"{path}: invalid YAML{where}{why}") from None
+    except RecursionError:
+        raise BadInput(f"{path}: invalid YAML (nested too deeply)") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, dict):
         raise BadInput(f"{path}: expected a mapping at the top level")
     return data
@@ -149,6 +199,7 @@ def suite_names(project: Path) -> list[str]:
 
 
 def load_suite(project: Path, name: str) -> Suite:
+    check_name("suite", name)  # before any path is built from it
     folder = suites_root(project) / name
     if not (folder / "model_config.yaml").is_file():
         raise BadInput(f"unknown suite {name!r} (known: {', '.join(suite_names(project)) or 'none'})")

@@ -29,12 +29,12 @@ import heapq
 import json
 import os
 import re
-import tempfile
 import unicodedata
 from collections import Counter
 from pathlib import Path
 
 from logitsmatch.errors import BadInput
+from logitsmatch.files import read_input, read_text_input, write_atomic
 
 # Verbatim copy of megatron-core's _PATTERN_TIKTOKEN_V2
 # (megatron/core/tokenizers/text/libraries/tiktoken_tokenizer.py, 0.16.1).
@@ -253,40 +253,25 @@ def render_vocab(tokens: list[bytes]) -> bytes:
 def write_vocab(path: str | os.PathLike[str], tokens: list[bytes], force: bool = False) -> bool:
     """Atomically write the vocabulary; return False if the file was already identical.
 
-    Refuses (BadInput) to replace an existing, different file unless ``force``.
+    Refuses (BadInput) to replace an existing, different file unless ``force``, and anything
+    but a regular file (a folder, a FIFO) at ``path``.
     """
     path = Path(path)
     data = render_vocab(tokens)
-    if path.exists():
-        if path.read_bytes() == data:
+    if path.exists() or path.is_symlink():
+        if read_input(path, "vocabulary file") == data:
             return False
         if not force:
             raise BadInput(f"{path} exists and differs; pass --force to overwrite it")
     if not path.parent.is_dir():
         raise BadInput(f"output directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, data)
     return True
 
 
 def read_corpus(path: str | os.PathLike[str]) -> str:
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise BadInput(f"cannot read corpus {path}: {exc.strerror}") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadInput(f"corpus {path} is not valid UTF-8 (byte {exc.start})") from None
+    """The training text: a regular UTF-8 file within the input cap."""
+    return read_text_input(path, "corpus file")
 
 
 def load_decoder(path: str | os.PathLike[str], num_special_tokens: int = NUM_SPECIAL_TOKENS):
@@ -294,11 +279,9 @@ def load_decoder(path: str | os.PathLike[str], num_special_tokens: int = NUM_SPE
     id i >= ``num_special_tokens`` is the bytes of vocabulary entry i - ``num_special_tokens``; a smaller id is a
     special token, shown as ``<special i>``; bytes that are not UTF-8 (a character cut at the edge) as U+FFFD."""
     try:
-        entries = json.loads(Path(path).read_bytes())
+        entries = json.loads(read_input(path, "tokenizer vocabulary"))
         table = [base64.b64decode(entry["token_bytes"], validate=True) for entry in entries]
-    except OSError as exc:
-        raise BadInput(f"cannot read tokenizer vocabulary {path}: {exc.strerror}") from None
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
         raise BadInput(f"{path} is not a TikToken vocabulary (a JSON list of {{token_bytes: base64}}): {exc}") from None
 
     def decode(ids: list[int]) -> str:

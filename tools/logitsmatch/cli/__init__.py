@@ -4,18 +4,27 @@ Each subcommand module exposes ``configure(parser)``, ``main(args) -> int``
 and ``EXAMPLE`` (shown by ``--help``), and imports torch or megatron-core only
 inside functions (through ``logitsmatch.rank``), so `logitsmatch compare`
 stays fast and works without a toolchain.
+
+``main`` is the one place exit codes leave (``logitsmatch.errors.ExitCode``):
+a ``LogitsmatchError`` is one stderr line and its code, Ctrl-C is 130, and any
+other exception is an internal error (70), never drift: one line names the log
+file that holds its traceback (printed on the terminal too with ``-v``).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
 import importlib.metadata
+import os
 import platform
 import sys
+import traceback
+from pathlib import Path
 
-from logitsmatch import log
-from logitsmatch.errors import EXIT_INTERRUPTED, LogitsmatchError
+from logitsmatch import files, log
+from logitsmatch.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, LogitsmatchError, exit_code_help
 
 SUBCOMMANDS = {
     "compare": ("logitsmatch.cli.compare", "compare two golden-format files and report drift"),
@@ -30,6 +39,13 @@ SUBCOMMANDS = {
     "collect": ("logitsmatch.cli.collect", "merge result trees from many machines into one, keyed by hardware class"),
     "make-vocab": ("logitsmatch.cli.make_vocab", "train the shipped TikTokenizer BPE vocabulary (or --check it)"),
 }
+
+
+def _size(text: str) -> int:
+    try:
+        return files.parse_size(text)
+    except LogitsmatchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 DESCRIPTION = """\
@@ -59,24 +75,27 @@ def version_text() -> str:
            f"{installed('megatron-core')})"
 
 
-def _verbosity_options() -> argparse.ArgumentParser:
+def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_mutually_exclusive_group()
     group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=0,
                        help="print only warnings, errors and the verdict")
     group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1,
-                       help="print debugging detail too")
+                       help="print debugging detail too (and an internal error's traceback)")
+    common.add_argument("--max-input-bytes", type=_size, default=files.DEFAULT_MAX_INPUT_BYTES,
+                        metavar="SIZE", help="refuse an input file larger than this (bytes, or with K/M/G; "
+                        "default 1G)")
     return common
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """All subcommands listed; only ``command``'s module is imported and configured."""
-    parser = argparse.ArgumentParser(prog="logitsmatch", description=DESCRIPTION, epilog=EPILOG,
+    parser = argparse.ArgumentParser(prog="logitsmatch", description=DESCRIPTION, epilog=f"{EPILOG}\n\n{exit_code_help()}",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=version_text(),
                         help="show logitsmatch's, Python's, torch's and megatron-core's versions and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = _verbosity_options()
+    common = _common_options()
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         if name != command:
             sub.add_parser(name, help=help_text, description=help_text)
@@ -84,19 +103,44 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         sub_parser = sub.add_parser(
             name, help=help_text, description=help_text, parents=[common],
-            epilog=f"example:\n  {module.EXAMPLE}", formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=f"example:\n  {module.EXAMPLE}\n\n{exit_code_help()}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.configure(sub_parser)
         sub_parser.set_defaults(_handler=module.main)
     return parser
 
 
+def crash_log_dir() -> Path:
+    """Where internal errors leave their traceback: $XDG_STATE_HOME/logitsmatch (default ~/.local/state)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "logitsmatch"
+
+
+def report_internal_error(command: str, argv: list[str], verbose: bool) -> None:
+    """One stderr line naming the log file that holds the traceback (the traceback itself only with -v)."""
+    trace = traceback.format_exc()
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    log_path = crash_log_dir() / f"crash-{stamp}-{os.getpid()}.log"
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(f"logitsmatch {' '.join(argv)}\n\n{trace}", errors="backslashreplace")
+        where = f"traceback in {log_path}"
+    except OSError as exc:
+        where = f"no log written ({exc.strerror or exc}); rerun with -v for the traceback"
+    if verbose:
+        sys.stderr.write(trace)
+    last = trace.strip().splitlines()[-1] if trace.strip() else "unknown error"
+    print(f"logitsmatch {command}: internal error (a bug, not drift): {last[:200]}; {where}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(next((arg for arg in argv if arg in SUBCOMMANDS), None))
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a usage error exits 2 (argparse's own code, the bad-input code)
     log.configure(args.verbosity)
     try:
+        files.set_max_input_bytes(args.max_input_bytes)
         return int(args._handler(args))
     except LogitsmatchError as exc:
         print(f"logitsmatch {args.command}: error: {exc}", file=sys.stderr)
@@ -104,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"logitsmatch {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception:  # noqa: BLE001 - the one place an unexpected error becomes EXIT_INTERNAL, never drift
+        report_internal_error(args.command, argv, args.verbosity > 0)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """`logitsmatch compare GOLDEN CURRENT`: judge two golden-format files and report the drift.
 
 Exit 0 when they match under the policy, 1 when tokens or numerics differ
-beyond it, 2 for bad input (one line on stderr). The policy options are
+beyond it, 2 for bad input (one line on stderr), an output path that is one of
+the two inputs included. The policy options are
 judge.policy's (add_policy_options), validated by Policy: a bad value is a
 one-line BadInput too.
 """
@@ -12,6 +13,7 @@ import argparse
 import sys
 
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK
+from logitsmatch.files import refuse_output_over_inputs
 from logitsmatch.judge.compare import compare
 from logitsmatch.judge.divergence import annotate
 from logitsmatch.judge.golden_io import load_golden
@@ -39,6 +41,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     policy = Policy.from_args(args)
+    refuse_output_over_inputs([args.json_path, args.markdown_path, args.junit_path, args.deepdiff_path],
+                              [args.golden, args.current])
     golden = load_golden(args.golden)
     current = load_golden(args.current)
     result = compare(golden, current, policy)

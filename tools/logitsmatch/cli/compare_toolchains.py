@@ -11,6 +11,7 @@ from pathlib import Path
 
 from logitsmatch import log, paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
+from logitsmatch.files import output_folder, refuse_output_over_inputs
 from logitsmatch.run.platforms import add_platform_option, harness_platform
 
 EXAMPLE = "logitsmatch compare-toolchains py3.11-torch2.13.0-mcore0.15.3 py3.11-torch2.13.0-mcore0.16.1 --out reports/"
@@ -37,15 +38,15 @@ def main(args) -> int:
     from logitsmatch.judge.report import render_terminal, verdict_line, write_reports
     from logitsmatch.suites import load_suite, suite_names
     from logitsmatch.toolchains import load_toolchains
-    args.platform = harness_platform(args.platform)
 
-    project = paths.project_root()
+    args.platform = harness_platform(args.platform)
     source = check_source(args.source)
-    if Path(args.a).is_file() and Path(args.b).is_file():
+    if Path(args.a).exists() and Path(args.b).exists():  # two files (a FIFO or folder is refused by load_golden)
         result = compare(load_golden(args.a), load_golden(args.b), Policy())
         print(render_terminal(result))
         return EXIT_OK if result.passed else EXIT_DRIFT
 
+    project = paths.project_root()
     toolchains = load_toolchains(project / "pyproject.toml")
     for name in (args.a, args.b):
         if name not in toolchains:
@@ -67,9 +68,10 @@ def main(args) -> int:
             print(f"== {name}: {args.a} ({files[0].name}) -> {args.b} ({files[1].name})")
             print(render_terminal(result))
         if args.out:
-            folder = Path(args.out) / name
-            folder.mkdir(parents=True, exist_ok=True)
-            write_reports(result, str(folder / "report.json"), str(folder / "report.md"), str(folder / "report.junit.xml"))
+            folder = output_folder(Path(args.out) / name)
+            reports = [folder / "report.json", folder / "report.md", folder / "report.junit.xml"]
+            refuse_output_over_inputs(reports, files)
+            write_reports(result, *map(str, reports))
         if not result.passed:
             failed.append(name)
     if compared == 0:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
+from logitsmatch.files import check_interpreter, write_atomic
 from logitsmatch.judge.policy import Mode, Policy, add_policy_options
 from logitsmatch.log import logger
 
@@ -69,6 +70,9 @@ def main(args) -> int:
     for suite in suites:
         if suite not in known:
             raise BadInput(f"unknown suite {suite!r} (known: {', '.join(known)})")
+    for option, python in (("--baseline-python", args.baseline_python), ("--candidate-python", args.candidate_python)):
+        if python is not None:
+            check_interpreter(python, option)
     policy = Policy.from_args(args)
     sources = dict(_pair(text, "--source") for text in args.source)
     for gitdir in sources.values():
@@ -111,5 +115,5 @@ def main(args) -> int:
     if args.json:
         write_json_atomic(Path(args.json), combined)
     if args.markdown:
-        Path(args.markdown).write_text(markdown(combined))
+        write_atomic(args.markdown, markdown(combined))
     return EXIT_OK if all(r["verdict"] == "no drift" for r in reports.values()) else EXIT_DRIFT

@@ -17,11 +17,13 @@ anything wrongly moves logprobs by 1e-2 or more, or changes tokens, and cannot p
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, EXIT_RUN_FAILED, BadInput
+from logitsmatch.files import output_folder, read_input, write_atomic
 from logitsmatch.judge.policy import add_policy_options
 from logitsmatch.log import logger
 from logitsmatch.run.freshness import NOT_SUPPORTED, ensure_fresh
@@ -142,6 +144,8 @@ def main(args) -> int:
     for name, why in left_out.items():
         logger.info(f"layout {name} left out: {why}")
     chosen = plan_cells(suite, project, layouts_text, args.schedules, args.platform, args.batch_invariant)
+    label = args.candidate or toolchain.name
+    out = output_folder(args.out if args.out else paths.results_root() / "invariance" / suite.name / label)
 
     files, failed, unsupported = {}, {}, {}
     for name, platform in run_order(chosen):
@@ -165,9 +169,6 @@ def main(args) -> int:
              "tolerance": policy.abs_tol}
     runs = {name: run_summary(read_provenance(path)) for name, path in files.items()}
 
-    label = args.candidate or toolchain.name
-    out = Path(args.out) if args.out else paths.results_root() / "invariance" / suite.name / label
-    out.mkdir(parents=True, exist_ok=True)
     heading = f"{suite.name} ({label}{f', a candidate of {toolchain.name}' if args.candidate else ''})"
     what = "layout" if args.schedules is None else "schedule" if args.layouts is None else "layout/schedule"
     notes = [
@@ -194,9 +195,11 @@ def main(args) -> int:
         "not_supported": unsupported,
         "table": table_json(table),
     })
-    (out / "invariance.md").write_text(render_markdown({heading: table}, TITLES[what], notes, f"{what}s"))
+    write_atomic(out / "invariance.md", render_markdown({heading: table}, TITLES[what], notes, f"{what}s"))
     try:  # without results the PNG is a panel naming the cells that failed
-        render_heatmap({heading: table}, out / "invariance.png", lambda _: matrix.short_suite(suite.name))
+        image = io.BytesIO()
+        render_heatmap({heading: table}, image, lambda _: matrix.short_suite(suite.name))
+        write_atomic(out / "invariance.png", image.getvalue())
         png = ", invariance.png"
     except ImportError:
         png = " (no PNG: matplotlib is not installed here; pip install 'logitsmatch[plot]')"
@@ -266,6 +269,6 @@ def read_provenance(result: Path) -> dict:
     import json
 
     try:
-        return json.loads(paths.provenance_path(result).read_text())
-    except (OSError, ValueError):
+        return json.loads(read_input(paths.provenance_path(result)))
+    except (BadInput, ValueError, RecursionError):
         return {}

@@ -4,15 +4,19 @@ Each CAPTURE is the ``capture/`` folder a ``logitsmatch run ... --capture`` publ
 result (or that result folder). The two are aligned by module name and order; the report names
 the first module whose real token rows differ bitwise on any rank and the first beyond the
 tolerance, with a table of max |delta| per module and a PNG of it along the execution order.
+What cannot be aligned (an output or rank on one side only, a shape or dtype mismatch) is named.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK
+from logitsmatch.files import refuse_output_over_inputs, write_atomic
 from logitsmatch.judge.localize import DEFAULT_TOLERANCE
 from logitsmatch.judge.policy import Policy, add_policy_options
+from logitsmatch.log import logger
 
 EXAMPLE = "logitsmatch localize results/SUITE/cpu/A/capture results/SUITE/cpu/B/capture --png localize.png --json localize.json"
 
@@ -32,12 +36,22 @@ def main(args) -> int:
     from logitsmatch.judge.localize import localize, markdown, plot, read_capture, terminal
 
     tolerance = Policy.from_args(args, mode=DEFAULT_TOLERANCE.mode, failure_budget=DEFAULT_TOLERANCE.failure_budget)
-    result = localize(read_capture(args.a), read_capture(args.b), tolerance)
+    captures = read_capture(args.a), read_capture(args.b)
+    inputs = [path for capture in captures
+              for path in (*capture.folder.iterdir(), capture.folder.parent / "inputs.json")]
+    refuse_output_over_inputs([args.json, args.markdown, args.png], inputs)
+    result = localize(*captures, tolerance)
     print(terminal(result))
     if args.json:
         write_json_atomic(Path(args.json), result.to_dict())
     if args.markdown:
-        Path(args.markdown).write_text(f"# Localization\n\n{result.summary()}\n\n{markdown(result)}\n")
+        write_atomic(args.markdown, f"# Localization\n\n{result.summary()}\n\n{markdown(result)}\n")
     if args.png:
-        plot(result, Path(args.png))
+        png = io.BytesIO()
+        try:
+            plot(result, png)
+        except ImportError:
+            logger.warning(f"no plot written to {args.png}: matplotlib is not installed here")
+        else:
+            write_atomic(args.png, png.getvalue())
     return EXIT_DRIFT if result.first_bitwise is not None or result.schedule_problem else EXIT_OK

@@ -7,7 +7,8 @@ import hashlib
 import sys
 from pathlib import Path
 
-from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
+from logitsmatch.errors import EXIT_DRIFT, EXIT_OK
+from logitsmatch.files import read_input, refuse_output_over_inputs
 from logitsmatch.vocab import DEFAULT_ENTRIES, NUM_SPECIAL_TOKENS, read_corpus, render_vocab, train_bpe, write_vocab
 
 EXAMPLE = ("logitsmatch make-vocab --corpus model_configs/tokenizer/corpus.txt "
@@ -34,15 +35,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    refuse_output_over_inputs([args.output], [args.corpus])
     tokens = train_bpe(read_corpus(args.corpus), args.entries)
     data = render_vocab(tokens)
     digest = hashlib.sha256(data).hexdigest()
     vocab_size = NUM_SPECIAL_TOKENS + len(tokens)
     if args.check:
         output = Path(args.output)
-        if not output.is_file():
-            raise BadInput(f"{output} does not exist")
-        if output.read_bytes() != data:
+        if read_input(output, "vocabulary file") != data:
             print(
                 f"logitsmatch make-vocab: {output} differs from the vocabulary regenerated "
                 f"from {args.corpus} (expected sha256 {digest})",

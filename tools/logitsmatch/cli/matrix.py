@@ -8,11 +8,13 @@ suite's tolerance. Written as Markdown, JSON and a heatmap PNG.
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
 from logitsmatch import log, paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
+from logitsmatch.files import output_folder, refuse_output_over_inputs, write_atomic
 from logitsmatch.log import logger
 from logitsmatch.run.platforms import add_platform_option, harness_platform
 
@@ -92,17 +94,32 @@ def main(args) -> int:
         tables[suite_name] = drift_matrix(suite, args.platform, names, source, Policy.from_suite(suite.metrics, suite.comparison),
                                           args.hardware_class)
 
+    if not any(table["names"] for table in tables.values()):
+        where = {"results": "results", "goldens": "goldens", "auto": "results or goldens"}.get(
+            source, f"results in {source}")
+        raise BadInput(f"nothing to tabulate: no {where} on platform {args.platform} for any of these toolchains "
+                       "and suites (run them first, or try --source goldens)")
     out = Path(args.out) if args.out else paths.results_root() / "matrix"
-    out.mkdir(parents=True, exist_ok=True)
+    outputs = [out / "matrix.json", out / "matrix.md", out / "matrix.png"]
+    refuse_output_over_inputs(outputs, [path for table in tables.values() for path in table["files"].values()])
+    output_folder(out)
     report = {}
     for suite, table in tables.items():
         entry = table_json(table)
         report[suite] = {"toolchains": entry.pop("names"), **entry}
     write_json_atomic(out / "matrix.json", {"baseline": baseline, "platform": args.platform, "suites": report})
     notes = [f"Made by: `{command_line(args, out)}`"]
-    (out / "matrix.md").write_text(render_markdown(tables, f"Drift matrix (baseline {baseline})", notes))
-    render_heatmap(tables, out / "matrix.png", short_suite)
-    logger.info(f"wrote {out / 'matrix.md'}, {out / 'matrix.json'}, {out / 'matrix.png'}")
+    write_atomic(out / "matrix.md", render_markdown(tables, f"Drift matrix (baseline {baseline})", notes))
+    written = [out / "matrix.md", out / "matrix.json"]
+    try:
+        png = io.BytesIO()
+        render_heatmap(tables, png, short_suite)
+    except ImportError:
+        logger.warning("no heatmap: matplotlib is not installed here (the Markdown and JSON tables are written)")
+    else:
+        write_atomic(out / "matrix.png", png.getvalue())
+        written.append(out / "matrix.png")
+    logger.info("wrote " + ", ".join(str(path) for path in written))
     print(summary_line(tables) if log.quiet() else render_terminal(tables, marked=baseline))  # summary line last
     drifted = [
         suite for suite, table in tables.items()

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
-from logitsmatch.judge.golden_io import atomic_writer, load_golden, write_json_atomic
+from logitsmatch.files import atomic_writer, read_input, refuse_output_over_inputs
+from logitsmatch.judge.golden_io import load_golden, write_json_atomic
 from logitsmatch.log import logger
 from logitsmatch.provenance import freshness_problem, invocation
 from logitsmatch.run.platforms import add_platform_option, harness_platform
@@ -56,7 +57,7 @@ def fresh_result(suite, platform: str, toolchain, from_dir: Path | None = None,
     if problem is not None:
         raise BadInput(f"cannot record {result} for {suite.name} on {platform} with {toolchain.name}: {problem} "
                        f"(run it again: nox -s \"logitsmatch({toolchain.name})\" -- {suite.name})")
-    return result, json.loads(paths.provenance_path(result).read_text())
+    return result, json.loads(read_input(paths.provenance_path(result)))
 
 
 def golden_for(first_golden: Path, provenance: dict, hardware_class: str | None) -> Path:
@@ -88,17 +89,19 @@ def main(args) -> int:
     from logitsmatch.judge.verdict import judge_against_golden
     from logitsmatch.suites import load_suite
     from logitsmatch.toolchains import get_toolchain
-    args.platform = harness_platform(args.platform)
 
+    args.platform = harness_platform(args.platform)
     project = paths.project_root()
     toolchain = get_toolchain(project / "pyproject.toml", args.toolchain)
     suite = load_suite(project, args.suite)
     from_dir = Path(args.from_dir) if args.from_dir else None
     result_path, provenance = fresh_result(suite, args.platform, toolchain, from_dir, args.hardware_class)
     golden = golden_for(paths.golden_path(suite.name, args.platform, args.toolchain), provenance, args.hardware_class)
+    refuse_output_over_inputs([golden, paths.provenance_path(golden)],
+                              [result_path, paths.provenance_path(result_path)])
 
     if golden.is_file():
-        passed = judge_against_golden(suite, result_path, golden, args.toolchain)
+        passed = judge_against_golden(suite, result_path, golden, args.toolchain) == EXIT_OK
         if passed:
             logger.info("the result matches the golden within policy")
             if args.only_failing:
@@ -109,7 +112,7 @@ def main(args) -> int:
             return EXIT_DRIFT
 
     load_golden(result_path)  # refuse a malformed result before touching the golden
-    body = result_path.read_bytes()
+    body = read_input(result_path)
     provenance["recorded"] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": invocation(),

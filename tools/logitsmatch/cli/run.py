@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from logitsmatch import paths
-from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput, Unsupported
+from logitsmatch.errors import EXIT_OK, BadInput, Unsupported
 from logitsmatch.log import logger
 from logitsmatch.run.platforms import add_platform_option
 
@@ -370,10 +370,7 @@ def main(args, results_root: Path | None = None) -> int:
 
     started = time.monotonic()
     user_checkpoint = bool(args.checkpoint or suite.arg("--load"))
-    try:
-        tokenizer = tokenizer_spec(suite, project, user_checkpoint, args.tokenizer_model)
-    except OSError as exc:  # a directory, unreadable file, ... (not found is already a BadInput)
-        raise BadInput(f"tokenizer model {exc.filename}: {exc.strerror or exc}") from None
+    tokenizer = tokenizer_spec(suite, project, user_checkpoint, args.tokenizer_model)
     choice = choose_checkpoint(suite, project, args.checkpoint, tokenizer, read_checkpoint_args)
     weights = prepare_weights(choice, timeout)
 
@@ -418,6 +415,7 @@ def main(args, results_root: Path | None = None) -> int:
         schedule=schedule_record(plan["schedule"]),
         batch_invariant=batch_invariant,
         harness_inputs=inputs_summary,
+        execution=provenance_module.execution(),
     )
     with publish_lock(target.parent):  # a concurrent run of the same triple publishes before or after, never between
         publish(run, target, record, inputs)
@@ -430,5 +428,4 @@ def main(args, results_root: Path | None = None) -> int:
         from logitsmatch.judge.verdict import judge_against_golden
 
         golden = golden_of_class(paths.golden_path(suite.name, platform_label, toolchain.name), record["hardware"]["class"])
-        passed = judge_against_golden(suite, target, golden, toolchain.name)
-    return EXIT_OK if passed else EXIT_DRIFT
+        return judge_against_golden(suite, target, golden, toolchain.name)

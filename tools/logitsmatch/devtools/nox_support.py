@@ -68,15 +68,21 @@ def runnable_toolchains() -> list[str]:
     return [name for name, toolchain in TOOLCHAINS.items() if has_gpu or not toolchain.requires_gpu]
 
 
-def venv_bin(session, name: str, python: str, requirements: list[str]) -> Path:
-    """The bin folder of venv ``name`` (``.nox/toolchains/<name>``), built or brought up to ``requirements`` first."""
+def build_venv(name: str, python: str, requirements: list[str], log=print) -> Path:
+    """The bin folder of venv ``name`` (``.nox/toolchains/<name>``), built or brought up to ``requirements`` first;
+    without a session, for the fan-out's build jobs (BadInput when it cannot be built)."""
     from logitsmatch.devtools import venvs
 
     interpreter = interpreters.find(python)
     if interpreter is None:
-        session.error(interpreters.missing_message(name, python))
+        raise BadInput(interpreters.missing_message(name, python))
+    return venvs.ensure(interpreter, toolchain_venv(PROJECT, name), requirements, PROJECT, log)
+
+
+def venv_bin(session, name: str, python: str, requirements: list[str]) -> Path:
+    """``build_venv`` for a session: what cannot be built fails the session."""
     try:
-        return venvs.ensure(interpreter, toolchain_venv(PROJECT, name), requirements, PROJECT, session.log)
+        return build_venv(name, python, requirements, session.log)
     except BadInput as exc:
         session.error(str(exc))
 
@@ -183,12 +189,22 @@ def logitsmatch_parser(session) -> SessionParser:
 
 
 def record_parser(session) -> SessionParser:
-    """``TOOLCHAIN [SUITE ...] [--force]``."""
+    """``TOOLCHAIN [SUITE ...] [--from DIR [--only-failing] [--hardware-class CLASS]] [--force]``."""
     parser = SessionParser(session)
     parser.add_argument("toolchain", metavar="TOOLCHAIN")
     parser.add_argument("suites", nargs="*", metavar="SUITE")
-    parser.forward("--force", nargs=0)
+    parser.add_argument("--from", dest="from_dir", metavar="DIR")
+    for flag in ("--force", "--only-failing"):
+        parser.forward(flag, nargs=0)
+    parser.forward("--hardware-class", metavar="CLASS")
     return parser
+
+
+def _matrix_source(value: str) -> str:
+    """auto, results, goldens, or a folder made by ``logitsmatch collect``."""
+    if value in ("auto", "results", "goldens") or (Path(value) / "collected.json").is_file():
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is not auto, results, goldens or a folder made by logitsmatch collect")
 
 
 def matrix_parser(session) -> SessionParser:
@@ -197,7 +213,7 @@ def matrix_parser(session) -> SessionParser:
     parser.add_argument("suites", nargs="*", metavar="SUITE")
     parser.add_argument("--tag", action="append", default=[])
     parser.add_argument("--baseline", metavar="T")
-    parser.add_argument("--source", choices=("auto", "results", "goldens"), default="auto")
+    parser.add_argument("--source", default="auto", metavar="auto|results|goldens|DIR", type=_matrix_source)
     parser.add_argument("--out", metavar="DIR")
     return parser
 
@@ -269,33 +285,46 @@ def runnable_suites(session, toolchain_name: str, suites: list[str]) -> list[str
     return runnable
 
 
+def outcomes_summary(session, who: str, outcomes: dict[str, list[str]], record_with: str | None = None) -> None:
+    """Fail the session with one line per outcome other than pass: drift apart from NO GOLDEN, a bad input, a
+    failed run or a crash, each with its exit code's name (``errors.outcome_name``)."""
+    parts = [f"{outcome}: {', '.join(suites)}" for outcome, suites in outcomes.items() if suites]
+    no_golden = outcomes.get("NO GOLDEN")
+    if no_golden and record_with:
+        parts.append(f"make the missing goldens with: nox -s record -- {record_with} {' '.join(no_golden)}")
+    if parts:
+        session.error(f"{who}: " + "; ".join(parts))
+
+
 def run_suites(session, toolchain_name: str) -> None:
     """Run each suite in the toolchain's venv; report every failure, fail the session at the end if any failed.
 
     A suite the toolchain's release cannot run (``logitsmatch run`` exits 4, naming what the release
     lacks, before running anything) is listed as not run and does not fail the session: it has no
-    golden for that toolchain. The decision is the run's own, made in the toolchain venv, so nox's
-    interpreter needs nothing beyond the standard library.
+    golden for that toolchain. A suite without a golden (exit 5) is NO GOLDEN, listed apart from drift
+    with the record command that makes its golden; every other failure is named by its exit code. The
+    decision is the run's own, made in the toolchain venv, so nox's interpreter needs nothing beyond
+    the standard library.
     """
     from nox.command import CommandFailed
 
-    from logitsmatch.errors import EXIT_UNSUPPORTED
+    from logitsmatch.errors import EXIT_UNSUPPORTED, outcome_name
 
     parser = logitsmatch_parser(session)
     args = parser.parse()
     suites = parser.suites(args.suites, DEFAULT_SUITES)
     bin_dir = toolchain_bin(session, toolchain_name)
-    failed, not_run = [], []
+    outcomes: dict[str, list[str]] = {}
     for suite in suites:
         try:
             session.run(str(bin_dir / "logitsmatch"), "run", suite, "--toolchain", toolchain_name, *args.forwarded,
                         external=True, env=activated(bin_dir))
         except CommandFailed as exc:  # keep running the other suites
-            (not_run if getattr(exc, "return_code", None) == EXIT_UNSUPPORTED else failed).append(suite)
+            outcomes.setdefault(outcome_name(getattr(exc, "return_code", None)), []).append(suite)
+    not_run = outcomes.pop(outcome_name(EXIT_UNSUPPORTED), [])
     if not_run:
         session.log(f"{toolchain_name}: not run, its megatron-core release cannot (see above): {', '.join(not_run)}")
-    if failed:
-        session.error(f"{toolchain_name}: failed suites: {', '.join(failed)}")
+    outcomes_summary(session, toolchain_name, outcomes, record_with=toolchain_name)
 
 
 def ensure_fresh_results(session, toolchain_name: str, suites: list[str]) -> list[str]:
@@ -319,10 +348,17 @@ def run_record(session) -> None:
     parser = record_parser(session)
     args = parser.parse()
     toolchain = parser.toolchain(args.toolchain)
-    suites = ensure_fresh_results(session, toolchain, parser.suites(args.suites, SUITES))
+    if args.from_dir:  # collected results (logitsmatch collect): nothing runs; the suites the tree holds for the toolchain
+        collected = Path(args.from_dir)
+        held = [name for name in SUITES if any((collected / name).glob(f"*/{toolchain}/*/result.json"))]
+        suites, forwarded = parser.suites(args.suites, held), [f"--from={collected}", *args.forwarded]
+        if not suites:
+            parser.error(f"{collected} holds no collected result of {toolchain}")
+    else:
+        suites, forwarded = ensure_fresh_results(session, toolchain, parser.suites(args.suites, SUITES)), args.forwarded
     install_harness(session)
     for suite in suites:
-        session.run("logitsmatch", "record", suite, "--toolchain", toolchain, *args.forwarded)
+        session.run("logitsmatch", "record", suite, "--toolchain", toolchain, *forwarded)
 
 
 def run_matrix(session) -> None:
@@ -337,7 +373,7 @@ def run_matrix(session) -> None:
     if args.baseline and args.baseline not in toolchains:
         parser.error(f"baseline {args.baseline!r} is not among the selected toolchains ({', '.join(toolchains)})")
     install_harness(session, "plot")
-    if args.source != "goldens":
+    if args.source in ("auto", "results"):  # goldens, or a collected tree (logitsmatch collect): nothing runs
         for toolchain in toolchains:
             ensure_fresh_results(session, toolchain, suites)
     options = [f"--{key}={value}" for key, value in
@@ -388,6 +424,8 @@ def run_prerelease(session) -> None:
     """Derive a candidate from a baseline toolchain, run the suites in it, judge them against the baseline."""
     from nox.command import CommandFailed
 
+    from logitsmatch.errors import outcome_name
+
     parser = prerelease_parser(session)
     args = parser.parse()
     baseline = TOOLCHAINS[parser.toolchain(args.baseline)]
@@ -395,17 +433,16 @@ def run_prerelease(session) -> None:
     if not (args.megatron_core or args.torch):
         parser.error("nothing to validate: give --megatron-core SPEC and/or --torch SPEC")
     candidate, bin_dir = candidate_venv(session, baseline, args.megatron_core, args.torch, args.python)
-    failed = []
+    outcomes: dict[str, list[str]] = {}
     for suite in suites:
         try:
             session.run(str(bin_dir / "logitsmatch"), "run", suite, "--toolchain", baseline.name,
                         "--candidate", candidate, external=True, env=activated(bin_dir))
-        except CommandFailed:
-            failed.append(suite)
+        except CommandFailed as exc:
+            outcomes.setdefault(outcome_name(getattr(exc, "return_code", None)), []).append(suite)
         reports = paths.result_dir(suite, "cpu", candidate)
         session.log(f"{suite}: reports in {reports} (report.md, report.junit.xml, report.json)")
-    if failed:
-        session.error(f"candidate {candidate} drifts from {baseline.name} beyond policy in: {', '.join(failed)}")
+    outcomes_summary(session, f"candidate {candidate} against {baseline.name}", outcomes, record_with=baseline.name)
 
 
 def run_explain(session) -> None:
@@ -433,3 +470,10 @@ def run_explain(session) -> None:
         package, spec = request.commit
         command += ["--candidate-commit", f"{package}={spec}"]
     session.run(*command, external=True)
+
+
+def run_fanout(session) -> None:
+    """The fan-out runs in this session's venv (the harness and submitit; devtools.fanout parses the arguments):
+    submitit starts every job with its Python."""
+    install_harness(session, "fanout", "plot")
+    session.run("python", "-m", "logitsmatch.devtools.fanout", *session.posargs)

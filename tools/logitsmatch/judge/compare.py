@@ -25,10 +25,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from logitsmatch.errors import BadInput
 from logitsmatch.judge.checks import request_checks, request_set_checks, run_checks
 from logitsmatch.judge.golden_io import GoldenDocument, request_ids, request_sort_key, validate_golden
 from logitsmatch.judge.numerics import Numerics, gather_pair
-from logitsmatch.judge.policy import Policy
+from logitsmatch.judge.policy import KNOWN_METRICS, REQUEST_METRICS, RUN_METRICS, Policy
 from logitsmatch.judge.results import Check, ComparisonResult
 
 # --- structure -------------------------------------------------------------------------
@@ -112,19 +113,42 @@ def _structural_changes(golden: dict, current: dict, failed_checks: list[Check])
     return changes
 
 
+def _metrics_in(doc: dict) -> set[str]:
+    """The metrics a document holds: a request field any request has, a run-level key at the top."""
+    fields = {field for rid in request_ids(doc) for field in doc[rid]}
+    return {m for m in REQUEST_METRICS if m in fields} | {m for m in RUN_METRICS if m in doc}
+
+
+def check_something_to_check(golden: dict, current: dict, policy: Policy) -> list[str]:
+    """BadInput when the policy selects nothing either file holds (a pass would check nothing); else the
+    warnings naming each metric both files hold that is not selected."""
+    in_golden, in_current = _metrics_in(golden), _metrics_in(current)
+    if not policy.metrics:
+        raise BadInput(f"nothing to check: no metrics selected (known: {', '.join(KNOWN_METRICS)})")
+    if not set(policy.metrics) & (in_golden | in_current):
+        held = ", ".join(m for m in KNOWN_METRICS if m in in_golden | in_current) or "none of them"
+        raise BadInput(f"nothing to check: none of the metrics {', '.join(policy.metrics)} is in either file "
+                       f"(they hold {held})")
+    return [f"{m} in both files, not checked (not among the metrics {', '.join(policy.metrics)})"
+            for m in KNOWN_METRICS if m in in_golden & in_current and m not in policy.metrics]
+
+
 def compare(golden: dict, current: dict, policy: Policy = Policy()) -> ComparisonResult:
     """Compare two golden-format documents; pure, no I/O.
 
     Documents from golden_io.load_golden are used as they are; any other dict
     is validated first (BadInput names "golden" or "current" and the problem).
+    Nothing to check (no metric selected, or none in either file) is BadInput too.
     """
     if not isinstance(golden, GoldenDocument):
         golden = validate_golden(golden, "golden")
     if not isinstance(current, GoldenDocument):
         current = validate_golden(current, "current")
+    not_checked = check_something_to_check(golden, current, policy)
     golden_ids, current_ids = set(request_ids(golden)), set(request_ids(current))
     order = sorted(golden_ids & current_ids, key=request_sort_key)
     checks, warnings = request_set_checks(golden, golden_ids, current_ids, order, policy)
+    warnings += not_checked
 
     pairs = [gather_pair(rid, golden[rid], current[rid]) for rid in order]
     numerics = Numerics(pairs, policy)

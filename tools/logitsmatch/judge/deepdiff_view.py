@@ -79,7 +79,12 @@ def deepdiff_changes(golden: dict, current: dict, result: ComparisonResult) -> d
     from deepdiff import DeepDiff
 
     stripped_golden, stripped_current = _without_logprobs(golden, current)
-    changes: dict[str, Any] = json.loads(DeepDiff(stripped_golden, stripped_current, **deepdiff_options(result)).to_json())
+    diff = DeepDiff(stripped_golden, stripped_current, **deepdiff_options(result))
+    try:
+        text = diff.to_json()
+    except TypeError:  # orjson refuses a lone surrogate in a string; the stdlib writes it escaped
+        text = diff.to_json(force_use_builtin_json=True)
+    changes: dict[str, Any] = json.loads(text)
     values_changed = changes.setdefault("values_changed", {})
     added = changes.setdefault("iterable_item_added", {})
     removed = changes.setdefault("iterable_item_removed", {})
@@ -133,7 +138,7 @@ def dumps(changes: dict) -> bytes:
 
 def write_deepdiff(golden: dict, current: dict, result: ComparisonResult, path) -> None:
     """Write ``deepdiff_changes`` to ``path`` atomically."""
-    from logitsmatch.judge.golden_io import atomic_writer
+    from logitsmatch.files import atomic_writer
 
     with atomic_writer(path) as out:
         out.write(dumps(deepdiff_changes(golden, current, result)))

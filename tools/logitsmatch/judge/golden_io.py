@@ -12,21 +12,22 @@ it refuses (NaN/Infinity tokens, malformed text) go through the stdlib, which
 accepts the NaN tokens Python writes and explains real errors. orjson reads an
 integer beyond 64 bits as a float, so a file it parsed but that fails
 validation is parsed again by the stdlib, whose exact integers word the error.
-Token ids must fit in 64 bits (an id beyond is refused with that reason).
+A key a parser would drop (a duplicate request id) is found by counting keys in
+the text; a file where the count does not match goes through the stdlib, which
+names the duplicate. Types come before numbers: logprobs are numbers (not
+booleans), token and expert ids non-negative integers within 64 bits (not
+floats, not booleans); a culprit is named with its deepdiff path.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from logitsmatch.errors import BadInput
+from logitsmatch.files import atomic_writer, read_input
 
 try:
     import orjson
@@ -72,67 +73,117 @@ def request_ids(doc: dict) -> list[str]:
     return [k for k in doc if k not in NON_REQUEST_KEYS]
 
 
+def deepdiff_path(*elements: str | int) -> str:
+    """The path deepdiff prints for a place in a golden document: ``root['17']['logprobs'][51]`` (a key holding
+    ' in double quotes, as deepdiff.path.stringify_element writes it); load errors and reports name places so."""
+    return "root" + "".join(
+        f"[{e}]" if isinstance(e, int) else (f'["{e}"]' if "'" in e else f"['{e}']") for e in elements
+    )
 def request_sort_key(rid: str) -> tuple:
     """Numeric request ids in numeric order, then the others by name."""
     return (0, int(rid), "") if rid.isdecimal() else (1, 0, rid)
 
 
 def load_golden(path: str | os.PathLike) -> GoldenDocument:
-    """Parse and validate one golden-format file; raise BadInput naming file and problem."""
+    """Parse and validate one golden-format file; raise BadInput naming file and problem.
+
+    A regular file within the input cap only (``logitsmatch.files.read_input``). A file whose
+    JSON is a string is parsed once more, as Megatron's comparator reads it (``json.loads``
+    twice when the first gives a str).
+    """
     source = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise BadInput(f"{source}: no such file") from None
-    except IsADirectoryError:
-        raise BadInput(f"{source}: is a directory, expected a JSON file") from None
-    except OSError as exc:
-        raise BadInput(f"{source}: cannot read: {exc.strerror or exc}") from None
+    raw = read_input(path)
     if not raw.strip():
         raise BadInput(f"{source}: empty file")
+    doc, exact = _parse(raw, source)
+    if isinstance(doc, str):
+        doc, exact = _parse(doc, source)
+    if exact:
+        return validate_golden(doc, source)
+    try:
+        return validate_golden(doc, source)
+    except BadInput:  # orjson reads an integer beyond 64 bits as a float: the stdlib's exact integers word it
+        doc = parse_json(raw, source)
+        return validate_golden(parse_json(doc, source) if isinstance(doc, str) else doc, source)
+
+
+def _parse(data: bytes | str, source: str) -> tuple[Any, bool]:
+    """(document, parsed exactly by the stdlib): orjson when it can and the text cannot hide a
+    duplicate key, else the stdlib, which checks for one."""
     if orjson is not None:
         try:
-            parsed = orjson.loads(raw)
+            doc = orjson.loads(data)
         except orjson.JSONDecodeError:
             pass  # the stdlib accepts NaN tokens, and words errors well
         else:
-            try:
-                return validate_golden(parsed, source)
-            except BadInput:
-                pass  # the stdlib's exact integers give the accurate message
-    return validate_golden(parse_json(raw, source), source)
+            if isinstance(doc, str) or _keys_accounted_for(data, doc):
+                return doc, False
+    return parse_json(data, source), True
 
 
-def parse_json(raw: bytes, source: str) -> Any:
-    """JSON text to Python objects with the stdlib: NaN/Infinity tokens and integers of any size."""
+def _keys_accounted_for(data: bytes | str, doc: Any) -> bool:
+    """True when the text holds no more keys than the parsed top two levels: no key was dropped.
+
+    Every key is a string followed by ':', so the text has at least as many '":' as keys, and
+    more only when a key was duplicated (a parser keeps the last), an object sits deeper than
+    a request, or a string holds '":' itself; those rare files go through the stdlib, which checks.
+    """
+    if type(doc) is not dict:
+        return not isinstance(doc, list)  # a top-level list is refused anyway; let the stdlib word it
+    keys = len(doc) + sum(len(value) for value in doc.values() if type(value) is dict)
+    return data.count(b'":' if isinstance(data, bytes) else '":') == keys
+
+
+def parse_json(raw: bytes | str, source: str) -> Any:
+    """JSON text to Python objects with the stdlib: NaN/Infinity tokens, integers of any size,
+    and a duplicate key (which a parser would silently drop) refused naming it."""
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise BadInput(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    else:
+        text = raw
+    duplicates: list[tuple[str, dict]] = []
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            duplicates.append((next(key for key, _ in pairs if key in seen or seen.add(key)), obj))
+        return obj
+
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BadInput(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        return json.loads(text)
+        doc = json.loads(text, object_pairs_hook=pairs_hook)
     except json.JSONDecodeError as exc:
         raise BadInput(
             f"{source}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
     except RecursionError:
         raise BadInput(f"{source}: JSON nested too deeply") from None
+    if duplicates:
+        key, obj = duplicates[0]
+        if obj is doc:
+            raise BadInput(f"{source}: request id {_quoted(key)} appears twice (a JSON parser keeps only the last)")
+        owner = next((rid for rid, value in doc.items() if value is obj), None) if type(doc) is dict else None
+        where = f"request {_quoted(owner)}: " if owner is not None else ""
+        raise BadInput(f"{source}: {where}key {_quoted(key)} appears twice in one object "
+                       "(a JSON parser keeps only the last)")
+    return doc
 
 
 def _unwrap(value: Any) -> Any:
-    """A value that is JSON wrapped in a string (Megatron writes some) becomes that JSON."""
+    """A request that is JSON wrapped in a string becomes that JSON (a duplicate key in it is refused too)."""
     if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
         try:
-            return json.loads(value)
-        except (json.JSONDecodeError, RecursionError):
+            return parse_json(value, "")
+        except BadInput:
             return value
     return value
 
 
 def validate_golden(doc: Any, source: str) -> GoldenDocument:
-    """Check the golden format; return the document with JSON-in-string values unwrapped."""
-    if isinstance(doc, str):
-        doc = _unwrap(doc)
+    """Check the golden format; return the document with JSON-in-string requests unwrapped."""
     if not isinstance(doc, dict):
         raise BadInput(f"{source}: top level is {json_type(doc)}, expected an object of request ids")
     validated = GoldenDocument()
@@ -171,18 +222,21 @@ def _check_run_value(source: str, key: str, value: Any) -> None:
     raise BadInput(f"{source}: '{key}' is {json_type(value)}, expected a number or a list of numbers")
 
 
+_ID_FIELDS = ("routing_indices", "routing_indices_token_indices")
+
+
 def _check_request(source: str, rid: str, request: dict) -> None:
     where = f"{source}: request {_quoted(rid)}"
     tokens = request.get("generated_tokens")
     if "generated_tokens" in request:
         if not isinstance(tokens, list):
             raise BadInput(f"{where}: generated_tokens is {json_type(tokens)}, expected a list")
-        _check_tokens(where, tokens)
+        _check_ids(where, rid, ("generated_tokens",), tokens)
     if "logprobs" in request:
         logprobs = request["logprobs"]
         if not isinstance(logprobs, list):
             raise BadInput(f"{where}: logprobs is {json_type(logprobs)}, expected a list of numbers")
-        _check_numbers(where, "logprobs", logprobs)
+        _check_numbers(where, rid, "logprobs", logprobs)
         if isinstance(tokens, list) and len(logprobs) < len(tokens):
             raise BadInput(
                 f"{where}: {len(logprobs)} logprobs for {len(tokens)} generated tokens "
@@ -191,64 +245,70 @@ def _check_request(source: str, rid: str, request: dict) -> None:
     for text_field in ("generated_text", "input_prompt"):
         if text_field in request and not isinstance(request[text_field], str):
             raise BadInput(f"{where}: {text_field} is {json_type(request[text_field])}, expected a string")
-    if "routing_indices" in request and not isinstance(request["routing_indices"], list):
-        raise BadInput(f"{where}: routing_indices is {json_type(request['routing_indices'])}, expected a list")
+    for field in _ID_FIELDS:
+        if field in request:
+            if not isinstance(request[field], list):
+                raise BadInput(f"{where}: {field} is {json_type(request[field])}, expected a list")
+            _check_ids(where, rid, (field,), request[field])
 
 
-def _check_tokens(where: str, tokens: list) -> None:
-    """BadInput unless every token is a 64-bit integer (C-level checks first, then find the culprit)."""
-    if set(map(type, tokens)) <= {int} and (not tokens or (min(tokens) >= -(2**63) and max(tokens) < 2**63)):
-        return
-    for i, token in enumerate(tokens):
-        if type(token) is not int:
-            raise BadInput(f"{where}: generated_tokens[{i}] is {json_type(token)}, expected an integer")
-        if not -(2**63) <= token < 2**63:
-            raise BadInput(f"{where}: generated_tokens[{i}] is an integer beyond 64 bits ({str(token)[:30]}): "
-                           "token ids must fit in 64 bits")
+_INT = {int}
+_LIST = {list}
+_FLOAT = {float}
+_MAX_ID_DEPTH = 4  # routing_indices: [tokens, layers, top-k]
 
 
-def _check_numbers(where: str, name: str, values: list) -> None:
-    """BadInput unless `values` holds only numbers that fit a float.
+def _check_ids(where: str, rid: str, at: tuple, values: list) -> None:
+    """BadInput unless ``values`` (lists of lists allowed) holds only integers in [0, 2**63).
 
-    Fast path: the C-level sum() rejects every non-number a JSON list can
-    hold, and a float total means every element converted to float; an
-    integer total (integers only, rare) gets the per-element scan for
-    out-of-range values.
+    Token and expert ids: a float (even 3.0), a boolean or a negative number is refused naming its
+    deepdiff path. The type test is one C-level pass per list; the culprit is searched only on failure.
     """
-    try:
-        if isinstance(sum(values), float):
+    types = set(map(type, values))
+    if types <= _INT:
+        if not values or (min(values) >= 0 and max(values) < 2**63):
             return
-    except (TypeError, OverflowError):
-        pass
+    elif types <= _LIST and len(at) < _MAX_ID_DEPTH:
+        for index, inner in enumerate(values):
+            _check_ids(where, rid, (*at, index), inner)
+        return
+    def name(*index: int) -> str:
+        return "".join(f"[{e}]" if isinstance(e, int) else e for e in (*at, *index))
+
+    lists = [index for index, value in enumerate(values) if type(value) is list]
+    if lists and len(at) >= _MAX_ID_DEPTH:
+        raise BadInput(f"{where}: {name(lists[0])} is nested too deeply (at {deepdiff_path(rid, *at, lists[0])})")
+    if lists and len(lists) < len(values):
+        other = next(index for index, value in enumerate(values) if type(value) is not list)
+        raise BadInput(f"{where}: {name()} mixes ids and lists at one depth ({name(other)} is "
+                       f"{json_type(values[other])}, {name(lists[0])} a list) (at {deepdiff_path(rid, *at, other)})")
+    for index, value in enumerate(values):
+        path = deepdiff_path(rid, *at, index)
+        if type(value) is not int:
+            raise BadInput(f"{where}: {name(index)} is {json_type(value)}, expected an integer (at {path})")
+        if value < 0:
+            raise BadInput(f"{where}: {name(index)} is {value}, expected a non-negative integer id (at {path})")
+        if value >= 2**63:
+            raise BadInput(f"{where}: {name(index)} is an integer beyond 64 bits ({str(value)[:30]}): "
+                           f"ids must fit in 64 bits (at {path})")
+
+
+def _check_numbers(where: str, rid: str, name: str, values: list) -> None:
+    """BadInput unless ``values`` holds only numbers (not booleans) that fit a float.
+
+    Fast path: one C-level pass collects the element types; floats only (the usual case) is
+    done. Anything else gets the per-element scan, which names the first culprit.
+    """
+    if set(map(type, values)) <= _FLOAT:
+        return
     for i, value in enumerate(values):
+        path = deepdiff_path(rid, name, i)
         if not _is_number(value):
-            raise BadInput(f"{where}: {name}[{i}] is {json_type(value)}, expected a number")
+            raise BadInput(f"{where}: {name}[{i}] is {json_type(value)}, expected a number (at {path})")
         try:
             float(value)
         except OverflowError:
-            raise BadInput(f"{where}: {name}[{i}] is an integer too large for a float") from None
-
-
-@contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
-    """Write to a temp file beside `path`, then os.replace it: readers never see half a file."""
-    target = Path(path)
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    except OSError as exc:
-        raise BadInput(f"{target}: cannot write: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-        os.replace(tmp_name, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise BadInput(f"{target}: cannot write: {exc.strerror or exc}") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
+            raise BadInput(f"{where}: {name}[{i}] is an integer too large for a float (at {path})") from None
 
 
 def _utf8_json(text: str, obj: Any, **options) -> bytes:

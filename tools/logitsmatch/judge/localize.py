@@ -11,6 +11,10 @@ the two runs, and the localization refuses. Then:
 * per module, max |Δ| over the value ranks' real rows, decided by the one comparator
   (``judge.numerics.compare_arrays``), and the first module beyond the tolerance.
 
+What cannot be aligned is named, never dropped: an output or a rank one capture lacks, and
+an output whose shape or dtype differs between the two (no max |Δ| is made up for it).
+A capture file that is not what ``run --capture`` writes is one BadInput line naming it.
+
 Pure reading and numpy: no torch.
 """
 
@@ -18,12 +22,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from logitsmatch.errors import BadInput
+from logitsmatch.files import check_regular, read_input, read_text_input
 from logitsmatch.judge.golden_io import json_float
 from logitsmatch.judge.numerics import compare_arrays
 from logitsmatch.judge.policy import Mode, Policy
@@ -51,36 +58,94 @@ class CaptureSet:
         return [rank for rank, capture in self.ranks.items() if capture.values is not None]
 
 
+_RANK_FILE = re.compile(r"rank-(\d{1,6})\.jsonl")
+# the fields this module reads, by record kind, and their JSON types
+_FIELDS = {
+    "step": {"step": int, "active_tokens": int, "valid_ids_sha256": str},
+    "output": {"step": int, "order": int, "name": str, "output": str, "valid_shape": list, "valid_sha256": str},
+}
+
+
+def _check_record(where: str, record) -> None:
+    if not isinstance(record, dict):
+        raise BadInput(f"{where}: a capture record is a JSON object, not {type(record).__name__}")
+    for name, kind in _FIELDS.get(record.get("kind"), {}).items():
+        value = record.get(name)
+        if type(value) is not kind:
+            raise BadInput(f"{where}: a {record['kind']} record needs {name!r} ({kind.__name__}), got {value!r:.40}")
+
+
+def _read_rank(path: Path) -> tuple[dict, list, dict | None]:
+    steps, outputs, footer = {}, [], None
+    for number, line in enumerate(read_text_input(path, "capture file").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {number}"
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            raise BadInput(f"{where}: not JSON (not a capture file)") from None
+        _check_record(where, record)
+        kind = record.get("kind")
+        if kind == "step":
+            steps[record["step"]] = record
+        elif kind == "output":
+            if record.get("values") is not None and not isinstance(record["values"], str):
+                raise BadInput(f"{where}: an output record's 'values' is a key into the .npz or null")
+            outputs.append(record)
+        elif kind == "footer":
+            footer = record
+    return steps, outputs, footer
+
+
+def _read_values(path: Path):
+    check_regular(path, "capture values file")
+    try:
+        values = np.load(path, allow_pickle=False)
+        if not isinstance(values, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise BadInput(f"{path}: not a capture values file ({exc})") from None
+    return values
+
+
+def _read_inputs(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        inputs = json.loads(read_input(path, "inputs file"))
+    except (ValueError, RecursionError):
+        raise BadInput(f"{path}: not JSON") from None
+    ranks = inputs.get("ranks") if isinstance(inputs, dict) else None
+    if not isinstance(ranks, list) or not all(
+        isinstance(rank, dict) and isinstance(rank.get("weights"), dict)
+        and isinstance(rank["weights"].get("tensors", {}), dict) for rank in ranks
+    ):
+        raise BadInput(f"{path}: not the per-rank inputs a run writes (ranks[].weights.tensors)")
+    return inputs
+
+
 def read_capture(folder: str | Path) -> CaptureSet:
     """A capture folder (``capture/`` beside a result, or the folder holding ``rank-N.jsonl``)."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise BadInput(f"{folder}: not a folder (a capture is the capture/ folder of a run with --capture)")
     if (folder / "capture").is_dir() and not list(folder.glob("rank-*.jsonl")):
         folder = folder / "capture"
-    files = sorted(folder.glob("rank-*.jsonl"), key=lambda path: int(path.stem.split("-")[1]))
+    files = sorted(folder.glob("rank-*.jsonl"))
     if not files:
         raise BadInput(f"{folder}: not a capture (no rank-N.jsonl; run logitsmatch run ... --capture)")
     ranks = {}
     for path in files:
-        rank = int(path.stem.split("-")[1])
-        steps, outputs, footer = {}, [], None
-        try:
-            for line in path.read_text().splitlines():
-                record = json.loads(line)
-                kind = record.get("kind")
-                if kind == "step":
-                    steps[record["step"]] = record
-                elif kind == "output":
-                    outputs.append(record)
-                elif kind == "footer":
-                    footer = record
-        except (ValueError, KeyError) as exc:
-            raise BadInput(f"{path}: not a capture file ({exc})") from None
+        match = _RANK_FILE.fullmatch(path.name)
+        if match is None:
+            raise BadInput(f"{path}: not a capture file name (rank-N.jsonl, N the rank)")
+        rank = int(match.group(1))
+        steps, outputs, footer = _read_rank(path)
         values_path = path.with_suffix(".npz")
-        values = np.load(values_path) if values_path.is_file() else None
+        values = _read_values(values_path) if values_path.exists() or values_path.is_symlink() else None
         ranks[rank] = RankCapture(rank, steps, outputs, values, footer)
-    inputs_path = folder.parent / "inputs.json"
-    inputs = json.loads(inputs_path.read_text()) if inputs_path.is_file() else None
-    return CaptureSet(folder, ranks, inputs)
+    return CaptureSet(folder, dict(sorted(ranks.items())), _read_inputs(folder.parent / "inputs.json"))
 
 
 def _keyed(outputs: list[dict]) -> dict[tuple, dict]:
@@ -103,8 +168,9 @@ class ModuleRow:
     shape: list
     ranks_compared: int
     ranks_differing: int
-    max_abs_delta: float | None  # over the value ranks' real rows; None without values
+    max_abs_delta: float | None  # over the value ranks' real rows; None without values or when unaligned
     beyond_tolerance: bool | None
+    mismatch: str | None = None  # why the two sides cannot be compared value by value (shape, dtype)
 
     @property
     def differs(self) -> bool:
@@ -114,7 +180,7 @@ class ModuleRow:
         return {"step": self.step, "order": self.order, "name": self.name, "output": self.output, "shape": self.shape,
                 "ranks_compared": self.ranks_compared, "ranks_differing": self.ranks_differing,
                 "max_abs_delta": json_float(self.max_abs_delta),
-                "beyond_tolerance": self.beyond_tolerance}
+                "beyond_tolerance": self.beyond_tolerance, "mismatch": self.mismatch}
 
 
 @dataclass
@@ -123,7 +189,11 @@ class Localization:
     tolerance: Policy
     schedule_problem: str | None = None
     weights_differing: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # records only one side has
+    missing: list[str] = field(default_factory=list)  # ranks and outputs only one side has, each saying which
+
+    @property
+    def mismatched(self) -> list[ModuleRow]:
+        return [row for row in self.rows if row.mismatch]
 
     @property
     def first_bitwise(self) -> ModuleRow | None:
@@ -137,6 +207,8 @@ class Localization:
         if self.schedule_problem:
             return f"not comparable: {self.schedule_problem}"
         first = self.first_bitwise
+        if not self.rows:
+            return "nothing compared: no module output is in both captures"
         if first is None:
             return f"no module output differs ({len(self.rows)} outputs compared, real token rows)"
         return f"first moving module {describe(first)}"
@@ -152,6 +224,8 @@ class Localization:
             "first_beyond_tolerance": brief(self.first_beyond_tolerance),
             "loaded_weights_differing": self.weights_differing,
             "only_one_side": self.missing,
+            "mismatched": [{"name": row.name, "output": row.output, "step": row.step, "mismatch": row.mismatch}
+                           for row in self.mismatched],
             "modules": [row.to_dict() for row in self.rows],
         }
 
@@ -163,6 +237,7 @@ def step_kind(step: int) -> str:
 def describe(row: ModuleRow) -> str:
     name = row.name + (" (input: the attention's output)" if row.output == "in0" else "")
     delta = "" if row.max_abs_delta is None else f", max |Δ| {row.max_abs_delta:.3g}"
+    delta += f", {row.mismatch}" if row.mismatch else ""
     return f"{name} ({step_kind(row.step)}{delta})"
 
 
@@ -188,47 +263,89 @@ def _weights_differing(a: CaptureSet, b: CaptureSet) -> list[str]:
     return sorted(name.split(":", 1)[-1] for name in names)
 
 
+def _values(capture: CaptureSet, rank: int, key: str) -> np.ndarray:
+    """One stored array of a value rank; a missing or unreadable one is a BadInput naming the file."""
+    where = f"{capture.folder}/rank-{rank}.npz"
+    try:
+        values = np.asarray(capture.ranks[rank].values[key])
+    except KeyError:
+        raise BadInput(f"{where}: holds no array {key!r} (rank-{rank}.jsonl names it)") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise BadInput(f"{where}: array {key!r} cannot be read ({exc})") from None
+    if values.dtype.kind not in "biuf":
+        raise BadInput(f"{where}: array {key!r} holds {values.dtype}, not numbers")
+    return values
+
+
+def _side(key, left: dict) -> str:
+    return "only in the first capture" if key in left else "only in the second capture"
+
+
 def localize(a: CaptureSet, b: CaptureSet, tolerance: Policy = DEFAULT_TOLERANCE) -> Localization:
-    """Align two captures and find the first module whose output moved."""
+    """Align two captures and find the first module whose output moved; name what does not align."""
     common = sorted(set(a.ranks) & set(b.ranks))
     if not common:
         raise BadInput("the two captures share no rank")
     result = Localization([], tolerance, _schedule_problem(a, b), _weights_differing(a, b))
+    result.missing = [f"rank {rank}: {_side(rank, a.ranks)}" for rank in sorted(set(a.ranks) ^ set(b.ranks))]
     if result.schedule_problem:
         return result
     keyed = {rank: (_keyed(a.ranks[rank].outputs), _keyed(b.ranks[rank].outputs)) for rank in common}
     order_rank = common[0]
     left, right = keyed[order_rank]
-    result.missing = [f"{k[1]}#{k[2]} ({step_kind(k[0])})" for k in list(left) + list(right) if (k in left) != (k in right)]
+    result.missing += [f"{k[1]}#{k[2]} ({step_kind(k[0])}): {_side(k, left)}"
+                       for k in list(left) + list(right) if (k in left) != (k in right)]
     value_ranks = [rank for rank in common if a.ranks[rank].values is not None and b.ranks[rank].values is not None]
     for key, record in left.items():
         if key not in right:
             continue
         differing = compared = 0
+        shape = dtype = None
         for rank in common:
             x, y = keyed[rank][0].get(key), keyed[rank][1].get(key)
             if x is None or y is None:
                 continue
             compared += 1
             differing += (x["valid_sha256"] != y["valid_sha256"]) or (x["valid_shape"] != y["valid_shape"])
+            if shape is None and x["valid_shape"] != y["valid_shape"]:
+                shape = f"shape {x['valid_shape']} vs {y['valid_shape']} (rank {rank})"
+            if dtype is None and x.get("dtype") != y.get("dtype"):
+                dtype = f"dtype {x.get('dtype')} vs {y.get('dtype')} (rank {rank})"
         delta, beyond = None, None
-        for rank in value_ranks:
+        for rank in value_ranks if shape is None else ():
             x, y = keyed[rank][0].get(key), keyed[rank][1].get(key)
             if x is None or y is None or x.get("values") is None or y.get("values") is None:
                 continue
-            va, vb = a.ranks[rank].values[x["values"]], b.ranks[rank].values[y["values"]]
+            va, vb = _values(a, rank, x["values"]), _values(b, rank, y["values"])
             if va.shape != vb.shape:
-                delta, beyond = math.inf, True
-                continue
+                shape = f"stored values' shape {list(va.shape)} vs {list(vb.shape)} (rank {rank})"
+                delta, beyond = None, None
+                break
             judged = compare_arrays(va, vb, tolerance)
             delta = max(delta or 0.0, judged["max_abs_delta"])
             beyond = bool(beyond) or judged["n_over"] > 0
+        mismatch = "; ".join(filter(None, (shape, dtype))) or None
         result.rows.append(ModuleRow(record["step"], record["order"], record["name"], record["output"],
-                                     record["valid_shape"], compared, differing, delta, beyond))
+                                     record["valid_shape"], compared, differing, delta, beyond, mismatch))
     return result
 
 
 # --- rendering --------------------------------------------------------------------------
+
+def unaligned(result: Localization, limit: int = 12) -> list[str]:
+    """What could not be aligned or compared value by value, for every renderer."""
+    lines = []
+    if result.missing:
+        more = f" ... and {len(result.missing) - limit} more" if len(result.missing) > limit else ""
+        lines.append(f"not aligned, {len(result.missing)} on one side only: "
+                     + "; ".join(result.missing[:limit]) + more)
+    mismatched = result.mismatched
+    if mismatched:
+        more = f" ... and {len(mismatched) - limit} more" if len(mismatched) > limit else ""
+        lines.append(f"not comparable value by value, {len(mismatched)} output(s): " + "; ".join(
+            f"{row.name}#{row.output} ({step_kind(row.step)}): {row.mismatch}" for row in mismatched[:limit]) + more)
+    return lines
+
 
 def terminal(result: Localization, limit: int = 12) -> str:
     lines = []
@@ -236,6 +353,7 @@ def terminal(result: Localization, limit: int = 12) -> str:
         shown = ", ".join(result.weights_differing[:4]) + (" ..." if len(result.weights_differing) > 4 else "")
         lines.append(f"loaded weights differ in {len(result.weights_differing)} tensor(s): {shown}")
     lines.append(result.summary())
+    lines += unaligned(result, limit)
     if result.schedule_problem:
         return "\n".join(lines)
     beyond = result.first_beyond_tolerance
@@ -254,13 +372,16 @@ def terminal(result: Localization, limit: int = 12) -> str:
 
 
 def markdown(result: Localization) -> str:
-    lines = ["| # | step | module | output | shape (real rows) | ranks differing | max abs delta | beyond tolerance |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"- {line}" for line in unaligned(result, limit=len(result.missing) + len(result.rows))]
+    lines += [""] if lines else []
+    lines += ["| # | step | module | output | shape (real rows) | ranks differing | max abs delta | beyond tolerance |"
+              " not comparable |", "|---|---|---|---|---|---|---|---|---|"]
     for index, row in enumerate(result.rows):
         delta = "-" if row.max_abs_delta is None else f"{row.max_abs_delta:.3g}"
         mark = "**" if row is result.first_bitwise else ""
         lines.append(f"| {index} | {step_kind(row.step)} | {mark}{row.name}{mark} | {row.output} | {row.shape} | "
-                     f"{row.ranks_differing}/{row.ranks_compared} | {delta} | {'yes' if row.beyond_tolerance else ''} |")
+                     f"{row.ranks_differing}/{row.ranks_compared} | {delta} | "
+                     f"{'yes' if row.beyond_tolerance else ''} | {row.mismatch or ''} |")
     return "\n".join(lines)
 
 
@@ -271,6 +392,9 @@ def empty_plot_note(result: Localization, deltas: list[float]) -> str:
     if not result.rows:
         missing = f" ({len(result.missing)} records only one side has)" if result.missing else ""
         return f"Nothing to plot: the two captures share no module output{missing}."
+    if all(math.isnan(d) for d in deltas) and result.mismatched:
+        return (f"Nothing to plot: {len(result.mismatched)} of the {len(result.rows)} outputs both captures have differ "
+                "in shape or dtype, and no other has values on both sides.")
     if all(math.isnan(d) for d in deltas):
         return "Nothing to plot: no module output has values on both sides (digests only)."
     if result.first_bitwise is None:
@@ -278,8 +402,9 @@ def empty_plot_note(result: Localization, deltas: list[float]) -> str:
     return ""
 
 
-def plot(result: Localization, path: Path, title: str = "") -> None:
-    """max |Δ| per module output along the execution order (log scale); 0 drawn at the floor."""
+def plot(result: Localization, path, title: str = "") -> None:
+    """max |Δ| per module output along the execution order (log scale); 0 drawn at the floor. ``path``: a file name
+    or a binary file."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -314,5 +439,5 @@ def plot(result: Localization, path: Path, title: str = "") -> None:
     axis.set_ylabel("max |Δ| on value ranks (1e-12 = equal)")
     axis.set_title(title or result.summary(), fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, format="png")
     plt.close(figure)

@@ -259,10 +259,11 @@ _DPI = 100
 _MAX_WIDTH_INCHES = 16.0
 
 
-def render_heatmap(tables: dict, path: Path, short_title=lambda heading: heading) -> None:
+def render_heatmap(tables: dict, path, short_title=lambda heading: heading) -> None:
     """Panels of N x N cells wrapped into a grid readable at 100 % zoom; colour = max |Δ logprob| (log scale,
     grey = bitwise identical), text = the cell's code (LEGEND) and max |Δ|; the colour bar marks each
-    table's tolerance. A table without outputs is a panel saying so. Needs matplotlib."""
+    table's tolerance. A table without outputs is a panel saying so. ``path``: a file name or a binary file.
+    Needs matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -326,7 +327,7 @@ def render_heatmap(tables: dict, path: Path, short_title=lambda heading: heading
                   + (f"; red line: tolerance {marked}" if marked else ""), fontsize=9)
     note = "Cells: " + LEGEND + "; second line: max |Δ logprob|."
     figure.supxlabel(_wrap(note, int((columns * (side + label_room) + 1.2) * 13)), fontsize=9, ha="center")
-    figure.savefig(path, dpi=_DPI)
+    figure.savefig(path, dpi=_DPI, format="png")
     plt.close(figure)
 
 

@@ -11,18 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from logitsmatch.judge.golden_io import json_float
+from logitsmatch.judge.golden_io import deepdiff_path, json_float
 from logitsmatch.judge.policy import Policy
-
-
-def _deepdiff_key(key: str) -> str:
-    """A dict key as deepdiff quotes it (deepdiff.path.stringify_element for dict keys)."""
-    return f'"{key}"' if "'" in key else f"'{key}'"
-
-
-def deepdiff_path(*elements: str | int) -> str:
-    """The path deepdiff prints for a place in a golden document: ``root['17']['logprobs'][51]``."""
-    return "root" + "".join(f"[{e}]" if isinstance(e, int) else f"[{_deepdiff_key(e)}]" for e in elements)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Judge a published result against its golden and print the report.
 
-A missing golden is a failure that says how to record one, never a pass. The
+A missing golden is its own outcome, NO GOLDEN (exit 5): not a pass and not
+drift, and it names the ``nox -s record`` command that makes the golden. The
 JSON, Markdown and JUnit reports are written beside the result
 (``report.json``, ``report.md``, ``report.junit.xml``) so CI can keep them.
 """
@@ -9,13 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from logitsmatch.errors import EXIT_DRIFT, EXIT_NO_GOLDEN, EXIT_OK, BadInput, ExitCode
+from logitsmatch.files import read_input
 from logitsmatch.judge.compare import compare
 from logitsmatch.judge.divergence import annotate, suite_decoder
 from logitsmatch.judge.golden_io import load_golden
 from logitsmatch.judge.policy import Policy
 from logitsmatch.judge.report import render_terminal, write_reports
 from logitsmatch.log import logger
-from logitsmatch.paths import project_root, report_paths
+from logitsmatch.paths import project_root, report_paths, shown_path
 
 
 def policy_for(suite) -> Policy:
@@ -46,18 +49,18 @@ def _provenance(path: Path) -> dict | None:
 
     sidecar = provenance_path(Path(path))
     try:
-        record = json.loads(sidecar.read_text()) if sidecar.is_file() else None
-    except (OSError, ValueError):
+        record = json.loads(read_input(sidecar)) if sidecar.is_file() else None
+    except (BadInput, ValueError, RecursionError):
         return None
     return record if isinstance(record, dict) else None
 
 
-def judge_against_golden(suite, result_path: Path, golden_path: Path, toolchain: str) -> bool:
-    """Print the verdict of ``result_path`` against ``golden_path``; True when it passes."""
+def judge_against_golden(suite, result_path: Path, golden_path: Path, toolchain: str) -> ExitCode:
+    """Print the verdict of ``result_path`` against ``golden_path``: EXIT_OK, EXIT_DRIFT or EXIT_NO_GOLDEN."""
     if not golden_path.is_file():
-        logger.info(f"FAIL: no golden for this suite, platform and toolchain: {golden_path}")
-        logger.info(f"record one from this result with: nox -s record -- {toolchain} {suite.name}")
-        return False
+        print(f"NO GOLDEN: {shown_path(golden_path)} does not exist (suite {suite.name}, toolchain {toolchain}); "
+              f"make it from this result with: nox -s record -- {toolchain} {suite.name}")
+        return EXIT_NO_GOLDEN
     golden, current = load_golden(golden_path), load_golden(result_path)
     result = compare(golden, current, policy_for(suite))
     annotate(result, golden, current, suite_decoder(suite, project_root()))
@@ -66,4 +69,4 @@ def judge_against_golden(suite, result_path: Path, golden_path: Path, toolchain:
     write_reports(result, json_path=reports["json"], markdown_path=reports["markdown"], junit_path=reports["junit"])
     logger.info(f"golden: {golden_path}")
     print(render_terminal(result))
-    return result.passed
+    return EXIT_OK if result.passed else EXIT_DRIFT

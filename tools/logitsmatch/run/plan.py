@@ -17,6 +17,7 @@ from pathlib import Path
 from logitsmatch import layouts, schedules
 from logitsmatch.checkpoint_args import architecture_from_args, resolve_checkpoint_dir
 from logitsmatch.errors import BadInput, Unsupported
+from logitsmatch.files import read_input
 from logitsmatch.layouts import Layout
 from logitsmatch.model_args import FlagReport, classify
 from logitsmatch.run.platforms import Platform
@@ -47,10 +48,8 @@ def tokenizer_spec(suite: Suite, project: Path, user_checkpoint: bool, override:
     path = override or (suite.arg("--tokenizer-model") if user_checkpoint else None)
     path = Path(path) if path else project / suite.tokenizer_model
     try:
-        entries = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadInput(f"tokenizer model not found: {path}") from None
-    except ValueError:
+        entries = json.loads(read_input(path, "tokenizer model"))
+    except (ValueError, RecursionError):
         raise BadInput(f"tokenizer model is not valid JSON: {path}") from None
     if not isinstance(entries, list) or len(entries) < 256:
         raise BadInput(f"tokenizer model {path}: expected a JSON list of at least 256 tiktoken ranks")

@@ -384,6 +384,26 @@ def detect_platform_name(devices: list[str] | None = None) -> str:
     return "gpu"
 
 
+def _is_layout(text: str) -> bool:
+    try:
+        layouts.parse(text)
+    except BadInput:
+        return False
+    return True
+
+
+def check_label(label: str) -> str:
+    """A platform label as results and goldens are keyed (``Platform.label``): a profile, or
+    ``<profile>-<layout>-<dtype>``; BadInput for anything else, before a path is built from it."""
+    profile, _, rest = label.partition("-")
+    layout, _, dtype = rest.rpartition("-")
+    if profile in PLATFORMS and (label == profile or (dtype in DTYPE_SHORT.values() and _is_layout(layout))):
+        return label
+    shown = label.encode("unicode_escape").decode("ascii")[:80]
+    raise BadInput(f"unknown platform {shown!r} (known: {', '.join(PLATFORMS)}, or <platform>-<layout>-<dtype> "
+                   f"such as cpu-tp1-fp32)")
+
+
 def get_platform(
     name: str | None,
     *,
@@ -444,8 +464,7 @@ def listed_gpus() -> list[str]:
 
 
 def harness_platform(name: str | None) -> str:
-    """``--platform`` of a harness command (record, matrix, compare-toolchains): as given, or detected from
-    nvidia-smi as ``run`` detects it from torch."""
-    if name is not None and name not in PLATFORMS:
-        raise BadInput(f"unknown platform {name!r} (known: {', '.join(PLATFORMS)})")
-    return name or detect_platform_name(listed_gpus())
+    """``--platform`` of a harness command (record, matrix, compare-toolchains): a label as given (``check_label``:
+    a profile or ``<profile>-<layout>-<dtype>``, never a path), or detected from nvidia-smi as ``run`` detects it
+    from torch."""
+    return check_label(name) if name is not None else detect_platform_name(listed_gpus())

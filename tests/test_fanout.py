@@ -1,0 +1,140 @@
+"""`nox -s fanout`: jobs per (toolchain, suite) through submitit on a real one-node Slurm cluster and locally.
+
+The Slurm test starts the cluster of logitsmatch.devtools.slurm_cluster (installing Debian's packages as root
+where they are missing); it skips only where that cannot be done, and fails under CI. Two toolchains x the tiny
+seed sibling run on Slurm and then locally, one job at a time (the 2-core host runs one 8-rank suite at once):
+both merged matrices must agree, and every Slurm result must name its own Slurm job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from logitsmatch.devtools import fanout, slurm_cluster
+from support import DEFAULT_TOOLCHAIN, PROJECT, TINY_SUITE
+
+SECOND_TOOLCHAIN = "py3.11-torch2.13.0-mcore0.16.0"  # same Python and torch as the default: a cheap second venv
+TOOLCHAINS = (DEFAULT_TOOLCHAIN, SECOND_TOOLCHAIN)
+
+
+def run_fanout(*args: str, env: dict | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """The session as a user runs it: nox -s fanout -- ARGS, from the project root."""
+    return subprocess.run([sys.executable, "-m", "nox", "-f", str(PROJECT / "noxfile.py"), "-s", "fanout", "--", *args],
+                          cwd=PROJECT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def scratch():
+    """A folder outside pytest's own temporary tree: another pytest session on the host may prune that tree while
+    this test's jobs and cluster still use it."""
+    with tempfile.TemporaryDirectory(prefix="logitsmatch-fanout-") as folder:
+        yield Path(folder)
+
+
+@pytest.fixture
+def slurm(scratch) -> dict[str, str]:
+    """A running one-node cluster (the client environment), stopped after the test."""
+    cluster = slurm_cluster.Cluster(scratch / "cluster")
+    try:
+        env = cluster.start()
+    except slurm_cluster.ClusterUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set and Slurm cannot run here: {exc}", pytrace=False)
+        pytest.skip(f"Slurm cannot run here: {exc}")
+    yield env
+    cluster.stop()
+
+
+def collected_provenance(results: Path) -> dict[str, dict]:
+    """Each collected result's provenance, by toolchain."""
+    found = {}
+    for sidecar in sorted((results / "collected").rglob("result.provenance.json")):
+        record = json.loads(sidecar.read_text())
+        found[record["toolchain"]] = record
+    return found
+
+
+def matrix_cells(results: Path) -> dict:
+    report = json.loads((results / "matrix" / "matrix.json").read_text())
+    return {suite: table["cells"] for suite, table in report["suites"].items()}
+
+
+@pytest.mark.inference
+def test_slurm_fanout_matches_local(slurm, scratch):
+    toolchains = [arg for name in TOOLCHAINS for arg in ("--toolchain", name)]
+    one_at_a_time = f"cpus_per_task={os.cpu_count()}"  # each job takes the whole node
+    on_slurm = run_fanout(*toolchains, TINY_SUITE, "--executor", "slurm", "--results", str(scratch / "slurm"),
+                          "--slurm-option", one_at_a_time, env=slurm)
+    assert on_slurm.returncode == 0, on_slurm.stdout[-3000:] + on_slurm.stderr[-3000:]
+    assert "4 jobs: 0 queued, 0 running, 4 done, 0 failed" in on_slurm.stdout + on_slurm.stderr  # nox merges them
+    jobs = json.loads((scratch / "slurm" / "jobs.json").read_text())["jobs"]
+    suite_jobs = {job["toolchain"]: job for job in jobs if job["suite"]}
+    builds = {job["toolchain"]: job for job in jobs if not job["suite"]}
+    assert set(suite_jobs) == set(builds) == set(TOOLCHAINS)
+    for name, job in suite_jobs.items():
+        assert job["build_job_id"] == builds[name]["job_id"]  # started after its own build
+
+    provenance = collected_provenance(scratch / "slurm")
+    assert set(provenance) == set(TOOLCHAINS)
+    executions = [record["execution"] for record in provenance.values()]
+    assert all(execution["executor"] == "slurm" for execution in executions)
+    assert len({execution["job_id"] for execution in executions}) == len(TOOLCHAINS)
+    assert {name: record["execution"]["job_id"] for name, record in provenance.items()} == \
+        {name: job["job_id"] for name, job in suite_jobs.items()}
+
+    local = run_fanout(*toolchains, TINY_SUITE, "--executor", "local", "--results", str(scratch / "local"))
+    assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
+    local_records = collected_provenance(scratch / "local").values()
+    assert all(record["execution"]["executor"] == "local" for record in local_records)
+    slurm_cells, local_cells = matrix_cells(scratch / "slurm"), matrix_cells(scratch / "local")
+    assert set(slurm_cells) == {TINY_SUITE}
+    assert set(slurm_cells[TINY_SUITE]) == set(TOOLCHAINS)
+    assert slurm_cells == local_cells
+
+
+def test_slurm_options_are_key_value():
+    assert fanout.slurm_options(["cpus-per-task=2", "account=a=b"]) == {"cpus_per_task": "2", "account": "a=b"}
+    with pytest.raises(ValueError, match="not KEY=VALUE"):
+        fanout.slurm_options(["exclusive"])
+
+
+def test_suite_jobs_follow_their_build_and_ask_for_their_ranks(tmp_path):
+    from logitsmatch.devtools import nox_support
+    from logitsmatch.suites import load_suite
+
+    gpu = next(name for name, toolchain in nox_support.TOOLCHAINS.items() if toolchain.requires_gpu)
+    jobs = fanout.plan_jobs([DEFAULT_TOOLCHAIN, gpu], [TINY_SUITE], PROJECT, tmp_path, "slurm")
+    builds = {job.toolchain: job for job in jobs if job.suite is None}
+    suite_jobs = [job for job in jobs if job.suite]
+    assert set(builds) == {DEFAULT_TOOLCHAIN, gpu} and len(suite_jobs) == 2
+    world_size = load_suite(PROJECT, TINY_SUITE).world_size
+    for job in suite_jobs:
+        assert job.build is builds[job.toolchain]
+        assert job.results == tmp_path / "results"
+        assert job.resources["cpus_per_task"] == world_size
+        assert job.resources.get("gpus_per_node") == (world_size if job.toolchain == gpu else None)
+
+
+def test_bad_input_is_one_line(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("")
+    cases = [
+        (["--toolchain", "no-such-toolchain", "--executor", "local"], "unknown toolchain 'no-such-toolchain'"),
+        (["--toolchain", DEFAULT_TOOLCHAIN, "no_such_suite", "--executor", "local"], "unknown suite 'no_such_suite'"),
+        (["--toolchain", DEFAULT_TOOLCHAIN, "--executor", "slurm", "--slurm-option", "exclusive"], "not KEY=VALUE"),
+        (["--toolchain", DEFAULT_TOOLCHAIN, "--executor", "local", "--results", str(tmp_path / "taken")],
+         "is not empty"),
+    ]
+    for argv, fragment in cases:
+        completed = subprocess.run([sys.executable, "-m", "logitsmatch.devtools.fanout", *argv], cwd=PROJECT,
+                                   capture_output=True, text=True)
+        lines = completed.stderr.strip().splitlines()
+        assert completed.returncode == 2 and len(lines) == 1 and fragment in lines[0], completed.stderr
