@@ -78,9 +78,11 @@ def matrix(session):
 
 @nox.session(python=False)
 def invariance(session):
-    """One suite at several parallel layouts as an N x N table, running what has no fresh result.
+    """One suite at several parallel layouts or request schedules as an N x N table, running what has no fresh result.
 
-    nox -s invariance -- SUITE [--layouts tp8,pp8,tp2pp2dp2,dp8,tp1] [--toolchain T] [--out DIR] [--rerun]
+    nox -s invariance -- SUITE [--layouts tp8,pp8,tp2pp2dp2,dp8,tp1] [--schedules together,alone,...]
+        [--batch-invariant]
+    [--toolchain T | --megatron-core SPEC --torch SPEC (a candidate derived from T)] [--out DIR] [--rerun]
     """
     support.run_invariance(session)
 

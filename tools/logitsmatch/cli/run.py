@@ -44,6 +44,13 @@ def configure(parser) -> None:
         help="run at another parallel layout, e.g. tp1, pp8, tp2pp2dp2, dp8 (results and goldens are then "
         "labelled <platform>-<layout>-<dtype>; see logitsmatch invariance)",
     )
+    parser.add_argument("--schedule", default="together", metavar="S",
+                        help="how the prompts reach the engine: together (the suite's own), alone, reversed, mixed, "
+                        "chunked or forward (no engine: GPTModel's training forward); any but together is labelled "
+                        "<platform>-sched-S-<dtype> (see logitsmatch.schedules)")
+    parser.add_argument("--batch-invariant", action="store_true",
+                        help="run with megatron-core's batch_invariant_mode where the release and platform have it "
+                        "(GPU; on CPU one line says why not)")
     parser.add_argument(
         "--dtype",
         default=None,
@@ -161,16 +168,97 @@ def announce(suite, label: str, toolchain, candidate: bool, platform, plan: dict
         logger.info(line.strip())
     schedule = request_schedule(plan)
     if schedule["timing_dependent"]:
-        logger.warning(f"{len(plan['prompts'])} prompts over {plan['parallel']['data']} engines: each engine adds its "
+        logger.warning(f"{schedule['prompts']} prompts over {plan['parallel']['data']} engines: each engine adds its "
                        "requests as they arrive, so its batch schedule depends on arrival timing")
     sys.stdout.flush()
 
 
 def request_schedule(plan: dict) -> dict:
     """How requests reach the engines (see run.plan.hold_requests), as provenance records it."""
-    engines, prompts = plan["parallel"]["data"], len(plan["prompts"])
+    engines, prompts = plan["parallel"]["data"], len(plan["schedule"]["submit"])  # mixed: the extras too
     return {"engines": engines, "prompts": prompts, "held_until_all_arrived": plan["inference"].get("hold_requests"),
             "timing_dependent": engines > 1 and prompts > engines}
+
+
+def schedule_refusal(adapter, platform, layout, release: tuple[int, int, int]) -> str | None:
+    """Why this run cannot take its schedule (None: it can)."""
+    if platform.schedule == "chunked" and not adapter.supports_chunked_prefill():
+        return f"schedule chunked: chunked prefill is not supported by megatron-core {'.'.join(map(str, release))}"
+    if platform.schedule == "forward" and layout.pipeline > 1:
+        return ("schedule forward: not implemented for pipeline parallel > 1 (a forward over stages needs "
+                "megatron's pipeline schedule; logitsmatch runs GPTModel directly)")
+    return None
+
+
+def batch_invariant_decision(requested: bool, adapter, platform, release: tuple[int, int, int]) -> dict:
+    """{requested, applied, why}: megatron-core's batch_invariant_mode, where release and platform have it."""
+    if not requested:
+        return {"requested": False, "applied": False}
+    version = ".".join(map(str, release))
+    if not adapter.has_batch_invariant_mode():
+        raise Unsupported(f"--batch-invariant: megatron-core {version} has no batch_invariant_mode")
+    if platform.device == "cpu":
+        return {"requested": True, "applied": False, "why": (
+            f"not applied on platform cpu (megatron-core {version}'s batch_invariant_mode swaps aten mm, addmm, "
+            "_log_softmax and mean for Triton GPU kernels and requires --attention-backend flash, i.e. flash-attn "
+            "on CUDA)")}
+    return {"requested": True, "applied": True}
+
+
+def forward_reference(suite, platform, label: str, toolchain: str, project: Path, candidate: bool = False) -> dict:
+    """The token sequences the ``forward`` schedule scores: the suite's ``together`` result at this layout when it
+    stands (fresh for this toolchain or candidate), else this toolchain's golden at this layout."""
+    from logitsmatch.provenance import freshness_problem
+    from logitsmatch.run.freshness import candidate_problem
+    from logitsmatch.run.plan import expected_weights
+    from logitsmatch.toolchains import get_toolchain
+
+    together = platform.configured(schedule="together", batch_invariant=False).label(suite.model_args, suite.world_size)
+    result = paths.result_path(suite.name, together, label)
+    chain = get_toolchain(project / "pyproject.toml", toolchain)
+    problem = (candidate_problem(result, suite, project, chain, label) if candidate
+               else freshness_problem(result, suite, expected_weights(suite, project), chain))
+    candidates = [] if problem else [result]
+    candidates.append(paths.golden_path(suite.name, together, toolchain))
+    for path in candidates:
+        if path.is_file():
+            from logitsmatch.judge.golden_io import load_golden, request_ids
+
+            document = load_golden(path)
+            requests = {key: {"input_prompt": document[key]["input_prompt"],
+                              "generated_text": document[key].get("generated_text", ""),
+                              "generated_tokens": document[key]["generated_tokens"],
+                              "logprobs_count": len(document[key]["logprobs"]) if "logprobs" in document[key] else None}
+                        for key in request_ids(document)}
+            return {"source": str(paths.shown_path(path, project)), "requests": requests}
+    raise BadInput(f"schedule forward needs the suite's together result at this layout ({result}) or a golden "
+                   f"({candidates[-1]}): run `logitsmatch run {suite.name} --toolchain {toolchain}` first")
+
+
+def describe_schedule(schedule: dict) -> str:
+    """One line for people: what the schedule does in this run."""
+    name, submitted = schedule["name"], len(schedule["submit"])
+    if not schedule["engine"]:
+        return (f"schedule forward: GPTModel forward (training path, no engine) over prompt + generated tokens of "
+                f"{schedule['reference']['source']}")
+    text = f"schedule {name}: {submitted} request{'s' if submitted != 1 else ''} submitted " + (
+        "one at a time, each after the previous finished" if schedule["one_at_a_time"] else "together")
+    if schedule.get("mixed"):
+        text += (
+            f" ({submitted - sum(1 for item in schedule['submit'] if item['request_id'] is not None)} extra prompts "
+            f"of {schedule['mixed']['extra_words']} words, seed {schedule['mixed']['seed']}; not written)"
+        )
+    if schedule["chunked_prefill_tokens"]:
+        text += f", chunked prefill at {schedule['chunked_prefill_tokens']} tokens per step"
+    return text
+
+
+def schedule_record(schedule: dict) -> dict:
+    """The schedule as provenance records it (the reference's source, not its tokens)."""
+    record = {key: value for key, value in schedule.items() if key != "reference"}
+    if "reference" in schedule:
+        record["reference"] = schedule["reference"]["source"]
+    return record
 
 
 def report_ranks(run, plan: dict, wall_s: float) -> dict:
@@ -286,17 +374,22 @@ def main(args, results_root: Path | None = None) -> int:
     label = args.candidate or toolchain.name
     suite = load_suite(project, args.suite)
     layout = layouts.parse(args.layout) if args.layout else None
-    platform = get_platform(args.platform, tensor_parallel=args.tensor_parallel_size, dtype=args.dtype, layout=layout)
-    platform_label = platform.label(suite.model_args, suite.world_size)
+    platform = get_platform(args.platform, tensor_parallel=args.tensor_parallel_size, dtype=args.dtype, layout=layout,
+                            schedule=args.schedule)
     release = installed_release()
     from logitsmatch.rank.adapters import for_installed_megatron
 
     with warnings.catch_warnings():  # megatron's import-time notices (no Apex, no TE) belong to the ranks' logs
         warnings.simplefilter("ignore")
-        for_installed_megatron()  # a release no adapter speaks: one clear line now, not a dead rank later
-    refusal = layouts.unsupported(platform.layout(suite.model_args, suite.world_size), release)
+        adapter = for_installed_megatron()  # a release no adapter speaks: one clear line now, not a dead rank later
+        run_layout = platform.layout(suite.model_args, suite.world_size)
+        refusal = layouts.unsupported(run_layout, release) or schedule_refusal(adapter, platform, run_layout, release)
     if refusal:  # before any weights are written or run folder made
         raise Unsupported(f"suite {suite.name} not run: {refusal}")
+    batch_invariant = batch_invariant_decision(args.batch_invariant, adapter, platform, release)
+    if batch_invariant.get("applied"):
+        platform = platform.configured(batch_invariant=True)
+    platform_label = platform.label(suite.model_args, suite.world_size)
     if args.timeout is not None and not 0 < args.timeout < float("inf"):
         raise BadInput(f"--timeout must be a positive number of seconds, got {args.timeout}")
     timeout = args.timeout or suite.timeout_s
@@ -312,8 +405,15 @@ def main(args, results_root: Path | None = None) -> int:
     plan, flags = build_plan(suite, platform, choice, weights.checkpoint_dir, tokenizer, args.bind_host, release)
     if args.capture is not None:
         plan["capture"] = capture_spec(args.capture)
+    plan["parallel"]["batch_invariant_mode"] = bool(batch_invariant.get("applied"))
+    if not plan["schedule"]["engine"]:
+        plan["schedule"]["reference"] = forward_reference(suite, platform, label, toolchain.name, project,
+                                                          bool(args.candidate))
     run.write_plan(plan)
     announce(suite, label, toolchain, bool(args.candidate), platform, plan, weights, flags)
+    logger.info(describe_schedule(plan["schedule"]))
+    if batch_invariant.get("why"):
+        logger.info(f"--batch-invariant: {batch_invariant['why']}")
     if "routing_indices" in suite.metrics and plan["moe"] and not layouts.records_routing(release):
         logger.info(layouts.routing_note(release))
 
@@ -343,6 +443,8 @@ def main(args, results_root: Path | None = None) -> int:
         timings_s={"weights_prepare": weights.prepare_s, "launch_wall": wall_s, **ranks["timings_s"]},
         memory=ranks["memory"],
         request_schedule=request_schedule(plan),
+        schedule=schedule_record(plan["schedule"]),
+        batch_invariant=batch_invariant,
         harness_inputs=inputs_summary,
         execution=provenance_module.execution(),
     )

@@ -223,10 +223,13 @@ def invariance_parser(session) -> SessionParser:
     parser = SessionParser(session)
     parser.add_argument("suite", metavar="SUITE")
     parser.add_argument("--toolchain", default=DEFAULT_TOOLCHAIN, metavar="T")
-    for option, metavar in (("--layouts", "L,..."), ("--out", "DIR"), ("--abs-tol", "X"), ("--timeout", "S"),
-                            ("--platform", "P")):
+    for option, metavar in (("--layouts", "L,..."), ("--schedules", "S,..."), ("--out", "DIR"), ("--abs-tol", "X"),
+                            ("--timeout", "S"), ("--platform", "P")):
         parser.forward(option, metavar=metavar)
     parser.forward("--rerun", nargs=0)
+    parser.forward("--batch-invariant", nargs=0)
+    parser.add_argument("--megatron-core", metavar="SPEC")
+    parser.add_argument("--torch", metavar="SPEC")
     return parser
 
 
@@ -388,50 +391,60 @@ def run_invariance(session) -> None:
     args = parser.parse()
     suite = parser.suite(args.suite)
     toolchain = parser.toolchain(args.toolchain)
-    bin_dir = toolchain_bin(session, toolchain)
-    session.run(str(bin_dir / "logitsmatch"), "invariance", suite, "--toolchain", toolchain, *args.forwarded,
-                external=True, env=activated(bin_dir))
+    candidate = []
+    if args.megatron_core or args.torch:  # a candidate derived from the toolchain, as prerelease derives it
+        name, bin_dir = candidate_venv(session, TOOLCHAINS[toolchain], args.megatron_core, args.torch)
+        candidate = ["--candidate", name]
+    else:
+        bin_dir = toolchain_bin(session, toolchain)
+    session.run(str(bin_dir / "logitsmatch"), "invariance", suite, "--toolchain", toolchain, *candidate,
+                *args.forwarded, external=True, env=activated(bin_dir))
+
+
+def candidate_venv(session, baseline, megatron_core: str | None, torch: str | None,
+                   python: str | None = None) -> tuple[str, Path]:
+    """(name, bin folder) of the candidate derived from ``baseline`` with these pins swapped (devtools.prerelease),
+    on ``python`` or the oldest interpreter its packages accept."""
+    from logitsmatch.devtools import prerelease
+
+    overrides = [prerelease.Override(package, spec) for package, spec in
+                 (("megatron-core", megatron_core), ("torch", torch)) if spec]
+    try:
+        needed = [spec for o in overrides if (spec := prerelease.requires_python(o, sys.executable))]
+        python = python or prerelease.candidate_python(baseline, needed)
+    except BadInput as exc:
+        session.error(str(exc))
+    if python != baseline.python:
+        session.warn(f"the candidate needs a newer Python than the baseline: Requires-Python {', '.join(needed)}; "
+                     f"baseline {baseline.name} uses {baseline.python}, the candidate runs on {python}")
+    candidate = prerelease.derive(baseline, overrides, python)
+    session.log(f"candidate {candidate.name}: {' '.join(candidate.requirements)}")
+    return candidate.name, venv_bin(session, candidate.name, python, list(candidate.requirements))
 
 
 def run_prerelease(session) -> None:
     """Derive a candidate from a baseline toolchain, run the suites in it, judge them against the baseline."""
     from nox.command import CommandFailed
 
-    from logitsmatch.devtools import prerelease
     from logitsmatch.errors import outcome_name
 
     parser = prerelease_parser(session)
     args = parser.parse()
     baseline = TOOLCHAINS[parser.toolchain(args.baseline)]
     suites = parser.suites(args.suites, SUITES)
-    overrides = [prerelease.Override(package, spec) for package, spec in
-                 (("megatron-core", args.megatron_core), ("torch", args.torch)) if spec]
-    if not overrides:
+    if not (args.megatron_core or args.torch):
         parser.error("nothing to validate: give --megatron-core SPEC and/or --torch SPEC")
-    try:
-        needed = [spec for o in overrides if (spec := prerelease.requires_python(o, sys.executable))]
-        python = args.python or prerelease.candidate_python(baseline, needed)
-    except BadInput as exc:
-        session.error(str(exc))
-    if python != baseline.python:
-        session.warn(
-            f"the candidate needs a newer Python than the baseline: Requires-Python {', '.join(needed)}; "
-            f"baseline {baseline.name} uses {baseline.python}, the candidate runs on {python}"
-        )
-    candidate = prerelease.derive(baseline, overrides, python)
-    session.log(f"candidate {candidate.name}: {' '.join(candidate.requirements)}")
-    bin_dir = venv_bin(session, candidate.name, python, list(candidate.requirements))
+    candidate, bin_dir = candidate_venv(session, baseline, args.megatron_core, args.torch, args.python)
     outcomes: dict[str, list[str]] = {}
     for suite in suites:
         try:
             session.run(str(bin_dir / "logitsmatch"), "run", suite, "--toolchain", baseline.name,
-                        "--candidate", candidate.name, external=True, env=activated(bin_dir))
+                        "--candidate", candidate, external=True, env=activated(bin_dir))
         except CommandFailed as exc:
             outcomes.setdefault(outcome_name(getattr(exc, "return_code", None)), []).append(suite)
-        reports = paths.result_dir(suite, "cpu", candidate.name)
+        reports = paths.result_dir(suite, "cpu", candidate)
         session.log(f"{suite}: reports in {reports} (report.md, report.junit.xml, report.json)")
-    outcomes_summary(session, f"candidate {candidate.name} against {baseline.name}", outcomes,
-                     record_with=baseline.name)
+    outcomes_summary(session, f"candidate {candidate} against {baseline.name}", outcomes, record_with=baseline.name)
 
 
 def run_explain(session) -> None:

@@ -195,6 +195,30 @@ class _Adapter:
 
         return RequestIntake(engine, hold, parallel_state.get_data_parallel_rank())
 
+    # --- what a release has (asked by the harness before it plans) --------------
+    def supports_chunked_prefill(self) -> bool:
+        """The engine takes ``enable_chunked_prefill`` (0.15, 0.16) or InferenceConfig has it (0.17+)."""
+        import dataclasses
+        import inspect
+
+        from megatron.core.inference.engines import DynamicInferenceEngine
+
+        if "enable_chunked_prefill" in inspect.signature(DynamicInferenceEngine.__init__).parameters:
+            return True
+        try:
+            from megatron.core.inference.config import InferenceConfig
+        except ImportError:
+            return False
+        return "enable_chunked_prefill" in {field.name for field in dataclasses.fields(InferenceConfig)}
+
+    def has_batch_invariant_mode(self) -> bool:
+        """TransformerConfig has ``batch_invariant_mode`` (megatron-core's batch-invariant kernels)."""
+        import dataclasses
+
+        from megatron.core.transformer.transformer_config import TransformerConfig
+
+        return "batch_invariant_mode" in {field.name for field in dataclasses.fields(TransformerConfig)}
+
     # --- coordinator and client --------------------------------------------------
     def finished_request(self, result):
         """0.16 returns records (one request per pause/resume segment); merge them."""

@@ -46,6 +46,8 @@ def platform_config_kwargs(config_class, parallel: dict, layer_spec: str) -> dic
         from megatron.core.transformer.enums import AttnBackend
 
         kwargs["attention_backend"] = AttnBackend[backend]
+    if parallel.get("batch_invariant_mode"):  # --batch-invariant, where the harness found the field (GPU only)
+        kwargs["batch_invariant_mode"] = True
     if parallel.get("inference_fuse_tp_communication"):
         if "inference_fuse_tp_communication" not in fields:
             raise ValueError("this megatron-core release has no inference_fuse_tp_communication")

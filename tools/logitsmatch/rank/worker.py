@@ -70,11 +70,10 @@ async def wait_until_every_engine_listens(run: RunDir, world_size: int) -> None:
 
 async def drive_client(adapter, engine, coordinator_address: str, plan: dict, sampling_params,
                        recorder: PhaseRecorder, run: RunDir) -> dict:
-    """Rank 0: submit every prompt through the coordinator, gather, shut everything down."""
+    """Rank 0: submit the prompts through the coordinator as the plan's schedule says, gather, shut down."""
     await wait_until_every_engine_listens(run, plan["world_size"])
     client = await adapter.start_client(coordinator_address)
-    futures = [client.add_request(prompt, sampling_params) for prompt in plan["prompts"]]
-    records = [adapter.finished_request(result) for result in await asyncio.gather(*futures)]
+    records = await submit(client, adapter, plan["schedule"], sampling_params)
     for index, record in enumerate(records):
         # One client: the coordinator numbers the requests 0..N-1 in submission order; the engines
         # see those ids (served-by) and Megatron's driver keys its golden with them.
@@ -85,10 +84,20 @@ async def drive_client(adapter, engine, coordinator_address: str, plan: dict, sa
     # Before the stop: from here on the coordinator may exit by design (the launcher watches for that).
     recorder.enter("shutdown")
     await adapter.shutdown(client)
+    answers = {item["request_id"]: record for item, record in zip(plan["schedule"]["submit"], records, strict=True)}
     return {
-        str(index): golden_record(record, plan["sampling"]["return_log_probs"])
-        for index, record in enumerate(records)
+        str(request_id): golden_record(answers[request_id], plan["sampling"]["return_log_probs"])
+        for request_id in sorted(key for key in answers if key is not None)  # a schedule's extra prompts are not kept
     }
+
+
+async def submit(client, adapter, schedule: dict, sampling_params) -> list:
+    """The finished requests in submission order: all at once, or each after the previous finished (``alone``)."""
+    prompts = [item["prompt"] for item in schedule["submit"]]
+    if schedule["one_at_a_time"]:
+        return [adapter.finished_request(await client.add_request(prompt, sampling_params)) for prompt in prompts]
+    futures = [client.add_request(prompt, sampling_params) for prompt in prompts]
+    return [adapter.finished_request(result) for result in await asyncio.gather(*futures)]
 
 
 async def serve(adapter, engine, plan: dict, run: RunDir, recorder: PhaseRecorder, rank: int):
@@ -144,7 +153,6 @@ def run(plan: dict, run_dir: RunDir) -> None:
 
     from logitsmatch.rank import adapters
     from logitsmatch.rank.checkpoint import load_model_weights
-    from logitsmatch.rank.config_record import dataclass_record
     from logitsmatch.rank.model_builder import build_gpt_model
     from logitsmatch.rank.request_intake import gather_served_by
 
@@ -158,6 +166,11 @@ def run(plan: dict, run_dir: RunDir) -> None:
         )
     standins += adapter.install_network_binding(plan["network"]["bind_host"])
 
+    if parallel.get("batch_invariant_mode"):  # --batch-invariant on a GPU: megatron-core's kernels for aten ops
+        from megatron.core.transformer.custom_layers.batch_invariant_kernels import enable_batch_invariant_mode
+
+        enable_batch_invariant_mode()
+        standins.append("megatron-core batch_invariant_mode: aten mm/addmm/_log_softmax/mean replaced by its kernels")
     torch.set_num_threads(plan["platform"].get("torch_threads", 1))
     adapter.init_distributed(plan)
     model = build_gpt_model(
@@ -178,18 +191,18 @@ def run(plan: dict, run_dir: RunDir) -> None:
     if plan.get("capture"):
         capture = capture_module.Capture(model, run_dir.capture, rank, plan["capture"]).install()
 
-    recorder.enter("coordinator")
     tokenizer = adapter.build_tokenizer(plan["tokenizer"])
+    if not plan["schedule"]["engine"]:
+        forward_only(model, tokenizer, plan, run_dir, recorder, rank, standins, weights, adapter, capture)
+        return
+    recorder.enter("coordinator")
     engine = adapter.build_engine(model, tokenizer, plan)
     intake = adapter.take_requests(engine, plan["inference"].get("hold_requests"))
     standins += intake.description()
     standins += adapter.report_when_listening(engine, lambda: run_dir.mark_listening(rank))
     if rank == 0:
         run_dir.write_stand_ins(standins)
-    # What this rank computes with, beyond the plan: what `explain` compares between two runs.
-    run_dir.write_inputs(rank, {"rank": rank, "weights": weights, "hardware": hardware.probe(),
-                                "megatron_core": adapters.megatron_identity(), **adapter.describe(),
-                                "transformer_config": dataclass_record(model.config)})
+    run_dir.write_inputs(rank, rank_inputs(rank, weights, adapter, model))
 
     with torch.inference_mode():
         results = asyncio.run(serve(adapter, engine, plan, run_dir, recorder, rank))
@@ -199,6 +212,45 @@ def run(plan: dict, run_dir: RunDir) -> None:
     served_by = gather_served_by(intake)  # every rank takes part
     if rank == 0:
         run_dir.write_served_by(served_by)
+        run_dir.write_result(results)
+    recorder.finish(peak_rss_mib=peak_rss_mib())
+    adapter.destroy_distributed()
+
+
+def rank_inputs(rank: int, weights: dict, adapter, model) -> dict:
+    """What this rank computes with, beyond the plan: what `explain` compares between two runs."""
+    from logitsmatch.rank import adapters
+    from logitsmatch.rank.config_record import dataclass_record
+
+    return {
+        "rank": rank,
+        "weights": weights,
+        "hardware": hardware.probe(),
+        "megatron_core": adapters.megatron_identity(),
+        **adapter.describe(),
+        "transformer_config": dataclass_record(model.config),
+    }
+
+
+def forward_only(model, tokenizer, plan: dict, run_dir: RunDir, recorder: PhaseRecorder, rank: int, standins: list[str],
+                 weights: dict, adapter, capture) -> None:
+    """The ``forward`` schedule (rank.schedules): no engine, no coordinator; the same files as an engine run."""
+    import torch
+
+    from logitsmatch.rank.schedules import run_forward
+
+    if rank == 0:
+        run_dir.write_stand_ins(standins)
+        run_dir.write_network({"coordinator": None, "bind_host": plan["network"]["bind_host"], "coordinator_pid": None})
+    run_dir.write_inputs(rank, rank_inputs(rank, weights, adapter, model))
+    recorder.enter("decode")
+    with torch.inference_mode():
+        results = run_forward(model, tokenizer, plan, rank)
+    if capture is not None:
+        capture.close()
+    torch.distributed.barrier()
+    recorder.enter("shutdown")
+    if rank == 0:
         run_dir.write_result(results)
     recorder.finish(peak_rss_mib=peak_rss_mib())
     adapter.destroy_distributed()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from logitsmatch import layouts
+from logitsmatch import layouts, schedules
 from logitsmatch.checkpoint_args import architecture_from_args, resolve_checkpoint_dir
 from logitsmatch.errors import BadInput, Unsupported
 from logitsmatch.files import read_input
@@ -197,6 +197,11 @@ def build_plan(
             "dtype": {"run": decision.dtype, "command_line": platform.dtype_override},
         }
     max_requests = args.get("--inference-dynamic-batching-max-requests")
+    max_requests = None if max_requests is None else int(max_requests)
+    schedule = schedules.plan_entry(platform.schedule, suite.prompts)
+    chunk = schedule["chunked_prefill_tokens"]
+    if chunk is not None:  # megatron-core splits prefill at the context's max_tokens, which must hold max_requests
+        max_requests = min(max_requests or chunk, chunk)
     plan = {
         "suite": suite.name,
         "platform": platform_plan,
@@ -221,6 +226,7 @@ def build_plan(
         "tokenizer": tokenizer,
         "checkpoint_dir": str(checkpoint_dir),
         "prompts": suite.prompts,
+        "schedule": schedule,
         "sampling": {
             "temperature": float(args.get("--temperature", 1.0)),
             "top_k": int(args.get("--top_k", 0)),
@@ -231,15 +237,15 @@ def build_plan(
         "inference": {
             "max_sequence_length": max_seq,
             "buffer_size_gb": platform.kv_buffer_gb(args),
-            "max_tokens": 16384,
+            "max_tokens": 16384 if chunk is None else chunk,
             "block_size_tokens": BLOCK_SIZE_TOKENS,
             "max_requests": max(len(suite.prompts), 8),
             # --inference-dynamic-batching-max-requests: the context's cap on concurrent requests
-            "context_max_requests": None if max_requests is None else int(max_requests),
-            "enable_chunked_prefill": False,
+            "context_max_requests": max_requests,
+            "enable_chunked_prefill": chunk is not None,
             "use_flashinfer_fused_rope": decision.use_flashinfer_fused_rope,
             "enable_cuda_graph": False,  # not wired yet: reported as not applied (platforms.NOT_WIRED)
-            "hold_requests": hold_requests(layout, len(suite.prompts)),
+            "hold_requests": None if schedule["one_at_a_time"] else hold_requests(layout, len(schedule["submit"])),
         },
         "network": {"bind_host": bind_host, "coordinator_port": None},
     }

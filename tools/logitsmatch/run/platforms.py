@@ -33,7 +33,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass, field
 
-from logitsmatch import layouts
+from logitsmatch import layouts, schedules
 from logitsmatch.errors import BadInput
 from logitsmatch.layouts import Layout
 
@@ -111,6 +111,8 @@ class Platform:
     tensor_parallel: int | None = None  # --tensor-parallel-size override
     dtype_override: str | None = None  # --dtype override
     layout_override: Layout | None = None  # --layout override (TP, PP, DP, EP, ETP at once)
+    schedule: str = schedules.DEFAULT  # --schedule (logitsmatch.schedules)
+    batch_invariant: bool = False  # megatron-core's batch_invariant_mode applied (--batch-invariant, GPU)
 
     @property
     def overridden(self) -> bool:
@@ -118,13 +120,19 @@ class Platform:
 
     def label(self, model_args: dict, world_size: int = layouts.DEFAULT_WORLD_SIZE) -> str:
         """The name keying results and goldens: the profile, plus ``-<layout>-<dtype>`` when overridden
-        (a --layout naming the suite's own layout overrides nothing)."""
-        if not self.overridden or (
+        (a --layout naming the suite's own layout overrides nothing), with ``sched-<schedule>`` before the dtype
+        for any schedule but ``together`` (``cpu-sched-alone-fp32``, ``cpu-tp1-sched-alone-fp32``) and ``bim``
+        with batch_invariant_mode applied (``h100-sched-alone-bim-bf16``)."""
+        layout_same = not self.overridden or (
             self.tensor_parallel is None and self.dtype_override is None
             and self.layout_override == layouts.of_suite(model_args, world_size, "suite")
-        ):
+        )
+        if layout_same and self.schedule == schedules.DEFAULT and not self.batch_invariant:
             return self.profile
-        return f"{self.profile}-{self.layout(model_args, world_size).name}-{DTYPE_SHORT[self.dtype(model_args)]}"
+        parts = [self.profile] + ([] if layout_same else [self.layout(model_args, world_size).name])
+        parts += [] if self.schedule == schedules.DEFAULT else [f"sched-{self.schedule}"]
+        parts += ["bim"] if self.batch_invariant else []
+        return "-".join(parts + [DTYPE_SHORT[self.dtype(model_args)]])
 
     @property
     def stand_ins(self) -> bool:
@@ -409,6 +417,7 @@ def get_platform(
     tensor_parallel: int | None = None,
     dtype: str | None = None,
     layout: Layout | None = None,
+    schedule: str = schedules.DEFAULT,
     installed: frozenset[str] | None = None,
     gpu_count: int | None = None,
     probe: bool = True,
@@ -431,7 +440,8 @@ def get_platform(
         raise BadInput(f"--tensor-parallel-size must be at least 1, got {tensor_parallel}")
     if tensor_parallel is not None and layout is not None:
         raise BadInput("--tensor-parallel-size and --layout both set the tensor-parallel size: give one")
-    platform = PLATFORMS[name].configured(tensor_parallel=tensor_parallel, dtype_override=dtype, layout_override=layout)
+    platform = PLATFORMS[name].configured(tensor_parallel=tensor_parallel, dtype_override=dtype, layout_override=layout,
+                                          schedule=schedules.check(schedule))
     if platform.device == "cpu":
         return platform
     if gpu_count is None and probe:
