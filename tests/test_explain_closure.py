@@ -326,7 +326,7 @@ def test_a_configuration_record_names_fields_off_their_default():
 
 
 def test_config_differences_compare_shared_fields_and_name_a_new_field_off_its_default():
-    from logitsmatch.explain.explainer import config_differences
+    from logitsmatch.explain.harness import config_differences
 
     older = {"values": {"hidden_size": 64, "moe_router_topk": 2}, "not_default": ["hidden_size", "moe_router_topk"]}
     newer = {"values": {"hidden_size": 64, "moe_router_topk": 4, "inference_moe_token_dispatcher_type": "nccl",
@@ -356,7 +356,7 @@ def test_a_stand_in_that_differs_is_checked_against_the_runs_that_prove_the_culp
     """The triton case of issue 18: the candidate's run swaps a stand-in. A run that carries the candidate's
     stand-ins and gives the baseline's result clears the stand-in; a configuration that follows the
     culprit in every run is said to be inseparable from it."""
-    from logitsmatch.explain.explainer import check_harness_differences, harness_differences
+    from logitsmatch.explain.harness import check_harness_differences, harness_differences
 
     triton = ["megatron triton KV-append -> pure-torch"]
     baseline = _run_with(tmp_path, 1, "good", [], "nvls")

@@ -299,7 +299,7 @@ def test_localize_cli_table_json_and_png(tmp_path):
 
 def test_identity_ignores_the_local_version_megatron_derives_from_the_surrounding_checkout():
     """0.18's package_info appends `git rev-parse --short HEAD` of its install folder's repository."""
-    from logitsmatch.explain.explainer import identity_mismatch
+    from logitsmatch.explain.harness import identity_mismatch
 
     assert identity_mismatch({"metadata_version": "0.18.0", "package_info_version": "0.18.0+7a807a4"}) is None
     assert identity_mismatch({"metadata_version": "0.16.1", "package_info_version": "0.16.1"}) is None
