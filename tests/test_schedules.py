@@ -22,6 +22,11 @@ from support import DEFAULT_TOOLCHAIN, TINY_SUITE, golden_file
 from test_invariance import publish, shifted
 
 
+def invariance_cli(*args: str) -> int:
+    """``logitsmatch invariance`` of the tiny suite on the default toolchain, in this process."""
+    return cli_main(["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, *args])
+
+
 @pytest.mark.parametrize("text, expected", [("together", ["together"]), (" alone , forward ", ["alone", "forward"]),
                                             (",".join(schedules.SCHEDULES), list(schedules.SCHEDULES))])
 def test_schedules_parse(text, expected):
@@ -117,19 +122,7 @@ def test_schedule_table_names_the_pair_that_moved(results, project, capsys):
     publish_schedule(project, root, suite, "alone", shifted(golden, 3e-4))
     publish_schedule(project, root, suite, "forward", shifted(golden, 2e-6))
     out = tmp_path / "out"
-    code = cli_main(
-        [
-            "invariance",
-            TINY_SUITE,
-            "--toolchain",
-            DEFAULT_TOOLCHAIN,
-            "--schedules",
-            "together,alone,forward",
-            "--no-run",
-            "--out",
-            str(out),
-        ]
-    )
+    code = invariance_cli("--schedules", "together,alone,forward", "--no-run", "--out", str(out))
     printed = capsys.readouterr().out
     assert (
         code == 1
@@ -150,8 +143,8 @@ def test_layouts_times_schedules_is_the_product(results, project, capsys):
     for layout in ("tp8", "tp1"):
         for schedule in ("together", "alone"):
             publish_schedule(project, root, suite, schedule, shifted(golden, 1e-6 if layout == "tp1" else 0), layout)
-    code = cli_main(["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--layouts", "tp8,tp1",
-                     "--schedules", "together,alone", "--no-run", "--out", str(tmp_path / "out")])
+    code = invariance_cli("--layouts", "tp8,tp1", "--schedules", "together,alone", "--no-run",
+                          "--out", str(tmp_path / "out"))
     assert code == 0, capsys.readouterr()
     report = json.loads((tmp_path / "out" / "invariance.json").read_text())
     assert report["table"]["names"] == ["tp8/together", "tp8/alone", "tp1/together", "tp1/alone"]
@@ -173,18 +166,7 @@ def test_a_schedule_the_release_cannot_run_is_marked_not_failed(results, project
         return subprocess.CompletedProcess(command, 4)
 
     monkeypatch.setattr(freshness.subprocess, "run", run)
-    code = cli_main(
-        [
-            "invariance",
-            TINY_SUITE,
-            "--toolchain",
-            DEFAULT_TOOLCHAIN,
-            "--schedules",
-            "together,alone,chunked",
-            "--out",
-            str(tmp_path / "out"),
-        ]
-    )
+    code = invariance_cli("--schedules", "together,alone,chunked", "--out", str(tmp_path / "out"))
     captured = capsys.readouterr()
     assert code == 0, captured
     assert ran == [[sys.executable, "-m", "logitsmatch", "run", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN,
@@ -208,8 +190,7 @@ def test_forward_runs_after_together_whatever_the_order_given(results, project, 
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(freshness.subprocess, "run", run)
-    code = cli_main(["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--schedules", "forward,together",
-                     "--out", str(tmp_path / "out")])
+    code = invariance_cli("--schedules", "forward,together", "--out", str(tmp_path / "out"))
     assert code == 0, capsys.readouterr()
     assert ran == ["together", "forward"]
     assert json.loads((tmp_path / "out" / "invariance.json").read_text())["table"]["names"] == ["forward", "together"]

@@ -1,0 +1,156 @@
+"""Schedule invariance and train/inference parity of the tiny seed sibling over every release toolchain.
+
+    python benchmarks/schedule_releases.py [--tag releases] [--layout tp1] [--schedules ...] --out DIR
+
+For each toolchain with the tag, ``nox -s invariance -- SUITE --toolchain T --layouts LAYOUT --schedules ...
+--out DIR/T`` (its venv, its fresh results reused), then one row per release in ``DIR/releases.md`` and
+``DIR/releases.json``: do the engine's schedules agree (bitwise, or within the invariance tolerance), does chunked
+prefill agree, and does the training forward equal the engine. Every figure is read from the per-release
+``invariance.json``; a release whose invariance run failed is a row saying so, never a guess.
+
+At TP1 by default: one rank per run keeps 12 releases x 6 schedules within about half an hour on a 2-core host,
+and a schedule's effect (which rows share a GEMM and an attention call) does not need tensor parallelism to show;
+docs/invariance/schedules/tiny.md is the same question at the suite's own TP8 on the default toolchain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT / "tools"))
+
+from logitsmatch import schedules  # noqa: E402
+from logitsmatch.files import write_atomic  # noqa: E402
+from logitsmatch.judge.golden_io import write_json_atomic  # noqa: E402
+from logitsmatch.toolchains import load_toolchains  # noqa: E402
+
+TINY = "gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq"
+ENGINE = ("together", "alone", "reversed", "mixed")  # the engine without chunking: the batch-dependence question
+
+
+def version_key(name: str) -> tuple:
+    """Toolchains in megatron-core version order."""
+    toolchain = load_toolchains(PROJECT / "pyproject.toml")[name]
+    return tuple(int(part) for part in toolchain.megatron_core.split(".")[:3])
+
+
+def worst(cells: list[dict]) -> dict | None:
+    """The pair with the largest |delta| among ``cells`` (None when there is none), with how many moved."""
+    if not cells:
+        return None
+    top = max(cells, key=lambda cell: (cell["max_abs_delta"] or 0.0))
+    return {"max_abs_delta": top["max_abs_delta"], "max_ulps": top["max_ulps"],
+            "n_moved_max": max(cell["n_moved"] for cell in cells), "n_compared": top["n_compared"],
+            "tokens_agree": all(cell["tokens_agree"] for cell in cells),
+            "passed": all(cell["passed"] for cell in cells)}
+
+
+def summarize(report: dict) -> dict:
+    """One release's answers from its invariance report."""
+    cells, names = report["table"]["cells"], report["table"]["names"]
+    engine = [name for name in ENGINE if name in names]
+    pairs = [cells[a][b] for i, a in enumerate(engine) for b in engine[i + 1:]]
+    against = {name: cells["together"][name] for name in ("chunked", "forward")
+               if name in names and "together" in names}
+    return {
+        "engine_schedules": engine,
+        "engine": worst(pairs),
+        "chunked": worst([against["chunked"]]) if "chunked" in against else None,
+        "forward": worst([against["forward"]]) if "forward" in against else None,
+        "not_supported": report["not_supported"],
+        "failed": report["failed"],
+        "wall_s": {name: run["wall_s"] for name, run in report["runs"].items()},
+        "peak_rss_mib_max": {name: run["peak_rss_mib_max"] for name, run in report["runs"].items()},
+    }
+
+
+def cell_text(answer: dict | None, why_missing: str = "") -> str:
+    if answer is None:
+        return why_missing or "–"
+    if answer["max_abs_delta"] == 0 and answer["tokens_agree"]:
+        return "bitwise"
+    tokens = "tokens =" if answer["tokens_agree"] else "**tokens differ**"
+    verdict = "within 1e-4" if answer["passed"] else "**over 1e-4**"
+    ulps = f", {answer['max_ulps']} ulp" if answer["max_ulps"] is not None else ""
+    moved = f"{answer['n_moved_max']} of {answer['n_compared']} moved"
+    return f"{tokens}, {moved}, max {answer['max_abs_delta']:.2g}{ulps}, {verdict}"
+
+
+def markdown(rows: dict[str, dict], args: argparse.Namespace, command: str) -> str:
+    lines = [
+        "# Schedule invariance and train/inference parity over the releases",
+        "",
+        f"Suite `{args.suite}` at layout {args.layout}, schedules {', '.join(args.schedules)}; per release the "
+        "invariance table of `nox -s invariance` (abs 1e-4, row = golden side) in `<toolchain>/invariance.md`.",
+        "",
+        "- **engine**: the largest difference between any two of the engine's unchunked schedules "
+        f"({', '.join(ENGINE)}): does a request's answer depend on its batch?",
+        "- **chunked**: chunked prefill at 64 tokens per step against `together`.",
+        "- **forward**: megatron-core's training forward (`GPTModel`, no KV cache) against `together`: "
+        "are the engine's logprobs the training forward's?",
+        "",
+        f"Made by: `{command}`",
+        "",
+        "| toolchain | engine | chunked | forward | wall s (all schedules) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        if "error" in row:
+            lines.append(f"| {name} | run failed: {row['error']} | | | |")
+            continue
+        chunked_missing = row["not_supported"].get("chunked", "") or row["failed"].get("chunked", "")
+        lines.append(
+            f"| {name} | {cell_text(row['engine'])} | "
+            f"{cell_text(row['chunked'], chunked_missing.split(':', 1)[-1].strip()[:80])} | "
+            f"{cell_text(row['forward'], row['failed'].get('forward', ''))} | "
+            f"{sum(row['wall_s'].values()):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tag", default="releases", help="toolchains with this tag (default: releases)")
+    parser.add_argument("--suite", default=TINY, help=f"the suite (default: {TINY})")
+    parser.add_argument("--layout", default="tp1", help="the one layout every schedule runs at (default: tp1)")
+    parser.add_argument("--schedules", default=",".join(schedules.SCHEDULES), type=lambda text: text.split(","),
+                        help="comma-separated schedules (default: all)")
+    parser.add_argument("--out", required=True, type=Path, help="folder for each release's table and the summary")
+    args = parser.parse_args()
+
+    toolchains = sorted((name for name, toolchain in load_toolchains(PROJECT / "pyproject.toml").items()
+                         if args.tag in toolchain.tags), key=version_key)
+    if not toolchains:
+        print(f"schedule_releases: no toolchain has the tag {args.tag!r}", file=sys.stderr)
+        return 2
+    rows = {}
+    for name in toolchains:
+        started = time.perf_counter()
+        completed = subprocess.run(
+            [sys.executable, "-m", "nox", "-s", "invariance", "--", args.suite, "--toolchain", name,
+             "--layouts", args.layout, "--schedules", ",".join(args.schedules), "--out", str(args.out / name)],
+            cwd=PROJECT, env=os.environ, capture_output=True, text=True)
+        report_path = args.out / name / "invariance.json"
+        if completed.returncode not in (0, 1) or not report_path.is_file():
+            last = (completed.stderr.strip() or completed.stdout.strip() or "no output").splitlines()[-1]
+            rows[name] = {"error": f"exit {completed.returncode}: {last}"}
+        else:
+            rows[name] = summarize(json.loads(report_path.read_text()))
+        print(f"{name}: exit {completed.returncode} in {time.perf_counter() - started:.0f} s", flush=True)
+    command = " ".join(["python benchmarks/schedule_releases.py", *sys.argv[1:]])
+    write_json_atomic(args.out / "releases.json", {"suite": args.suite, "layout": args.layout,
+                                                   "schedules": args.schedules, "command": command,
+                                                   "releases": rows})
+    write_atomic(args.out / "releases.md", markdown(rows, args, command))
+    print(markdown(rows, args, command))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
