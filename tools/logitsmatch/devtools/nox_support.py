@@ -348,9 +348,7 @@ def run_record(session) -> None:
     parser = record_parser(session)
     args = parser.parse()
     toolchain = parser.toolchain(args.toolchain)
-    if (
-        args.from_dir
-    ):  # collected results (logitsmatch collect): nothing runs; the suites the tree holds for the toolchain
+    if args.from_dir:  # collected results (logitsmatch collect): nothing runs; the suites the tree holds for it
         collected = Path(args.from_dir)
         held = [name for name in SUITES if any((collected / name).glob(f"*/{toolchain}/*/result.json"))]
         suites, forwarded = parser.suites(args.suites, held), [f"--from={collected}", *args.forwarded]
