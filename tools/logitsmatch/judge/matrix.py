@@ -331,8 +331,8 @@ def render_heatmap(tables: dict, path, short_title=lambda heading: heading) -> N
         if tolerance > 0:
             bar.ax.axhline(math.log10(tolerance), color="red", linewidth=2.5)
     marked = ", ".join(f"{t:g}" for t in tolerances if t > 0)
-    bar.set_label("log10 max |Δ logprob|\ngrey: bitwise identical" + (f"; red line: tolerance {marked}" if marked else ""),
-                  fontsize=9)
+    marks = "grey: bitwise identical" + (f"; red line: tolerance {marked}" if marked else "")
+    bar.set_label(f"log10 max |Δ logprob|\n{marks}", fontsize=9)
     note = "Cells: " + LEGEND + "; second line: max |Δ logprob|."
     figure.supxlabel(_wrap(note, int((columns * (side + label_room) + 1.2) * 13)), fontsize=9, ha="center")
     figure.savefig(path, dpi=_DPI, format="png")
