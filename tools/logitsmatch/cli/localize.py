@@ -1,7 +1,9 @@
 """`logitsmatch localize CAPTURE_A CAPTURE_B`: the first module whose output moved between two runs.
 
 Each CAPTURE is the ``capture/`` folder a ``logitsmatch run ... --capture`` published beside its
-result (or that result folder). The two are aligned by module name and order; the report names
+result (or that result folder). The two are aligned by step, module name and order (``--align
+steps``), or, for two runs that batch the requests differently (two schedules), row by row by
+each row's prefix, the tokens of its request up to its own (``--align prefixes``); the report names
 the first module whose real token rows differ bitwise on any rank and the first beyond the
 tolerance, with a table of max |delta| per module and a PNG of it along the execution order.
 What cannot be aligned (an output or rank on one side only, a shape or dtype mismatch) is named.
@@ -29,6 +31,10 @@ def configure(parser) -> None:
     parser.add_argument("b", help="capture folder of the second run")
     add_policy_options(parser, ("abs_tol", "rel_tol"),
                        abs_tol=DEFAULT_TOLERANCE.abs_tol, rel_tol=DEFAULT_TOLERANCE.rel_tol)
+    parser.add_argument("--align", choices=("steps", "prefixes"), default="steps",
+                        help="steps: the two runs must hold the same tokens in each step (default); prefixes: compare "
+                        "each row with the row of the same request prefix wherever the other run computed it (two "
+                        "schedules; needs values and a capture of format 2)")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the localization as JSON")
     parser.add_argument("--markdown", default=None, metavar="PATH", help="write the per-module table as Markdown")
     parser.add_argument("--png", default=None, metavar="PATH", help="plot max |delta| along the execution order")
@@ -36,14 +42,14 @@ def configure(parser) -> None:
 
 def main(args) -> int:
     from logitsmatch.judge.golden_io import write_json_atomic
-    from logitsmatch.judge.localize import localize, markdown, plot, read_capture, terminal
+    from logitsmatch.judge.localize import localize, localize_by_prefix, markdown, plot, read_capture, terminal
 
     tolerance = Policy.from_args(args, mode=DEFAULT_TOLERANCE.mode, failure_budget=DEFAULT_TOLERANCE.failure_budget)
     captures = read_capture(args.a), read_capture(args.b)
     inputs = [path for capture in captures
               for path in (*capture.folder.iterdir(), capture.folder.parent / "inputs.json")]
     refuse_output_over_inputs([args.json, args.markdown, args.png], inputs)
-    result = localize(*captures, tolerance)
+    result = (localize_by_prefix if args.align == "prefixes" else localize)(*captures, tolerance)
     print(terminal(result))
     if args.json:
         write_json_atomic(Path(args.json), result.to_dict())

@@ -11,6 +11,13 @@ the two runs, and the localization refuses. Then:
 * per module, max |Δ| over the value ranks' real rows, decided by the one comparator
   (``judge.numerics.compare_arrays``), and the first module beyond the tolerance.
 
+With ``align="prefixes"`` (``localize_by_prefix``) the steps need not match: two runs of one
+suite under different schedules batch the same requests differently, so each real row is
+keyed by its prefix (the digest of its request's tokens up to and including its own, which
+the capture records per step) and every module output is compared row by row over the
+prefixes both runs computed, wherever each run computed them. The first module in execution
+order with a shared prefix whose row differs bitwise is the first to move.
+
 What cannot be aligned is named, never dropped: an output or a rank one capture lacks, and
 an output whose shape or dtype differs between the two (no max |Δ| is made up for it).
 A capture file that is not what ``run --capture`` writes is one BadInput line naming it.
@@ -88,6 +95,12 @@ def _read_rank(path: Path) -> tuple[dict, list, dict | None]:
         _check_record(where, record)
         kind = record.get("kind")
         if kind == "step":
+            named = [record.get(name) for name in ("row_requests", "row_positions", "row_prefixes")]
+            if any(field is not None for field in named) and not (
+                    all(isinstance(field, list) for field in named) and len({len(field) for field in named}) == 1
+                    and len(named[0]) == record["active_tokens"]):
+                raise BadInput(f"{where}: a step's row_requests, row_positions and row_prefixes are lists, one entry "
+                               "per active token")
             steps[record["step"]] = record
         elif kind == "output":
             if record.get("values") is not None and not isinstance(record["values"], str):
@@ -171,6 +184,8 @@ class ModuleRow:
     max_abs_delta: float | None  # over the value ranks' real rows; None without values or when unaligned
     beyond_tolerance: bool | None
     mismatch: str | None = None  # why the two sides cannot be compared value by value (shape, dtype)
+    rows_note: str | None = None  # aligned by prefix: how many shared rows differ, and the first
+
 
     @property
     def differs(self) -> bool:
@@ -180,7 +195,7 @@ class ModuleRow:
         return {"step": self.step, "order": self.order, "name": self.name, "output": self.output, "shape": self.shape,
                 "ranks_compared": self.ranks_compared, "ranks_differing": self.ranks_differing,
                 "max_abs_delta": json_float(self.max_abs_delta),
-                "beyond_tolerance": self.beyond_tolerance, "mismatch": self.mismatch}
+                "beyond_tolerance": self.beyond_tolerance, "mismatch": self.mismatch, "rows": self.rows_note}
 
 
 @dataclass
@@ -248,6 +263,7 @@ def describe(row: ModuleRow) -> str:
     name = row.name + (" (input: the attention's output)" if row.output == "in0" else "")
     delta = "" if row.max_abs_delta is None else f", max |Δ| {row.max_abs_delta:.3g}"
     delta += f", {row.mismatch}" if row.mismatch else ""
+    delta += f"; {row.rows_note}" if row.rows_note else ""
     return f"{name} ({step_kind(row.step)}{delta})"
 
 
@@ -344,6 +360,92 @@ def localize(a: CaptureSet, b: CaptureSet, tolerance: Policy = DEFAULT_TOLERANCE
     return result
 
 
+def _prefixed_rows(capture: CaptureSet, rank: int) -> tuple[dict[tuple, dict[str, tuple]], dict[tuple, int]]:
+    """Per module output (name, output, occurrence within its step): prefix -> (record, row, step, request,
+    position) over every step that names its rows, and each output's place in a step's execution order."""
+    rows: dict[tuple, dict[str, tuple]] = {}
+    places: dict[tuple, int] = {}
+    steps = capture.ranks[rank].steps
+    seen: dict[tuple, int] = {}
+    step_start: dict[int, int] = {}
+    for record in capture.ranks[rank].outputs:
+        step = steps.get(record["step"]) or {}
+        prefixes = step.get("row_prefixes")
+        base = (record["step"], record["name"], record["output"])
+        seen[base] = seen.get(base, -1) + 1
+        key = (record["name"], record["output"], seen[base])
+        place = record["order"] - step_start.setdefault(record["step"], record["order"])
+        places[key] = min(places.get(key, place), place)
+        dim = record.get("token_dim")
+        if not prefixes or record.get("values") is None or not isinstance(dim, int) \
+                or not 0 <= dim < len(record["valid_shape"]) or record["valid_shape"][dim] != len(prefixes):
+            continue
+        found = rows.setdefault(key, {})
+        for row, prefix in enumerate(prefixes):
+            if prefix is not None and prefix not in found:
+                found[prefix] = (record, row, record["step"], step["row_requests"][row], step["row_positions"][row])
+    return rows, places
+
+
+def localize_by_prefix(a: CaptureSet, b: CaptureSet, tolerance: Policy = DEFAULT_TOLERANCE) -> Localization:
+    """Align two captures row by row over the prefixes both computed (any steps, any batch), on the value ranks
+    both have; one ModuleRow per module output, in execution order, saying how many shared rows differ."""
+    value_ranks = sorted(set(a.value_ranks) & set(b.value_ranks))
+    if not value_ranks:
+        raise BadInput("aligning by prefix needs values, and the two captures share no value rank")
+    without = [f"{capture.folder}" for capture in (a, b)
+               if not any(step.get("row_prefixes") for rank in value_ranks
+                          for step in capture.ranks[rank].steps.values())]
+    if without:
+        raise BadInput(f"{without[0]}: its steps do not name their rows (a capture of format 1, or a release whose "
+                       "context does not say which request a row is): it cannot be aligned by prefix")
+    result = Localization([], tolerance, None, _weights_differing(a, b))
+    cache: dict[tuple, np.ndarray] = {}
+
+    def row_values(capture: CaptureSet, rank: int, entry: tuple) -> np.ndarray:
+        record, row = entry[0], entry[1]
+        key = (id(capture), rank, record["values"])
+        if key not in cache:
+            cache[key] = _values(capture, rank, record["values"])
+        return np.take(cache[key], row, axis=record["token_dim"])
+
+    modules: dict[tuple, ModuleRow] = {}
+    for rank in value_ranks:
+        (left, places), (right, _) = _prefixed_rows(a, rank), _prefixed_rows(b, rank)
+        result.missing += [f"rank {rank}: {key[0]}#{key[1]} has rows named by prefix {_side(key, left)}"
+                           for key in sorted(set(left) ^ set(right))]
+        for key in sorted(set(left) & set(right), key=lambda k: places[k]):
+            shared = sorted(set(left[key]) & set(right[key]), key=lambda p: (left[key][p][2], left[key][p][1]))
+            if not shared:
+                continue
+            pairs = [(row_values(a, rank, left[key][p]), row_values(b, rank, right[key][p])) for p in shared]
+            shapes = {(x.shape, y.shape) for x, y in pairs if x.shape != y.shape}
+            if shapes:
+                mismatch = "row shape {} vs {}".format(*next(iter(shapes)))
+                modules.setdefault(key, ModuleRow(left[key][shared[0]][2], places[key], key[0], key[1], [], 0, 0,
+                                                  None, None, mismatch))
+                continue
+            moved = [p for p, (x, y) in zip(shared, pairs) if x.tobytes() != y.tobytes()]
+            judged = compare_arrays(np.stack([x for x, _ in pairs]), np.stack([y for _, y in pairs]), tolerance)
+            first = left[key][moved[0] if moved else shared[0]]
+            other = right[key][moved[0] if moved else shared[0]]
+            note = (f"{len(moved)} of {len(shared)} shared rows differ" + (
+                f", first: request {first[3]} position {first[4]} ({step_kind(first[2])} vs {step_kind(other[2])})"
+                if moved else ""))
+            row = modules.get(key)
+            if row is None:
+                row = modules[key] = ModuleRow(first[2], places[key], key[0], key[1], list(pairs[0][0].shape), 0, 0,
+                                               None, None, rows_note=note)
+            row.ranks_compared += 1
+            row.ranks_differing += bool(moved)
+            row.max_abs_delta = max(row.max_abs_delta or 0.0, judged["max_abs_delta"])
+            row.beyond_tolerance = bool(row.beyond_tolerance) or judged["n_over"] > 0
+            if moved and rank == value_ranks[0]:
+                row.step, row.rows_note = first[2], note
+    result.rows = sorted(modules.values(), key=lambda row: row.order)
+    return result
+
+
 # --- rendering --------------------------------------------------------------------------
 
 def unaligned(result: Localization, limit: int = 12) -> list[str]:
@@ -383,6 +485,7 @@ def terminal(result: Localization, limit: int = 12) -> str:
             name = row.name + ("[in]" if row.output == "in0" else (f"#{row.output}" if row.output != "0" else ""))
             lines.append(
                 f"  {step_kind(row.step):<9} {name:<58} {row.ranks_differing:>3}/{row.ranks_compared:<3} {delta:>10}"
+                + (f"  {row.rows_note}" if row.rows_note else "")
             )
     return "\n".join(lines)
 
@@ -390,14 +493,17 @@ def terminal(result: Localization, limit: int = 12) -> str:
 def markdown(result: Localization) -> str:
     lines = [f"- {line}" for line in unaligned(result, limit=len(result.missing) + len(result.rows))]
     lines += [""] if lines else []
+    by_prefix = any(row.rows_note for row in result.rows)
     lines += ["| # | step | module | output | shape (real rows) | ranks differing | max abs delta | beyond tolerance |"
-              " not comparable |", "|---|---|---|---|---|---|---|---|---|"]
+              " not comparable |" + (" rows (aligned by prefix) |" if by_prefix else ""),
+              "|---|---|---|---|---|---|---|---|---|" + ("---|" if by_prefix else "")]
     for index, row in enumerate(result.rows):
         delta = "-" if row.max_abs_delta is None else f"{row.max_abs_delta:.3g}"
         mark = "**" if row is result.first_bitwise else ""
         lines.append(f"| {index} | {step_kind(row.step)} | {mark}{row.name}{mark} | {row.output} | {row.shape} | "
                      f"{row.ranks_differing}/{row.ranks_compared} | {delta} | "
-                     f"{'yes' if row.beyond_tolerance else ''} | {row.mismatch or ''} |")
+                     f"{'yes' if row.beyond_tolerance else ''} | {row.mismatch or ''} |"
+                     + (f" {row.rows_note or ''} |" if by_prefix else ""))
     return "\n".join(lines)
 
 

@@ -11,7 +11,10 @@
   every ``linear_proj`` also records its *input* (output index ``in0``). Values are kept
   on the chosen ranks (default rank 0), only the real token rows (padding rows are cut:
   their width differs between releases), each distinct tensor once, within a byte
-  budget. The format is documented in docs/capture_format.md; ``judge.localize`` reads it.
+  budget. Each step also names its real rows by *prefix*: a digest of the request's tokens up
+  to and including the row's own, the whole input that row's outputs depend on, so that two
+  runs which batch the same requests differently (another schedule) can be aligned row by
+  row. The format is documented in docs/capture_format.md; ``judge.localize`` reads it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def tensor_bytes(tensor: torch.Tensor) -> bytes:
@@ -53,14 +56,17 @@ def weights_record(model) -> dict:
     return {"digest": total.hexdigest(), "tensors": per}
 
 
+def _token_dim(tensor: torch.Tensor, padded: int) -> int | None:
+    """The token dimension: the first as long as the padded step (None: no such dimension, e.g. the rotary table)."""
+    return next((dim for dim, size in enumerate(tensor.shape) if size == padded), None)
+
+
 def _valid_rows(tensor: torch.Tensor, padded: int, active: int) -> torch.Tensor:
-    """The real token rows: the first dimension as long as the padded step, cut to the active tokens."""
-    if active >= padded:
+    """The real token rows: the token dimension cut to the active tokens."""
+    dim = _token_dim(tensor, padded)
+    if active >= padded or dim is None:
         return tensor
-    for dim, size in enumerate(tensor.shape):
-        if size == padded:
-            return tensor.narrow(dim, 0, active)
-    return tensor  # no token dimension (e.g. the rotary table)
+    return tensor.narrow(dim, 0, active)
 
 
 def _as_int(value) -> int | None:
@@ -87,6 +93,7 @@ class Capture:
         self.active = 0
         self.values: dict[str, np.ndarray] = {}
         self.stored: dict[tuple, str] = {}
+        self.request_tokens: dict[int, list[int]] = {}  # each request's tokens seen so far, in position order
         self.handles: list = []
         self.closed = False
         folder.mkdir(parents=True, exist_ok=True)
@@ -117,7 +124,27 @@ class Capture:
                   "active_tokens": self.active, "valid_ids_sha256": tensor_digest(ids[..., : self.active])}
         if positions is not None:
             record["valid_positions_sha256"] = tensor_digest(positions[..., : self.active])
+            record.update(self._row_prefixes(context, ids, positions))
         self._write(record)
+
+    def _row_prefixes(self, context, ids: torch.Tensor, positions: torch.Tensor) -> dict:
+        """Each real row's request, position and prefix digest (sha256 of the request's int64 token ids up to and
+        including the row's, first 16 hex digits); {} where the context does not say which request a row is."""
+        slots = getattr(context, "token_to_request_idx", None)
+        request_ids = getattr(context, "request_ids", None)
+        if not isinstance(slots, torch.Tensor) or not isinstance(request_ids, torch.Tensor):
+            return {}
+        requests = request_ids[slots[: self.active].long()].tolist()
+        tokens, where = ids.reshape(-1)[: self.active].tolist(), positions.reshape(-1)[: self.active].tolist()
+        prefixes = []
+        for request, token, position in zip(requests, tokens, where):
+            seen = self.request_tokens.setdefault(request, [])
+            if position != len(seen):  # a row not next in its request (not seen from its first token): no key
+                prefixes.append(None)
+                continue
+            seen.append(token)
+            prefixes.append(hashlib.sha256(np.asarray(seen, dtype=np.int64).tobytes()).hexdigest()[:16])
+        return {"row_requests": requests, "row_positions": where, "row_prefixes": prefixes}
 
     def _output_hook(self, name: str):
         def hook(module, args, output):
@@ -140,6 +167,7 @@ class Capture:
     # --- records -----------------------------------------------------------------------
     def _record(self, name: str, output: str, tensor: torch.Tensor) -> None:
         valid = _valid_rows(tensor.detach(), self.padded, self.active)
+        token_dim = _token_dim(tensor, self.padded)
         valid_sha = tensor_digest(valid)
         record = {
             "kind": "output",
@@ -152,6 +180,7 @@ class Capture:
             "dtype": str(tensor.dtype).replace("torch.", ""),
             "sha256": tensor_digest(tensor) if valid.shape != tensor.shape else valid_sha,
             "valid_sha256": valid_sha,
+            "token_dim": token_dim,
             "values": None,
         }
         self.order += 1
