@@ -192,7 +192,9 @@ class Capture:
         key = (name, output, digest)
         if key in self.stored:  # the same tensor again (e.g. the rotary table every step): stored once
             return self.stored[key]
-        array = valid.to("cpu")
+        # a copy: on the CPU .to/.float/.numpy share the live tensor's memory, and megatron changes some outputs in
+        # place after their hook (rotary embedding on the keys in linear_qkv's output)
+        array = valid.to("cpu", copy=True)
         array = (array.float() if array.is_floating_point() else array.long()).numpy()
         if self.stored_bytes + array.nbytes > self.budget:
             self.over_budget += 1
