@@ -396,3 +396,7 @@ def test_an_unresolved_run_is_named_by_the_exception_its_traceback_ends_with():
         "rank 3 failed before serving"
     )
     assert first_error_line("") == "no output"
+    ranks = ("logitsmatch run: error: writing the synthetic checkpoint failed (phase 'weights'):\n"
+             "[rank0]:   File \"strategies/torch.py\", line 1061, in get_async_strategy\n"
+             "[rank0]: ModuleNotFoundError: nvidia-resiliency-ext package is not installed.\n")
+    assert first_error_line(ranks) == "[rank0]: ModuleNotFoundError: nvidia-resiliency-ext package is not installed."

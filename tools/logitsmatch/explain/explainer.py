@@ -453,6 +453,9 @@ class Explainer:
         # The two ends are run as trees too: the good ref must give the baseline's result, the bad one the candidate's
         # (when the candidate's package is that very tree, its run is the end's).
         start = test(commits[0].sha)
+        if start == UNRESOLVED:  # e.g. the merge base of two release branches needs what the environment lacks
+            first, start = self.first_runnable(commits, test, search)
+            commits = commits[first:]
         end = (
             _reuse_end(candidate, commits[-1].sha, runs, search)
             if cand_entry.get("commit") == commits[-1].sha
@@ -476,13 +479,41 @@ class Explainer:
         search["boundary"] = (runs.get(previous, baseline), runs[found])
         return search
 
+    def first_runnable(self, commits: list, test, search: dict) -> tuple[int, str]:
+        """The start cannot run here: probe forward at offsets 1, 2, 4, ... (as git bisect skips) for the first
+        commit that runs; the search then starts there. Returns its index and outcome (UNRESOLVED: none ran)."""
+        why = search["skipped"][-1]["why"] if search["skipped"] else "it did not run"
+        offsets = [2**k for k in range(max(len(commits) - 2, 1).bit_length()) if 2**k < len(commits) - 1]
+        self.extend(len(offsets), f"the start {commits[0].short} cannot run here ({why[:120]}); probing forward at "
+                                  f"offsets {', '.join(map(str, offsets))} for the first commit that runs")
+        for offset in offsets:
+            outcome = test(commits[offset].sha)
+            if outcome != UNRESOLVED:
+                probed = [commits[0].short, *(commits[earlier].short for earlier in offsets if earlier < offset)]
+                search["start_unrunnable"] = {
+                    "from": commits[0].sha, "commits": offset, "first_runnable": commits[offset].sha, "why": why,
+                    "note": f"{len(probed)} commit(s) could not run here ({', '.join(probed)}: {why[:200]}); the "
+                    f"search starts {offset} commit(s) later, at {commits[offset].short}, the first probe that ran",
+                }
+                return offset, outcome
+        return 0, UNRESOLVED
+
     def localization(self, good: Run, bad: Run) -> dict:
-        from logitsmatch.judge.localize import localize, read_capture
+        """The first moving module between the boundary runs: aligned step by step, or, where their steps hold
+        different tokens (another batch schedule, e.g. an idle expert-parallel engine's steps), row by row by prefix."""
+        from logitsmatch.judge.localize import localize, localize_by_prefix, read_capture
 
         try:
-            result = localize(read_capture(paths.capture_dir(good.result)), read_capture(paths.capture_dir(bad.result)))
+            captures = read_capture(paths.capture_dir(good.result)), read_capture(paths.capture_dir(bad.result))
+            result = localize(*captures)
         except BadInput as exc:
             return {"localization": {"problem": str(exc)}, "first_module": None}
+        steps_problem, aligned_by = result.schedule_problem, "steps"
+        if steps_problem:
+            try:
+                result, aligned_by = localize_by_prefix(*captures), "prefixes"
+            except BadInput as exc:
+                steps_problem += f"; not aligned by prefix either: {exc}"
         first = result.first_bitwise
         self.last_localization = result
         module = None
@@ -494,15 +525,19 @@ class Explainer:
                 "step_kind": "prefill" if first.step == 0 else f"decode {first.step}",
                 "max_abs_delta": first.to_dict()["max_abs_delta"],
                 "weights_differing_in_it": [n for n in result.weights_differing if n.startswith(first.name + ".")],
+                "aligned_by": aligned_by,
+                "rows": first.rows_note,
             }
-        return {"localization": result.to_dict(), "first_module": module}
+        localization = {**result.to_dict(), "aligned_by": aligned_by, "steps_problem": steps_problem}
+        return {"localization": localization, "first_module": module}
 
 
 def group_record(group: envs.Group) -> dict:
     return {"lead": group.lead, "members": list(group.members), "reasons": dict(group.reasons)}
 
 
-RAISED = re.compile(r"^(\w+\.)*\w+(Error|Exception)\b")  # the last line of a traceback: ImportError: ...
+# the last line of a traceback (ImportError: ...), as a rank prints it too ([rank0]: ImportError: ...)
+RAISED = re.compile(r"^(\[rank\d+\]:\s*)?(\w+\.)*\w+(Error|Exception)\b")
 SAYS_ERROR = re.compile(r"\b(error|failed)\b", re.IGNORECASE)
 
 

@@ -60,6 +60,8 @@ def headline(suite: str, report: dict) -> list[str]:
         )
     elif search:
         lines.append(f"  commit search: {search.get('problem', 'no commit found')}")
+    if search and search.get("start_unrunnable"):
+        lines.append(f"  commit search: {search['start_unrunnable']['note']}")
     module = report.get("first_module")
     if module:
         weights = module.get("weights_differing_in_it")
@@ -68,11 +70,16 @@ def headline(suite: str, report: dict) -> list[str]:
             f"({module['step_kind']}, max |Δ| "
             f"{_delta(module['max_abs_delta']) if module['max_abs_delta'] is not None else '-'})"
             + (f"; its own weights differ: {', '.join(weights)}" if weights else "")
+            + (f"; aligned row by row by prefix ({module['rows']})" if module.get("aligned_by") == "prefixes" else "")
         )
     elif report.get("localization"):
         localization = report["localization"]
         why = localization.get("problem") or localization.get("schedule_problem") or "no module output differs"
-        lines.append(f"  module: {why}")
+        lines.append(f"  module: {why}" + (" (aligned row by row by prefix)"
+                                           if localization.get("aligned_by") == "prefixes" else ""))
+    steps_problem = (report.get("localization") or {}).get("steps_problem")
+    if steps_problem and (report.get("localization") or {}).get("aligned_by") == "prefixes":
+        lines.append(f"  module: not aligned step by step: {steps_problem}")
     return lines
 
 
@@ -229,6 +236,8 @@ def markdown(combined: dict) -> str:
                 out.append(f"- skipped {skipped['sha'][:10]}: {skipped['why']}")
             for install in search.get("installs", [])[:1]:
                 out.append(f"- install: {install.get('how')}; C++ helper: {install.get('cpp_helper', 'n/a')}")
+            if search.get("start_unrunnable"):
+                out.append(f"- {search['start_unrunnable']['note']}")
             if search.get("problem"):
                 out.append(f"- {search['problem']}")
         localization = report.get("localization")
