@@ -541,8 +541,9 @@ def plot(result: Localization, path, title: str = "") -> None:
     axis.plot(range(len(shown)), shown, marker=".", linewidth=0.8)
     axis.set_yscale("log")
     axis.set_ylim(floor / 2, max([d for d in shown if not math.isnan(d)] + [1e-6]) * 5)
+    by_prefix = any(row.rows_note for row in result.rows)
     for index, row in enumerate(result.rows):
-        if index and row.step != result.rows[index - 1].step:
+        if index and row.step != result.rows[index - 1].step and not by_prefix:
             axis.axvline(index - 0.5, color="grey", linewidth=0.6, linestyle="--")
             axis.text(index, floor, f" {step_kind(row.step)}", fontsize=7, va="bottom")
     first = result.first_bitwise
@@ -559,7 +560,8 @@ def plot(result: Localization, path, title: str = "") -> None:
                   bbox={"facecolor": "white", "edgecolor": "grey"})
     if not result.rows:
         axis.set_xticks([])
-    axis.set_xlabel("module output, execution order (prefill, then decode steps)")
+    axis.set_xlabel("module output, execution order within a step (rows aligned by request prefix)" if by_prefix
+                    else "module output, execution order (prefill, then decode steps)")
     axis.set_ylabel("max |Δ| on value ranks (1e-12 = equal)")
     axis.set_title(title or result.summary(), fontsize=9)
     figure.tight_layout()
