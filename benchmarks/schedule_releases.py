@@ -1,6 +1,6 @@
 """Schedule invariance and train/inference parity of the tiny seed sibling over every release toolchain.
 
-    python benchmarks/schedule_releases.py [--tag releases] [--layout tp1] [--schedules ...] --out DIR
+    python benchmarks/schedule_releases.py [--tag releases] [--layout tp2] [--schedules ...] --out DIR
 
 For each toolchain with the tag, ``nox -s invariance -- SUITE --toolchain T --layouts LAYOUT --schedules ...
 --out DIR/T`` (its venv, its fresh results reused), then one row per release in ``DIR/releases.md`` and
@@ -8,9 +8,10 @@ For each toolchain with the tag, ``nox -s invariance -- SUITE --toolchain T --la
 prefill agree, and does the training forward equal the engine. Every figure is read from the per-release
 ``invariance.json``; a release whose invariance run failed is a row saying so, never a guess.
 
-At TP1 by default: one rank per run keeps 12 releases x 6 schedules within about half an hour on a 2-core host,
-and a schedule's effect (which rows share a GEMM and an attention call) does not need tensor parallelism to show;
-docs/invariance/schedules/tiny.md is the same question at the suite's own TP8 on the default toolchain.
+At TP2 by default: the cheapest layout with a tensor-parallel all-reduce, which is where the default toolchain's
+schedules part at the suite's own TP8 (docs/invariance/schedules.md: layer 0's linear_proj; at TP1 the same
+schedules are bitwise identical), with two ranks per run instead of eight, so that 12 releases x 6 schedules fit
+a 2-core host; docs/invariance/schedules/tiny.md is the same question at TP8 on the default toolchain.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tag", default="releases", help="toolchains with this tag (default: releases)")
     parser.add_argument("--suite", default=TINY, help=f"the suite (default: {TINY})")
-    parser.add_argument("--layout", default="tp1", help="the one layout every schedule runs at (default: tp1)")
+    parser.add_argument("--layout", default="tp2", help="the one layout every schedule runs at (default: tp2)")
     parser.add_argument("--schedules", default=",".join(schedules.SCHEDULES), type=lambda text: text.split(","),
                         help="comma-separated schedules (default: all)")
     parser.add_argument("--out", required=True, type=Path, help="folder for each release's table and the summary")
