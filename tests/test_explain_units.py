@@ -148,15 +148,17 @@ def test_first_bad_skips_commits_that_do_not_run():
     assert found == "c6"
 
 
-@pytest.mark.parametrize("runs_from, expected_start", [(1, 1), (3, 4), (40, 64), (200, None)])
-def test_a_start_that_cannot_run_moves_to_the_first_probe_that_runs(runs_from, expected_start):
+@pytest.mark.parametrize("runs_from", [1, 3, 40, 64, 99, 200])
+def test_a_start_that_cannot_run_moves_to_the_first_commit_that_runs(runs_from):
     """The merge base of two release branches may need what the environment lacks: the search probes forward at
-    offsets 1, 2, 4, ... and starts at the first commit that runs, saying which could not and why."""
+    offsets 1, 2, 4, ..., bisects between the last probe that could not run and the first that ran, and starts at
+    the first commit that runs, saying which could not and why."""
     from logitsmatch.explain.explainer import Explainer
     from logitsmatch.explain.gitsource import Commit
 
     commits = [Commit(f"{i:040x}", f"commit {i}") for i in range(100)]
     tested: list = []
+    search: dict = {"skipped": [{"sha": commits[0].sha, "why": "ModuleNotFoundError: resiliency is not installed"}]}
 
     def test(sha):
         tested.append(int(sha, 16))
@@ -165,19 +167,19 @@ def test_a_start_that_cannot_run_moves_to_the_first_probe_that_runs(runs_from, e
             return "unresolved"
         return "good"
 
-    search: dict = {"skipped": [{"sha": commits[0].sha, "why": "ModuleNotFoundError: resiliency is not installed"}]}
     explainer = Explainer.__new__(Explainer)
     explainer.bound, explainer.bound_notes = 2, []
     first, outcome = explainer.first_runnable(commits, test, search)
-    assert tested == [offset for offset in (1, 2, 4, 8, 16, 32, 64) if offset <= (expected_start or 64)]
-    assert explainer.bound == 2 + 7 and "resiliency is not installed" in explainer.bound_notes[0]
-    if expected_start is None:
+    assert len(tested) <= explainer.bound - 2 <= 7 + 5  # every probe counted in the stated bound
+    assert "resiliency is not installed" in explainer.bound_notes[0]
+    if runs_from > 64:  # no probe (1, 2, ..., 64) runs
         assert (first, outcome) == (0, "unresolved") and "start_unrunnable" not in search
-    else:
-        assert (first, outcome) == (expected_start, "good")
-        note = search["start_unrunnable"]["note"]
-        assert note.startswith(f"{len(tested)} commit(s) could not run here (") and "resiliency" in note
-        assert note.endswith(f"at {commits[expected_start].short}, the first probe that ran")
+        assert tested == [1, 2, 4, 8, 16, 32, 64]
+        return
+    assert (first, outcome) == (runs_from, "good") and len(set(tested)) == len(tested)
+    note = search["start_unrunnable"]["note"]
+    assert note.startswith(f"the first {runs_from} commit(s) from {commits[0].short} cannot run here (")
+    assert note.endswith(f"at {commits[runs_from].short} 'commit {runs_from}', the first that runs")
 
 
 # --- environments --------------------------------------------------------------------------------

@@ -480,23 +480,42 @@ class Explainer:
         return search
 
     def first_runnable(self, commits: list, test, search: dict) -> tuple[int, str]:
-        """The start cannot run here: probe forward at offsets 1, 2, 4, ... (as git bisect skips) for the first
-        commit that runs; the search then starts there. Returns its index and outcome (UNRESOLVED: none ran)."""
+        """The start cannot run here: probe forward at offsets 1, 2, 4, ... (as git bisect skips) until a commit
+        runs, then bisect between the last probe that could not run and it for the first commit that runs (commits
+        that cannot run are taken to be a prefix: the environment lacks what they need until one stops needing it).
+        The search starts there. Returns its index and outcome (UNRESOLVED: none ran)."""
         why = search["skipped"][-1]["why"] if search["skipped"] else "it did not run"
         offsets = [2**k for k in range(max(len(commits) - 2, 1).bit_length()) if 2**k < len(commits) - 1]
         self.extend(len(offsets), f"the start {commits[0].short} cannot run here ({why[:120]}); probing forward at "
-                                  f"offsets {', '.join(map(str, offsets))} for the first commit that runs")
+                                  f"offsets {', '.join(map(str, offsets))} for a commit that runs")
+        unrunnable, found, outcome = [commits[0].short], None, UNRESOLVED
         for offset in offsets:
             outcome = test(commits[offset].sha)
             if outcome != UNRESOLVED:
-                probed = [commits[0].short, *(commits[earlier].short for earlier in offsets if earlier < offset)]
-                search["start_unrunnable"] = {
-                    "from": commits[0].sha, "commits": offset, "first_runnable": commits[offset].sha, "why": why,
-                    "note": f"{len(probed)} commit(s) could not run here ({', '.join(probed)}: {why[:200]}); the "
-                    f"search starts {offset} commit(s) later, at {commits[offset].short}, the first probe that ran",
-                }
-                return offset, outcome
-        return 0, UNRESOLVED
+                found = offset
+                break
+            unrunnable.append(commits[offset].short)
+        if found is None:
+            return 0, UNRESOLVED
+        low = found // 2 if found > 1 else 0  # the last probe that could not run
+        if found - low > 1:
+            self.extend(math.ceil(math.log2(found - low)), f"{commits[found].short} runs and {commits[low].short} "
+                                                          "does not: bisecting between them for the first that runs")
+        while found - low > 1:
+            middle = (low + found) // 2
+            tried = test(commits[middle].sha)
+            if tried == UNRESOLVED:
+                low = middle
+                unrunnable.append(commits[middle].short)
+            else:
+                found, outcome = middle, tried
+        search["start_unrunnable"] = {
+            "from": commits[0].sha, "commits": found, "first_runnable": commits[found].sha, "why": why,
+            "note": f"the first {found} commit(s) from {commits[0].short} cannot run here ({why[:200]}; tried: "
+            f"{', '.join(unrunnable)}); the search starts at {commits[found].short} "
+            f"'{commits[found].subject}', the first that runs",
+        }
+        return found, outcome
 
     def localization(self, good: Run, bad: Run) -> dict:
         """The first moving module between the boundary runs: aligned step by step, or, where their steps hold
