@@ -8,10 +8,12 @@ For each toolchain with the tag, ``nox -s invariance -- SUITE --toolchain T --la
 prefill agree, and does the training forward equal the engine. Every figure is read from the per-release
 ``invariance.json``; a release whose invariance run failed is a row saying so, never a guess.
 
-At TP2 by default: the cheapest layout with a tensor-parallel all-reduce, which is where the default toolchain's
-schedules part at the suite's own TP8 (docs/invariance/schedules.md: layer 0's linear_proj; at TP1 the same
-schedules are bitwise identical), with two ranks per run instead of eight, so that 12 releases x 6 schedules fit
-a 2-core host; docs/invariance/schedules/tiny.md is the same question at TP8 on the default toolchain.
+At TP2 by default: two ranks per run instead of eight, so that 12 releases x 6 schedules fit a 2-core host, with
+the weights sharded as tensor parallelism shards them. Two ranks cannot show what makes the schedules part at the
+suite's own TP8 on the default toolchain (docs/invariance/schedules.md: the all-reduce in layer 0's linear_proj):
+a sum of two partial results is the same in either order. That question is answered at TP8 on the default
+toolchain (docs/invariance/schedules/tiny.md); this table answers, per release, whether anything else in the engine
+depends on the batch, whether chunked prefill is right, and whether the engine equals the training forward.
 """
 
 from __future__ import annotations
