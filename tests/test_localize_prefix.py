@@ -145,3 +145,15 @@ def test_values_are_compared_as_rows_of_the_token_dimension(tmp_path):
     outputs = {record["name"]: record for record in together.ranks[0].outputs if record["step"] == 0}
     assert outputs["embedding"]["token_dim"] == 0 and outputs["head"]["valid_shape"] == [5, 16]
     assert np.asarray(together.ranks[0].values[outputs["head"]["values"]]).shape == (5, 16)
+
+
+def test_a_step_whose_slots_are_not_request_rows_is_not_named(tmp_path):
+    """An idle engine's dummy step leaves the context's bookkeeping as it was (uninitialized slots): no names."""
+    capture = capture_module.Capture(ToyModel(), tmp_path / "c", 0, {})
+    capture.active = 2
+    context = SimpleNamespace(request_ids=torch.tensor([7]), token_to_request_idx=torch.tensor([0, 93_000_000, 0]))
+    ids, positions = torch.tensor([[1, 2, 0]]), torch.tensor([[0, 1, 0]])
+    assert capture._row_prefixes(context, ids, positions) == {}
+    context.token_to_request_idx = torch.tensor([0, 0, 5])  # padding rows beyond the active ones are not read
+    assert capture._row_prefixes(context, ids, positions)["row_positions"] == [0, 1]
+    capture.close()

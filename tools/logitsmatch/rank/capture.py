@@ -134,7 +134,10 @@ class Capture:
         request_ids = getattr(context, "request_ids", None)
         if not isinstance(slots, torch.Tensor) or not isinstance(request_ids, torch.Tensor):
             return {}
-        requests = request_ids[slots[: self.active].long()].tolist()
+        rows = slots[: self.active].long()
+        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= request_ids.numel()):
+            return {}  # not request rows (an idle engine's dummy step leaves the bookkeeping as it was)
+        requests = request_ids[rows].tolist()
         tokens, where = ids.reshape(-1)[: self.active].tolist(), positions.reshape(-1)[: self.active].tolist()
         prefixes = []
         for request, token, position in zip(requests, tokens, where):
