@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 
 import pytest
 
@@ -158,3 +159,14 @@ def test_fresh_result_requires_current_suite_config(project_copy):
     suite = load_suite(root, TINY_SUITE)
     path, provenance = record_cli.fresh_result(suite, "cpu", get_toolchain(root / "pyproject.toml", DEFAULT_TOOLCHAIN))
     assert path == result_dir / "result.json" and provenance["suite_config_sha256"] == suite.config_digest()
+
+
+def test_the_recorded_command_names_no_host_folder(monkeypatch):
+    """Provenance is committed: a folder outside the project shows as .../<its name>, one inside relative to it."""
+    from logitsmatch import provenance
+    from support import PROJECT
+
+    monkeypatch.setattr(sys, "argv", ["logitsmatch", "record", TINY_SUITE, "--from=/srv/ci/artifacts/collected",
+                                      "--out", str(PROJECT / "docs" / "x"), "--json", "relative/a.json"])
+    assert provenance.invocation() == (f"logitsmatch record {TINY_SUITE} --from=.../collected --out docs/x "
+                                       "--json relative/a.json")

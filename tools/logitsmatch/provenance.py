@@ -40,8 +40,19 @@ def package_versions() -> dict[str, str]:
 
 
 def invocation() -> str:
-    """The command as a user would type it (no interpreter or install paths)."""
-    return shlex.join(["logitsmatch", *sys.argv[1:]])
+    """The command as a user would type it: no interpreter or install paths, and no host folders (a path in the
+    project relative to it, one outside it as ``.../`` and its last part), since provenance is committed."""
+    return shlex.join(["logitsmatch", *(_shown_argument(argument) for argument in sys.argv[1:])])
+
+
+def _shown_argument(argument: str) -> str:
+    option, equals, value = argument.partition("=") if argument.startswith("--") else ("", "", argument)
+    if not value.startswith("/"):
+        return argument
+    from logitsmatch.paths import shown_path
+
+    shown = shown_path(Path(value))
+    return option + equals + (str(shown) if not shown.is_absolute() else f".../{shown.name}")
 
 
 def collect(hardware: dict, **fields) -> dict:
