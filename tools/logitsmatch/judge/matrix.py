@@ -335,7 +335,7 @@ def render_heatmap(tables: dict, path, short_title=lambda heading: heading) -> N
     bar.set_label(f"log10 max |Δ logprob|\n{marks}", fontsize=9)
     note = "Cells: " + LEGEND + "; second line: max |Δ logprob|."
     figure.supxlabel(_wrap(note, int((columns * (side + label_room) + 1.2) * 13)), fontsize=9, ha="center")
-    figure.savefig(path, dpi=_DPI, format="png")
+    figure.savefig(path, dpi=_DPI, format="png", bbox_inches="tight", pad_inches=0.2)  # nothing clipped
     plt.close(figure)
 
 
