@@ -32,6 +32,7 @@ sys.path.insert(0, str(PROJECT / "tools"))
 from logitsmatch import schedules  # noqa: E402
 from logitsmatch.files import write_atomic  # noqa: E402
 from logitsmatch.judge.golden_io import write_json_atomic  # noqa: E402
+from logitsmatch.paths import shown_path  # noqa: E402
 from logitsmatch.toolchains import load_toolchains  # noqa: E402
 
 TINY = "gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq"
@@ -146,7 +147,8 @@ def main() -> int:
         else:
             rows[name] = summarize(json.loads(report_path.read_text()))
         print(f"{name}: exit {completed.returncode} in {time.perf_counter() - started:.0f} s", flush=True)
-    command = " ".join(["python benchmarks/schedule_releases.py", *sys.argv[1:]])
+    command = " ".join(["python benchmarks/schedule_releases.py", *(
+        str(shown_path(Path(argument))) if argument.startswith("/") else argument for argument in sys.argv[1:])])
     write_json_atomic(args.out / "releases.json", {"suite": args.suite, "layout": args.layout,
                                                    "schedules": args.schedules, "command": command,
                                                    "releases": rows})
