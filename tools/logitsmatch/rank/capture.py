@@ -61,9 +61,8 @@ def _token_dim(tensor: torch.Tensor, padded: int) -> int | None:
     return next((dim for dim, size in enumerate(tensor.shape) if size == padded), None)
 
 
-def _valid_rows(tensor: torch.Tensor, padded: int, active: int) -> torch.Tensor:
-    """The real token rows: the token dimension cut to the active tokens."""
-    dim = _token_dim(tensor, padded)
+def _valid_rows(tensor: torch.Tensor, dim: int | None, padded: int, active: int) -> torch.Tensor:
+    """The real token rows: the token dimension ``dim`` cut to the active tokens."""
     if active >= padded or dim is None:
         return tensor
     return tensor.narrow(dim, 0, active)
@@ -93,7 +92,7 @@ class Capture:
         self.active = 0
         self.values: dict[str, np.ndarray] = {}
         self.stored: dict[tuple, str] = {}
-        self.request_tokens: dict[int, list[int]] = {}  # each request's tokens seen so far, in position order
+        self.request_prefixes: dict[int, tuple[int, object]] = {}  # request -> (tokens seen, sha256 over them)
         self.handles: list = []
         self.closed = False
         folder.mkdir(parents=True, exist_ok=True)
@@ -141,12 +140,14 @@ class Capture:
         tokens, where = ids.reshape(-1)[: self.active].tolist(), positions.reshape(-1)[: self.active].tolist()
         prefixes = []
         for request, token, position in zip(requests, tokens, where):
-            seen = self.request_tokens.setdefault(request, [])
-            if position != len(seen):  # a row not next in its request (not seen from its first token): no key
+            count, digest = self.request_prefixes.get(request, (0, hashlib.sha256()))
+            if position != count:  # a row not next in its request (not seen from its first token): no key
                 prefixes.append(None)
                 continue
-            seen.append(token)
-            prefixes.append(hashlib.sha256(np.asarray(seen, dtype=np.int64).tobytes()).hexdigest()[:16])
+            digest = digest.copy()  # extended one token at a time: each row hashes its own token only
+            digest.update(np.int64(token).tobytes())
+            self.request_prefixes[request] = (count + 1, digest)
+            prefixes.append(digest.hexdigest()[:16])
         return {"row_requests": requests, "row_positions": where, "row_prefixes": prefixes}
 
     def _output_hook(self, name: str):
@@ -169,8 +170,8 @@ class Capture:
 
     # --- records -----------------------------------------------------------------------
     def _record(self, name: str, output: str, tensor: torch.Tensor) -> None:
-        valid = _valid_rows(tensor.detach(), self.padded, self.active)
         token_dim = _token_dim(tensor, self.padded)
+        valid = _valid_rows(tensor.detach(), token_dim, self.padded, self.active)
         valid_sha = tensor_digest(valid)
         record = {
             "kind": "output",
