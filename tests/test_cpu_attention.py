@@ -198,6 +198,30 @@ def test_rows_with_no_visible_key_are_zero_like_fa2(gen):
     torch.testing.assert_close(out[2:].double(), oracle(q[2:], k, k)[0], atol=ATOL, rtol=RTOL)
 
 
+def test_padding_rows_are_skipped_with_fa2s_values(gen):
+    """megatron pads a decode batch to its request slots (60 of 64 rows empty in the seed's decode):
+    rows with no key cost nothing and give what attending to no key gives, zero output and +inf lse;
+    the real rows are unchanged by the padding around them."""
+    k_lens = [4, 9]
+    qs, ks, vs = make_batch([1, 1], k_lens, 4, 2, 8, gen)
+    k_cache, v_cache, table = paged_pair(ks, vs, 4, seed=7, pad_rows=3)
+    q = torch.stack([qs[0], torch.randn(1, 4, 8, generator=gen), qs[1], torch.randn(1, 4, 8, generator=gen),
+                     torch.randn(1, 4, 8, generator=gen)])
+    rows = torch.tensor([0, 3, 1, 4, 2])  # real rows 0 and 2 of q; table rows 3, 4 are padding (all -1)
+    table = table[rows]
+    seqlens = torch.tensor([4, 0, 9, 0, 0], dtype=torch.int32)
+    out, lse = flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=seqlens, block_table=table, causal=True,
+                                       return_softmax_lse=True)
+    alone, alone_lse = flash_attn_with_kvcache(q[[0, 2]], k_cache, v_cache, cache_seqlens=seqlens[[0, 2]],
+                                               block_table=table[[0, 2]], causal=True, return_softmax_lse=True)
+    assert torch.equal(out[[0, 2]], alone) and torch.equal(lse[[0, 2]], alone_lse)
+    assert torch.all(out[[1, 3, 4]] == 0) and torch.all(lse[[1, 3, 4]] == float("inf"))
+    packed, packed_lse, _ = flash_attn_varlen_func(
+        torch.cat([qs[0], qs[1]]), k_cache, v_cache, cu([1, 0, 1]), cu([4, 0, 9]), 1, 9, causal=True,
+        block_table=table[[0, 1, 2]], return_attn_probs=True)
+    assert torch.equal(packed, alone[:, 0]) and torch.equal(packed_lse, alone_lse[:, :, 0].T)
+
+
 @pytest.mark.parametrize(
     "option",
     [

@@ -114,6 +114,8 @@ def flash_attn_varlen_func(
         (q0, q1), (k0, k1) = cu_q[b : b + 2], cu_k[b : b + 2]
         if q1 - q0 > max_seqlen_q or k1 - k0 > max_seqlen_k:
             raise ValueError(f"sequence {b} is longer than max_seqlen_q/max_seqlen_k")
+        if q1 == q0 or k1 == k0:  # megatron's padding rows: zero output, +inf lse, as initialised
+            continue
         if block_table is None:
             ks, vs = k[k0:k1], v[k0:k1]
         else:
@@ -175,8 +177,11 @@ def flash_attn_with_kvcache(
     if len(lengths) != batch or (block_table is not None and block_table.shape[0] != batch):
         raise ValueError(f"q has batch {batch} but cache_seqlens/block_table disagree")
     out = q.new_zeros(*q.shape[:3], v_cache.shape[-1])
-    lse = torch.empty(batch, q.shape[2], seq_q, dtype=torch.promote_types(q.dtype, torch.float32), device=q.device)
+    lse = torch.full((batch, q.shape[2], seq_q), float("inf"), dtype=torch.promote_types(q.dtype, torch.float32),
+                     device=q.device)
     for b, length in enumerate(lengths):
+        if length == 0:  # megatron pads the decode batch to its request slots: those rows see no key
+            continue
         if block_table is None:
             ks, vs = k_cache[b, :length], v_cache[b, :length]
         else:
