@@ -41,14 +41,14 @@ from support.faults import (  # noqa: E402
     fault_kill_coordinator,
     fault_master_port_taken,
     fault_parent_sigkill,
-    fault_sigkill_agent,
     fault_sigkill_rank,
+    fault_sigkill_zygote,
     fault_sigstop_rank,
     fault_truncated_checkpoint,
 )
 
 FAULTS = ("sigkill-rank", "sigstop-rank", "kill-coordinator", "ctrl-c", "deadline", "master-port-taken",
-          "coordinator-port-taken", "sigkill-agent", "sigstop-rank-weights", "ctrl-c-init", "sigterm-weights",
+          "coordinator-port-taken", "sigkill-zygote", "sigstop-rank-weights", "ctrl-c-init", "sigterm-weights",
           "sigkill-run", "sigkill-parent",
           "concurrent",
           "truncated-checkpoint")
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "deadline": lambda d: [fault_deadline(d, toolchain)],
         "master-port-taken": lambda d: [fault_master_port_taken(d, toolchain, t)],
         "coordinator-port-taken": lambda d: [fault_coordinator_port_taken(d, toolchain, t)],
-        "sigkill-agent": lambda d: [fault_sigkill_agent(d, toolchain, t)],
+        "sigkill-zygote": lambda d: [fault_sigkill_zygote(d, toolchain, t)],
         "sigstop-rank-weights": lambda d: [fault_sigstop_rank(d, toolchain, t, rank=2, phase="weights")],
         "ctrl-c-init": lambda d: [fault_ctrl_c(d, toolchain, t, phase="init")],
         "sigterm-weights": lambda d: [fault_ctrl_c(d, toolchain, t, phase="weights", sig=signal.SIGTERM)],

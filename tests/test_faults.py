@@ -1,6 +1,6 @@
 """Run lifecycle under faults in real TP8 runs of the tiny suite: every failure ends the run fast,
 named, reaped and unpublished. SIGKILL of a rank mid-decode, SIGSTOP of a rank, the ZMQ coordinator
-killed mid-decode, Ctrl-C and a taken rendezvous port here; the rest (deadline, ports, agent killed,
+killed mid-decode, Ctrl-C and a taken rendezvous port here; the rest (deadline, ports, zygote killed,
 truncated checkpoint, two runs at once) in benchmarks/fault_campaign.py; SIGKILL of `logitsmatch run`
 or of its parent in both. The injectors are tests/support/faults.py; the launcher's parts are
 unit-tested in test_launcher.py.
@@ -76,7 +76,7 @@ def test_ctrl_c_exits_130_and_reaps_the_coordinator_too(toolchain, tmp_path):
 
 @pytest.mark.parametrize("under_parent", [False, True], ids=["logitsmatch run SIGKILLed", "its parent (nox) SIGKILLed"])
 def test_no_orphan_when_a_parent_is_sigkilled(toolchain, tmp_path, under_parent):
-    """An OOM killer or a cancelled CI job: agent, ranks and coordinator all end within seconds."""
+    """An OOM killer or a cancelled CI job: zygote, ranks and coordinator all end within seconds."""
     outcome = faults.fault_parent_sigkill(tmp_path, toolchain, RUN_TIMEOUT_S, under_parent=under_parent)
     assert not outcome.problems(), (outcome.problems(), outcome.message[-3000:])
     assert outcome.leftovers == [] and outcome.after_injection_s < faults.ORPHAN_GRACE_S

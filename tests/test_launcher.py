@@ -49,8 +49,8 @@ def test_watch_names_a_dead_rank_and_its_phase(ranks):
     assert fault.rank == 1 and "rank 1" in fault.summary and "died in phase 'decode'" in fault.summary
 
 
-def test_watch_blames_the_first_rank_to_go_not_those_the_agent_stopped(ranks):
-    """Seen gone in the same look: a SIGKILLed rank is blamed over one ended by SIGTERM (the agent's doing)."""
+def test_watch_blames_the_first_rank_to_go_not_those_the_zygote_stopped(ranks):
+    """Seen gone in the same look: a SIGKILLed rank is blamed over one ended by SIGTERM (the zygote's doing)."""
     status, procs = ranks
     watch = launcher.RunWatch(status, 3)
     procs[0].terminate()
@@ -125,7 +125,7 @@ def test_reap_ends_the_session_and_everything_tagged(tmp_path):
 def test_describe_failure_quotes_the_rank_log(tmp_path):
     run = RunDir(tmp_path / "run")
     run.status.mkdir(parents=True)
-    log = run.logs / "none_x" / "attempt_0" / "2" / "stderr.log"
+    log = run.rank_stderr(2)
     log.parent.mkdir(parents=True)
     log.write_text("\n".join(f"line {i}" for i in range(40)) + "\nRuntimeError: boom\n")
     write_status(run, 2, "weights", 1)

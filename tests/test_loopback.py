@@ -3,7 +3,7 @@
 The run's processes are found by their LOGITSMATCH_RUN_ID tag (/proc/PID/environ),
 their listening sockets by matching /proc/PID/fd socket inodes against
 /proc/PID/net/tcp and tcp6. Sampled from the launch to the end of the run, so
-the torch rendezvous store (torchrun's agent), gloo's listeners (ranks), the
+the torch rendezvous store (the zygote), gloo's listeners (ranks), the
 engine PUB sockets (rank 0) and the ZMQ coordinator's ROUTER are all seen.
 Runs in whichever toolchain venv pytest runs in.
 """
@@ -28,10 +28,11 @@ def role(pid: int) -> str:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return "gone"
-    if b"logitsmatch.rank.agent" in cmdline:
-        return "torchrun agent"
-    if b"logitsmatch.rank.worker" in cmdline:
-        return "rank"
+    if b"logitsmatch.rank.zygote" in cmdline:  # the ranks are the zygote's forks: same command line
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        parent = int(stat[stat.rindex(")") + 2:].split()[1])
+        parent_cmdline = Path(f"/proc/{parent}/cmdline").read_bytes() if Path(f"/proc/{parent}").exists() else b""
+        return "rank" if b"logitsmatch.rank.zygote" in parent_cmdline else "zygote"
     if b"multiprocessing.spawn" in cmdline:
         return "coordinator"
     return cmdline.replace(b"\0", b" ")[:60].decode(errors="replace")
@@ -56,7 +57,7 @@ def test_every_listening_socket_of_a_live_run_is_on_loopback(tmp_path):
     print("listening sockets by process:", {name: (sorted(addresses), sum(1 for n, _ in seen.values() if n == name))
                                             for name, addresses in summary.items()})
     roles = set(summary)
-    assert {"torchrun agent", "rank", "coordinator"} <= roles, roles
+    assert {"zygote", "rank", "coordinator"} <= roles, roles
     exposed = [f"{name}: {listener}" for name, listener in seen.values() if not listener.is_loopback()]
     assert not exposed, exposed
     out = run.stdout()

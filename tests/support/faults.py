@@ -308,16 +308,15 @@ def fault_coordinator_port_taken(root: Path, toolchain: str, timeout: float) -> 
             return _outcome("coordinator port taken", run, rc, (0,), None, [f"coordinator port {port} was taken"])
 
 
-def fault_sigkill_agent(root: Path, toolchain: str, timeout: float) -> Outcome:
-    """SIGKILL torchrun's agent mid-decode: the ranks lose their supervisor; the launcher still reaps them."""
+def fault_sigkill_zygote(root: Path, toolchain: str, timeout: float) -> Outcome:
+    """SIGKILL the run's zygote mid-decode: the ranks lose their supervisor; the launcher still reaps them."""
     with LiveRun(root, toolchain, timeout) as run:
         run.wait_phase(0, "decode")
-        agents = [pid for pid in processes_tagged(run.run_id)
-                  if b"logitsmatch.rank.agent" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-        os.kill(agents[0], signal.SIGKILL)
+        zygote = json.loads((run.run_dir() / "status" / "zygote.json").read_text())["pid"]
+        os.kill(zygote, signal.SIGKILL)
         injected = time.monotonic()
         rc = run.finish()
-        return _outcome("SIGKILL torchrun agent", run, rc, (3,), injected, ["torchrun's agent", "killed by SIGKILL"])
+        return _outcome("SIGKILL the zygote", run, rc, (3,), injected, ["the zygote", "killed by SIGKILL"])
 
 
 ORPHAN_GRACE_S = 20.0  # from SIGKILL of a parent to the last process of the run gone

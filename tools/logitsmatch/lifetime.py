@@ -1,10 +1,10 @@
 """Processes of a run end with their parent: no orphan survives a SIGKILLed harness.
 
-Each hop of the process tree (nox or a shell -> ``logitsmatch run`` -> torchrun's
-agent -> ranks -> rank 0's ZMQ coordinator, and the synthetic-weights writer)
+Each hop of the process tree (nox or a shell -> ``logitsmatch run`` -> the run's
+zygote -> ranks -> rank 0's ZMQ coordinator, and the synthetic-weights writer)
 asks the kernel for a signal when its parent dies (``PR_SET_PDEATHSIG``), so
 killing any process of the chain, even with SIGKILL, ends everything below it:
-``logitsmatch run`` and the agent get SIGTERM and stop their children first.
+``logitsmatch run`` gets SIGTERM and stops its children first.
 """
 
 from __future__ import annotations

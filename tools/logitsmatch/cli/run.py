@@ -273,8 +273,9 @@ def report_ranks(run, plan: dict, wall_s: float) -> dict:
         )
     for name in stand_ins:
         logger.info(f"stand-in: {name}")
-    logger.info(f"ranks finished in {wall_s:.1f} s; phases (rank 0): "
-                + ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in status["timings_s"].items()))
+    phases = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in status["timings_s"].items())
+    logger.info(f"ranks finished in {wall_s:.1f} s; zygote start-up {run.read_zygote().get('prepare_s', 0):.1f}s; "
+                f"phases (rank 0): {phases}")
     memory = run.memory(plan["world_size"])
     logger.info(f"peak RSS per rank (MiB): {memory['peak_rss_mib_per_rank']}; "
                 f"coordinator: {memory['coordinator_peak_rss_mib']}")
@@ -289,7 +290,8 @@ def report_ranks(run, plan: dict, wall_s: float) -> dict:
             f"megatron-core's coordinator schedule: policy {schedule.get('policy')}, request -> engine {routed}"
         )
     network = {**network, "served_by_dp_rank": served_by, "coordinator_schedule": schedule}
-    return {"network": network, "stand_ins": stand_ins, "timings_s": status["timings_s"], "memory": memory}
+    timings = {"zygote_prepare": run.read_zygote().get("prepare_s"), **status["timings_s"]}
+    return {"network": network, "stand_ins": stand_ins, "timings_s": timings, "memory": memory}
 
 
 def harness_inputs(run, plan: dict) -> tuple[dict, dict]:
@@ -377,11 +379,13 @@ def main(args, results_root: Path | None = None) -> int:
     platform = get_platform(args.platform, tensor_parallel=args.tensor_parallel_size, dtype=args.dtype, layout=layout,
                             schedule=args.schedule)
     release = installed_release()
-    from logitsmatch.rank.adapters import for_installed_megatron
+    from logitsmatch.rank.adapters import check_supported, for_installed_megatron, installed_megatron_version
 
+    check_supported(installed_megatron_version())  # a release no adapter speaks: one clear line now, not a dead rank
     with warnings.catch_warnings():  # megatron's import-time notices (no Apex, no TE) belong to the ranks' logs
         warnings.simplefilter("ignore")
-        adapter = for_installed_megatron()  # a release no adapter speaks: one clear line now, not a dead rank later
+        # Asking the release what it has imports megatron-core (seconds): only for the questions that need it.
+        adapter = for_installed_megatron() if platform.schedule == "chunked" or args.batch_invariant else None
         run_layout = platform.layout(suite.model_args, suite.world_size)
         refusal = layouts.unsupported(run_layout, release) or schedule_refusal(adapter, platform, run_layout, release)
     if refusal:  # before any weights are written or run folder made

@@ -65,10 +65,32 @@ def megatron_identity() -> dict:
 
 
 def installed_megatron_version() -> tuple[int, int, int]:
-    """The release of the megatron-core this process imports (``package_info``, not the dist metadata)."""
-    from megatron.core import package_info
+    """The release of the megatron-core this process imports (``package_info``, not the dist metadata).
 
-    return _version_tuple(package_info.__version__)
+    Read from the ``megatron/core/package_info.py`` that ``import megatron.core`` would take (the
+    first portion of the ``megatron`` namespace that has one), without importing megatron.core:
+    that import costs seconds and the harness asks before any rank starts.
+    """
+    import importlib.util
+
+    megatron = importlib.util.find_spec("megatron")
+    for location in (megatron.submodule_search_locations or []) if megatron else []:
+        if (Path(location) / "core" / "__init__.py").is_file():
+            spec = importlib.util.spec_from_file_location("_megatron_package_info",
+                                                          Path(location) / "core" / "package_info.py")
+            package_info = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(package_info)
+            return _version_tuple(package_info.__version__)
+    raise BadInput("this venv has no megatron-core: run inside a toolchain venv (nox -s logitsmatch)")
+
+
+def check_supported(version: tuple[int, int, int]) -> None:
+    """A release no adapter speaks is one clear line (BadInput), before anything runs."""
+    if not ((0, 15) <= version[:2] <= (0, 19)):
+        raise BadInput(
+            f"megatron-core {'.'.join(map(str, version))} is not supported "
+            "(logitsmatch supports 0.15.x, 0.16.x and 0.17 to 0.19)"
+        )
 
 
 _IPC_PATH_MAX = 107  # sockaddr_un.sun_path on Linux, less its terminating NUL
@@ -501,6 +523,7 @@ def for_installed_megatron() -> _Adapter:
     decides, so a commit between the two releases gets the API it actually has.
     """
     version = installed_megatron_version()
+    check_supported(version)
     if version[:2] in ((0, 15), (0, 16)):
         import inspect
 
@@ -509,9 +532,4 @@ def for_installed_megatron() -> _Adapter:
         if "buffer_guaranteed_fraction" in inspect.signature(DynamicInferenceContext.__init__).parameters:
             return Mcore015()
         return Mcore016()
-    if (0, 17) <= version[:2] <= (0, 19):
-        return Mcore017()
-    raise BadInput(
-        f"megatron-core {'.'.join(map(str, version))} is not supported "
-        "(logitsmatch supports 0.15.x, 0.16.x and 0.17 to 0.19)"
-    )
+    return Mcore017()

@@ -1,6 +1,6 @@
 """One rank of a logitsmatch run: megatron-core's real dynamic-inference stack.
 
-Started by torch's elastic launcher (see ``launcher``), one process per rank.
+Forked by the run's zygote (``rank.zygote``), one process per rank.
 Every rank builds its shard of the model (its pipeline stage, its tensor and
 expert slices), loads the checkpoint and joins the ZMQ data-parallel
 coordinator through its engine; rank 0 also launches the coordinator, drives
@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from logitsmatch import hardware
-from logitsmatch.lifetime import die_with_parent
 from logitsmatch.run.runfiles import COORDINATOR_PORT_ENV, PhaseRecorder, RunDir
 
 
@@ -135,26 +134,45 @@ def network_record(engine, coordinator_address: str, network_plan: dict) -> dict
     return record
 
 
-def run(plan: dict, run_dir: RunDir) -> None:
-    rank = int(os.environ["RANK"])
-    die_with_parent(sig=signal.SIGTERM)  # torchrun's agent gone without stopping this rank (e.g. SIGKILL)
-    recorder = PhaseRecorder(run_dir, rank)
-    recorder.enter("init")
+# megatron-core modules every engine run imports after the preamble; importing them in the zygote
+# (after the stand-ins, where a fresh rank imports them too) spares each rank the import.
+ENGINE_MODULES = (
+    "megatron.core.dist_checkpointing",
+    "megatron.core.tokenizers",
+    "megatron.core.inference.engines",
+    "megatron.core.inference.contexts",
+    "megatron.core.inference.inference_client",
+    "megatron.core.inference.data_parallel_inference_coordinator",
+    "megatron.core.inference.text_generation_controllers.text_generation_controller",
+    "megatron.core.inference.model_inference_wrappers.gpt.gpt_inference_wrapper",
+)
+
+
+@dataclass
+class Prepared:
+    """What every rank of a plan sets up alike before its rank number matters."""
+
+    adapter: object
+    standins: list[str]
+
+
+def prepare_process(plan: dict) -> Prepared:
+    """The plan-level preamble of a rank: torch, the stand-ins, the adapter, the engine's modules.
+
+    The zygote runs it once before forking the ranks on CPU; on CUDA each rank runs it
+    after choosing its GPU. It starts no thread and touches no rank-specific state.
+    """
+    import importlib
 
     import torch
 
     from logitsmatch.rank import cpu_standins
 
-    if plan["platform"].get("device") == "cuda":  # one GPU per rank, before NCCL and the model see a device
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
     standins: list[str] = []
     if plan["platform"]["stand_ins"]:
         standins += cpu_standins.install_torch_standins()
 
-    from logitsmatch.rank import adapters
-    from logitsmatch.rank.checkpoint import load_model_weights
-    from logitsmatch.rank.model_builder import build_gpt_model
-    from logitsmatch.rank.request_intake import gather_served_by
+    from logitsmatch.rank import adapters, capture, checkpoint, model_builder, request_intake  # noqa: F401
 
     adapter = adapters.for_installed_megatron()
     parallel = plan["parallel"]
@@ -172,6 +190,34 @@ def run(plan: dict, run_dir: RunDir) -> None:
         enable_batch_invariant_mode()
         standins.append("megatron-core batch_invariant_mode: aten mm/addmm/_log_softmax/mean replaced by its kernels")
     torch.set_num_threads(plan["platform"].get("torch_threads", 1))
+    for name in ENGINE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # not in this release: the rank imports what it needs, and fails there if it must
+            pass
+    return Prepared(adapter, standins)
+
+
+def run(plan: dict, run_dir: RunDir, prepared: Prepared | None) -> None:
+    """One rank, in a process the zygote forked (``prepared`` by it on CPU, None on CUDA)."""
+    rank = int(os.environ["RANK"])
+    recorder = PhaseRecorder(run_dir, rank)
+    recorder.enter("init")
+
+    import torch
+
+    if plan["platform"].get("device") == "cuda":  # one GPU per rank, before NCCL and the model see a device
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
+    if prepared is None:
+        prepared = prepare_process(plan)
+    adapter, standins = prepared.adapter, list(prepared.standins)
+    torch.set_num_threads(plan["platform"].get("torch_threads", 1))
+
+    from logitsmatch.rank.checkpoint import load_model_weights
+    from logitsmatch.rank.model_builder import build_gpt_model
+    from logitsmatch.rank.request_intake import gather_served_by
+
+    parallel = plan["parallel"]
     adapter.init_distributed(plan)
     model = build_gpt_model(
         plan["architecture"],
@@ -254,14 +300,3 @@ def forward_only(model, tokenizer, plan: dict, run_dir: RunDir, recorder: PhaseR
         run_dir.write_result(results)
     recorder.finish(peak_rss_mib=peak_rss_mib())
     adapter.destroy_distributed()
-
-
-def main(argv: list[str]) -> int:
-    (plan_path,) = argv
-    run_dir = RunDir(Path(plan_path).parent)
-    run(run_dir.read_plan(), run_dir)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

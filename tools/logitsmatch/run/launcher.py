@@ -1,15 +1,14 @@
-"""Start the ranks with torch's own elastic launcher and own their whole lifecycle.
+"""Start the ranks through the run's zygote and own their whole lifecycle.
 
-The launcher runs torch's ``torch.distributed.run`` (through
-``logitsmatch.rank.agent``, which serves the rendezvous store on a socket the
-launcher bound) in a new session, tags every
-descendant with ``LOGITSMATCH_RUN_ID`` in its environment, and watches the run
-until it ends:
+The launcher runs the zygote (``logitsmatch.rank.zygote``: it imports torch
+and megatron-core once, forks the ranks and serves their rendezvous store on a
+socket the launcher bound) in a new session, tags every descendant with
+``LOGITSMATCH_RUN_ID`` in its environment, and watches the run until it ends:
 
 * the deadline (the suite's ``timeout_s`` or ``--timeout``);
 * a rank process that is gone, or a zombie, before it reported ``done``
-  (SIGKILL, a crash, an exception) — torchrun's agent may take a long while to
-  notice, and the surviving ranks block in a collective forever;
+  (SIGKILL, a crash, an exception): the surviving ranks would block in a
+  collective forever;
 * a rank or the coordinator stopped (``T`` in /proc/PID/stat, e.g. SIGSTOP),
   which blocks everyone else's collectives with nothing exiting;
 * the ZMQ coordinator (a multiprocessing 'spawn' child of rank 0) gone while
@@ -23,12 +22,11 @@ the coordinator), the phase (init, weights, coordinator, decode, shutdown) and
 the failing rank's last log lines. A successful run must have every rank in
 phase ``done`` and rank 0's result on disk.
 
-torch's rendezvous store (a TCPStore in the agent) listens on every interface
+torch's rendezvous store (a TCPStore in the zygote) listens on every interface
 even when told 127.0.0.1 unless it is handed an already-bound socket. The
-launcher binds 127.0.0.1 itself and passes the socket to the agent
-(``logitsmatch.rank.agent``), which serves the store on it. The same bound
-socket also means no other process can take the port between choosing and
-using it.
+launcher binds 127.0.0.1 itself and passes the socket to the zygote, which
+serves the store on it. The same bound socket also means no other process can
+take the port between choosing and using it.
 """
 
 from __future__ import annotations
@@ -49,7 +47,6 @@ from logitsmatch.run.runfiles import (
     LAUNCHER_PID_ENV,
     MASTER_PORT_ENV,
     PHASES,
-    RENDEZVOUS_BACKEND,
     RUN_ID_ENV,
     STORE_FD_ENV,
     RunDir,
@@ -67,17 +64,16 @@ LOG_TAIL_LINES = 15
 
 @dataclass
 class RankLogs:
-    """Where torch.distributed.run wrote each rank's stdout/stderr."""
+    """Each rank's stderr, as the zygote redirected it (``RunDir.rank_stderr``)."""
 
-    root: Path
+    run: RunDir
 
-    def stderr(self, rank: int) -> Path | None:
-        found = sorted(self.root.glob(f"*/attempt_*/{rank}/stderr.log"))
-        return found[-1] if found else None
+    def stderr(self, rank: int) -> Path:
+        return self.run.rank_stderr(rank)
 
     def tail(self, rank: int, lines: int = LOG_TAIL_LINES) -> str:
         path = self.stderr(rank)
-        if path is None or not path.exists():
+        if not path.exists():
             return "(no log)"
         text = path.read_text(errors="replace").rstrip().splitlines()
         return "\n".join(text[-lines:]) or "(empty log)"
@@ -189,8 +185,8 @@ class RunWatch:
     """Looks at the ranks and the coordinator once per poll; returns a Fault when one is found.
 
     When several ranks are gone, the one to blame is the one seen gone first;
-    in a tie, one that did not end by SIGTERM (torchrun's agent stops the
-    survivors with SIGTERM once it notices the first failure) and whose log
+    in a tie, one that did not end by SIGTERM (the zygote stops the
+    survivors with SIGTERM once it sees the first failure) and whose log
     does not show a lost connection.
     """
 
@@ -218,7 +214,7 @@ class RunWatch:
                 continue
             state = proc_state(pid)
             if not is_alive(state):
-                how = exit_status(pid)
+                how = exit_status(pid) or self.run.rank_exit(rank)  # a zombie, or the zygote's record of it
                 if self.run.rank_status(rank)["phase"] == "done":  # it finished just now
                     continue
                 entry = self.dead.setdefault(rank, [now, pid, None])
@@ -235,7 +231,7 @@ class RunWatch:
         return self._check_coordinator()
 
     def _dead_rank_fault(self) -> Fault:
-        logs = RankLogs(self.run.logs)
+        logs = RankLogs(self.run)
 
         def blame(rank: int):
             seen, _, how = self.dead[rank]
@@ -292,17 +288,17 @@ def failing_rank(phases: dict[int, str], logs: RankLogs) -> int:
 
 def describe_failure(summary: str, run: RunDir, world_size: int, log_rank: int | None = None) -> str:
     """One message: what happened (rank and phase), every rank's phase, the failing rank's last log lines."""
-    logs = RankLogs(run.logs)
+    logs = RankLogs(run)
     phases = run.rank_phases(world_size)
     if log_rank is None:
         log_rank = failing_rank(phases, logs)
         summary = f"{summary}: rank {log_rank} in phase '{phases[log_rank]}'"
     tail = logs.tail(log_rank)
     source = f"rank {log_rank} ({logs.stderr(log_rank)})"
-    agent_log = run.launcher_log
-    if tail in ("(no log)", "(empty log)") and agent_log.exists() and agent_log.stat().st_size:
-        lines = agent_log.read_text(errors="replace").rstrip().splitlines()
-        tail, source = "\n".join(lines[-LOG_TAIL_LINES:]), f"torchrun ({agent_log})"
+    zygote_log = run.launcher_log
+    if tail in ("(no log)", "(empty log)") and zygote_log.exists() and zygote_log.stat().st_size:
+        lines = zygote_log.read_text(errors="replace").rstrip().splitlines()
+        tail, source = "\n".join(lines[-LOG_TAIL_LINES:]), f"the zygote ({zygote_log})"
     return (
         f"{summary} (phases: {' '.join(f'{r}={p}' for r, p in sorted(phases.items()))})\n"
         f"--- last lines of {source} ---\n{tail}"
@@ -363,23 +359,8 @@ def reap(process: subprocess.Popen, run_id: str) -> list[int]:
 # --- launching --------------------------------------------------------------------------------
 
 
-def torchrun_command(run: RunDir, world_size: int, master_port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "logitsmatch.rank.agent",  # torch.distributed.run with the loopback store
-        f"--nproc-per-node={world_size}",
-        "--nnodes=1",
-        f"--rdzv-backend={RENDEZVOUS_BACKEND}",
-        f"--rdzv-endpoint=127.0.0.1:{master_port}",
-        "--max-restarts=0",
-        "--monitor-interval=1",  # the launcher polls faster, so it sees (and names) the first rank to go
-        f"--log-dir={run.logs}",
-        "--redirects=3",
-        "-m",
-        "logitsmatch.rank.worker",
-        str(run.plan),
-    ]
+def zygote_command(run: RunDir) -> list[str]:
+    return [sys.executable, "-m", "logitsmatch.rank.zygote", str(run.plan)]
 
 
 def launch(run: RunDir, world_size: int, deadline_s: float, env: dict[str, str]) -> float:
@@ -399,7 +380,6 @@ def launch(run: RunDir, world_size: int, deadline_s: float, env: dict[str, str])
         message = f"phase 'init': {reason}"
         run.mark_failed(message)
         raise RunFailed(message) from None
-    master_port = store_socket.getsockname()[1]
     child_env = {
         **{key: value for key, value in os.environ.items() if key != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"},
         **env,
@@ -409,7 +389,6 @@ def launch(run: RunDir, world_size: int, deadline_s: float, env: dict[str, str])
         RUN_ID_ENV: run.run_id,
         STORE_FD_ENV: str(store_socket.fileno()),
         LAUNCHER_PID_ENV: str(os.getpid()),
-        "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "5",
         "PYTHONUNBUFFERED": "1",
     }
     watch = RunWatch(run, world_size)
@@ -418,7 +397,7 @@ def launch(run: RunDir, world_size: int, deadline_s: float, env: dict[str, str])
         try:
             try:
                 process = subprocess.Popen(
-                    torchrun_command(run, world_size, master_port),
+                    zygote_command(run),
                     env=child_env,
                     stdout=launcher_log,
                     stderr=subprocess.STDOUT,
@@ -426,7 +405,7 @@ def launch(run: RunDir, world_size: int, deadline_s: float, env: dict[str, str])
                     pass_fds=(store_socket.fileno(),),
                 )
             finally:
-                store_socket.close()  # the agent holds its own copy
+                store_socket.close()  # the zygote holds its own copy
             fault = _watch(process, watch, run, world_size, started, deadline_s)
         except BaseException:
             if process is not None:
@@ -448,7 +427,7 @@ def launch(run: RunDir, world_size: int, deadline_s: float, env: dict[str, str])
 def _watch(
     process: subprocess.Popen, watch: RunWatch, run: RunDir, world_size: int, started: float, deadline_s: float
 ) -> str | None:
-    """Poll until the agent exits or a fault or the deadline shows up; the failure message, or None."""
+    """Poll until the zygote exits or a fault or the deadline shows up; the failure message, or None."""
     while process.poll() is None:
         found = watch.check()
         if found is not None:
@@ -456,23 +435,23 @@ def _watch(
         if time.monotonic() - started > deadline_s:
             return describe_failure(f"deadline of {deadline_s:.0f} s passed", run, world_size)
         time.sleep(POLL_S)
-    if process.returncode < 0:  # the agent itself was killed; its ranks die with it (PR_SET_PDEATHSIG)
+    if process.returncode < 0:  # the zygote itself was killed; its ranks die with it (PR_SET_PDEATHSIG)
         name = (
             signal.Signals(-process.returncode).name
             if -process.returncode in signal.valid_signals()
             else process.returncode
         )
-        return describe_failure(f"torchrun's agent (pid {process.pid}) was killed by {name}", run, world_size)
+        return describe_failure(f"the zygote (pid {process.pid}) was killed by {name}", run, world_size)
     if process.returncode != 0:
-        found = watch.check()  # name the rank if the agent exited because of one
+        found = watch.check()  # name the rank if the zygote exited because of one
         if found is not None:
             return describe_failure(found.summary, run, world_size, found.log_rank)
-        return describe_failure(f"torchrun exited with code {process.returncode}", run, world_size)
+        return describe_failure(f"the zygote exited with code {process.returncode}", run, world_size)
     return _incomplete(run, world_size)
 
 
 def _incomplete(run: RunDir, world_size: int) -> str | None:
-    """A run whose agent exited 0 still needs every rank done and rank 0's files."""
+    """A run whose zygote exited 0 still needs every rank done and rank 0's files."""
     phases = run.rank_phases(world_size)
     unfinished = [rank for rank, phase in phases.items() if phase != "done"]
     if unfinished:

@@ -32,6 +32,7 @@ import dataclasses
 import importlib
 import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from logitsmatch import layouts, schedules
 from logitsmatch.errors import BadInput
@@ -372,6 +373,9 @@ def installed_gpu_packages() -> frozenset[str]:
 
 
 def cuda_devices() -> list[str]:
+    """The CUDA devices torch sees; without NVIDIA's driver (no /dev/nvidiactl) none, and torch is not imported."""
+    if not Path("/dev/nvidiactl").exists() and not Path("/proc/driver/nvidia").exists():
+        return []
     try:
         import torch
     except ImportError:

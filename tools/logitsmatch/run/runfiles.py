@@ -2,7 +2,7 @@
 
 One run of a suite lives in ``results/<suite>/<platform>/<toolchain>/.runs/<id>/``
 until it is published. The harness (``logitsmatch run``, the launcher) and the
-processes it starts (torchrun's agent, the ranks, the synthetic-weights writer)
+processes it starts (the zygote, the ranks it forks, the synthetic-weights writer)
 share only what this module names, written and read only through it:
 
 =========================  ===============  =========================================
@@ -20,8 +20,11 @@ schedule.json``            coordinator
                                             identity, adapter decisions; what ``explain`` compares)
 ``capture/rank-N.jsonl``   rank N           ``run --capture``: module outputs (docs/capture_format.md),
 ``capture/rank-N.npz``     value ranks      published beside the result as ``capture/``
+``status/zygote.json``     zygote           launcher (how each rank ended), harness (its start-up seconds)
 ``result.json``            rank 0           harness (published as the result)
-``logs/``, ``launcher.log`` torchrun        launcher (last lines of a failing rank)
+``logs/N/stderr.log``,     rank N           launcher (last lines of a failing rank)
+``logs/N/stdout.log``
+``launcher.log``           zygote           launcher (what the zygote printed)
 ``FAILED``                 launcher         people (why the run was not published)
 =========================  ===============  =========================================
 
@@ -43,11 +46,12 @@ from pathlib import Path
 PHASES = ("init", "weights", "coordinator", "decode", "shutdown", "done")
 
 RUN_ID_ENV = "LOGITSMATCH_RUN_ID"  # on every process of the run: the reaper finds them by it
-STORE_FD_ENV = "LOGITSMATCH_STORE_FD"  # the bound loopback socket torchrun's store serves on
-LAUNCHER_PID_ENV = "LOGITSMATCH_LAUNCHER_PID"  # the agent dies with this process
+STORE_FD_ENV = "LOGITSMATCH_STORE_FD"  # the bound loopback socket the zygote's rendezvous store serves on
+LAUNCHER_PID_ENV = "LOGITSMATCH_LAUNCHER_PID"  # the zygote dies with this process
 COORDINATOR_PORT_ENV = "LOGITSMATCH_COORDINATOR_PORT"  # user: ask megatron-core for this port
 MASTER_PORT_ENV = "LOGITSMATCH_MASTER_PORT"  # user: fixed rendezvous store port (default: kernel picks)
-RENDEZVOUS_BACKEND = "logitsmatch-loopback"  # torchrun rendezvous backend the agent registers
+# user: "1" makes every rank import and prepare itself after the fork, as on CUDA (rules the zygote out)
+FRESH_RANKS_ENV = "LOGITSMATCH_FRESH_RANKS"
 
 
 def _write_atomic(path: Path, payload) -> None:
@@ -107,6 +111,16 @@ class RunDir:
     @property
     def torch_extensions(self) -> Path:
         return self.root / "torch_extensions"
+
+    def rank_log_dir(self, rank: int) -> Path:
+        return self.logs / str(rank)
+
+    def rank_stderr(self, rank: int) -> Path:
+        return self.rank_log_dir(rank) / "stderr.log"
+
+    @property
+    def zygote_file(self) -> Path:
+        return self.status / "zygote.json"
 
     def rank_status_file(self, rank: int) -> Path:
         return self.status / f"rank-{rank}.json"
@@ -200,6 +214,26 @@ class RunDir:
 
     def mark_failed(self, message: str) -> None:
         self.failed.write_text(message.rstrip("\n") + "\n")
+
+    # --- the zygote ------------------------------------------------------------------
+    def write_zygote(self, record: dict) -> None:
+        """The zygote's pid and start-up seconds, written before it forks the ranks."""
+        _write_atomic(self.zygote_file, {**record, "rank_exits": {}})
+
+    def write_rank_exits(self, exits: dict[int, str]) -> None:
+        """How each rank that ended did ('exited with code 0', 'killed by SIGKILL'), before it is reaped."""
+        record = self.read_zygote()
+        record["rank_exits"] = {str(rank): how for rank, how in sorted(exits.items())}
+        _write_atomic(self.zygote_file, record)
+
+    def read_zygote(self) -> dict:
+        try:
+            return json.loads(self.zygote_file.read_text())
+        except (OSError, ValueError):
+            return {"rank_exits": {}}
+
+    def rank_exit(self, rank: int) -> str | None:
+        return self.read_zygote().get("rank_exits", {}).get(str(rank))
 
     # --- phases ----------------------------------------------------------------------
     def rank_status(self, rank: int) -> dict:

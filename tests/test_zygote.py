@@ -1,0 +1,107 @@
+"""The zygote: a forked rank is indistinguishable from a fresh one, and it supervises like torchrun's agent.
+
+The inference tests run the tiny sibling; each costs one tiny run (about 12 s here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from logitsmatch.run.runfiles import FRESH_RANKS_ENV, RunDir
+from support import TINY_SUITE, installed_toolchain, run_logitsmatch
+
+MOE_SUITE = "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq"
+
+
+def _fork(body) -> int:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            body()
+        finally:
+            os._exit(0)
+    return pid
+
+
+def test_supervise_records_each_exit_and_stops_the_rest_after_the_first_failure(tmp_path):
+    """Like torchrun's agent: exit 1 when a rank fails, the survivors get SIGTERM; every exit is on record."""
+    from logitsmatch.rank import zygote
+
+    run = RunDir(tmp_path)
+    run.status.mkdir()
+    run.write_zygote({"pid": os.getpid()})
+    pids = {
+        _fork(lambda: time.sleep(0.2)): 0,  # exits 0 before the failure
+        _fork(lambda: (time.sleep(0.6), os._exit(3))): 1,
+        _fork(lambda: time.sleep(60)): 2,  # stopped by the zygote
+    }
+    started = time.monotonic()
+    assert zygote.supervise(pids, run) == 1
+    assert time.monotonic() - started < 10
+    assert run.read_zygote()["rank_exits"] == {
+        "0": "exited with code 0", "1": "exited with code 3", "2": "killed by SIGTERM"}
+    assert run.rank_exit(2) == "killed by SIGTERM"
+
+
+def test_supervise_kills_a_rank_that_ignores_sigterm(tmp_path, monkeypatch):
+    from logitsmatch.rank import zygote
+
+    monkeypatch.setattr(zygote, "STOP_GRACE_S", 0.5)
+    run = RunDir(tmp_path)
+    run.status.mkdir()
+    run.write_zygote({"pid": os.getpid()})
+
+    def stubborn():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(60)
+
+    pids = {_fork(lambda: os.kill(os.getpid(), signal.SIGKILL)): 0, _fork(stubborn): 1}
+    assert zygote.supervise(pids, run) == 1
+    assert run.read_zygote()["rank_exits"] == {"0": "killed by SIGKILL", "1": "killed by SIGKILL"}
+
+
+def _run(tmp_path, name: str, suite: str, env: dict | None = None) -> tuple[dict, dict, dict]:
+    """One --no-compare run into its own results tree: (result, loaded-weights digests by rank, provenance)."""
+    toolchain = installed_toolchain()
+    if toolchain is None:
+        pytest.fail("this venv matches no toolchain in pyproject.toml")
+    results = tmp_path / name
+    completed = run_logitsmatch("run", suite, "--toolchain", toolchain, "--no-compare",
+                                env={"LOGITSMATCH_RESULTS": str(results), **(env or {})})
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
+    (result,) = results.rglob("result.json")
+    inputs = json.loads((result.parent / "inputs.json").read_text())
+    provenance = json.loads((result.parent / "result.provenance.json").read_text())
+    digests = {rank["rank"]: rank["weights"] for rank in inputs["ranks"]}
+    answers = {request: {key: value for key, value in entry.items() if key != "latency"}  # wall time, not numerics
+               for request, entry in json.loads(result.read_text()).items()}
+    return answers, digests, provenance
+
+
+@pytest.mark.inference
+def test_a_then_b_then_a_gives_a_bitwise(tmp_path):
+    """Tiny TP8, then the tiny MoE sibling (other stand-ins: experts; other parallel state: EP8 x TP4), then
+    tiny TP8 again: the two TP8 results, and the weights each rank loaded, are bit-identical."""
+    first = _run(tmp_path, "a1", TINY_SUITE)
+    other = _run(tmp_path, "b", MOE_SUITE)
+    again = _run(tmp_path, "a2", TINY_SUITE)
+    assert other[0] != first[0]
+    assert first[0] == again[0] and first[1] == again[1]
+    assert first[2]["stand_ins"] == again[2]["stand_ins"]
+
+
+@pytest.mark.inference
+def test_forked_ranks_equal_ranks_that_prepare_themselves(tmp_path):
+    """The zygote's preamble (torch and megatron-core imported, CPU stand-ins patched, tokenizer module loaded)
+    before the fork changes nothing: LOGITSMATCH_FRESH_RANKS=1 (every rank imports and patches for itself)
+    gives the same result, weights and stand-ins, bit for bit."""
+    forked = _run(tmp_path, "forked", TINY_SUITE)
+    fresh = _run(tmp_path, "fresh", TINY_SUITE, env={FRESH_RANKS_ENV: "1"})
+    assert forked[0] == fresh[0] and forked[1] == fresh[1]
+    assert forked[2]["stand_ins"] == fresh[2]["stand_ins"]
+    assert forked[2]["timings_s"]["zygote_prepare"] > fresh[2]["timings_s"]["zygote_prepare"]
