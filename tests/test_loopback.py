@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from logitsmatch.run.launcher import processes_tagged
+from logitsmatch.run.launcher import coordinator_pid, processes_tagged
+from logitsmatch.run.runfiles import RunDir
 from logitsmatch.run.ports import listening_sockets
 from support import installed_toolchain
 from support.faults import LiveRun
@@ -23,19 +24,19 @@ from support.faults import LiveRun
 pytestmark = pytest.mark.inference
 
 
-def role(pid: int) -> str:
+def role(pid: int, run_dir: Path) -> str:
+    """zygote, rank or coordinator, from what the run recorded (all three share one command line on CPU)."""
+    run = RunDir(run_dir)
+    if pid == run.read_zygote().get("pid"):
+        return "zygote"
+    if pid in {run.rank_status(rank)["pid"] for rank in range(8)}:
+        return "rank"
+    if pid == coordinator_pid(run):
+        return "coordinator"
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:60].decode(errors="replace")
     except OSError:
         return "gone"
-    if b"logitsmatch.rank.zygote" in cmdline:  # the ranks are the zygote's forks: same command line
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        parent = int(stat[stat.rindex(")") + 2:].split()[1])
-        parent_cmdline = Path(f"/proc/{parent}/cmdline").read_bytes() if Path(f"/proc/{parent}").exists() else b""
-        return "rank" if b"logitsmatch.rank.zygote" in parent_cmdline else "zygote"
-    if b"multiprocessing.spawn" in cmdline:
-        return "coordinator"
-    return cmdline.replace(b"\0", b" ")[:60].decode(errors="replace")
 
 
 def test_every_listening_socket_of_a_live_run_is_on_loopback(tmp_path):
@@ -47,7 +48,7 @@ def test_every_listening_socket_of_a_live_run_is_on_loopback(tmp_path):
         while run.process.poll() is None:
             if run.run_dir() is not None:
                 for listener in listening_sockets(processes_tagged(run.run_id)):
-                    seen.setdefault((listener.address, listener.port), (role(listener.pid), listener))
+                    seen.setdefault((listener.address, listener.port), (role(listener.pid, run.run_dir()), listener))
             time.sleep(0.2)
         rc = run.finish()
     assert rc == 0, run.stdout()[-2000:] + run.stderr()[-3000:]

@@ -60,7 +60,11 @@ def test_supervise_kills_a_rank_that_ignores_sigterm(tmp_path, monkeypatch):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         time.sleep(60)
 
-    pids = {_fork(lambda: os.kill(os.getpid(), signal.SIGKILL)): 0, _fork(stubborn): 1}
+    def killed_after_a_while():  # the stubborn one has set its handler by then
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    pids = {_fork(killed_after_a_while): 0, _fork(stubborn): 1}
     assert zygote.supervise(pids, run) == 1
     assert run.read_zygote()["rank_exits"] == {"0": "killed by SIGKILL", "1": "killed by SIGKILL"}
 

@@ -253,7 +253,7 @@ def fault_sigstop_rank(root: Path, toolchain: str, timeout: float, rank: int = 5
 
 
 def fault_kill_coordinator(root: Path, toolchain: str, timeout: float) -> Outcome:
-    """SIGKILL the ZMQ coordinator (rank 0's spawn child) mid-decode: rank 0's engine would wait forever."""
+    """SIGKILL the ZMQ coordinator (rank 0's child) mid-decode: rank 0's engine would wait forever."""
     with LiveRun(root, toolchain, timeout) as run:
         run.wait_phase(0, "decode")
         pid = run.wait_for(lambda: coordinator_pid(RunDir(run.run_dir())), "the coordinator process")

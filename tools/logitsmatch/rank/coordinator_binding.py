@@ -2,8 +2,8 @@
 
 0.15 hard-codes its coordinator's ``tcp://0.0.0.0`` and machine-wide ``ipc:///tmp`` names, 0.16
 binds to ``socket.gethostname()``; the adapters hand those modules the proxies here. The
-coordinator runs in a process spawned from scratch, so ``wrap_coordinator_entrypoint`` carries
-the binding (and the tie to rank 0's life) into it.
+coordinator runs in a process spawned from scratch (forked on CPU, see cpu_standins), so
+``wrap_coordinator_entrypoint`` carries the binding (and the tie to rank 0's life) into it.
 """
 
 from __future__ import annotations
@@ -111,6 +111,10 @@ class _CoordinatorEntrypoint:
         self.original = coordinator_module.DataParallelInferenceCoordinator.entrypoint  # unpatched here
 
     def __call__(self, *args, **kwargs):
+        # A forked coordinator (the CPU stand-in for 'spawn', cpu_standins) was never unpickled: tie it here.
+        from logitsmatch.lifetime import die_with_parent
+
+        die_with_parent(sig=signal.SIGKILL)
         from megatron.core.inference import data_parallel_inference_coordinator as coordinator_module
 
         if self.bind is not None:

@@ -181,7 +181,7 @@ def install_megatron_standins(pipeline: int = 1, experts: bool = False, expert_p
 
     from logitsmatch.rank import cpu_attention
 
-    applied = cpu_attention.install(attention) + _use_torch_kv_append()
+    applied = cpu_attention.install(attention) + _use_torch_kv_append() + _fork_the_coordinator()
     if pipeline > 1:
         applied += _allow_host_tensors_in_pipeline_broadcast()
     if experts:
@@ -189,6 +189,39 @@ def install_megatron_standins(pipeline: int = 1, experts: bool = False, expert_p
     if expert_parallel > 1:
         applied += _host_default_causal_mask()
     return applied
+
+
+class _ForkForSpawn:
+    """The ``multiprocessing`` module as dynamic_engine sees it, with 'spawn' contexts served by 'fork'."""
+
+    def get_context(self, method=None):
+        import multiprocessing
+
+        return multiprocessing.get_context("fork" if method == "spawn" else method)
+
+    def __getattr__(self, name):
+        import multiprocessing
+
+        return getattr(multiprocessing, name)
+
+
+def _fork_the_coordinator() -> list[str]:
+    """Start megatron-core's ZMQ coordinator by fork instead of 'spawn'.
+
+    megatron-core spawns its coordinator because a process that has initialised CUDA cannot
+    fork. Without CUDA nothing forbids it, and the spawned interpreter re-imported torch and
+    megatron-core (about 3 s of a 12 s tiny run, docs/performance.md). The coordinator only routes
+    requests: no tensor it computes reaches a result. It runs the same entrypoint with the same
+    arguments (the tokenizer is inherited instead of pickled) and still dies with rank 0.
+    """
+    if torch.cuda.is_available():
+        return []
+    from megatron.core.inference.engines import dynamic_engine
+
+    if not hasattr(dynamic_engine, "multiprocessing"):
+        return []
+    dynamic_engine.multiprocessing = _ForkForSpawn()
+    return ["inference.engines.dynamic_engine: the ZMQ coordinator is forked, not spawned (no CUDA to protect)"]
 
 
 def _allow_host_tensors_in_pipeline_broadcast() -> list[str]:

@@ -43,7 +43,8 @@ def peak_rss_mib(pid: int | None = None) -> float | None:
     """VmHWM of this process (or of a live ``pid``), MiB.
 
     The coordinator is read from /proc, not from RUSAGE_CHILDREN: a 'spawn' child starts by fork,
-    and Linux carries the parent's high-water mark across the exec.
+    and Linux carries the parent's high-water mark across the exec. A forked coordinator (the CPU
+    stand-in) counts the pages it still shares with rank 0.
     """
     try:
         for line in Path(f"/proc/{pid or 'self'}/status").read_text().splitlines():

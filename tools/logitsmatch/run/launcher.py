@@ -11,7 +11,7 @@ socket the launcher bound) in a new session, tags every descendant with
   collective forever;
 * a rank or the coordinator stopped (``T`` in /proc/PID/stat, e.g. SIGSTOP),
   which blocks everyone else's collectives with nothing exiting;
-* the ZMQ coordinator (a multiprocessing 'spawn' child of rank 0) gone while
+* the ZMQ coordinator (a multiprocessing child of rank 0) gone while
   rank 0 is still in phase ``coordinator`` or ``decode``: rank 0's engine
   would wait for it forever;
 * Ctrl-C or SIGTERM to the ``logitsmatch`` process.
@@ -140,8 +140,13 @@ def processes_tagged(run_id: str) -> list[int]:
     return pids
 
 
-def spawned_children(parent: int) -> list[int]:
-    """Children of ``parent`` started by multiprocessing's 'spawn' method (not its resource tracker)."""
+def coordinator_children(parent: int) -> list[int]:
+    """Children of rank 0 that run megatron-core's coordinator: started by multiprocessing's 'spawn' (not its
+    resource tracker), or forked (the CPU stand-in; same command line as rank 0)."""
+    try:
+        parent_cmdline = Path(f"/proc/{parent}/cmdline").read_bytes()
+    except OSError:
+        return []
     children = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or _ppid(int(entry.name)) != parent:
@@ -150,13 +155,14 @@ def spawned_children(parent: int) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"multiprocessing.spawn" in cmdline and b"resource_tracker" not in cmdline:
+        spawned = b"multiprocessing.spawn" in cmdline and b"resource_tracker" not in cmdline
+        if spawned or cmdline == parent_cmdline:
             children.append(int(entry.name))
     return children
 
 
 def coordinator_pid(run: RunDir) -> int | None:
-    """The ZMQ coordinator: recorded by rank 0 in network.json, else found as rank 0's spawn child."""
+    """The ZMQ coordinator: recorded by rank 0 in network.json, else found as rank 0's child."""
     try:
         pid = run.read_network().get("coordinator_pid")
         if pid:
@@ -165,7 +171,7 @@ def coordinator_pid(run: RunDir) -> int | None:
         pass
     rank0 = run.rank_status(0)["pid"]
     if rank0:
-        children = spawned_children(int(rank0))
+        children = coordinator_children(int(rank0))
         if children:
             return children[0]
     return None
@@ -262,7 +268,7 @@ class RunWatch:
             if self.coordinator is None:
                 return None
         state = proc_state(self.coordinator)
-        what = f"the ZMQ coordinator (pid {self.coordinator}, spawned by rank 0)"
+        what = f"the ZMQ coordinator (pid {self.coordinator}, started by rank 0)"
         if not is_alive(state):
             phase = self.run.rank_status(0)["phase"]
             if phase in ("coordinator", "decode"):
