@@ -107,13 +107,18 @@ def main() -> int:
                     continue
                 pids[rank] = status["pid"]
                 if status["phase"] == "decode" and rank not in before:
-                    before[rank] = threads_figures(status["pid"])
+                    figures = threads_figures(status["pid"])
+                    if figures is None:  # a thread ended while it was read: read again next tick
+                        continue
+                    before[rank] = figures
                     if rank == args.rank and py_spy:
                         sampler = subprocess.Popen([py_spy, "record", "--pid", str(status["pid"]), "--nonblocking",
                                                     "--rate", "250", "--format", "raw", "--output", str(raw)],
                                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 elif status["phase"] in ("shutdown", "done") and rank in before and rank not in after:
-                    after[rank] = threads_figures(status["pid"])
+                    figures = threads_figures(status["pid"])
+                    if figures is not None:
+                        after[rank] = figures
                     if rank == args.rank and sampler is not None:
                         sampler.send_signal(signal.SIGINT)
             time.sleep(TICK_S)
