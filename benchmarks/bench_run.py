@@ -109,7 +109,7 @@ def main() -> int:
     if not python.is_file():
         raise SystemExit(f"no venv for {args.toolchain}: nox -s 'logitsmatch({args.toolchain})' --install-only")
     scratch = Path(tempfile.mkdtemp(prefix="logitsmatch-bench-"))
-    reference = scratch / "reference"
+    reference = scratch / "reference-checkout"
     subprocess.run(["git", "-C", str(PROJECT), "worktree", "add", "--quiet", "--detach", str(reference),
                     args.against], check=True)
     roots = {"reference": reference, "this": PROJECT}

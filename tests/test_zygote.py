@@ -1,6 +1,6 @@
 """The zygote: a forked rank is indistinguishable from a fresh one, and it supervises like torchrun's agent.
 
-The inference tests run the tiny sibling; each costs one tiny run (about 12 s here).
+The inference tests share one tiny run and add four (about 10 s each here).
 """
 
 from __future__ import annotations
@@ -87,25 +87,29 @@ def _run(tmp_path, name: str, suite: str, env: dict | None = None) -> tuple[dict
     return answers, digests, provenance
 
 
+@pytest.fixture(scope="module")
+def tiny_forked(tmp_path_factory):
+    """One tiny TP8 run with forked ranks, shared by the tests below (one run fewer in CI)."""
+    return _run(tmp_path_factory.mktemp("zygote"), "a1", TINY_SUITE)
+
+
 @pytest.mark.inference
-def test_a_then_b_then_a_gives_a_bitwise(tmp_path):
+def test_a_then_b_then_a_gives_a_bitwise(tmp_path, tiny_forked):
     """Tiny TP8, then the tiny MoE sibling (other stand-ins: experts; other parallel state: EP8 x TP4), then
     tiny TP8 again: the two TP8 results, and the weights each rank loaded, are bit-identical."""
-    first = _run(tmp_path, "a1", TINY_SUITE)
     other = _run(tmp_path, "b", MOE_SUITE)
     again = _run(tmp_path, "a2", TINY_SUITE)
-    assert other[0] != first[0]
-    assert first[0] == again[0] and first[1] == again[1]
-    assert first[2]["stand_ins"] == again[2]["stand_ins"]
+    assert other[0] != tiny_forked[0]
+    assert tiny_forked[0] == again[0] and tiny_forked[1] == again[1]
+    assert tiny_forked[2]["stand_ins"] == again[2]["stand_ins"]
 
 
 @pytest.mark.inference
-def test_forked_ranks_equal_ranks_that_prepare_themselves(tmp_path):
+def test_forked_ranks_equal_ranks_that_prepare_themselves(tmp_path, tiny_forked):
     """The zygote's preamble (torch and megatron-core imported, CPU stand-ins patched, tokenizer module loaded)
     before the fork changes nothing: LOGITSMATCH_FRESH_RANKS=1 (every rank imports and patches for itself)
     gives the same result, weights and stand-ins, bit for bit."""
-    forked = _run(tmp_path, "forked", TINY_SUITE)
     fresh = _run(tmp_path, "fresh", TINY_SUITE, env={FRESH_RANKS_ENV: "1"})
-    assert forked[0] == fresh[0] and forked[1] == fresh[1]
-    assert forked[2]["stand_ins"] == fresh[2]["stand_ins"]
-    assert forked[2]["timings_s"]["zygote_prepare"] > fresh[2]["timings_s"]["zygote_prepare"]
+    assert tiny_forked[0] == fresh[0] and tiny_forked[1] == fresh[1]
+    assert tiny_forked[2]["stand_ins"] == fresh[2]["stand_ins"]
+    assert tiny_forked[2]["timings_s"]["zygote_prepare"] > fresh[2]["timings_s"]["zygote_prepare"]
