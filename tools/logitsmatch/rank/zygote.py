@@ -170,9 +170,12 @@ def main(argv: list[str]) -> int:
 
     from torch.distributed import TCPStore
 
-    store = TCPStore("127.0.0.1", port, 1, True, datetime.timedelta(seconds=STORE_TIMEOUT_S),  # noqa: F841
+    store = TCPStore("127.0.0.1", port, 1, True, datetime.timedelta(seconds=STORE_TIMEOUT_S),
                      wait_for_workers=False, multi_tenant=True, master_listen_fd=store_fd)
-    return supervise(pids, run)
+    try:
+        return supervise(pids, run)
+    finally:
+        del store  # served until every rank has ended
 
 
 if __name__ == "__main__":
