@@ -273,9 +273,9 @@ def report_ranks(run, plan: dict, wall_s: float) -> dict:
         )
     for name in stand_ins:
         logger.info(f"stand-in: {name}")
+    zygote_s = run.read_zygote().get("prepare_s")
     phases = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in status["timings_s"].items())
-    logger.info(f"ranks finished in {wall_s:.1f} s; zygote start-up {run.read_zygote().get('prepare_s', 0):.1f}s; "
-                f"phases (rank 0): {phases}")
+    logger.info(f"ranks finished in {wall_s:.1f} s; zygote start-up {zygote_s or 0:.1f}s; phases (rank 0): {phases}")
     memory = run.memory(plan["world_size"])
     logger.info(f"peak RSS per rank (MiB): {memory['peak_rss_mib_per_rank']}; "
                 f"coordinator: {memory['coordinator_peak_rss_mib']}")
@@ -290,7 +290,7 @@ def report_ranks(run, plan: dict, wall_s: float) -> dict:
             f"megatron-core's coordinator schedule: policy {schedule.get('policy')}, request -> engine {routed}"
         )
     network = {**network, "served_by_dp_rank": served_by, "coordinator_schedule": schedule}
-    timings = {"zygote_prepare": run.read_zygote().get("prepare_s"), **status["timings_s"]}
+    timings = {"zygote_prepare": zygote_s, **status["timings_s"]}
     return {"network": network, "stand_ins": stand_ins, "timings_s": timings, "memory": memory}
 
 

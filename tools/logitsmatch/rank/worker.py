@@ -211,8 +211,7 @@ def run(plan: dict, run_dir: RunDir, prepared: Prepared | None) -> None:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
     if prepared is None:
         prepared = prepare_process(plan)
-    adapter, standins = prepared.adapter, list(prepared.standins)
-    torch.set_num_threads(plan["platform"].get("torch_threads", 1))
+    adapter, standins = prepared.adapter, list(prepared.standins)  # threads: set by the preamble, kept by fork
 
     from logitsmatch.rank.checkpoint import load_model_weights
     from logitsmatch.rank.model_builder import build_gpt_model
