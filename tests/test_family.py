@@ -109,8 +109,9 @@ def test_a_perturbed_router_weight_moves_the_routing_and_the_report_names_it(tmp
         / cache_key(spec, writer=packages["megatron-core"], numpy_versions=[packages["numpy"]] * 2)
     )
     perturbed = tmp_path / "perturbed"
-    subprocess.run([str(python), str(PROJECT / "tests" / "perturb_checkpoint.py"), str(source), str(perturbed), ROUTER,
-                    str(5 * hidden + 3), "4.0"], check=True, capture_output=True, env=env, timeout=900)
+    perturb = PROJECT / "tests" / "support" / "perturb_checkpoint.py"
+    subprocess.run([str(python), str(perturb), str(source), str(perturbed), ROUTER, str(5 * hidden + 3), "4.0"],
+                   check=True, capture_output=True, env=env, timeout=900)
     second = logitsmatch("run", MOE_TINY, "--toolchain", toolchain, "--checkpoint", str(perturbed),
                          "--tokenizer-model", str(VOCAB))
     assert second.returncode == 1, second.stdout[-3000:] + second.stderr[-3000:]

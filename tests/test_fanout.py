@@ -1,6 +1,6 @@
 """`nox -s fanout`: jobs per (toolchain, suite) through submitit on a real one-node Slurm cluster and locally.
 
-The Slurm test starts the cluster of logitsmatch.devtools.slurm_cluster (installing Debian's packages as root
+The Slurm test starts the cluster of tests/support/slurm_cluster.py (installing Debian's packages as root
 where they are missing); it skips only where that cannot be done, and fails under CI. Two toolchains x the tiny
 seed sibling run on Slurm and then locally, one job at a time (the 2-core host runs one 8-rank suite at once):
 both merged matrices must agree, and every Slurm result must name its own Slurm job.
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from logitsmatch.devtools import fanout, slurm_cluster
-from support import DEFAULT_TOOLCHAIN, PROJECT, TINY_SUITE
+from logitsmatch.devtools import fanout
+from support import DEFAULT_TOOLCHAIN, PROJECT, TINY_SUITE, slurm_cluster
 
 SECOND_TOOLCHAIN = "py3.11-torch2.13.0-mcore0.16.0"  # same Python and torch as the default: a cheap second venv
 TOOLCHAINS = (DEFAULT_TOOLCHAIN, SECOND_TOOLCHAIN)

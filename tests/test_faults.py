@@ -1,7 +1,7 @@
 """Run lifecycle under faults in real TP8 runs of the tiny suite: every failure ends the run fast,
 named, reaped and unpublished. SIGKILL of a rank mid-decode, SIGSTOP of a rank, the ZMQ coordinator
 killed mid-decode, Ctrl-C and a taken rendezvous port here; the rest (deadline, ports, zygote killed,
-truncated checkpoint, two runs at once) in benchmarks/fault_campaign.py; SIGKILL of `logitsmatch run`
+truncated checkpoint, two runs at once) in scripts/fault_campaign.py; SIGKILL of `logitsmatch run`
 or of its parent in both. The injectors are tests/support/faults.py; the launcher's parts are
 unit-tested in test_launcher.py.
 """

@@ -2,7 +2,7 @@
 
 Each case runs ``python -m logitsmatch ...`` as a user would. None of them
 starts ranks: every problem is caught before the launch. A short hypothesis
-run of the fuzz campaign (benchmarks/fuzz_campaign.py, which does >= 1,000
+run of the fuzz campaign (scripts/fuzz_campaign.py, which does >= 1,000
 inputs) checks the same promise over generated files, and the hostile cases
 (tests/support/fuzz.py: hostile_cases) replay every subcommand's file inputs
 as separate processes: special files, huge and deep inputs, duplicate keys,

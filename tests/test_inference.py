@@ -87,7 +87,7 @@ def test_changed_weight_fails_and_names_the_indices(tiny_run, tmp_path):
     hidden = provenance["weights"]["spec"]["architecture"]["hidden_size"]
     perturbed = tmp_path / "perturbed"
     subprocess.run(
-        [sys.executable, str(PROJECT / "tests" / "perturb_checkpoint.py"), str(source), str(perturbed),
+        [sys.executable, str(PROJECT / "tests" / "support" / "perturb_checkpoint.py"), str(source), str(perturbed),
          "output_layer.weight", str(row * hidden), "0.5"],
         check=True, capture_output=True, timeout=300,
     )

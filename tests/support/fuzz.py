@@ -1,5 +1,5 @@
 """Generated bad input for `logitsmatch compare` and the suite loader, shared by tests/test_fuzz.py
-and benchmarks/fuzz_campaign.py (which runs >= 1,000 inputs and prints the figures).
+and scripts/fuzz_campaign.py (which runs >= 1,000 inputs and prints the figures).
 
 Every input goes through ``logitsmatch.cli.main`` in process (thousands fit in
 a minute) with stdout and stderr captured; an input passes when the exit code

@@ -1,6 +1,6 @@
 """Copy a torch_dist checkpoint with one weight changed (run in a toolchain venv).
 
-    python tests/perturb_checkpoint.py SRC OUT PARAMETER FLAT_INDEX DELTA
+    python tests/support/perturb_checkpoint.py SRC OUT PARAMETER FLAT_INDEX DELTA
 
 Loads SRC through logitsmatch's own loader at TP1, adds DELTA to one element
 and saves the result as a Megatron-layout checkpoint in OUT.

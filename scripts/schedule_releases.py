@@ -1,6 +1,6 @@
 """Schedule invariance and train/inference parity of the tiny seed sibling over every release toolchain.
 
-    python benchmarks/schedule_releases.py [--tag releases] [--layout tp2] [--schedules ...] --out DIR
+    python scripts/schedule_releases.py [--tag releases] [--layout tp2] [--schedules ...] --out DIR
 
 For each toolchain with the tag, ``nox -s invariance -- SUITE --toolchain T --layouts LAYOUT --schedules ...
 --out DIR/T`` (its venv, its fresh results reused), then one row per release in ``DIR/releases.md`` and
@@ -147,7 +147,7 @@ def main() -> int:
         else:
             rows[name] = summarize(json.loads(report_path.read_text()))
         print(f"{name}: exit {completed.returncode} in {time.perf_counter() - started:.0f} s", flush=True)
-    command = " ".join(["python benchmarks/schedule_releases.py", *(
+    command = " ".join(["python scripts/schedule_releases.py", *(
         str(shown_path(Path(argument))) if argument.startswith("/") else argument for argument in sys.argv[1:])])
     write_json_atomic(args.out / "releases.json", {"suite": args.suite, "layout": args.layout,
                                                    "schedules": args.schedules, "command": command,

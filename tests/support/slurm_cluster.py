@@ -1,9 +1,9 @@
 """A one-node Slurm cluster on this machine, for the fan-out test and for trying `nox -s fanout` by hand.
 
-    python3 tools/logitsmatch/devtools/slurm_cluster.py install          # apt-get, as root (about a minute)
-    python3 tools/logitsmatch/devtools/slurm_cluster.py start [--state DIR]
+    python3 tests/support/slurm_cluster.py install          # apt-get, as root (about a minute)
+    python3 tests/support/slurm_cluster.py start [--state DIR]
     export SLURM_CONF=DIR/slurm.conf; srun -n 2 hostname
-    python3 tools/logitsmatch/devtools/slurm_cluster.py stop [--state DIR]
+    python3 tests/support/slurm_cluster.py stop [--state DIR]
 
 Debian's packages (slurm-wlm, slurmdbd, munge, mariadb-server) run from one state folder: the configs, the
 accounting database, spool, pid and log files; nothing under /etc is written (munged uses the key its package made

@@ -1,6 +1,6 @@
 """Fault campaign: inject every lifecycle fault into real TP8 runs and print the figures.
 
-    PYTHONPATH=tools python benchmarks/fault_campaign.py [--only NAME ...] [--timeout S]
+    PYTHONPATH=tools python scripts/fault_campaign.py [--only NAME ...] [--timeout S]
 
 Each fault starts ``logitsmatch run`` on the tiny suite (8 gloo ranks, the
 ZMQ coordinator, a real InferenceClient) in a fresh results folder, waits for

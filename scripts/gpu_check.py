@@ -1,8 +1,8 @@
 """The GPU check (issue 6): the harness's GPU path on one GPU, judged against the CPU fp32 golden.
 
-    python benchmarks/gpu_check.py --toolchain py3.12-torch2.11.0-mcore0.19.2 --out DIR
+    python scripts/gpu_check.py --toolchain py3.12-torch2.11.0-mcore0.19.2 --out DIR
 
-(``benchmarks/gpu_check.sh`` installs carried wheels first and calls this.) Every
+(``scripts/gpu_check.sh`` installs carried wheels first and calls this.) Every
 figure is ``logitsmatch.judge.compare``'s, the one comparator. Steps:
 
 1. probe the machine (GPUs, torch, the optional GPU packages, TF32 switches);
@@ -189,7 +189,7 @@ def logitsmatch(args: list[str], log_path: Path, timeout_s: float) -> tuple[int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python benchmarks/gpu_check.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python scripts/gpu_check.py", description=__doc__.splitlines()[0])
     parser.add_argument("--toolchain", required=True)
     parser.add_argument("--suite", default=DEFAULT_SUITE)
     parser.add_argument("--platform", default=None, help="default: detected (h100 on one H100)")

@@ -1,6 +1,6 @@
 """Fuzz campaign: generated bad input for `logitsmatch compare` and for the suite/config loader.
 
-    PYTHONPATH=tools python benchmarks/fuzz_campaign.py [--compare N] [--suites N] [--subprocess N] [--generated N]
+    PYTHONPATH=tools python scripts/fuzz_campaign.py [--compare N] [--suites N] [--subprocess N] [--generated N]
 
 Inputs come from hypothesis: golden-format JSON with structural and value
 mutations (NaN/inf, huge integers, wrong types, missing fields, deep nesting,

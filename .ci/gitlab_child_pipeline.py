@@ -1,7 +1,7 @@
-"""The child pipeline of docs/ci/gitlab-ci.yml: one job per `logitsmatch(<toolchain>)` session, then `collect`.
+"""The child pipeline of .ci/gitlab-ci.yml: one job per `logitsmatch(<toolchain>)` session, then `collect`.
 
     python -m nox -l --json -s logitsmatch > sessions.json
-    python docs/ci/gitlab_child_pipeline.py sessions.json > child-pipeline.yml
+    python .ci/gitlab_child_pipeline.py sessions.json > child-pipeline.yml
 
 Run from the project root. Reads what `nox -l --json -s logitsmatch` lists (and each toolchain's Python from
 pyproject.toml) and prints the child pipeline (JSON, which GitLab reads as YAML). Each toolchain job runs its

@@ -3,7 +3,7 @@
 # weights, bf16 and fp32; records GPU goldens (if missing) and compares them with the CPU
 # fp32 golden. Needs no network: wheels missing from the machine travel in .whl/.
 #
-#   bash benchmarks/gpu_check.sh                       # from the repository root
+#   bash scripts/gpu_check.sh                       # from the repository root
 #
 # Environment:
 #   PYTHON        interpreter with a CUDA build of torch (default: python3)
@@ -11,7 +11,7 @@
 #                 (default: py3.12-torch2.11.0-mcore0.19.2)
 #   OUT           where summary.md, summary.json, bundle.tar.gz and gpu_check.log go
 #                 (default: ./gpu_check_out)
-#   GPU_CHECK_ARGS  extra arguments for python benchmarks/gpu_check.py
+#   GPU_CHECK_ARGS  extra arguments for python scripts/gpu_check.py
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -51,7 +51,7 @@ EOF
 
 phase "check"
 status=0
-"$PYTHON" benchmarks/gpu_check.py --toolchain "$TOOLCHAIN" --out "$OUT" ${GPU_CHECK_ARGS:-} || status=$?
+"$PYTHON" scripts/gpu_check.py --toolchain "$TOOLCHAIN" --out "$OUT" ${GPU_CHECK_ARGS:-} || status=$?
 # What comes back from a lent machine is limited to a few files: keep summary, log, bundle.
 rm -rf "$OUT/work"
 phase "done (exit $status)"
