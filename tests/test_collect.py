@@ -185,3 +185,67 @@ def test_matrix_marks_the_pairs_that_ran_on_different_hardware_classes(tmp_path)
     assert table["cells"][DEFAULT_TOOLCHAIN][other]["same_class"] is False
     assert table["cells"][other][other]["same_class"] is True
     assert "=†" in completed.stdout and "(hardware classes differ)" in (out / "matrix.md").read_text()
+
+
+def _collect_process(sources, into):
+    import os
+    import subprocess
+    import sys
+
+    from support import PROJECT
+
+    return subprocess.Popen([sys.executable, "-m", "logitsmatch", "collect", *map(str, sources), "--into", str(into)],
+                            cwd=PROJECT, env={**os.environ, "PYTHONPATH": str(PROJECT / "tools")},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_overlapping_collects_of_one_key_with_different_results_let_exactly_one_win(tmp_path):
+    """Started together, five times: the second collect waits for the first's lock, then sees its key."""
+    first, second = machine(tmp_path, "one"), machine(tmp_path, "two", nudge=1e-6)
+    for trial in range(5):
+        into = tmp_path / f"merged{trial}"
+        processes = [_collect_process([first], into), _collect_process([second], into)]
+        outcomes = sorted((process.wait(timeout=120), process.stderr.read()) for process in processes)
+        assert [code for code, _ in outcomes] == [0, 2], outcomes
+        assert "two different results for" in outcomes[1][1] and "collected earlier" in outcomes[1][1]
+        manifest = json.loads((into / "collected.json").read_text())
+        assert len(manifest) == 1
+
+
+def test_overlapping_collects_of_different_keys_both_land(tmp_path):
+    amd, intel = machine(tmp_path, "amd"), machine(tmp_path, "intel", INTEL, nudge=9.5e-7)
+    for trial in range(5):
+        into = tmp_path / f"merged{trial}"
+        processes = [_collect_process([amd], into), _collect_process([intel], into)]
+        assert [process.wait(timeout=120) for process in processes] == [0, 0]
+        manifest = json.loads((into / "collected.json").read_text())
+        assert {entry["hardware_class"] for entry in manifest.values()} == {
+            "x86_64-amd-avx2-mkl", "x86_64-intel-avx512-mkl"}
+        assert not [path for path in into.rglob(".*.tmp")]
+
+
+def test_names_that_are_not_plain_names_and_results_that_are_not_results_are_refused(tmp_path):
+    for field, value in (("platform", ".hidden"), ("toolchain", "a\nb"), ("toolchain", "esc\x1b[31m")):
+        hostile = machine(tmp_path, f"{field}{len(value)}")
+        sidecar = next(hostile.rglob("result.provenance.json"))
+        record = json.loads(sidecar.read_text())
+        record[field] = value
+        sidecar.write_text(json.dumps(record))
+        assert_one_line(run_logitsmatch("collect", str(hostile), "--into", str(tmp_path / "m")), 2, "not a plain name")
+    binary = machine(tmp_path, "binary")
+    next(binary.rglob("result.json")).write_bytes(b"\x00\x01\x02")
+    assert_one_line(run_logitsmatch("collect", str(binary), "--into", str(tmp_path / "m")), 2, "not a result")
+    linked = machine(tmp_path, "linked")
+    result = next(linked.rglob("result.json"))
+    result.unlink()
+    result.symlink_to("/etc/passwd")
+    assert_one_line(run_logitsmatch("collect", str(linked), "--into", str(tmp_path / "m")), 2, "symbolic link")
+
+
+def test_a_manifest_entry_of_the_wrong_shape_is_bad_input(tmp_path):
+    into = tmp_path / "merged"
+    assert run_logitsmatch("collect", str(machine(tmp_path, "a")), "--into", str(into)).returncode == 0
+    manifest = json.loads((into / "collected.json").read_text())
+    (into / "collected.json").write_text(json.dumps({key: {"origin": 3} for key in manifest}))
+    assert_one_line(run_logitsmatch("collect", str(machine(tmp_path, "b")), "--into", str(into)), 2,
+                    "is not an object with the strings 'sha256' and 'origin'")

@@ -15,12 +15,13 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from logitsmatch import hardware, paths
 from logitsmatch.errors import BadInput
-from logitsmatch.files import output_folder, read_input, write_atomic
+from logitsmatch.files import folder_lock, output_folder, read_input, write_atomic
 from logitsmatch.provenance import freshness_problem
 
 MANIFEST = "collected.json"
@@ -49,9 +50,13 @@ class Found:
     sha256: str
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+@=-]{0,199}")
+
+
 def _safe_part(value, what: str, result: Path) -> str:
-    """A provenance field used as a folder name: a plain name, never a path."""
-    if not isinstance(value, str) or not value or value in (".", "..") or "/" in value or "\\" in value:
+    """A provenance field used as a folder name: a plain visible name, never a path, a hidden folder or a
+    control character (letters, digits and ``._+@=-``, not first, at most 200)."""
+    if not isinstance(value, str) or not _PLAIN_NAME.fullmatch(value):
         raise BadInput(f"{result}: its provenance's {what} {value!r} is not a plain name")
     return value
 
@@ -60,13 +65,20 @@ def results_under(root: Path) -> list[Path]:
     """Every published result below ``root`` (a run's private ``.runs/`` folders are not results)."""
     if not root.is_dir():
         raise BadInput(f"{root} is not a folder")
-    return sorted(path for path in root.rglob(RESULT) if ".runs" not in path.parts and path.is_file())
+    found = sorted(path for path in root.rglob(RESULT) if ".runs" not in path.parts and path.is_file())
+    for path in found:
+        if path.is_symlink():
+            raise BadInput(f"{path}: is a symbolic link, not a result a run wrote")
+    return found
 
 
-def identify(result: Path, project: Path, expected_weights) -> Found:
-    """The key of one result, after checking that it ran this checkout's suite config and weights."""
-    from logitsmatch.suites import load_suite, suite_names
+def identify(result: Path, project: Path, expected_weights, suites=None) -> Found:
+    """The key of one result, after checking that it ran this checkout's suite config and weights.
 
+    ``suites``: the suites and their expected weights by name, loaded once per collect (a suite's YAML
+    and weights spec cost milliseconds; a collection holds thousands of results of a few suites).
+    """
+    suites = suites or _SuiteBook(project, expected_weights)
     sidecar = paths.provenance_path(result)
     try:
         record = json.loads(read_input(sidecar, "provenance sidecar"))
@@ -75,17 +87,42 @@ def identify(result: Path, project: Path, expected_weights) -> Found:
     if not isinstance(record, dict):
         raise BadInput(f"{result}: its provenance sidecar is not an object")
     suite_name = _safe_part(record.get("suite"), "suite", result)
-    if suite_name not in suite_names(project):
+    if suite_name not in suites.names:
         raise BadInput(f"{result}: suite {suite_name!r} is not in this checkout")
-    suite = load_suite(project, suite_name)
-    problem = freshness_problem(result, suite, expected_weights(suite))
+    suite, weights = suites.get(suite_name)
+    problem = freshness_problem(result, suite, weights)
     if problem:
         raise BadInput(f"{result} cannot stand for {suite_name} in this checkout: {problem}")
     identity = hardware.of_provenance(record)
     key = Key(suite_name, _safe_part(record.get("platform"), "platform", result),
               _safe_part(record.get("toolchain"), "toolchain", result),
               _safe_part(identity["class"] if identity else "unknown", "hardware class", result))
-    return Found(key, result, hashlib.sha256(read_input(result)).hexdigest())
+    body = read_input(result)
+    try:
+        if not isinstance(json.loads(body), dict):
+            raise ValueError
+    except (ValueError, RecursionError):
+        raise BadInput(f"{result}: not a result (a JSON object of requests)") from None
+    return Found(key, result, hashlib.sha256(body).hexdigest())
+
+
+class _SuiteBook:
+    """This checkout's suites, each loaded once, with the weights its results must have been run with."""
+
+    def __init__(self, project: Path, expected_weights):
+        from logitsmatch.suites import suite_names
+
+        self.project, self.expected_weights = project, expected_weights
+        self.names = set(suite_names(project))
+        self.loaded: dict[str, tuple] = {}
+
+    def get(self, name: str) -> tuple:
+        from logitsmatch.suites import load_suite
+
+        if name not in self.loaded:
+            suite = load_suite(self.project, name)
+            self.loaded[name] = (suite, self.expected_weights(suite))
+        return self.loaded[name]
 
 
 def read_manifest(into: Path) -> dict:
@@ -98,6 +135,9 @@ def read_manifest(into: Path) -> dict:
         raise BadInput(f"{manifest} is not JSON") from None
     if not isinstance(entries, dict):
         raise BadInput(f"{manifest} is not an object")
+    for key, entry in entries.items():
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(field), str) for field in ("sha256", "origin")):
+            raise BadInput(f"{manifest}: entry {key!r} is not an object with the strings 'sha256' and 'origin'")
     return entries
 
 
@@ -113,19 +153,26 @@ def collect(sources: list[Path], into: Path, project: Path, expected_weights) ->
     """
     into_resolved = into.resolve()
     found: dict[Key, Found] = {}
+    suites = _SuiteBook(project, expected_weights)
     for source in sources:
         if source.resolve() == into_resolved:
             raise BadInput(f"{source} is the folder collected into; name another --into")
         for result in results_under(source):
             if into_resolved in result.resolve().parents:
                 continue
-            entry = identify(result, project, expected_weights)
+            entry = identify(result, project, expected_weights, suites)
             earlier = found.get(entry.key)
             if earlier and earlier.sha256 != entry.sha256:
                 raise BadInput(f"two different results for {entry.key}: {earlier.result} and {entry.result}")
             found.setdefault(entry.key, entry)
     if not found:
         raise BadInput(f"no results under {', '.join(map(str, sources))}")
+    with folder_lock(into, "collecting"):  # a second collect into the same folder waits, then sees these keys
+        return _merge(found, into)
+
+
+def _merge(found: dict[Key, Found], into: Path) -> dict[str, dict]:
+    """Under the folder's lock: refuse a key ``into`` holds with other content, then copy and list the rest."""
     manifest = read_manifest(into)
     for key, entry in found.items():
         held = manifest.get(str(key))

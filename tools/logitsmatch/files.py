@@ -210,3 +210,36 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     """``data`` (text as UTF-8) into ``path`` atomically."""
     with atomic_writer(path) as handle:
         handle.write(data.encode("utf-8", "backslashreplace") if isinstance(data, str) else data)
+
+
+LOCK_FILE = ".logitsmatch.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, doing: str, wait: bool = True) -> Iterator[None]:
+    """An exclusive ``fcntl`` lock on ``folder``'s lock file while one writer changes what the folder holds.
+
+    ``wait``: queue behind another writer (a shared manifest: both writes land); otherwise a second
+    writer is one BadInput line naming the first (two writers of one key: one wins). The lock file
+    stays (removing it would let a third writer lock a file nobody else sees); it holds the holder.
+    """
+    import fcntl
+
+    lock_path = output_folder(folder) / LOCK_FILE
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), creation_mode())
+    except OSError as exc:
+        raise BadInput(f"{lock_path}: cannot open the folder's lock: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            raise BadInput(f"{Path(folder)} is being written by {holder}: not {doing} at the same time") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} ({doing})\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)  # closing releases the lock
