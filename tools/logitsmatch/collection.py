@@ -22,7 +22,7 @@ from pathlib import Path
 from logitsmatch import hardware, paths
 from logitsmatch.errors import BadInput
 from logitsmatch.files import folder_lock, output_folder, read_input, write_atomic
-from logitsmatch.provenance import freshness_problem
+from logitsmatch.provenance import freshness_problem, read_sidecar
 
 MANIFEST = "collected.json"
 RESULT = "result.json"
@@ -79,13 +79,7 @@ def identify(result: Path, project: Path, expected_weights, suites=None) -> Foun
     and weights spec cost milliseconds; a collection holds thousands of results of a few suites).
     """
     suites = suites or _SuiteBook(project, expected_weights)
-    sidecar = paths.provenance_path(result)
-    try:
-        record = json.loads(read_input(sidecar, "provenance sidecar"))
-    except (ValueError, RecursionError) as exc:
-        raise BadInput(f"{result}: no readable provenance sidecar {sidecar.name} ({exc.__class__.__name__})") from None
-    if not isinstance(record, dict):
-        raise BadInput(f"{result}: its provenance sidecar is not an object")
+    record = read_sidecar(paths.provenance_path(result))
     suite_name = _safe_part(record.get("suite"), "suite", result)
     if suite_name not in suites.names:
         raise BadInput(f"{result}: suite {suite_name!r} is not in this checkout")

@@ -136,3 +136,11 @@ def mismatch(golden: Path) -> str | None:
         return (f"{golden.name} does not match its sidecar (sha256 {actual[:12]}, the sidecar records "
                 f"{str(expected)[:12]}): the pair was changed outside `logitsmatch record`")
     return None
+
+
+def require_one_record(golden: Path, suite: str, toolchain: str) -> None:
+    """BadInput when ``golden`` and its sidecar are not one record, naming the commands that repair it."""
+    problem = mismatch(golden)
+    if problem:
+        raise BadInput(f"{problem}; restore both from git (git checkout -- {golden.name} "
+                       f"{provenance_path(golden).name}) or record anew (nox -s record -- {toolchain} {suite} --force)")

@@ -203,16 +203,18 @@ def golden_of_class(first_golden: Path, hardware_class: str | None) -> Path:
 
 
 def class_of_golden(golden: Path) -> str | None:
-    """The hardware class a golden's sidecar names (None: no golden, no sidecar, or a class with unknown parts)."""
-    import json
+    """The hardware class a golden's sidecar names (None: no sidecar, or a class with unknown parts).
 
+    The sidecar is read as every input is (``provenance.read_sidecar``): a FIFO or a field of the wrong
+    type is bad input, never a hang or a crash.
+    """
     from logitsmatch.paths import provenance_path
+    from logitsmatch.provenance import read_sidecar
 
     sidecar = provenance_path(golden)
-    try:
-        identity = of_provenance(json.loads(sidecar.read_text()))
-    except (OSError, ValueError, AttributeError):
+    if not sidecar.exists():
         return None
+    identity = of_provenance(read_sidecar(sidecar))
     if not identity or "unknown" in identity["class"]:
         return None
     return identity["class"]

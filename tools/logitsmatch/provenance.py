@@ -98,6 +98,57 @@ def _describe_weights(identity: dict) -> str:
     return f"{identity['source']} {identity.get('path')}"
 
 
+# The fields a sidecar's reader relies on, with the type each must have when present (others are kept as
+# they are: a sidecar records more than the harness reads back).
+SIDECAR_TYPES: dict[str, type | tuple[type, ...]] = {
+    "suite": str, "platform": str, "toolchain": str, "python": str, "suite_config_sha256": str,
+    "candidate_of": (str, type(None)), "packages": dict, "weights": dict, "hardware": dict, "recorded": dict,
+    "packages.*": str, "hardware.class": str, "hardware.cpu": (dict, str), "hardware.cuda": dict,
+    "hardware.gpus": list, "recorded.golden_sha256": str, "recorded.command": str, "recorded.date": str,
+    "weights.sha256": str, "weights.source": str, "weights.spec": dict,
+}
+_TYPE_NAMES = {str: "a string", dict: "an object", list: "a list", type(None): "null", int: "an integer"}
+
+
+def _type_problem(record: dict) -> str | None:
+    """The first field of ``record`` whose type is not what SIDECAR_TYPES says, as ``field is X, expected Y``."""
+    for field, expected in SIDECAR_TYPES.items():
+        parent, _, key = field.rpartition(".")
+        holder = record.get(parent) if parent else record
+        if not isinstance(holder, dict):
+            continue  # an absent parent, or one of the wrong type (named by its own entry)
+        for name in (holder if key == "*" else [key]):
+            if name in holder and not isinstance(holder[name], expected):
+                kinds = expected if isinstance(expected, tuple) else (expected,)
+                value = holder[name]
+                return (f"{parent + '.' if parent else ''}{name} is {type(value).__name__} {str(value)[:40]!r}, "
+                        f"expected {' or '.join(_TYPE_NAMES[kind] for kind in kinds)}")
+    return None
+
+
+def read_sidecar(sidecar: Path) -> dict:
+    """A provenance sidecar, read as every input is (regular file, size cap) and checked against SIDECAR_TYPES.
+
+    Anything else (not JSON, not an object, a field of the wrong type) is one BadInput line naming the
+    file and the field: metadata that cannot be trusted is bad input, never an internal error.
+    """
+    import json
+
+    from logitsmatch.errors import BadInput
+    from logitsmatch.files import read_input
+
+    try:
+        record = json.loads(read_input(sidecar, "provenance sidecar"))
+    except (ValueError, RecursionError):
+        raise BadInput(f"{sidecar}: not JSON (a provenance sidecar)") from None
+    if not isinstance(record, dict):
+        raise BadInput(f"{sidecar}: not an object (a provenance sidecar)")
+    problem = _type_problem(record)
+    if problem:
+        raise BadInput(f"{sidecar}: {problem}")
+    return record
+
+
 def freshness_problem(result: Path, suite, expected_weights: dict, toolchain=None) -> str | None:
     """Why ``result`` cannot stand for ``suite`` as it is now (and for ``toolchain``), or None.
 
@@ -106,8 +157,6 @@ def freshness_problem(result: Path, suite, expected_weights: dict, toolchain=Non
     experiment is never fresh for a synthetic golden — and, when ``toolchain`` is given,
     names that toolchain and its python, torch and megatron-core versions.
     """
-    import json
-
     from logitsmatch.paths import provenance_path
 
     sidecar = provenance_path(result)
@@ -116,16 +165,11 @@ def freshness_problem(result: Path, suite, expected_weights: dict, toolchain=Non
     if not sidecar.is_file():
         return f"it has no provenance sidecar ({sidecar.name})"
     from logitsmatch.errors import BadInput
-    from logitsmatch.files import read_input
 
     try:
-        record = json.loads(read_input(sidecar))
+        record = read_sidecar(sidecar)
     except BadInput as exc:
-        return f"its provenance sidecar cannot be read ({exc})"
-    except (ValueError, RecursionError):
-        return f"its provenance sidecar {sidecar.name} is not JSON"
-    if not isinstance(record, dict):
-        return f"its provenance sidecar {sidecar.name} is not an object"
+        return f"its provenance sidecar cannot be used ({exc})"
     if record.get("suite_config_sha256") != suite.config_digest():
         return "it ran an older config of the suite"
     ran = weights_identity(record.get("weights") or {})

@@ -1,23 +1,23 @@
 """`logitsmatch record`: turn a fresh result into the golden, never silently.
 
 The report against the current golden is always shown first; an existing
-golden is replaced only with ``--force``. The provenance sidecar is written
-before the golden and names the golden's sha256, and both writes are atomic,
-so an interrupted record leaves the old golden (or a detectable mismatch),
-never a half-written file.
+golden is replaced only with ``--force``. The golden and its provenance sidecar
+(which names the golden's sha256) are replaced as one record (``golden_pairs``):
+an interrupted record leaves the old pair or the new one, and a second record of
+the same golden at the same time is refused.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
-from logitsmatch.files import atomic_writer, read_input, refuse_output_over_inputs
-from logitsmatch.judge.golden_io import load_golden, write_json_atomic
+from logitsmatch.files import read_input, refuse_output_over_inputs
+from logitsmatch.golden_pairs import write_pair
+from logitsmatch.judge.golden_io import load_golden
 from logitsmatch.log import logger
 from logitsmatch.provenance import freshness_problem, invocation
 from logitsmatch.run.platforms import add_platform_option, harness_platform
@@ -123,12 +123,8 @@ def main(args) -> int:
     provenance["recorded"] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": invocation(),
-        "golden_sha256": hashlib.sha256(body).hexdigest(),
         "replaced_existing": golden.is_file(),
     }
-    golden.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(paths.provenance_path(golden), provenance)
-    with atomic_writer(golden) as out:
-        out.write(body)
+    write_pair(golden, body, provenance)
     logger.info(f"recorded {golden}")
     return EXIT_OK

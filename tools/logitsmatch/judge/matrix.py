@@ -16,6 +16,7 @@ from pathlib import Path
 from logitsmatch import paths
 from logitsmatch.collection import collected_result, is_collection
 from logitsmatch.errors import BadInput
+from logitsmatch.golden_pairs import require_one_record
 from logitsmatch.hardware import class_of_golden
 from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import json_float, load_golden
@@ -33,7 +34,10 @@ def locate(
     result = paths.result_path(suite, platform, toolchain)
     golden = paths.golden_path(suite, platform, toolchain)
     candidates = {"auto": (result, golden), "results": (result,), "goldens": (golden,)}[source]
-    return next((path for path in candidates if path.is_file()), None)
+    found = next((path for path in candidates if path.is_file()), None)
+    if found == golden:
+        require_one_record(golden, suite, toolchain)
+    return found
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from logitsmatch.errors import EXIT_DRIFT, EXIT_NO_GOLDEN, EXIT_OK, BadInput, ExitCode
-from logitsmatch.files import read_input
+from logitsmatch.errors import EXIT_DRIFT, EXIT_NO_GOLDEN, EXIT_OK, ExitCode
+from logitsmatch.golden_pairs import require_one_record
 from logitsmatch.judge.compare import compare
 from logitsmatch.judge.divergence import annotate, suite_decoder
 from logitsmatch.judge.golden_io import load_golden
@@ -42,17 +42,12 @@ def with_hardware(result, golden_path: Path, current_path: Path) -> None:
 
 
 def _provenance(path: Path) -> dict | None:
-    """A file's provenance sidecar, when it has a readable one (anything else: nothing to say)."""
-    import json
-
+    """A file's provenance sidecar when it has one; a sidecar that cannot be trusted is bad input."""
     from logitsmatch.paths import provenance_path
+    from logitsmatch.provenance import read_sidecar
 
     sidecar = provenance_path(Path(path))
-    try:
-        record = json.loads(read_input(sidecar)) if sidecar.is_file() else None
-    except (BadInput, ValueError, RecursionError):
-        return None
-    return record if isinstance(record, dict) else None
+    return read_sidecar(sidecar) if sidecar.exists() else None
 
 
 def judge_against_golden(suite, result_path: Path, golden_path: Path, toolchain: str) -> ExitCode:
@@ -61,6 +56,7 @@ def judge_against_golden(suite, result_path: Path, golden_path: Path, toolchain:
         print(f"NO GOLDEN: {shown_path(golden_path)} does not exist (suite {suite.name}, toolchain {toolchain}); "
               f"make it from this result with: nox -s record -- {toolchain} {suite.name}")
         return EXIT_NO_GOLDEN
+    require_one_record(golden_path, suite.name, toolchain)
     golden, current = load_golden(golden_path), load_golden(result_path)
     result = compare(golden, current, policy_for(suite))
     annotate(result, golden, current, suite_decoder(suite, project_root()))

@@ -16,7 +16,7 @@ from pathlib import Path
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_UNSUPPORTED
 from logitsmatch.log import logger
-from logitsmatch.provenance import freshness_problem
+from logitsmatch.provenance import freshness_problem, read_sidecar
 from logitsmatch.run.plan import expected_weights
 
 
@@ -69,12 +69,10 @@ NOT_SUPPORTED = "not supported by this toolchain's megatron-core"  # what a prob
 def candidate_problem(result: Path, suite, project: Path, toolchain, candidate: str) -> str | None:
     """Why a candidate's result (``run --candidate``: labelled with the candidate's name, which its pins spell) does
     not stand for it, or None."""
-    import json
-
     problem = freshness_problem(result, suite, expected_weights(suite, project))
     if problem:
         return problem
-    record = json.loads(paths.provenance_path(result).read_text())
+    record = read_sidecar(paths.provenance_path(result))
     if (record.get("toolchain"), record.get("candidate_of")) != (candidate, toolchain.name):
         return (f"its provenance names {record.get('toolchain')} of {record.get('candidate_of')}, "
                 f"not {candidate} of {toolchain.name}")
