@@ -8,9 +8,11 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
+from logitsmatch import golden_pairs
 from logitsmatch.cli import main as cli_main
 from logitsmatch.cli import record as record_cli
 from logitsmatch.run.plan import expected_weights
@@ -137,20 +139,25 @@ def test_missing_result_or_sidecar_leaves_golden_alone(project_copy, capsys):
     assert golden.read_bytes() == before
 
 
-def test_interrupted_write_leaves_old_golden_and_no_temp_file(project_copy, monkeypatch):
-    golden, _ = project_copy
-    before = golden.read_bytes()
+@pytest.mark.parametrize("interrupted_at", ["marker", "golden"])
+def test_interrupted_write_leaves_one_whole_pair_and_no_temp_file(project_copy, monkeypatch, interrupted_at):
+    """Ctrl-C before the commit marker is in place leaves the old pair; after it, the next reader of the golden
+    finishes the new pair. Either way the two files are one record and no temp file stays."""
+    golden, result_dir = project_copy
+    before, new = golden.read_bytes(), (result_dir / "result.json").read_bytes()
     real_replace = os.replace
 
     def interrupted(source, target):
-        if str(target) == str(golden):
+        if Path(target).name.endswith(".pending" if interrupted_at == "marker" else golden.name):
             raise KeyboardInterrupt
         real_replace(source, target)
 
     monkeypatch.setattr(os, "replace", interrupted)
     assert record("--force") == 130
-    assert golden.read_bytes() == before
-    assert not [p for p in golden.parent.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert golden_pairs.mismatch(golden) is None
+    assert golden.read_bytes() == (before if interrupted_at == "marker" else new)
+    assert not [p for p in golden.parent.iterdir() if p.name.endswith((".tmp", ".pending"))]
 
 
 def test_fresh_result_requires_current_suite_config(project_copy):
