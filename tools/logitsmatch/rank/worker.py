@@ -280,10 +280,10 @@ def rank_inputs(rank: int, weights: dict, adapter, model) -> dict:
 
 def forward_only(model, tokenizer, plan: dict, run_dir: RunDir, recorder: PhaseRecorder, rank: int, standins: list[str],
                  weights: dict, adapter, capture) -> None:
-    """The ``forward`` schedule (rank.schedules): no engine, no coordinator; the same files as an engine run."""
+    """The ``forward`` schedule (rank.training_forward): no engine, no coordinator; the same files as an engine run."""
     import torch
 
-    from logitsmatch.rank.schedules import run_forward
+    from logitsmatch.rank.training_forward import run_forward
 
     if rank == 0:
         run_dir.write_stand_ins(standins)
