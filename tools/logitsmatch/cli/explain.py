@@ -118,7 +118,7 @@ def main(args) -> int:
         explainer = Explainer(settings)
         reports[suite] = explainer.explain()
         if args.png and suite == suites[0] and explainer.last_localization is not None:
-            from logitsmatch.judge.localize import plot
+            from logitsmatch.render.localize import plot
 
             plot(explainer.last_localization, Path(args.png), f"{suite}: {reports[suite]['verdict']}")
     combined = combine(reports, sys.argv[1:])
