@@ -265,14 +265,14 @@ def run(plan: dict, run_dir: RunDir, prepared: Prepared | None) -> None:
 
 def rank_inputs(rank: int, weights: dict, adapter, model) -> dict:
     """What this rank computes with, beyond the plan: what `explain` compares between two runs."""
-    from logitsmatch.rank import adapters
     from logitsmatch.rank.config_record import dataclass_record
+    from logitsmatch.rank.megatron_release import megatron_identity
 
     return {
         "rank": rank,
         "weights": weights,
         "hardware": hardware.probe(),
-        "megatron_core": adapters.megatron_identity(),
+        "megatron_core": megatron_identity(),
         **adapter.describe(),
         "transformer_config": dataclass_record(model.config),
     }
