@@ -7,6 +7,8 @@
   on the base modules only, so the harness never imports rank code, not even inside a function;
   ``explain`` on the base modules and ``judge`` (it runs suites as subprocesses); the base
   modules depend on no subpackage.
+* ``render`` (terminal text, Markdown and PNG of what judge decided) on the base modules and
+  ``judge``; judge never imports render (the rule above), so deciding never depends on drawing.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 from support import PROJECT
 
 PACKAGE = PROJECT / "tools" / "logitsmatch"
-SUBPACKAGES = ("cli", "judge", "run", "rank", "devtools", "explain")
+SUBPACKAGES = ("cli", "judge", "render", "run", "rank", "devtools", "explain")
 
 
 def module_name(path) -> str:
@@ -130,6 +132,8 @@ def test_layers():
         elif layer in ("judge", "run"):
             assert not used, f"{name} imports {used}"
         elif layer == "explain":
+            assert used <= {"judge"}, f"{name} imports {used}"
+        elif layer == "render":
             assert used <= {"judge"}, f"{name} imports {used}"
         elif layer == "rank":
             assert used <= {"run"}, f"{name} imports {used}"

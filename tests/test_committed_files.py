@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from logitsmatch.rank.adapters import venv_relative
+from logitsmatch.rank.megatron_release import venv_relative
 from support import PROJECT
 
 DATA_FOLDERS = ("golden_values", "docs", "suites", "model_configs", "tests/data")

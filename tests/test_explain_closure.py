@@ -20,8 +20,9 @@ from pathlib import Path
 
 from logitsmatch.explain import environments as envs
 from logitsmatch.explain.bisect import UNRESOLVED, isolate, search_bound
-from logitsmatch.explain.explainer import Explainer, Run, Settings, first_error_line
+from logitsmatch.explain.explainer import Explainer
 from logitsmatch.explain.report import culprit_lines
+from logitsmatch.explain.suite_runs import Run, Settings, first_error_line
 
 
 def _env(python: str, **packages) -> envs.Environment:

@@ -343,8 +343,9 @@ def test_identity_ignores_the_local_version_megatron_derives_from_the_surroundin
 
 def test_an_empty_localization_plot_says_why(tmp_path):
     """The MoE release step's captures hold different batches: the PNG names that instead of showing bare axes."""
-    from logitsmatch.judge.localize import Localization, ModuleRow, empty_plot_note, plot
+    from logitsmatch.judge.localize import Localization, ModuleRow
     from logitsmatch.judge.policy import Policy
+    from logitsmatch.render.localize import empty_plot_note, plot
 
     tolerance = Policy(mode="deterministic")
     batches = Localization([], tolerance, schedule_problem="step 2 holds other tokens (batch 5 vs 6 requests)")

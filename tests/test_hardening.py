@@ -181,7 +181,8 @@ def test_a_missing_golden_is_no_golden_naming_the_record_command(tmp_path, capsy
 
 
 def test_localize_names_what_it_cannot_align(tmp_path):
-    from logitsmatch.judge.localize import localize, markdown, read_capture, terminal
+    from logitsmatch.judge.localize import localize, read_capture
+    from logitsmatch.render.localize import markdown, terminal
 
     a = _capture(tmp_path / "a", [("embedding", [4, 8], "torch.float32"), ("decoder.layers.0", [4, 8], "torch.float32"),
                                   ("output_layer", [4, 16], "torch.float32")])
@@ -204,6 +205,7 @@ def test_an_empty_localize_plot_says_why(tmp_path):
     import io
 
     from logitsmatch.judge import localize as loc
+    from logitsmatch.render import localize as drawn
 
     a = _capture(tmp_path / "a", [("embedding", [4, 8], "torch.float32")])
     b = _capture(tmp_path / "b", [("embedding", [4, 9], "torch.float32")])
@@ -213,12 +215,12 @@ def test_an_empty_localize_plot_says_why(tmp_path):
     def deltas(result):
         return [math.nan if row.max_abs_delta is None else row.max_abs_delta for row in result.rows]
 
-    assert "1 of the 1 outputs both captures have differ in shape or dtype" in loc.empty_plot_note(
+    assert "1 of the 1 outputs both captures have differ in shape or dtype" in drawn.empty_plot_note(
         unaligned, deltas(unaligned))
-    assert loc.empty_plot_note(loc.Localization([], loc.DEFAULT_TOLERANCE), []).startswith(
+    assert drawn.empty_plot_note(loc.Localization([], loc.DEFAULT_TOLERANCE), []).startswith(
         "Nothing to plot: the two captures share no module output")
-    assert loc.empty_plot_note(same, deltas(same)).startswith("Flat at the floor")
+    assert drawn.empty_plot_note(same, deltas(same)).startswith("Flat at the floor")
     pytest.importorskip("matplotlib")
     image = io.BytesIO()
-    loc.plot(unaligned, image)
+    drawn.plot(unaligned, image)
     assert image.getvalue().startswith(b"\x89PNG")

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from logitsmatch.run.launcher import coordinator_pid, processes_tagged
-from logitsmatch.run.ports import listening_sockets
 from logitsmatch.run.runfiles import RunDir
 from support import installed_toolchain
 from support.faults import LiveRun
+from support.sockets import listening_sockets
 
 pytestmark = pytest.mark.inference
 

@@ -132,7 +132,7 @@ def test_the_png_wraps_panels_into_a_grid_readable_at_full_size(project, tmp_pat
 
 
 def test_a_table_without_outputs_is_a_panel_saying_so(tmp_path):
-    from logitsmatch.judge.matrix import render_heatmap
+    from logitsmatch.render.matrix import render_heatmap
 
     empty = {"names": [], "missing": ["tp8", "pp8"], "cells": {}, "tolerance": 1e-4}
     render_heatmap({"suite": empty}, tmp_path / "x.png")

@@ -1,4 +1,4 @@
-"""run.ports: loopback binding and the listening-socket scan the loopback test relies on."""
+"""run.ports' loopback binding, and the listening-socket scan (support.sockets) the loopback test relies on."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import socket
 import pytest
 
 from logitsmatch.errors import RunFailed
-from logitsmatch.run.ports import Listener, bind_loopback, listening_sockets
+from logitsmatch.run.ports import bind_loopback
+from support.sockets import Listener, listening_sockets
 
 
 def test_loopback_helpers():

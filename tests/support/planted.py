@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from logitsmatch.explain.environments import Side, overlay, resolve
+from logitsmatch.explain.environments import Side, link_or_copy, overlay, resolve
 
 ACTIVATIONS = "megatron/core/activations.py"
 PLANTED_OP = ("return torch.pow(F.relu(x), 2)", "return torch.pow(F.relu(x), 2) * (1.0 + 2.0**-20)")
@@ -35,7 +35,7 @@ def package_overlay(
     entry = installed(name)
     built = overlay(entry, folder / "cache")
     target = folder / f"{name}-{version_suffix}"
-    shutil.copytree(built, target, copy_function=_link_or_copy)
+    shutil.copytree(built, target, copy_function=link_or_copy)
     info = next(target.glob("*.dist-info"))
     metadata = info / "METADATA"
     text = metadata.read_text()
@@ -49,16 +49,6 @@ def package_overlay(
         assert old in source, f"{relative} has no {old!r}"
         path.unlink()
         path.write_text(source.replace(old, new, 1))
-    return target
-
-
-def _link_or_copy(source, target):
-    import os
-
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
     return target
 
 

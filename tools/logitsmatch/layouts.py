@@ -133,7 +133,6 @@ def of_suite(model_args: dict, world_size: int, where: str) -> Layout:
 # --- what each megatron-core release can run -------------------------------------------------
 
 ROUTING_INDICES_SINCE = (0, 17)  # DynamicInferenceRequest.routing_indices, recorded by the engine
-COORDINATOR_SCHEDULE_SINCE = (0, 17)  # start_listening_to_data_parallel_coordinator(coordinator_schedule_output_path=)
 
 
 def parse_version(text: str) -> tuple[int, int, int]:

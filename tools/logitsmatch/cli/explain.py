@@ -68,9 +68,11 @@ def _pair(text: str, what: str) -> tuple[str, str]:
 
 def main(args) -> int:
     from logitsmatch.explain import gitsource
+    from logitsmatch.explain.commit_search import megatron_cpp_helper
     from logitsmatch.explain.environments import Side, resolve
-    from logitsmatch.explain.explainer import Explainer, Settings, megatron_cpp_helper
+    from logitsmatch.explain.explainer import Explainer
     from logitsmatch.explain.report import combine, markdown, terminal
+    from logitsmatch.explain.suite_runs import Settings
     from logitsmatch.judge.golden_io import write_json_atomic
     from logitsmatch.suites import suite_names
     from logitsmatch.toolchains import default_toolchain_name
@@ -118,7 +120,7 @@ def main(args) -> int:
         explainer = Explainer(settings)
         reports[suite] = explainer.explain()
         if args.png and suite == suites[0] and explainer.last_localization is not None:
-            from logitsmatch.judge.localize import plot
+            from logitsmatch.render.localize import plot
 
             plot(explainer.last_localization, Path(args.png), f"{suite}: {reports[suite]['verdict']}")
     combined = combine(reports, sys.argv[1:])

@@ -128,8 +128,9 @@ def run_summary(provenance: dict) -> dict:
 def main(args) -> int:
     from logitsmatch.judge import matrix
     from logitsmatch.judge.golden_io import load_golden, write_json_atomic
-    from logitsmatch.judge.matrix import pairwise, render_heatmap, render_markdown, render_terminal, table_json
+    from logitsmatch.judge.matrix import pairwise, table_json
     from logitsmatch.judge.policy import REQUEST_METRICS, Policy
+    from logitsmatch.render.matrix import render_heatmap, render_markdown, render_terminal
     from logitsmatch.suites import load_suite
     from logitsmatch.toolchains import get_toolchain
 

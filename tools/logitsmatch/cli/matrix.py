@@ -58,17 +58,9 @@ def command_line(args, out: Path) -> str:
 
 def main(args) -> int:
     from logitsmatch.judge.golden_io import write_json_atomic
-    from logitsmatch.judge.matrix import (
-        check_source,
-        drift_matrix,
-        render_heatmap,
-        render_markdown,
-        render_terminal,
-        short_suite,
-        summary_line,
-        table_json,
-    )
+    from logitsmatch.judge.matrix import check_source, drift_matrix, short_suite, table_json
     from logitsmatch.judge.policy import Policy
+    from logitsmatch.render.matrix import render_heatmap, render_markdown, render_terminal, summary_line
     from logitsmatch.suites import load_suite, suite_names
     from logitsmatch.toolchains import default_toolchain_name, load_toolchains
 

@@ -338,6 +338,16 @@ def _compiled(env: Environment, name: str) -> bool:
 
 # --- composing an environment -----------------------------------------------------------------
 
+def link_or_copy(source, target):
+    """A hard link to ``source`` where the file system allows one (no bytes copied), else a copy with its metadata.
+    Returns ``target``, as ``shutil.copytree``'s ``copy_function`` may."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+    return target
+
+
 def overlay(entry: dict, cache: Path) -> Path:
     """A folder holding exactly one installed distribution's files (hard links where possible), cached."""
     listing = json.dumps(
@@ -357,10 +367,7 @@ def overlay(entry: dict, cache: Path) -> Path:
         if not source.is_file():
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copy2(source, target)
+        link_or_copy(source, target)
     staging.mkdir(parents=True, exist_ok=True)
     (staging / ".complete").write_text(
         json.dumps({"name": entry["name"], "version": entry["version"], "from": entry["location"]})

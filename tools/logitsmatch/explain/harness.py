@@ -2,7 +2,7 @@
 harness, the megatron-core identity, the hardware class), and whether the search's runs clear a difference.
 
 A drift is blamed on a package only after these are checked: logitsmatch's own inputs come first. A run here is
-an ``explain.explainer.Run``.
+an ``explain.suite_runs.Run``.
 """
 
 from __future__ import annotations

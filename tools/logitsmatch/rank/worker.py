@@ -265,14 +265,14 @@ def run(plan: dict, run_dir: RunDir, prepared: Prepared | None) -> None:
 
 def rank_inputs(rank: int, weights: dict, adapter, model) -> dict:
     """What this rank computes with, beyond the plan: what `explain` compares between two runs."""
-    from logitsmatch.rank import adapters
     from logitsmatch.rank.config_record import dataclass_record
+    from logitsmatch.rank.megatron_release import megatron_identity
 
     return {
         "rank": rank,
         "weights": weights,
         "hardware": hardware.probe(),
-        "megatron_core": adapters.megatron_identity(),
+        "megatron_core": megatron_identity(),
         **adapter.describe(),
         "transformer_config": dataclass_record(model.config),
     }
@@ -280,10 +280,10 @@ def rank_inputs(rank: int, weights: dict, adapter, model) -> dict:
 
 def forward_only(model, tokenizer, plan: dict, run_dir: RunDir, recorder: PhaseRecorder, rank: int, standins: list[str],
                  weights: dict, adapter, capture) -> None:
-    """The ``forward`` schedule (rank.schedules): no engine, no coordinator; the same files as an engine run."""
+    """The ``forward`` schedule (rank.training_forward): no engine, no coordinator; the same files as an engine run."""
     import torch
 
-    from logitsmatch.rank.schedules import run_forward
+    from logitsmatch.rank.training_forward import run_forward
 
     if rank == 0:
         run_dir.write_stand_ins(standins)

@@ -82,23 +82,26 @@ class RankLogs:
 # --- /proc --------------------------------------------------------------------------------
 
 
-def proc_state(pid: int) -> str | None:
-    """The one-letter state from /proc/PID/stat (R, S, D, T, t, Z, ...), None when gone."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name (state first), None when gone. The name is cut at the
+    last ')': it may itself hold spaces and parentheses."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat[stat.rindex(")") + 2 :].split()[0]
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def proc_state(pid: int) -> str | None:
+    """The one-letter state from /proc/PID/stat (R, S, D, T, t, Z, ...), None when gone."""
+    fields = _stat_fields(pid)
+    return fields[0] if fields is not None else None
 
 
 def exit_status(pid: int) -> str | None:
     """How a zombie ended ('killed by SIGKILL', 'exited with code 1'); None once reaped or if alive."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] != "Z" or len(fields) < 50:
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] != "Z" or len(fields) < 50:
         return None
     status = int(fields[49])  # exit_code, as waitpid(2) reports it (Linux >= 3.5)
     if status & 0x7F:
@@ -118,11 +121,8 @@ def is_stopped(state: str | None) -> bool:
 
 
 def _ppid(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields is not None else None
 
 
 def processes_tagged(run_id: str) -> list[int]:

@@ -1,0 +1,46 @@
+"""Step 5 of an explanation, which module: ``judge.localize`` on the captures of the two boundary runs."""
+
+from __future__ import annotations
+
+from logitsmatch import paths
+from logitsmatch.errors import BadInput
+from logitsmatch.explain.suite_runs import Run, SuiteRuns
+
+
+class FirstModule(SuiteRuns):
+    """The first module that moves between the last good and the first bad run; the result stays for the plot."""
+
+    last_localization = None  # step 5's result, for the plot (--png)
+
+    def localization(self, good: Run, bad: Run) -> dict:
+        """The first moving module between the boundary runs: aligned step by step, or, where their steps hold
+        different tokens (another batch schedule, e.g. an idle expert-parallel engine's steps), row by row by prefix."""
+        from logitsmatch.judge.localize import localize, localize_by_prefix, read_capture
+
+        try:
+            captures = read_capture(paths.capture_dir(good.result)), read_capture(paths.capture_dir(bad.result))
+            result = localize(*captures)
+        except BadInput as exc:
+            return {"localization": {"problem": str(exc)}, "first_module": None}
+        steps_problem, aligned_by = result.schedule_problem, "steps"
+        if steps_problem:
+            try:
+                result, aligned_by = localize_by_prefix(*captures), "prefixes"
+            except BadInput as exc:
+                steps_problem += f"; not aligned by prefix either: {exc}"
+        first = result.first_bitwise
+        self.last_localization = result
+        module = None
+        if first is not None:
+            module = {
+                "name": first.name,
+                "output": first.output,
+                "step": first.step,
+                "step_kind": "prefill" if first.step == 0 else f"decode {first.step}",
+                "max_abs_delta": first.to_dict()["max_abs_delta"],
+                "weights_differing_in_it": [n for n in result.weights_differing if n.startswith(first.name + ".")],
+                "aligned_by": aligned_by,
+                "rows": first.rows_note,
+            }
+        localization = {**result.to_dict(), "aligned_by": aligned_by, "steps_problem": steps_problem}
+        return {"localization": localization, "first_module": module}
