@@ -14,12 +14,15 @@ file that holds its traceback (printed on the terminal too with ``-v``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib
 import importlib.metadata
 import os
 import platform
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -144,8 +147,65 @@ def report_internal_error(command: str, argv: list[str], verbose: bool) -> None:
     print(f"logitsmatch {command}: internal error (a bug, not drift): {last[:200]}; {where}", file=sys.stderr)
 
 
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops a command as Ctrl-C does: the writers' cleanup runs, exit 130
+
+
+class _ReportStream:
+    """stdout that a closed pipe or a full disk cannot turn into a crash: the verdict's exit code stands.
+
+    The first failed write is remembered and said once on stderr; later writes are dropped.
+    """
+
+    def __init__(self, stream):
+        self.stream, self.failure = stream, None
+
+    def write(self, text: str) -> int:
+        if self.failure is None:
+            try:
+                return self.stream.write(text)
+            except OSError as exc:
+                self.failure = exc
+        return len(text)
+
+    def flush(self) -> None:
+        if self.failure is None:
+            try:
+                self.stream.flush()
+            except OSError as exc:
+                self.failure = exc
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+    def close_quietly(self) -> None:
+        """Flush; after a failure, point fd 1 at /dev/null so that the interpreter's own exit flush is silent."""
+        self.flush()
+        if self.failure is not None:
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            reason = self.failure.strerror or self.failure.__class__.__name__
+            with contextlib.suppress(OSError):
+                print(f"logitsmatch: the report could not be printed ({reason}); the exit code is the verdict's",
+                      file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)
+    stdout = sys.stdout = _ReportStream(sys.stdout)
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:  # before the command started: while parsing or importing it
+        print("logitsmatch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        stdout.close_quietly()
+        sys.stdout = stdout.stream
+
+
+def _run(argv: list[str]) -> int:
     parser = build_parser(next((arg for arg in argv if arg in SUBCOMMANDS), None))
     args = parser.parse_args(argv)  # a usage error exits 2 (argparse's own code, the bad-input code)
     log.configure(args.verbosity)
