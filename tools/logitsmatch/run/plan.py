@@ -23,8 +23,8 @@ from logitsmatch.model_args import FlagReport, classify
 from logitsmatch.run.platforms import Platform
 from logitsmatch.run.runfiles import RunDir
 from logitsmatch.suites import Suite, load_architecture
+from logitsmatch.vocab import NUM_SPECIAL_TOKENS
 
-NUM_SPECIAL_TOKENS = 1000
 BLOCK_SIZE_TOKENS = 256
 
 
