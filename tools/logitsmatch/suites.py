@@ -22,7 +22,7 @@ from pathlib import Path
 from logitsmatch.errors import BadInput
 from logitsmatch.files import read_text_input
 from logitsmatch.layouts import DEFAULT_WORLD_SIZE
-from logitsmatch.model_args import check_known
+from logitsmatch.model_args import check_known, check_values
 from logitsmatch.paths import check_name
 
 MEGATRON_KEYS = {"ENV_VARS", "TEST_TYPE", "MODE", "MODEL_ARGS", "METRICS", "LAUNCHER"}
@@ -134,63 +134,6 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-# MODEL_ARGS values the planner converts: (kind, smallest allowed). Numeric strings count, as for
-# Megatron's argparse; anything else is one BadInput naming the flag, never a TypeError later.
-_VALUE_TYPES = {
-    "--num-layers": ("int", 1),
-    "--hidden-size": ("int", 1),
-    "--num-attention-heads": ("int", 1),
-    "--max-position-embeddings": ("int", 1),
-    "--tensor-model-parallel-size": ("int", 1),
-    "--pipeline-model-parallel-size": ("int", 1),
-    "--expert-model-parallel-size": ("int", 1),
-    "--expert-tensor-parallel-size": ("int", 1),
-    "--num-experts": ("int", 1),
-    "--moe-router-topk": ("int", 1),
-    "--moe-ffn-hidden-size": ("int", 1),
-    "--moe-shared-expert-intermediate-size": ("int", 1),
-    "--ffn-hidden-size": ("int", 1),
-    "--kv-channels": ("int", 1),
-    "--inference-dynamic-batching-max-requests": ("int", 1),
-    "--top_k": ("int", 0),
-    "--num-tokens-to-generate": ("int", 1),
-    "--inference-max-seq-length": ("int", 1),
-    "--temperature": ("float", 0.0),
-    "--top_p": ("float", 0.0),
-    "--inference-dynamic-batching-buffer-size-gb": ("float", 0.0),
-}
-_TEXT_FLAGS = ("--tokenizer-type", "--tiktoken-pattern", "--tokenizer-model", "--load", "--transformer-impl",
-               "--attention-backend", "--distributed-backend", "--moe-token-dispatcher-type",
-               "--moe-router-score-function", "--normalization", "--position-embedding-type")
-
-
-def _number(value, kind: str):
-    """The value as int/float when it is one (or a numeric string), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    try:
-        number = int(value) if kind == "int" else float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if kind == "int" and isinstance(value, float) and value != number:
-        return None
-    return number if kind == "int" or math.isfinite(number) else None
-
-
-def check_value_types(model_args: dict, source: str) -> None:
-    for flag, (kind, smallest) in _VALUE_TYPES.items():
-        if flag in model_args:
-            number = _number(model_args[flag], kind)
-            if number is None or number < smallest:
-                wanted = "an integer" if kind == "int" else "a finite number"
-                raise BadInput(
-                    f"{source}: MODEL_ARGS {flag} must be {wanted} >= {smallest}, got {model_args[flag]!r:.60}"
-                )
-    for flag in _TEXT_FLAGS:
-        if flag in model_args and not isinstance(model_args[flag], (str, int, float)):
-            raise BadInput(f"{source}: MODEL_ARGS {flag} must be a string, got {model_args[flag]!r:.60}")
-
-
 def suites_root(project: Path) -> Path:
     return project / "suites"
 
@@ -230,7 +173,7 @@ def load_suite(project: Path, name: str) -> Suite:
     if not isinstance(metrics, list) or not all(isinstance(metric, str) for metric in metrics):
         raise BadInput(f"{source}: METRICS must be a list of metric names")
     check_known(model_args, source)
-    check_value_types(model_args, source)
+    check_values(model_args, source)
 
     synthetic = sidecar.get("synthetic_checkpoint") or {}
     if not isinstance(synthetic, dict) or not isinstance(synthetic.get("model"), str):
