@@ -24,6 +24,7 @@ from logitsmatch.files import read_text_input
 from logitsmatch.layouts import DEFAULT_WORLD_SIZE
 from logitsmatch.model_args import check_known, check_values
 from logitsmatch.paths import check_name
+from logitsmatch.policy import Policy
 
 MEGATRON_KEYS = {"ENV_VARS", "TEST_TYPE", "MODE", "MODEL_ARGS", "METRICS", "LAUNCHER"}
 SIDECAR_KEYS = {"synthetic_checkpoint", "tokenizer_model", "timeout_s", "comparison", "description", "world_size"}
@@ -43,7 +44,7 @@ class Suite:
     synthetic_seed: int
     tokenizer_model: str
     timeout_s: float
-    comparison: dict | None
+    policy: Policy  # what counts as a match: METRICS and the sidecar's comparison block, checked at load
     world_size: int = DEFAULT_WORLD_SIZE
     scaled_down: str | None = None  # why the synthetic model is smaller than the case's shape flags
 
@@ -199,6 +200,10 @@ def load_suite(project: Path, name: str) -> Suite:
     comparison = sidecar.get("comparison")
     if comparison is not None and not isinstance(comparison, dict):
         raise BadInput(f"{folder}/logitsmatch.yaml: comparison must be a mapping")
+    try:
+        policy = Policy.from_suite(metrics, comparison)
+    except BadInput as exc:
+        raise BadInput(f"{folder}: {exc}") from None
     return Suite(
         name=name,
         folder=folder,
@@ -209,7 +214,7 @@ def load_suite(project: Path, name: str) -> Suite:
         synthetic_seed=seed,
         tokenizer_model=tokenizer_model,
         timeout_s=float(timeout),
-        comparison=comparison,
+        policy=policy,
         world_size=world_size,
         scaled_down=scaled_down.strip() if scaled_down else None,
     )

@@ -68,7 +68,6 @@ def main(args) -> int:
         summary_line,
         table_json,
     )
-    from logitsmatch.judge.policy import Policy
     from logitsmatch.suites import load_suite, suite_names
     from logitsmatch.toolchains import default_toolchain_name, load_toolchains
 
@@ -92,7 +91,7 @@ def main(args) -> int:
     for suite_name in args.suite or suite_names(project):
         suite = load_suite(project, suite_name)
         tables[suite_name] = drift_matrix(
-            suite, args.platform, names, source, Policy.from_suite(suite.metrics, suite.comparison), args.hardware_class
+            suite, args.platform, names, source, suite.policy, args.hardware_class
         )
 
     if not any(table["names"] for table in tables.values()):
