@@ -27,7 +27,7 @@ def switched_on(value) -> bool:
 
 
 def switched_off(value) -> bool:
-    """A flag that turns its architecture key off (--disable-bias-linear: add_bias_linear false)."""
+    """The key's value for a flag that turns its architecture key off (--disable-bias-linear: add_bias_linear)."""
     return not switched_on(value)
 
 
@@ -41,7 +41,8 @@ class Flag:
     ``value`` and ``minimum`` are what ``load_suite`` requires of the flag's value, before anything runs:
     "int" or "float" (numeric strings count, as for Megatron's argparse) no smaller than ``minimum``, or
     "text"; None leaves the value unchecked there. ``architecture`` is the key of our architecture dict the
-    flag states (a checkpoint's stored args name it as the flag does, dashes as underscores). ``compared``
+    flag states (a checkpoint's stored args name it as the flag does, dashes as underscores, unless the flag
+    switches the key off: see checkpoint_args). ``compared``
     says how the planner checks it against the model actually loaded: "size" (a synthetic model the suite
     declares scaled down may differ) or "layout" (never); None: not compared. ``read_as`` turns the flag's
     value into the key's (default: the value's own type).

@@ -145,6 +145,7 @@ def suite_names(project: Path) -> list[str]:
 
 
 def load_suite(project: Path, name: str) -> Suite:
+    """The suite, every value checked and its Policy built, so that bad input stops a command before it runs."""
     check_name("suite", name)  # before any path is built from it
     folder = suites_root(project) / name
     if not (folder / "model_config.yaml").is_file():
