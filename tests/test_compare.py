@@ -214,7 +214,6 @@ def test_policy_from_suite_comparison_block():
     (DEFAULT, {"failure_budget": 1.5}, "integer"),
     (DEFAULT, {"nan_equal": "yes"}, "true or false"),
     (["logits"], None, "unknown metric"),
-    (DEFAULT, ["mode"], "mapping"),
     ("logprobs", None, "list of names"),
     ([{"logprobs": 1}], None, "list of names"),
 ])

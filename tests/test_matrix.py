@@ -29,7 +29,7 @@ def test_matrix_matches_compare_pair_by_pair(project, tmp_path, monkeypatch, cap
     assert set(report["toolchains"]) == set(toolchains)
     assert set(report["missing"]) == set(shipped) - set(toolchains)
     suite = load_suite(project, TINY_SUITE)
-    policy = Policy.from_suite(suite.metrics, suite.comparison)
+    policy = suite.policy
     for row in toolchains:
         for col in toolchains:
             expected = compare(

@@ -7,8 +7,10 @@ import shutil
 import pytest
 import yaml
 
-from logitsmatch.errors import BadInput
+from logitsmatch.cli import main as cli_main
+from logitsmatch.errors import EXIT_BAD_INPUT, BadInput
 from logitsmatch.model_args import FLAGS, classify
+from logitsmatch.policy import Policy
 from logitsmatch.run.platforms import PLATFORMS
 from logitsmatch.suites import load_suite, suite_names
 from support import MOE_EP8_CASE, SEED_SUITE, TINY_SUITE
@@ -163,3 +165,38 @@ def test_bad_sidecar_keys(project, tmp_path, edit, message):
     sidecar.write_text(edit(sidecar.read_text()))
     with pytest.raises(BadInput, match=message):
         load_suite(tmp_path, TINY_SUITE)
+
+
+@pytest.mark.parametrize(
+    "block, message",
+    [
+        ("comparison: [mode]\n", "comparison must be a mapping"),
+        ("comparison:\n  tolerance: 1\n", "comparison: unknown key"),
+        ("comparison:\n  mode: fuzzy\n", "unknown comparison mode 'fuzzy'"),
+        ("comparison:\n  mode: deterministic\n  abs_tol: 1.0e-3\n", "bit-exact"),
+        ("comparison:\n  abs_tol: -1\n", "abs_tol must be a finite number >= 0"),
+    ],
+)
+def test_a_bad_comparison_block_is_refused_when_the_suite_loads(project, tmp_path, block, message):
+    sidecar = copy_suite(project, tmp_path).with_name("logitsmatch.yaml")
+    text = sidecar.read_text()
+    sidecar.write_text(text[: text.index("comparison:")] + block)
+    with pytest.raises(BadInput, match=message):
+        load_suite(tmp_path, TINY_SUITE)
+
+
+def test_the_suites_policy_is_built_at_load(project):
+    suite = load_suite(project, TINY_SUITE)
+    assert suite.policy == Policy.from_suite(suite.metrics, {"mode": "megatron", "abs_tol": 1.0e-3})
+
+
+def test_a_bad_comparison_block_stops_a_command_before_it_runs(project, tmp_path, monkeypatch, capsys):
+    """One line, exit 2, before the command reads a golden or starts a rank."""
+    sidecar = copy_suite(project, tmp_path).with_name("logitsmatch.yaml")
+    sidecar.write_text(sidecar.read_text().replace("mode: megatron", "mode: fuzzy"))
+    shutil.copy(project / "pyproject.toml", tmp_path / "pyproject.toml")
+    monkeypatch.setenv("LOGITSMATCH_ROOT", str(tmp_path))
+    code = cli_main(["matrix", "--suite", TINY_SUITE, "--source", "goldens", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == EXIT_BAD_INPUT
+    assert err.count("\n") == 1 and "unknown comparison mode 'fuzzy'" in err and TINY_SUITE in err

@@ -13,31 +13,22 @@ import argparse
 from pathlib import Path
 
 from logitsmatch.errors import BadInput
+from logitsmatch.model_args import FLAGS, switched_off
 
 TRACKER_FILE = "latest_checkpointed_iteration.txt"
 
-# Megatron argument name -> logitsmatch architecture key (same name unless listed).
+# Megatron's stored argument -> our architecture key: the MODEL_ARGS flags that state a key (Megatron stores
+# each under the flag's name), then the stored arguments no flag of ours states. A flag that switches its key
+# off is not among them: Megatron stores --disable-bias-linear as add_bias_linear (listed below), and
+# --untie-embeddings-and-output-weights is the negation of our key, translated where it is used.
 _ARCH_FROM_ARGS = {
-    "num_layers": "num_layers",
-    "hidden_size": "hidden_size",
-    "ffn_hidden_size": "ffn_hidden_size",
-    "num_attention_heads": "num_attention_heads",
-    "kv_channels": "kv_channels",
-    "normalization": "normalization",
+    flag.removeprefix("--").replace("-", "_"): spec.architecture
+    for flag, spec in FLAGS.items()
+    if spec.architecture and spec.read_as is not switched_off
+} | {
     "norm_epsilon": "layernorm_epsilon",
-    "swiglu": "gated_linear_unit",
     "add_bias_linear": "add_bias_linear",
     "add_qkv_bias": "add_qkv_bias",
-    "position_embedding_type": "position_embedding_type",
-    "rotary_percent": "rotary_percent",
-    "rotary_base": "rotary_base",
-    "max_position_embeddings": "max_position_embeddings",
-    "init_method_std": "init_method_std",
-    "num_experts": "num_experts",
-    "moe_router_topk": "moe_router_topk",
-    "moe_ffn_hidden_size": "moe_ffn_hidden_size",
-    "moe_shared_expert_intermediate_size": "moe_shared_expert_intermediate_size",
-    "moe_router_score_function": "moe_router_score_function",
 }
 
 

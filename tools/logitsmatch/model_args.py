@@ -1,4 +1,5 @@
-"""Every MODEL_ARGS flag logitsmatch understands, and what each platform does with it.
+"""Every MODEL_ARGS flag logitsmatch understands: what each platform does with it, what its value must be,
+and which architecture key it states. Suites, the planner and the checkpoint reader all read this one table.
 
 Megatron's case files pass flags to its training-argument parser. We accept
 exactly the flags listed here: a flag not in the table is an error naming the
@@ -13,47 +14,104 @@ flag, never silently ignored. Each flag is one of:
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from logitsmatch.errors import BadInput
 
 
+def switched_on(value) -> bool:
+    """A store_true flag's value as a case file gives it: YAML true, or the text 'true'."""
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def switched_off(value) -> bool:
+    """The key's value for a flag that turns its architecture key off (--disable-bias-linear: add_bias_linear)."""
+    return not switched_on(value)
+
+
+_READ_AS = {"int": int, "float": float, "text": str}
+
+
 @dataclass(frozen=True)
 class Flag:
+    """One MODEL_ARGS flag.
+
+    ``value`` and ``minimum`` are what ``load_suite`` requires of the flag's value, before anything runs:
+    "int" or "float" (numeric strings count, as for Megatron's argparse) no smaller than ``minimum``, or
+    "text"; None leaves the value unchecked there. ``architecture`` is the key of our architecture dict the
+    flag states (a checkpoint's stored args name it as the flag does, dashes as underscores, unless the flag
+    switches the key off: see checkpoint_args). ``compared``
+    says how the planner checks it against the model actually loaded: "size" (a synthetic model the suite
+    declares scaled down may differ) or "layout" (never); None: not compared. ``read_as`` turns the flag's
+    value into the key's (default: the value's own type).
+    """
+
     kind: str  # "applied" | "platform" | "no-effect"
     reason: str = ""
+    value: str | None = None  # "int" | "float" | "text"
+    minimum: int | float | None = None
+    architecture: str | None = None
+    compared: str | None = None  # "size" | "layout"
+    read_as: Callable | None = None
+
+    def read(self, value):
+        """The flag's value as its architecture key's value."""
+        return (self.read_as or _READ_AS[self.value])(value)
+
+
+def _count(kind: str = "applied", minimum: int = 1, **spec) -> Flag:
+    """A flag whose value is an integer >= ``minimum``."""
+    return Flag(kind, value="int", minimum=minimum, **spec)
+
+
+def _size(key: str) -> Flag:
+    """An architecture size: an integer >= 1, compared with the model loaded (a scaled-down one may differ)."""
+    return _count(architecture=key, compared="size")
+
+
+def _layout(key: str, **spec) -> Flag:
+    """An architecture feature the model loaded must have, even a scaled-down synthetic one."""
+    return Flag("applied", architecture=key, compared="layout", **spec)
+
+
+def _text(kind: str = "applied", reason: str = "", **spec) -> Flag:
+    """A flag whose value is a string (a number counts: YAML reads some names as numbers)."""
+    return Flag(kind, reason, value="text", **spec)
 
 
 FLAGS: dict[str, Flag] = {
     # model shape (checked against the architecture actually loaded)
-    "--num-layers": Flag("applied"),
-    "--hidden-size": Flag("applied"),
-    "--num-attention-heads": Flag("applied"),
-    "--max-position-embeddings": Flag("applied"),
+    "--num-layers": _size("num_layers"),
+    "--hidden-size": _size("hidden_size"),
+    "--num-attention-heads": _size("num_attention_heads"),
+    "--max-position-embeddings": _count(architecture="max_position_embeddings"),
     "--use-mcore-models": Flag("applied"),
     # parallelism and numerics
-    "--tensor-model-parallel-size": Flag("applied"),
-    "--pipeline-model-parallel-size": Flag("applied"),
+    "--tensor-model-parallel-size": _count(),
+    "--pipeline-model-parallel-size": _count(),
     "--deterministic-mode": Flag("applied"),
     "--bf16": Flag("platform", "CPU goldens are an fp32 reference; bf16 on CPU is not GPU bf16"),
     "--fp16": Flag("platform", "CPU goldens are an fp32 reference"),
-    "--distributed-backend": Flag("platform", "NCCL needs GPUs; CPU ranks talk over gloo"),
-    "--transformer-impl": Flag("platform", "Transformer Engine layers need CUDA; CPU uses the local spec"),
+    "--distributed-backend": _text("platform", "NCCL needs GPUs; CPU ranks talk over gloo"),
+    "--transformer-impl": _text("platform", "Transformer Engine layers need CUDA; CPU uses the local spec"),
     "--sequence-parallel": Flag("platform", "sequence parallel needs the Transformer Engine spec"),
-    "--attention-backend": Flag("platform", "flash attention needs CUDA; CPU runs exact pure-torch paged attention"),
+    "--attention-backend": _text("platform", "flash attention needs CUDA; CPU runs exact pure-torch paged attention"),
     "--inference-fuse-tp-communication": Flag("platform", "fused TP communication needs CUDA symmetric memory"),
     "--use-flashinfer-fused-rope": Flag("platform", "flashinfer needs CUDA"),
     "--enable-cuda-graph": Flag("platform", "CUDA graphs need CUDA"),
     # inference and sampling
     "--prompts": Flag("applied"),
-    "--temperature": Flag("applied"),
-    "--top_k": Flag("applied"),
-    "--top_p": Flag("applied"),
+    "--temperature": Flag("applied", value="float", minimum=0.0),
+    "--top_k": _count(minimum=0),
+    "--top_p": Flag("applied", value="float", minimum=0.0),
     "--return-log-probs": Flag("applied"),
-    "--num-tokens-to-generate": Flag("applied"),
-    "--inference-max-seq-length": Flag("applied"),
+    "--num-tokens-to-generate": _count(),
+    "--inference-max-seq-length": _count(),
     "--inference-dynamic-batching-buffer-size-gb": Flag(
-        "platform", "KV-cache capacity only; the CPU profile caps it to fit 8 ranks in host memory"
+        "platform", "KV-cache capacity only; the CPU profile caps it to fit 8 ranks in host memory",
+        value="float", minimum=0.0,
     ),
     "--incoming-requests-per-step": Flag(
         "no-effect", "shapes Megatron's in-process driver; the ZMQ client submits every request at once"
@@ -62,10 +120,10 @@ FLAGS: dict[str, Flag] = {
     "--inference-repeat-n": Flag("no-effect", "repeats the run for throughput; the determinism check reruns instead"),
     "--max-tokens-to-oom": Flag("no-effect", "static-batching guard; the dynamic engine sizes by its buffer"),
     # checkpoint and tokenizer
-    "--load": Flag("applied"),
-    "--tokenizer-model": Flag("applied"),
-    "--tokenizer-type": Flag("applied"),
-    "--tiktoken-pattern": Flag("applied"),
+    "--load": _text(),
+    "--tokenizer-model": _text(),
+    "--tokenizer-type": _text(),
+    "--tiktoken-pattern": _text(),
     "--use-checkpoint-args": Flag("applied"),
     "--ckpt-format": Flag("applied"),
     "--auto-detect-ckpt-format": Flag("applied"),
@@ -84,35 +142,37 @@ FLAGS: dict[str, Flag] = {
     "--log-timers-to-tensorboard": Flag("no-effect", "logging"),
     "--output-path": Flag("no-effect", "logitsmatch chooses where results go"),
     # architecture beyond the shape (checked against the architecture actually loaded)
-    "--ffn-hidden-size": Flag("applied"),
-    "--kv-channels": Flag("applied"),
-    "--normalization": Flag("applied"),
-    "--swiglu": Flag("applied"),
-    "--untie-embeddings-and-output-weights": Flag("applied"),
-    "--disable-bias-linear": Flag("applied"),
-    "--position-embedding-type": Flag("applied"),
-    "--rotary-base": Flag("applied"),
-    "--rotary-percent": Flag("applied"),
-    "--init-method-std": Flag("no-effect", "initialisation only; the weights come from the checkpoint"),
+    "--ffn-hidden-size": _size("ffn_hidden_size"),
+    "--kv-channels": _size("kv_channels"),
+    "--normalization": _layout("normalization", value="text"),
+    "--swiglu": _layout("gated_linear_unit", read_as=switched_on),
+    "--untie-embeddings-and-output-weights": _layout("share_embeddings_and_output_weights", read_as=switched_off),
+    "--disable-bias-linear": _layout("add_bias_linear", read_as=switched_off),
+    "--position-embedding-type": _layout("position_embedding_type", value="text"),
+    "--rotary-base": _layout("rotary_base", read_as=float),
+    "--rotary-percent": _layout("rotary_percent", read_as=float),
+    "--init-method-std": Flag(
+        "no-effect", "initialisation only; the weights come from the checkpoint", architecture="init_method_std"
+    ),
     "--attention-dropout": Flag("no-effect", "dropout is off at inference"),
     "--hidden-dropout": Flag("no-effect", "dropout is off at inference"),
     # mixture of experts
-    "--expert-model-parallel-size": Flag("applied"),
-    "--expert-tensor-parallel-size": Flag("applied"),
-    "--num-experts": Flag("applied"),
-    "--moe-router-topk": Flag("applied"),
-    "--moe-ffn-hidden-size": Flag("applied"),
-    "--moe-shared-expert-intermediate-size": Flag("applied"),
-    "--moe-router-score-function": Flag("applied"),
+    "--expert-model-parallel-size": _count(),
+    "--expert-tensor-parallel-size": _count(),
+    "--num-experts": _count(architecture="num_experts", compared="layout"),
+    "--moe-router-topk": _count(architecture="moe_router_topk", compared="layout"),
+    "--moe-ffn-hidden-size": _size("moe_ffn_hidden_size"),
+    "--moe-shared-expert-intermediate-size": _size("moe_shared_expert_intermediate_size"),
+    "--moe-router-score-function": _layout("moe_router_score_function", value="text"),
     "--moe-router-load-balancing-type": Flag("applied"),
-    "--moe-token-dispatcher-type": Flag("applied"),
+    "--moe-token-dispatcher-type": _text(),
     "--moe-grouped-gemm": Flag(
         "platform", "grouped GEMM needs CUDA; CPU runs SequentialMLP, the same per-expert GEMMs one expert at a time"
     ),
     "--moe-aux-loss-coeff": Flag("no-effect", "router load-balancing loss, training only"),
     "--moe-z-loss-coeff": Flag("no-effect", "router z-loss, training only"),
     "--moe-enable-routing-replay": Flag("applied"),
-    "--inference-dynamic-batching-max-requests": Flag("applied"),
+    "--inference-dynamic-batching-max-requests": _count(),
     "--incoming-requests-per-sec": Flag(
         "no-effect", "shapes Megatron's in-process driver; the ZMQ client submits every request at once"
     ),
@@ -149,6 +209,35 @@ def check_known(model_args: dict, source: str) -> None:
     for flag in model_args:
         if flag not in FLAGS:
             raise BadInput(f"{source}: MODEL_ARGS flag {flag} is not understood by logitsmatch")
+
+
+def _number(value, kind: str):
+    """The value as int/float when it is one (or a numeric string), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = int(value) if kind == "int" else float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if kind == "int" and isinstance(value, float) and value != number:
+        return None
+    return number if kind == "int" or math.isfinite(number) else None
+
+
+def check_values(model_args: dict, source: str) -> None:
+    """Each flag's value must be what its Flag says: one BadInput naming the flag, never a TypeError later."""
+    for flag, spec in FLAGS.items():
+        if flag not in model_args or spec.value is None:
+            continue
+        value = model_args[flag]
+        if spec.value == "text":
+            if not isinstance(value, (str, int, float)):
+                raise BadInput(f"{source}: MODEL_ARGS {flag} must be a string, got {value!r:.60}")
+            continue
+        number = _number(value, spec.value)
+        if number is None or number < spec.minimum:
+            wanted = "an integer" if spec.value == "int" else "a finite number"
+            raise BadInput(f"{source}: MODEL_ARGS {flag} must be {wanted} >= {spec.minimum}, got {value!r:.60}")
 
 
 def classify(model_args: dict, honoured: frozenset[str], platform: str) -> FlagReport:

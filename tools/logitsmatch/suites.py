@@ -22,8 +22,9 @@ from pathlib import Path
 from logitsmatch.errors import BadInput
 from logitsmatch.files import read_text_input
 from logitsmatch.layouts import DEFAULT_WORLD_SIZE
-from logitsmatch.model_args import check_known
+from logitsmatch.model_args import check_known, check_values
 from logitsmatch.paths import check_name
+from logitsmatch.policy import Policy
 
 MEGATRON_KEYS = {"ENV_VARS", "TEST_TYPE", "MODE", "MODEL_ARGS", "METRICS", "LAUNCHER"}
 SIDECAR_KEYS = {"synthetic_checkpoint", "tokenizer_model", "timeout_s", "comparison", "description", "world_size"}
@@ -43,7 +44,7 @@ class Suite:
     synthetic_seed: int
     tokenizer_model: str
     timeout_s: float
-    comparison: dict | None
+    policy: Policy  # what counts as a match: METRICS and the sidecar's comparison block, checked at load
     world_size: int = DEFAULT_WORLD_SIZE
     scaled_down: str | None = None  # why the synthetic model is smaller than the case's shape flags
 
@@ -134,63 +135,6 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-# MODEL_ARGS values the planner converts: (kind, smallest allowed). Numeric strings count, as for
-# Megatron's argparse; anything else is one BadInput naming the flag, never a TypeError later.
-_VALUE_TYPES = {
-    "--num-layers": ("int", 1),
-    "--hidden-size": ("int", 1),
-    "--num-attention-heads": ("int", 1),
-    "--max-position-embeddings": ("int", 1),
-    "--tensor-model-parallel-size": ("int", 1),
-    "--pipeline-model-parallel-size": ("int", 1),
-    "--expert-model-parallel-size": ("int", 1),
-    "--expert-tensor-parallel-size": ("int", 1),
-    "--num-experts": ("int", 1),
-    "--moe-router-topk": ("int", 1),
-    "--moe-ffn-hidden-size": ("int", 1),
-    "--moe-shared-expert-intermediate-size": ("int", 1),
-    "--ffn-hidden-size": ("int", 1),
-    "--kv-channels": ("int", 1),
-    "--inference-dynamic-batching-max-requests": ("int", 1),
-    "--top_k": ("int", 0),
-    "--num-tokens-to-generate": ("int", 1),
-    "--inference-max-seq-length": ("int", 1),
-    "--temperature": ("float", 0.0),
-    "--top_p": ("float", 0.0),
-    "--inference-dynamic-batching-buffer-size-gb": ("float", 0.0),
-}
-_TEXT_FLAGS = ("--tokenizer-type", "--tiktoken-pattern", "--tokenizer-model", "--load", "--transformer-impl",
-               "--attention-backend", "--distributed-backend", "--moe-token-dispatcher-type",
-               "--moe-router-score-function", "--normalization", "--position-embedding-type")
-
-
-def _number(value, kind: str):
-    """The value as int/float when it is one (or a numeric string), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    try:
-        number = int(value) if kind == "int" else float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if kind == "int" and isinstance(value, float) and value != number:
-        return None
-    return number if kind == "int" or math.isfinite(number) else None
-
-
-def check_value_types(model_args: dict, source: str) -> None:
-    for flag, (kind, smallest) in _VALUE_TYPES.items():
-        if flag in model_args:
-            number = _number(model_args[flag], kind)
-            if number is None or number < smallest:
-                wanted = "an integer" if kind == "int" else "a finite number"
-                raise BadInput(
-                    f"{source}: MODEL_ARGS {flag} must be {wanted} >= {smallest}, got {model_args[flag]!r:.60}"
-                )
-    for flag in _TEXT_FLAGS:
-        if flag in model_args and not isinstance(model_args[flag], (str, int, float)):
-            raise BadInput(f"{source}: MODEL_ARGS {flag} must be a string, got {model_args[flag]!r:.60}")
-
-
 def suites_root(project: Path) -> Path:
     return project / "suites"
 
@@ -201,6 +145,7 @@ def suite_names(project: Path) -> list[str]:
 
 
 def load_suite(project: Path, name: str) -> Suite:
+    """The suite, every value checked and its Policy built, so that bad input stops a command before it runs."""
     check_name("suite", name)  # before any path is built from it
     folder = suites_root(project) / name
     if not (folder / "model_config.yaml").is_file():
@@ -230,7 +175,7 @@ def load_suite(project: Path, name: str) -> Suite:
     if not isinstance(metrics, list) or not all(isinstance(metric, str) for metric in metrics):
         raise BadInput(f"{source}: METRICS must be a list of metric names")
     check_known(model_args, source)
-    check_value_types(model_args, source)
+    check_values(model_args, source)
 
     synthetic = sidecar.get("synthetic_checkpoint") or {}
     if not isinstance(synthetic, dict) or not isinstance(synthetic.get("model"), str):
@@ -256,6 +201,10 @@ def load_suite(project: Path, name: str) -> Suite:
     comparison = sidecar.get("comparison")
     if comparison is not None and not isinstance(comparison, dict):
         raise BadInput(f"{folder}/logitsmatch.yaml: comparison must be a mapping")
+    try:
+        policy = Policy.from_suite(metrics, comparison)
+    except BadInput as exc:
+        raise BadInput(f"{folder}: {exc}") from None
     return Suite(
         name=name,
         folder=folder,
@@ -266,7 +215,7 @@ def load_suite(project: Path, name: str) -> Suite:
         synthetic_seed=seed,
         tokenizer_model=tokenizer_model,
         timeout_s=float(timeout),
-        comparison=comparison,
+        policy=policy,
         world_size=world_size,
         scaled_down=scaled_down.strip() if scaled_down else None,
     )

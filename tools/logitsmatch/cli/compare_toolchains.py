@@ -60,7 +60,7 @@ def main(args) -> int:
             summary.append(f"  SKIP  {name}: no output for {args.a if files[0] is None else args.b}")
             continue
         golden, current = load_golden(files[0]), load_golden(files[1])
-        result = compare(golden, current, Policy.from_suite(suite.metrics, suite.comparison))
+        result = compare(golden, current, suite.policy)
         annotate(result, golden, current, suite_decoder(suite, project))
         compared += 1
         summary.append(f"  {result.verdict.upper()}  {name}: " + verdict_line(result).split(": ", 1)[1].split(" [")[0])

@@ -59,7 +59,6 @@ def command_line(args, out: Path) -> str:
 def main(args) -> int:
     from logitsmatch.judge.golden_io import write_json_atomic
     from logitsmatch.judge.matrix import check_source, drift_matrix, short_suite, table_json
-    from logitsmatch.judge.policy import Policy
     from logitsmatch.render.matrix import render_heatmap, render_markdown, render_terminal, summary_line
     from logitsmatch.suites import load_suite, suite_names
     from logitsmatch.toolchains import default_toolchain_name, load_toolchains
@@ -84,7 +83,7 @@ def main(args) -> int:
     for suite_name in args.suite or suite_names(project):
         suite = load_suite(project, suite_name)
         tables[suite_name] = drift_matrix(
-            suite, args.platform, names, source, Policy.from_suite(suite.metrics, suite.comparison), args.hardware_class
+            suite, args.platform, names, source, suite.policy, args.hardware_class
         )
 
     if not any(table["names"] for table in tables.values()):

@@ -15,7 +15,7 @@ before it. Logprobs from that token on were computed for a different token or
 context, so they are "not comparable" rather than drift.
 
 Numerics are decided vectorised with numpy over all requests at once
-(numerics.py); the checks are checks.py's; what counts as a match is policy.py's
+(numerics.py); the checks are checks.py's; what counts as a match is logitsmatch.policy's
 and the result is results.py's. deepdiff diffs a skeleton of both documents
 (lists replaced by their lengths), only when their shapes differ, so its cost
 does not grow with the number of logprobs.

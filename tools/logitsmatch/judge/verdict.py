@@ -15,14 +15,9 @@ from logitsmatch.golden_pairs import require_one_record
 from logitsmatch.judge.compare import compare
 from logitsmatch.judge.divergence import annotate, suite_decoder
 from logitsmatch.judge.golden_io import load_golden
-from logitsmatch.judge.policy import Policy
 from logitsmatch.judge.report import render_terminal, write_reports
 from logitsmatch.log import logger
 from logitsmatch.paths import project_root, report_paths, shown_path
-
-
-def policy_for(suite) -> Policy:
-    return Policy.from_suite(suite.metrics, suite.comparison)
 
 
 def with_hardware(result, golden_path: Path, current_path: Path) -> None:
@@ -58,7 +53,7 @@ def judge_against_golden(suite, result_path: Path, golden_path: Path, toolchain:
         return EXIT_NO_GOLDEN
     require_one_record(golden_path, suite.name, toolchain)
     golden, current = load_golden(golden_path), load_golden(result_path)
-    result = compare(golden, current, policy_for(suite))
+    result = compare(golden, current, suite.policy)
     annotate(result, golden, current, suite_decoder(suite, project_root()))
     with_hardware(result, golden_path, result_path)
     reports = report_paths(result_path)

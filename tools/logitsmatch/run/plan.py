@@ -19,12 +19,12 @@ from logitsmatch.checkpoint_args import architecture_from_args, resolve_checkpoi
 from logitsmatch.errors import BadInput, Unsupported
 from logitsmatch.files import read_input
 from logitsmatch.layouts import Layout
-from logitsmatch.model_args import FlagReport, classify
+from logitsmatch.model_args import FLAGS, FlagReport, classify, switched_on
 from logitsmatch.run.platforms import Platform
 from logitsmatch.run.runfiles import RunDir
 from logitsmatch.suites import Suite, load_architecture
+from logitsmatch.vocab import NUM_SPECIAL_TOKENS
 
-NUM_SPECIAL_TOKENS = 1000
 BLOCK_SIZE_TOKENS = 256
 
 
@@ -35,10 +35,6 @@ class CheckpointChoice:
     load_path: Path | None  # None: synthetic
     architecture: dict
     synthetic_spec: dict | None
-
-
-def _bool(value) -> bool:
-    return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
 def tokenizer_spec(suite: Suite, project: Path, user_checkpoint: bool, override: str | None) -> dict:
@@ -101,30 +97,6 @@ def expected_weights(suite: Suite, project: Path) -> dict:
     return {"source": "synthetic", "spec": choice.synthetic_spec, "generator_version": GENERATOR_VERSION}
 
 
-# MODEL_ARGS flag -> (architecture key, how the flag's value reads as that key's value).
-_SHAPE_FLAGS = {
-    "--num-layers": ("num_layers", int),
-    "--hidden-size": ("hidden_size", int),
-    "--num-attention-heads": ("num_attention_heads", int),
-    "--ffn-hidden-size": ("ffn_hidden_size", int),
-    "--kv-channels": ("kv_channels", int),
-    "--moe-ffn-hidden-size": ("moe_ffn_hidden_size", int),
-    "--moe-shared-expert-intermediate-size": ("moe_shared_expert_intermediate_size", int),
-}
-_LAYOUT_FLAGS = {
-    "--num-experts": ("num_experts", int),
-    "--moe-router-topk": ("moe_router_topk", int),
-    "--moe-router-score-function": ("moe_router_score_function", str),
-    "--normalization": ("normalization", str),
-    "--position-embedding-type": ("position_embedding_type", str),
-    "--rotary-base": ("rotary_base", float),
-    "--rotary-percent": ("rotary_percent", float),
-    "--swiglu": ("gated_linear_unit", _bool),
-    "--untie-embeddings-and-output-weights": ("share_embeddings_and_output_weights", lambda v: not _bool(v)),
-    "--disable-bias-linear": ("add_bias_linear", lambda v: not _bool(v)),
-}
-
-
 def check_shape(suite: Suite, arch: dict, synthetic: bool = False) -> dict[str, str]:
     """The suite's architecture flags must describe the model actually loaded.
 
@@ -133,14 +105,17 @@ def check_shape(suite: Suite, arch: dict, synthetic: bool = False) -> dict[str, 
     {flag: why} lists each size flag not applied, for the flag report.
     """
     not_applied = {}
-    for table in (_SHAPE_FLAGS, _LAYOUT_FLAGS):
-        for flag, (key, read) in table.items():
+    for compared in ("size", "layout"):
+        for flag, spec in FLAGS.items():
+            if spec.compared != compared:
+                continue
+            key = spec.architecture
             wanted = suite.model_args.get(flag)
             if wanted is None or (key not in arch and flag != "--num-experts"):
                 continue  # a user checkpoint's stored args may not name it; megatron then uses its default
-            if arch.get(key) == read(wanted):
+            if arch.get(key) == spec.read(wanted):
                 continue
-            if synthetic and suite.scaled_down and table is _SHAPE_FLAGS:
+            if synthetic and suite.scaled_down and compared == "size":
                 not_applied[flag] = f"{suite.scaled_down} ({key}={arch.get(key)})"
                 continue
             raise BadInput(f"suite {suite.name} says {flag} {wanted} but the checkpoint has {key}={arch.get(key)}")
@@ -214,7 +189,7 @@ def build_plan(
             "expert_tensor": layout.etp,
             "layout": layout.name,
             "sequence_parallel": decision.sequence_parallel,
-            "deterministic_mode": _bool(args.get("--deterministic-mode")),
+            "deterministic_mode": switched_on(args.get("--deterministic-mode")),
             "inference_fuse_tp_communication": decision.fuse_tp_communication,
             "attention_backend": decision.attention_backend,
         },
@@ -231,7 +206,7 @@ def build_plan(
             "temperature": float(args.get("--temperature", 1.0)),
             "top_k": int(args.get("--top_k", 0)),
             "top_p": float(args.get("--top_p", 0.0)),
-            "return_log_probs": _bool(args.get("--return-log-probs", False)),
+            "return_log_probs": switched_on(args.get("--return-log-probs", False)),
             "num_tokens_to_generate": int(args.get("--num-tokens-to-generate", 30)),
         },
         "inference": {
@@ -277,7 +252,7 @@ def moe_plan(args: dict, arch: dict, decision) -> dict | None:
         "token_dispatcher_type": str(args.get("--moe-token-dispatcher-type", "allgather")),
         "grouped_gemm": decision.moe_grouped_gemm,
         "router_load_balancing_type": str(args.get("--moe-router-load-balancing-type", "aux_loss")),
-        "enable_routing_replay": _bool(args.get("--moe-enable-routing-replay", False)),
+        "enable_routing_replay": switched_on(args.get("--moe-enable-routing-replay", False)),
     }
 
 
