@@ -25,6 +25,8 @@ from logitsmatch.errors import BadInput
 from logitsmatch.suites import load_suite, suite_names
 from logitsmatch.toolchains import (
     Toolchain,
+    add_toolchain_option,
+    check_toolchain,
     default_suite_names,
     default_toolchain_name,
     load_toolchains,
@@ -161,9 +163,10 @@ class SessionParser(argparse.ArgumentParser):
         return name
 
     def toolchain(self, name: str) -> str:
-        if name not in TOOLCHAINS:
-            self.error(f"unknown toolchain {name!r} (known: {', '.join(TOOLCHAINS)})")
-        return name
+        try:
+            return check_toolchain(name, TOOLCHAINS)
+        except BadInput as exc:
+            self.error(str(exc))
 
 
 class _Forward(argparse.Action):
@@ -222,7 +225,7 @@ def invariance_parser(session) -> SessionParser:
     """``SUITE [--toolchain T] [options of logitsmatch invariance]``."""
     parser = SessionParser(session)
     parser.add_argument("suite", metavar="SUITE")
-    parser.add_argument("--toolchain", default=DEFAULT_TOOLCHAIN, metavar="T")
+    add_toolchain_option(parser, None, default=DEFAULT_TOOLCHAIN, metavar="T")
     for option, metavar in (("--layouts", "L,..."), ("--schedules", "S,..."), ("--out", "DIR"), ("--abs-tol", "X"),
                             ("--timeout", "S"), ("--platform", "P")):
         parser.forward(option, metavar=metavar)
