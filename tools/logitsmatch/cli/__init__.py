@@ -1,9 +1,10 @@
 """`logitsmatch` command line: one subcommand per module of this package, imported on use.
 
 Each subcommand module exposes ``configure(parser)``, ``main(args) -> int``
-and ``EXAMPLE`` (shown by ``--help``), and imports torch or megatron-core only
-inside functions (through ``logitsmatch.rank``), so `logitsmatch compare`
-stays fast and works without a toolchain.
+and ``EXAMPLE`` (shown by ``--help``); its ``main`` starts the subcommand's
+flow (``logitsmatch.flows``), which imports torch or megatron-core only inside
+functions (through ``logitsmatch.rank``), so `logitsmatch compare` stays fast
+and works without a toolchain.
 
 ``main`` is the one place exit codes leave (``logitsmatch.errors.ExitCode``):
 a ``LogitsmatchError`` is one stderr line and its code, Ctrl-C is 130, and any
