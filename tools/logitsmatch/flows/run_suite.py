@@ -19,6 +19,7 @@ from typing import Any
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_OK, BadInput, Unsupported
 from logitsmatch.flows import execute
+from logitsmatch.flows.run_report import announce, describe_schedule, report_ranks, request_schedule
 from logitsmatch.log import logger
 
 
@@ -84,45 +85,6 @@ def prepare_weights(choice, timeout: float) -> Weights:
     return Weights(resolve_checkpoint_dir(cached), record, time.monotonic() - started)
 
 
-def describe_layout(parallel: dict) -> str:
-    """'tp2pp2dp2: 2 engines of TP2 x PP2' and the like, for people."""
-    engine = " x ".join(f"{name}{size}" for name, size in (("TP", parallel["tensor"]), ("PP", parallel["pipeline"]))
-                        if size > 1 or name == "TP")
-    text = f"{parallel['layout']}: {parallel['data']} engine{'s' if parallel['data'] > 1 else ''} of {engine}"
-    if parallel.get("expert", 1) > 1:
-        text += f", experts EP{parallel['expert']} x ETP{parallel['expert_tensor']}"
-    return text
-
-
-def announce(suite, label: str, toolchain, candidate: bool, platform, plan: dict, weights: Weights, flags) -> None:
-    from logitsmatch.provenance import package_versions
-
-    versions = package_versions()
-    platform_label = platform.label(suite.model_args, suite.world_size)
-    logger.info(f"suite {suite.name} | toolchain {label} | platform {platform_label}")
-    logger.info(
-        f"python {sys.version.split()[0]}, torch {versions['torch']}, megatron-core {versions['megatron-core']}"
-        + (f" (candidate {label} of {toolchain.name})" if candidate else "")
-    )
-    ranks = f"{plan['world_size']} rank{'s' if plan['world_size'] != 1 else ''}"
-    logger.info(f"{ranks} ({platform.backend}), layout {describe_layout(plan['parallel'])}, "
-                f"dtype {plan['dtype']}, weights: {weights.record['source']}")
-    for line in flags.lines(platform_label):
-        logger.info(line.strip())
-    schedule = request_schedule(plan)
-    if schedule["timing_dependent"]:
-        logger.warning(f"{schedule['prompts']} prompts over {plan['parallel']['data']} engines: each engine adds its "
-                       "requests as they arrive, so its batch schedule depends on arrival timing")
-    sys.stdout.flush()
-
-
-def request_schedule(plan: dict) -> dict:
-    """How requests reach the engines (see run.plan.hold_requests), as provenance records it."""
-    engines, prompts = plan["parallel"]["data"], len(plan["schedule"]["submit"])  # mixed: the extras too
-    return {"engines": engines, "prompts": prompts, "held_until_all_arrived": plan["inference"].get("hold_requests"),
-            "timing_dependent": engines > 1 and prompts > engines}
-
-
 def schedule_refusal(adapter, platform, layout, release: tuple[int, int, int]) -> str | None:
     """Why this run cannot take its schedule (None: it can)."""
     if platform.schedule == "chunked" and not adapter.supports_chunked_prefill():
@@ -178,63 +140,12 @@ def forward_reference(suite, platform, label: str, toolchain: str, project: Path
                    f"({candidates[-1]}): run `logitsmatch run {suite.name} --toolchain {toolchain}` first")
 
 
-def describe_schedule(schedule: dict) -> str:
-    """One line for people: what the schedule does in this run."""
-    name, submitted = schedule["name"], len(schedule["submit"])
-    if not schedule["engine"]:
-        return (f"schedule forward: GPTModel forward (training path, no engine) over prompt + generated tokens of "
-                f"{schedule['reference']['source']}")
-    text = f"schedule {name}: {submitted} request{'s' if submitted != 1 else ''} submitted " + (
-        "one at a time, each after the previous finished" if schedule["one_at_a_time"] else "together")
-    if schedule.get("mixed"):
-        text += (
-            f" ({submitted - sum(1 for item in schedule['submit'] if item['request_id'] is not None)} extra prompts "
-            f"of {schedule['mixed']['extra_words']} words, seed {schedule['mixed']['seed']}; not written)"
-        )
-    if schedule["chunked_prefill_tokens"]:
-        text += f", chunked prefill at {schedule['chunked_prefill_tokens']} tokens per step"
-    return text
-
-
 def schedule_record(schedule: dict) -> dict:
     """The schedule as provenance records it (the reference's source, not its tokens)."""
     record = {key: value for key, value in schedule.items() if key != "reference"}
     if "reference" in schedule:
         record["reference"] = schedule["reference"]["source"]
     return record
-
-
-def report_ranks(run, plan: dict, wall_s: float) -> dict:
-    """Print what the ranks left behind (coordinator, stand-ins, phases, engines, memory); return it for provenance."""
-    status = run.rank_status(0)
-    network = run.read_network()
-    stand_ins = run.read_stand_ins()
-    logger.info(f"coordinator {network['coordinator']} | engine sockets on {network['bind_host']}")
-    if network.get("coordinator_port_requested"):
-        logger.warning(
-            f"coordinator port {network['coordinator_port_requested']} was taken; megatron-core chose another"
-        )
-    for name in stand_ins:
-        logger.info(f"stand-in: {name}")
-    zygote_s = run.read_zygote().get("prepare_s")
-    phases = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in status["timings_s"].items())
-    logger.info(f"ranks finished in {wall_s:.1f} s; zygote start-up {zygote_s or 0:.1f}s; phases (rank 0): {phases}")
-    memory = run.memory(plan["world_size"])
-    logger.info(f"peak RSS per rank (MiB): {memory['peak_rss_mib_per_rank']}; "
-                f"coordinator: {memory['coordinator_peak_rss_mib']}")
-    served_by = run.read_served_by()
-    engines = sorted(set((served_by or {}).values()))
-    logger.info(f"requests served by engine (data-parallel rank): {served_by} "
-                f"({len(engines)} of {plan['parallel']['data']} engines served)")
-    schedule = run.read_coordinator_schedule()
-    if schedule is not None:
-        routed = {str(record.get("request_id")): record.get("rank_index") for record in schedule.get("records", [])}
-        logger.info(
-            f"megatron-core's coordinator schedule: policy {schedule.get('policy')}, request -> engine {routed}"
-        )
-    network = {**network, "served_by_dp_rank": served_by, "coordinator_schedule": schedule}
-    timings = {"zygote_prepare": zygote_s, **status["timings_s"]}
-    return {"network": network, "stand_ins": stand_ins, "timings_s": timings, "memory": memory}
 
 
 def harness_inputs(run, plan: dict) -> tuple[dict, dict]:
