@@ -1,14 +1,21 @@
-"""The package's shape is a checked contract: the torch boundary, no import cycles, layers.
+"""The package's shape is a checked contract: the torch boundary, no import cycles, layers, short subcommands.
 
 * Only ``logitsmatch.rank`` may import torch or megatron-core at module level: every
   other module is imported in a fresh interpreter and neither may appear in sys.modules.
 * No import cycles between modules, counting imports inside functions too.
+* The base modules (``logitsmatch.<name>``) depend on no subpackage.
 * ``judge`` (reading, comparing, reporting) and ``run`` (planning and launching a run) depend
-  on the base modules only, so the harness never imports rank code, not even inside a function;
-  ``explain`` on the base modules and ``judge`` (it runs suites as subprocesses); the base
-  modules depend on no subpackage.
+  on the base modules only, so the harness never imports rank code, not even inside a function.
+* ``explain`` depends on the base modules and ``judge`` (it runs suites as subprocesses).
 * ``render`` (terminal text, Markdown and PNG of what judge decided) on the base modules and
   ``judge``; judge never imports render (the rule above), so deciding never depends on drawing.
+* ``rank`` depends on the base modules and on ``run``'s contracts only (runfiles,
+  synthetic_weights, ports); ``devtools`` on the base modules and ``run``.
+* ``flows`` (the orchestration the subcommands start) may import the base modules, ``judge``,
+  ``run``, ``explain``, ``render`` and ``devtools``, and ``rank`` only inside a function (never at module
+  level); never ``cli``. Nothing below ``flows`` imports ``flows``: only ``cli`` does.
+* ``cli`` may import every layer but ``rank`` (its subcommands reach rank code through ``flows``),
+  and each of its modules is at most 200 lines: options and a short ``main``, the work in ``flows``.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import sys
 from support import PROJECT
 
 PACKAGE = PROJECT / "tools" / "logitsmatch"
-SUBPACKAGES = ("cli", "judge", "render", "run", "rank", "devtools", "explain")
+SUBPACKAGES = ("cli", "flows", "judge", "render", "run", "rank", "devtools", "explain")
+CLI_MODULE_MAX_LINES = 200
 
 
 def module_name(path) -> str:
@@ -141,5 +149,39 @@ def test_layers():
                        for t in targets if subpackage(t) == "run"), f"{name}: rank may use run's contracts only"
         elif layer == "devtools":
             assert used <= {"run"}, f"{name} imports {used}"
-        else:  # the subcommands: they put the layers together
+        elif layer == "flows":
+            assert used <= {"judge", "render", "run", "explain", "devtools", "rank"}, f"{name} imports {used}"
+        else:  # the subcommands: options and a short main over a flow
             assert layer == "cli", f"{name}: subpackage {layer} has no rule here"
+            assert "rank" not in used, f"{name} imports rank: a subcommand reaches rank code through flows"
+
+
+def module_level_imports(name: str) -> set[str]:
+    """logitsmatch modules ``name`` imports at module level (not inside a function)."""
+    found = set()
+    for node in ast.parse(MODULES[name].read_text()).body:
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return {target for target in found if target in MODULES}
+
+
+def test_flows_import_rank_only_inside_functions():
+    flows = [name for name in MODULES if name.startswith("logitsmatch.flows")]
+    assert flows
+    offenders = {name: sorted(t for t in module_level_imports(name) if t.startswith("logitsmatch.rank"))
+                 for name in flows}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_only_cli_imports_flows():
+    importers = {name for name, targets in GRAPH.items() if any(t.startswith("logitsmatch.flows") for t in targets)}
+    assert {name for name in importers if not name.startswith(("logitsmatch.cli", "logitsmatch.flows"))} == set()
+
+
+def test_subcommand_modules_are_short():
+    lengths = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()}
+    long = {name: lines for name, lines in lengths.items()
+            if name.startswith("logitsmatch.cli") and lines > CLI_MODULE_MAX_LINES}
+    assert long == {}, f"over {CLI_MODULE_MAX_LINES} lines (move the work into logitsmatch.flows): {long}"

@@ -1,11 +1,11 @@
-"""cli.determinism: two runs must be bit-identical, and the check must say so when they are not."""
+"""flows.determinism: two runs must be bit-identical, and the check must say so when they are not."""
 
 from __future__ import annotations
 
 import json
 import math
 
-from logitsmatch.cli.determinism import judge
+from logitsmatch.flows.determinism import judge
 from support import TINY_SUITE, golden_file
 
 

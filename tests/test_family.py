@@ -64,9 +64,9 @@ def test_the_oldest_release_refuses_pipeline_stages_in_one_line(monkeypatch, cap
     """0.15.x: refused before any weight is written or rank started (the release is what the venv has;
     this venv is the default toolchain, so the planner is told it runs 0.15.3)."""
     from logitsmatch.cli import main as cli_main
-    from logitsmatch.cli import run as run_cli
+    from logitsmatch.flows import run_suite
 
-    monkeypatch.setattr(run_cli, "installed_release", lambda: (0, 15, 3))
+    monkeypatch.setattr(run_suite, "installed_release", lambda: (0, 15, 3))
     assert cli_main(["run", PP8_TINY, "--toolchain", DEFAULT_TOOLCHAIN]) == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "megatron-core 0.15.3 cannot run pipeline parallel (PP8)" in err[0]

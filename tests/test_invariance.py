@@ -17,7 +17,7 @@ import pytest
 from logitsmatch.cli import main as cli_main
 from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import load_golden
-from logitsmatch.judge.policy import Policy
+from logitsmatch.judge.policy import INVARIANCE_ABS_TOL, Policy
 from logitsmatch.layouts import parse
 from logitsmatch.run.plan import expected_weights
 from logitsmatch.run.platforms import get_platform
@@ -72,8 +72,10 @@ def test_table_is_compare_pair_by_pair_at_the_stated_tolerance(published, projec
     printed = capsys.readouterr().out
     assert code == 1 and "NOT INVARIANT" in printed
     report = json.loads((out / "invariance.json").read_text())
-    assert report["policy"]["abs_tol"] == 1e-4 and report["policy"]["metrics"] == ["generated_tokens", "logprobs"]
-    policy = Policy(abs_tol=1e-4, metrics=["generated_tokens", "logprobs"])
+    assert report["policy"]["abs_tol"] == INVARIANCE_ABS_TOL
+    assert report["policy"]["metrics"] == ["generated_tokens", "logprobs"]
+    assert f"abs {INVARIANCE_ABS_TOL:g} is used here" in report["tolerance_why"]
+    policy = Policy(abs_tol=INVARIANCE_ABS_TOL, metrics=["generated_tokens", "logprobs"])
     for row, row_file in files.items():
         for col, col_file in files.items():
             expected = compare(load_golden(row_file), load_golden(col_file), policy)
@@ -100,6 +102,20 @@ def test_all_within_tolerance_is_invariant(published, project, capsys):
     compared = sum(len(r["logprobs"]) for r in golden.values() if isinstance(r, dict))
     assert (f"INVARIANT: 2 layouts, every pair within tolerance: tokens equal, max |delta logprob| 3e-06 <= 0.0001; "
             f"at most 1 of {compared} logprobs moved in a pair") in capsys.readouterr().out
+
+
+def test_the_tolerance_texts_name_the_tolerance_used(published, project):
+    """--abs-tol reaches the Markdown's and JSON's explanations, not only the table."""
+    suite, golden, tmp_path = published
+    publish(project, tmp_path / "results", suite, "tp8", golden)
+    publish(project, tmp_path / "results", suite, "tp2", shifted(golden, -3e-6))
+    out = tmp_path / "out"
+    cli_main(["invariance", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--layouts", "tp8,tp2", "--schedules",
+              "together", "--abs-tol", "1e-5", "--no-run", "--out", str(out)])
+    report, markdown = json.loads((out / "invariance.json").read_text()), (out / "invariance.md").read_text()
+    assert "abs 1e-05 is used here" in report["tolerance_why"] and "abs 1e-05 is used here" in markdown
+    assert "The same abs 1e-05 holds for schedules" in markdown
+    assert f"abs {INVARIANCE_ABS_TOL:g} is used" not in markdown
 
 
 def test_a_stale_or_missing_layout_is_named_not_taken(published, project, capsys):

@@ -81,7 +81,7 @@ def test_closing_summary_names_the_suite_that_differs_and_how(project, tmp_path,
 
 
 def test_toolchains_sort_by_release_not_by_text():
-    from logitsmatch.cli.matrix import by_version
+    from logitsmatch.flows.matrix import by_version
     from logitsmatch.toolchains import Toolchain
 
     names = {"0.9.0": "2.13.0", "0.10.0": "2.9.1", "0.10.0 ": "2.13.0"}

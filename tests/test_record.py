@@ -14,7 +14,7 @@ import pytest
 
 from logitsmatch import golden_pairs
 from logitsmatch.cli import main as cli_main
-from logitsmatch.cli import record as record_cli
+from logitsmatch.flows import record as record_flow
 from logitsmatch.run.plan import expected_weights
 from logitsmatch.suites import load_suite
 from logitsmatch.toolchains import get_toolchain
@@ -162,9 +162,9 @@ def test_interrupted_write_leaves_one_whole_pair_and_no_temp_file(project_copy, 
 
 def test_fresh_result_requires_current_suite_config(project_copy):
     _, result_dir = project_copy
-    root = record_cli.paths.project_root()
+    root = record_flow.paths.project_root()
     suite = load_suite(root, TINY_SUITE)
-    path, provenance = record_cli.fresh_result(suite, "cpu", get_toolchain(root / "pyproject.toml", DEFAULT_TOOLCHAIN))
+    path, provenance = record_flow.fresh_result(suite, "cpu", get_toolchain(root / "pyproject.toml", DEFAULT_TOOLCHAIN))
     assert path == result_dir / "result.json" and provenance["suite_config_sha256"] == suite.config_digest()
 
 

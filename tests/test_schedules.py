@@ -236,8 +236,8 @@ class Release:
 
 
 def test_batch_invariant_mode_is_applied_on_gpus_only_and_refused_where_the_release_lacks_it():
-    from logitsmatch.cli.run import batch_invariant_decision
     from logitsmatch.errors import Unsupported
+    from logitsmatch.flows.run_suite import batch_invariant_decision
 
     cpu = get_platform("cpu")
     assert batch_invariant_decision(False, Release(True), cpu, (0, 16, 1)) == {"requested": False, "applied": False}

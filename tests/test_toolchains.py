@@ -88,6 +88,17 @@ def test_the_toolchain_session_runs_its_venvs_logitsmatch_with_the_options_given
     assert built[DEFAULT_TOOLCHAIN] == nox_support.TOOLCHAINS[DEFAULT_TOOLCHAIN].requirements()
 
 
+def test_words_a_session_does_not_own_go_to_its_command_which_validates_them(tmp_path, built):
+    """An option the session does not declare is the command's, the next word its value unless it is a suite."""
+    from logitsmatch.devtools import nox_support
+
+    session = FakeSession(["--frob", TINY_SUITE, "--capture", "x", "-q", "--layout=tp1"])
+    nox_support.run_suites(session, DEFAULT_TOOLCHAIN)
+    (command,) = session.runs
+    assert command[1:] == ("run", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN, "--frob", "--capture=x", "-q",
+                           "--layout=tp1")
+
+
 def test_default_suites_must_exist(tmp_path):
     from logitsmatch.toolchains import default_suite_names
 
@@ -215,22 +226,15 @@ def test_record_from_a_collected_tree_runs_nothing_and_records_the_suites_it_hol
         nox_support.run_record(empty)
 
 
-BAD_ARGUMENTS = [  # session, its words after --, what the error says, how its usage line starts
-    ("run_suites", ["--frob"], "unrecognized arguments: --frob", r"\[--platform P\]"),
-    ("run_suites", ["nope"], "unknown suite 'nope'", r"\[--platform P\]"),
-    ("run_suites", [TINY_SUITE, "--capture", "x"], "argument --capture: invalid int value: 'x'", r"\[--platform P\]"),
+BAD_ARGUMENTS = [  # session, its own words after --, what the error says, how its usage line starts
+    ("run_suites", ["nope"], "unknown suite 'nope'", r"\[SUITE \.\.\.\]"),
     ("run_record", [], "the following arguments are required: TOOLCHAIN", "TOOLCHAIN"),
     ("run_record", ["py2"], "unknown toolchain 'py2'", "TOOLCHAIN"),
-    ("run_record", [DEFAULT_TOOLCHAIN, "--frob"], "unrecognized arguments: --frob", "TOOLCHAIN"),
     ("run_matrix", ["--tag"], "argument --tag: expected one argument", r"\[--tag TAG\]"),
-    ("run_matrix", ["--source", "nope"], "argument --source: 'nope' is not auto, results, goldens", r"\[--tag TAG\]"),
     ("run_matrix", ["--baseline", "py2"], "baseline 'py2' is not among the selected toolchains", r"\[--tag TAG\]"),
     ("run_invariance", [], "the following arguments are required: SUITE", r"\[--toolchain T\]"),
     ("run_invariance", [TINY_SUITE, "--toolchain", "py2"], "unknown toolchain 'py2'", r"\[--toolchain T\]"),
-    ("run_invariance", [TINY_SUITE, "--layouts"], "argument --layouts: expected one argument", r"\[--toolchain T\]"),
     ("run_prerelease", [], "nothing to validate: give --megatron-core SPEC", r"\[--megatron-core SPEC\]"),
-    ("run_prerelease", ["--megatron-core", "0.17.0", "--frob", "1"], "unrecognized arguments: --frob",
-     r"\[--megatron-core SPEC\]"),
     ("run_prerelease", ["--megatron-core", "0.17.0", "--baseline", "py2"], "unknown toolchain 'py2'",
      r"\[--megatron-core SPEC\]"),
     ("run_explain", ["--candidate", "B"], "the following arguments are required: --baseline", "--baseline TOOLCHAIN"),
@@ -238,8 +242,6 @@ BAD_ARGUMENTS = [  # session, its words after --, what the error says, how its u
     ("run_explain", ["--baseline", DEFAULT_TOOLCHAIN, "--candidate", DEFAULT_TOOLCHAIN, "--torch", "2.14.1"],
      "excludes", "--baseline TOOLCHAIN"),
     ("run_explain", ["--baseline", DEFAULT_TOOLCHAIN, "--pin", "numpy"], "--pin takes NAME==VERSION",
-     "--baseline TOOLCHAIN"),
-    ("run_explain", ["--baseline", DEFAULT_TOOLCHAIN, "--pin", "numpy==2.4.6", "--frob", "1"], "unrecognized arguments",
      "--baseline TOOLCHAIN"),
     ("run_explain", ["--baseline", "py2", "--candidate", DEFAULT_TOOLCHAIN], "unknown toolchain 'py2'",
      "--baseline TOOLCHAIN"),

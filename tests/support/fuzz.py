@@ -358,12 +358,12 @@ def make_project(root: Path) -> Path:
 @contextlib.contextmanager
 def stubbed_launch(fake_checkpoint: Path, env: dict[str, str]):
     """No ranks, no checkpoint writing, no toolchain check: only the loader and planner run."""
-    from logitsmatch.cli import run as run_cli
+    from logitsmatch.flows import run_suite
     from logitsmatch.run import launcher, synthetic_weights
 
     fake_checkpoint.mkdir(parents=True, exist_ok=True)
     (fake_checkpoint / "metadata.json").write_text("{}")
-    saved = (launcher.launch, synthetic_weights.ensure_checkpoint, run_cli.verify_toolchain)
+    saved = (launcher.launch, synthetic_weights.ensure_checkpoint, run_suite.verify_toolchain)
     saved_env = {key: os.environ.get(key) for key in env}
 
     def launch(run, world_size, deadline_s, env):
@@ -380,12 +380,12 @@ def stubbed_launch(fake_checkpoint: Path, env: dict[str, str]):
 
     launcher.launch = launch
     synthetic_weights.ensure_checkpoint = lambda spec, cache, timeout: (fake_checkpoint, "0" * 64)
-    run_cli.verify_toolchain = lambda toolchain: None
+    run_suite.verify_toolchain = lambda toolchain: None
     os.environ.update(env)
     try:
         yield
     finally:
-        launcher.launch, synthetic_weights.ensure_checkpoint, run_cli.verify_toolchain = saved
+        launcher.launch, synthetic_weights.ensure_checkpoint, run_suite.verify_toolchain = saved
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,17 @@ class Toolchain:
 
 
 def _table(pyproject: Path) -> dict:
+    """``[tool.logitsmatch]`` of ``pyproject``, read once per version of the file (callers only read it)."""
+    try:
+        stamp = pyproject.stat().st_mtime_ns
+    except OSError as exc:
+        raise BadInput(f"{pyproject}: cannot read toolchains ({exc})") from None
+    return _parsed_table(pyproject, stamp)
+
+
+@functools.cache
+def _parsed_table(pyproject: Path, stamp: int) -> dict:
+    """The parse behind ``_table``, keyed on the path and its modification time (an edited file is read again)."""
     try:
         data = tomllib.loads(pyproject.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -59,11 +72,25 @@ def default_toolchain_name(pyproject: Path) -> str:
     return _table(pyproject)["default-toolchain"]
 
 
+def check_toolchain(name: str, known: Iterable[str]) -> str:
+    """``name`` if it is one of the ``known`` toolchain names, else BadInput naming them: the one check of a
+    toolchain name, for the CLI, the nox sessions and the fan-out alike."""
+    known = list(known)
+    if name not in known:
+        raise BadInput(f"unknown toolchain {name!r} (known: {', '.join(known)})")
+    return name
+
+
+def add_toolchain_option(parser, help: str, **settings) -> None:
+    """Declare ``--toolchain NAME`` (its spelling and metavar, one place); ``settings`` say whether it is required,
+    repeatable or defaulted. The name is checked by ``check_toolchain`` where it is used, so an unknown one is the
+    same one-line error everywhere."""
+    parser.add_argument("--toolchain", metavar=settings.pop("metavar", "NAME"), help=help, **settings)
+
+
 def get_toolchain(pyproject: Path, name: str) -> Toolchain:
     toolchains = load_toolchains(pyproject)
-    if name not in toolchains:
-        raise BadInput(f"unknown toolchain {name!r} (known: {', '.join(toolchains)})")
-    return toolchains[name]
+    return toolchains[check_toolchain(name, toolchains)]
 
 
 def toolchain_venv(project: Path, name: str) -> Path:

@@ -1,9 +1,10 @@
 """`logitsmatch` command line: one subcommand per module of this package, imported on use.
 
 Each subcommand module exposes ``configure(parser)``, ``main(args) -> int``
-and ``EXAMPLE`` (shown by ``--help``), and imports torch or megatron-core only
-inside functions (through ``logitsmatch.rank``), so `logitsmatch compare`
-stays fast and works without a toolchain.
+and ``EXAMPLE`` (shown by ``--help``); its ``main`` starts the subcommand's
+flow (``logitsmatch.flows``), which imports torch or megatron-core only inside
+functions (through ``logitsmatch.rank``), so `logitsmatch compare` stays fast
+and works without a toolchain.
 
 ``main`` is the one place exit codes leave (``logitsmatch.errors.ExitCode``):
 a ``LogitsmatchError`` is one stderr line and its code, Ctrl-C is 130, and any
@@ -14,19 +15,15 @@ file that holds its traceback (printed on the terminal too with ``-v``).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
 import importlib
 import importlib.metadata
-import os
 import platform
 import signal
 import sys
 import threading
-import traceback
-from pathlib import Path
 
 from logitsmatch import files, log
+from logitsmatch.cli.guard import ReportStream, report_internal_error, stop_as_ctrl_c
 from logitsmatch.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, LogitsmatchError, exit_code_help
 
 SUBCOMMANDS = {
@@ -124,77 +121,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def crash_log_dir() -> Path:
-    """Where internal errors leave their traceback: $XDG_STATE_HOME/logitsmatch (default ~/.local/state)."""
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "logitsmatch"
-
-
-def report_internal_error(command: str, argv: list[str], verbose: bool) -> None:
-    """One stderr line naming the log file that holds the traceback (the traceback itself only with -v)."""
-    trace = traceback.format_exc()
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    log_path = crash_log_dir() / f"crash-{stamp}-{os.getpid()}.log"
-    try:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text(f"logitsmatch {' '.join(argv)}\n\n{trace}", errors="backslashreplace")
-        where = f"traceback in {log_path}"
-    except OSError as exc:
-        where = f"no log written ({exc.strerror or exc}); rerun with -v for the traceback"
-    if verbose:
-        sys.stderr.write(trace)
-    last = trace.strip().splitlines()[-1] if trace.strip() else "unknown error"
-    print(f"logitsmatch {command}: internal error (a bug, not drift): {last[:200]}; {where}", file=sys.stderr)
-
-
-def _stop(signum, frame) -> None:
-    raise KeyboardInterrupt  # SIGTERM stops a command as Ctrl-C does: the writers' cleanup runs, exit 130
-
-
-class _ReportStream:
-    """stdout that a closed pipe or a full disk cannot turn into a crash: the verdict's exit code stands.
-
-    The first failed write is remembered and said once on stderr; later writes are dropped.
-    """
-
-    def __init__(self, stream):
-        self.stream, self.failure = stream, None
-
-    def write(self, text: str) -> int:
-        if self.failure is None:
-            try:
-                return self.stream.write(text)
-            except OSError as exc:
-                self.failure = exc
-        return len(text)
-
-    def flush(self) -> None:
-        if self.failure is None:
-            try:
-                self.stream.flush()
-            except OSError as exc:
-                self.failure = exc
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
-
-    def close_quietly(self) -> None:
-        """Flush; after a failure, point fd 1 at /dev/null so that the interpreter's own exit flush is silent."""
-        self.flush()
-        if self.failure is not None:
-            with contextlib.suppress(OSError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
-            reason = self.failure.strerror or self.failure.__class__.__name__
-            with contextlib.suppress(OSError):
-                print(f"logitsmatch: the report could not be printed ({reason}); the exit code is the verdict's",
-                      file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; its exit code (errors.ExitCode) is the return value. The SIGTERM handling and the
+    report stream last as long as the command: a caller in the same process (a test) gets its own back."""
     argv = sys.argv[1:] if argv is None else argv
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop)
-    stdout = sys.stdout = _ReportStream(sys.stdout)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, stop_as_ctrl_c) if in_main_thread else None
+    stdout = sys.stdout = ReportStream(sys.stdout)
     try:
         return _run(argv)
     except KeyboardInterrupt:  # before the command started: while parsing or importing it
@@ -203,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stdout.close_quietly()
         sys.stdout = stdout.stream
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 def _run(argv: list[str]) -> int:

@@ -1,26 +1,17 @@
 """`logitsmatch record`: turn a fresh result into the golden, never silently.
 
 The report against the current golden is always shown first; an existing
-golden is replaced only with ``--force``. The golden and its provenance sidecar
-(which names the golden's sha256) are replaced as one record (``golden_pairs``):
-an interrupted record leaves the old pair or the new one, and a second record of
-the same golden at the same time is refused.
+golden is replaced only with ``--force``. The provenance sidecar is written
+before the golden and names the golden's sha256, and both writes are atomic,
+so an interrupted record leaves the old golden (or a detectable mismatch),
+never a half-written file.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
-from pathlib import Path
-
-from logitsmatch import paths
-from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
-from logitsmatch.files import read_input, refuse_output_over_inputs
-from logitsmatch.golden_pairs import write_pair
-from logitsmatch.judge.golden_io import load_golden
-from logitsmatch.log import logger
-from logitsmatch.provenance import freshness_problem, invocation
-from logitsmatch.run.platforms import add_platform_option, harness_platform
+from logitsmatch.flows.record import record
+from logitsmatch.run.platforms import add_platform_option
+from logitsmatch.toolchains import add_toolchain_option
 
 EXAMPLE = (
     "logitsmatch record gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq --toolchain "
@@ -30,8 +21,7 @@ EXAMPLE = (
 
 def configure(parser) -> None:
     parser.add_argument("suite", help="suite folder name under suites/")
-    parser.add_argument("--toolchain", metavar="NAME", required=True,
-                        help="toolchain whose latest result becomes the golden")
+    add_toolchain_option(parser, "toolchain whose latest result becomes the golden", required=True)
     add_platform_option(parser, "of the result")
     parser.add_argument("--force", action="store_true", help="replace an existing golden")
     parser.add_argument("--from", dest="from_dir", metavar="DIR", default=None,
@@ -42,89 +32,6 @@ def configure(parser) -> None:
                         help="the result's hardware class, to record a golden of that class beside another class's")
 
 
-def fresh_result(suite, platform: str, toolchain, from_dir: Path | None = None,
-                 hardware_class: str | None = None) -> tuple[Path, dict]:
-    """The triple's result — the latest in results/, or the collected one of ``hardware_class`` in ``from_dir`` —
-    if it ran the suite as it is now on ``toolchain`` itself."""
-    from logitsmatch.collection import collected_result
-    from logitsmatch.run.plan import expected_weights
-
-    if from_dir is None:
-        result = paths.result_path(suite.name, platform, toolchain.name)
-    else:
-        result = collected_result(from_dir, suite.name, platform, toolchain.name, hardware_class)
-        if result is None:
-            wanted = f" of hardware class {hardware_class}" if hardware_class else ""
-            raise BadInput(
-                f"{from_dir} holds no collected result{wanted} of {suite.name} on {platform} with {toolchain.name}"
-            )
-    problem = freshness_problem(result, suite, expected_weights(suite, paths.project_root()), toolchain)
-    if problem is not None:
-        raise BadInput(f"cannot record {result} for {suite.name} on {platform} with {toolchain.name}: {problem} "
-                       f"(run it again: nox -s \"logitsmatch({toolchain.name})\" -- {suite.name})")
-    return result, json.loads(read_input(paths.provenance_path(result)))
-
-
-def golden_for(first_golden: Path, provenance: dict, hardware_class: str | None) -> Path:
-    """Where a result of the class its provenance names may be recorded: over the golden of its own class only.
-
-    A result of another class than the first golden's is refused unless ``hardware_class`` names the result's class,
-    which keeps a golden of that class beside the first (``…@<class>.json``).
-    """
-    from logitsmatch.hardware import class_of_golden, golden_of_class, of_provenance
-    from logitsmatch.paths import class_golden_path
-
-    identity = of_provenance(provenance)
-    result_class = identity["class"] if identity and "unknown" not in identity["class"] else None
-    if hardware_class is not None and hardware_class != result_class:
-        raise BadInput(f"--hardware-class {hardware_class} is not the result's class ({result_class or 'unknown'})")
-    golden_class = class_of_golden(first_golden)
-    if golden_class is None or result_class is None or golden_class == result_class:
-        return golden_of_class(first_golden, result_class)
-    if hardware_class is None:
-        own = class_golden_path(first_golden, result_class)
-        if own.is_file():
-            return own
-        raise BadInput(
-            f"the result ran on hardware class {result_class}, {first_golden.name} is of class {golden_class}: "
-            f"pass --hardware-class {result_class} to keep a golden of that class beside it"
-        )
-    return class_golden_path(first_golden, hardware_class)
-
-
 def main(args) -> int:
-    from logitsmatch.judge.verdict import judge_against_golden
-    from logitsmatch.suites import load_suite
-    from logitsmatch.toolchains import get_toolchain
-
-    args.platform = harness_platform(args.platform)
-    project = paths.project_root()
-    toolchain = get_toolchain(project / "pyproject.toml", args.toolchain)
-    suite = load_suite(project, args.suite)
-    from_dir = Path(args.from_dir) if args.from_dir else None
-    result_path, provenance = fresh_result(suite, args.platform, toolchain, from_dir, args.hardware_class)
-    golden = golden_for(paths.golden_path(suite.name, args.platform, args.toolchain), provenance, args.hardware_class)
-    refuse_output_over_inputs([golden, paths.provenance_path(golden)],
-                              [result_path, paths.provenance_path(result_path)])
-
-    if golden.is_file():
-        passed = judge_against_golden(suite, result_path, golden, args.toolchain) == EXIT_OK
-        if passed:
-            logger.info("the result matches the golden within policy")
-            if args.only_failing:
-                logger.info(f"not recorded (--only-failing): {golden} stands")
-                return EXIT_OK
-        if not args.force:
-            logger.info(f"not overwritten: {golden} exists (review the report above, then pass --force)")
-            return EXIT_DRIFT
-
-    load_golden(result_path)  # refuse a malformed result before touching the golden
-    body = read_input(result_path)
-    provenance["recorded"] = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": invocation(),
-        "replaced_existing": golden.is_file(),
-    }
-    write_pair(golden, body, provenance)
-    logger.info(f"recorded {golden}")
-    return EXIT_OK
+    """The record flow (logitsmatch.flows.record): find the fresh result, judge it, write the golden."""
+    return record(args)

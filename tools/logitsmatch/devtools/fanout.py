@@ -33,7 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from logitsmatch.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED
+from logitsmatch.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, BadInput
+from logitsmatch.toolchains import add_toolchain_option, check_toolchain
 
 POLL_S = 5.0
 BUILD_TIME_MIN = 60
@@ -98,7 +99,7 @@ class Job:
 def arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--tag", help="the toolchains with this tag")
-    which.add_argument("--toolchain", action="append", help="a toolchain (repeatable)")
+    add_toolchain_option(which, "a toolchain (repeatable)", action="append", metavar="TOOLCHAIN")
     parser.add_argument("suites", nargs="*", help="suites (default: the default suites; all: every suite)")
     parser.add_argument("--executor", required=True, choices=("slurm", "local"))
     parser.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
@@ -287,10 +288,10 @@ def main(argv: list[str] | None = None) -> int:
 
     known = nox_support.TOOLCHAINS
     if args.toolchain:
-        unknown = [name for name in args.toolchain if name not in known]
-        if unknown:
-            return bad(f"unknown toolchain {unknown[0]!r} (known: {', '.join(known)})")
-        toolchains = args.toolchain
+        try:
+            toolchains = [check_toolchain(name, known) for name in args.toolchain]
+        except BadInput as exc:
+            return bad(str(exc))
     else:
         toolchains = [name for name, toolchain in known.items() if not args.tag or args.tag in toolchain.tags]
         if args.executor == "local":  # a cluster has GPU nodes; this machine may not

@@ -1,12 +1,14 @@
 """What the nox sessions share: toolchain parameters, each session's arguments, the toolchain venvs.
 
 The noxfile stays a list of thin sessions; everything they have in common is here. A session that
-takes arguments after ``--`` declares them once, in its own parser below (``SessionParser``: a bad
-argument fails the session with its usage). Every toolchain (and every candidate derived from one)
-runs in one venv at an explicit folder (``toolchains.toolchain_venv``, built by ``devtools.venvs``):
-``logitsmatch(<toolchain>)``, ``invariance``, ``prerelease``, ``explain`` and the tests share it, and
-``matrix``/``record`` run what has no fresh result in it (``run.freshness``). This module is imported
-by nox's own Python, so it needs only the standard library until a session runs.
+takes arguments after ``--`` declares only its own, in its parser below (``SessionParser``: a bad
+one fails the session with its usage); every other word goes to the logitsmatch command the
+session runs, which validates it, so the sessions never re-list the CLI's options. Every toolchain
+(and every candidate derived from one) runs in one venv at an explicit folder
+(``toolchains.toolchain_venv``, built by ``devtools.venvs``): ``logitsmatch(<toolchain>)``,
+``invariance``, ``prerelease``, ``explain`` and the tests share it, and ``matrix``/``record`` run
+what has no fresh result in it (``run.freshness``). This module is imported by nox's own Python,
+so it needs only the standard library until a session runs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from logitsmatch.errors import BadInput
 from logitsmatch.suites import load_suite, suite_names
 from logitsmatch.toolchains import (
     Toolchain,
+    add_toolchain_option,
+    check_toolchain,
     default_suite_names,
     default_toolchain_name,
     load_toolchains,
@@ -134,22 +138,42 @@ def install_harness(session, *extras: str) -> None:
 
 
 class SessionParser(argparse.ArgumentParser):
-    """The words after ``nox -s NAME --``: a bad one fails the session with the usage line (nothing exits)."""
+    """The words after ``nox -s NAME --``: the session's own, declared here, and the rest, ``forwarded`` as they are
+    to the logitsmatch command the session runs, which validates them (so a new option of that command needs no
+    change here). A bad word of the session's own fails the session with the usage line (nothing exits)."""
 
     def __init__(self, session):
         super().__init__(prog=f"nox -s {session.name} --", add_help=False, allow_abbrev=False)
         self.session = session
-        self.set_defaults(forwarded=[])
 
     def error(self, message):
         self.session.error(f"{message}; {' '.join(self.format_usage().split())}")
 
-    def forward(self, *names: str, **kwargs) -> None:
-        """An option of the command the session runs, kept (in order) in ``forwarded`` as ``--name=value``."""
-        self.add_argument(*names, action=_Forward, **kwargs)
-
     def parse(self) -> argparse.Namespace:
-        return self.parse_intermixed_args(self.session.posargs)
+        own, forwarded = self.split(self.session.posargs)
+        args = self.parse_intermixed_args(own)
+        args.forwarded = forwarded
+        return args
+
+    def split(self, words: list[str]) -> tuple[list[str], list[str]]:
+        """(the session's words, the command's): an option the session does not declare is the command's, with the
+        word after it as its value (passed on as ``--name=value``) unless that word is an option or one of the
+        session's own names (a suite, ``all``, a toolchain)."""
+        declared = {option for action in self._actions for option in action.option_strings}
+        names = {*SUITES, "all", *TOOLCHAINS}
+        own, forwarded, index = [], [], 0
+        while index < len(words):
+            word = words[index]
+            if not word.startswith("-") or word.split("=", 1)[0] in declared:
+                own.append(word)
+            elif "=" in word or index + 1 == len(words) or words[index + 1].startswith("-") \
+                    or words[index + 1] in names:
+                forwarded.append(word)
+            else:
+                index += 1
+                forwarded.append(f"{word}={words[index]}")
+            index += 1
+        return own, forwarded
 
     def suites(self, names: list[str], default: list[str]) -> list[str]:
         """``names`` if every one is a suite (``all``: every suite; none: ``default``)."""
@@ -161,80 +185,53 @@ class SessionParser(argparse.ArgumentParser):
         return name
 
     def toolchain(self, name: str) -> str:
-        if name not in TOOLCHAINS:
-            self.error(f"unknown toolchain {name!r} (known: {', '.join(TOOLCHAINS)})")
-        return name
-
-
-class _Forward(argparse.Action):
-    def __init__(self, option_strings, dest, nargs=None, **kwargs):
-        super().__init__(option_strings, "forwarded", nargs=nargs, default=argparse.SUPPRESS, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        word = option_string if values is None or values == [] else f"{option_string}={values}"
-        namespace.forwarded = [*namespace.forwarded, word]
+        try:
+            return check_toolchain(name, TOOLCHAINS)
+        except BadInput as exc:
+            self.error(str(exc))
 
 
 def logitsmatch_parser(session) -> SessionParser:
     """``[SUITE ... | all] [options of logitsmatch run]``."""
     parser = SessionParser(session)
     parser.add_argument("suites", nargs="*", metavar="SUITE")
-    for option, metavar in (("--platform", "P"), ("--layout", "LAYOUT"), ("--dtype", "DTYPE"), ("--timeout", "S"),
-                            ("--checkpoint", "DIR"), ("--tokenizer-model", "FILE")):
-        parser.forward(option, metavar=metavar)
-    parser.forward("--capture", nargs="?", type=int, metavar="K")
-    for flag in ("--no-compare", "--keep-run-dir", "-q", "-v"):
-        parser.forward(flag, nargs=0)
     return parser
 
 
 def record_parser(session) -> SessionParser:
-    """``TOOLCHAIN [SUITE ...] [--from DIR [--only-failing] [--hardware-class CLASS]] [--force]``."""
+    """``TOOLCHAIN [SUITE ...] [--from DIR] [options of logitsmatch record]``."""
     parser = SessionParser(session)
     parser.add_argument("toolchain", metavar="TOOLCHAIN")
     parser.add_argument("suites", nargs="*", metavar="SUITE")
     parser.add_argument("--from", dest="from_dir", metavar="DIR")
-    for flag in ("--force", "--only-failing"):
-        parser.forward(flag, nargs=0)
-    parser.forward("--hardware-class", metavar="CLASS")
     return parser
 
 
-def _matrix_source(value: str) -> str:
-    """auto, results, goldens, or a folder made by ``logitsmatch collect``."""
-    if value in ("auto", "results", "goldens") or (Path(value) / "collected.json").is_file():
-        return value
-    raise argparse.ArgumentTypeError(f"{value!r} is not auto, results, goldens or a folder made by logitsmatch collect")
-
-
 def matrix_parser(session) -> SessionParser:
-    """``[--tag TAG ...] [SUITE ... | all] [--baseline T] [--source auto|results|goldens] [--out DIR]``."""
+    """``[--tag TAG ...] [SUITE ... | all] [--baseline T] [--source auto|results|goldens|DIR] [options of logitsmatch
+    matrix]``: the session chooses the toolchains and suites, and runs what has no fresh result unless the source
+    is the goldens or a collected tree."""
     parser = SessionParser(session)
     parser.add_argument("suites", nargs="*", metavar="SUITE")
     parser.add_argument("--tag", action="append", default=[])
     parser.add_argument("--baseline", metavar="T")
-    parser.add_argument("--source", default="auto", metavar="auto|results|goldens|DIR", type=_matrix_source)
-    parser.add_argument("--out", metavar="DIR")
+    parser.add_argument("--source", default="auto", metavar="auto|results|goldens|DIR")
     return parser
 
 
 def invariance_parser(session) -> SessionParser:
-    """``SUITE [--toolchain T] [options of logitsmatch invariance]``."""
+    """``SUITE [--toolchain T] [--megatron-core SPEC] [--torch SPEC] [options of logitsmatch invariance]``."""
     parser = SessionParser(session)
     parser.add_argument("suite", metavar="SUITE")
-    parser.add_argument("--toolchain", default=DEFAULT_TOOLCHAIN, metavar="T")
-    for option, metavar in (("--layouts", "L,..."), ("--schedules", "S,..."), ("--out", "DIR"), ("--abs-tol", "X"),
-                            ("--timeout", "S"), ("--platform", "P")):
-        parser.forward(option, metavar=metavar)
-    parser.forward("--rerun", nargs=0)
-    parser.forward("--batch-invariant", nargs=0)
+    add_toolchain_option(parser, None, default=DEFAULT_TOOLCHAIN, metavar="T")
     parser.add_argument("--megatron-core", metavar="SPEC")
     parser.add_argument("--torch", metavar="SPEC")
     return parser
 
 
 def prerelease_parser(session) -> SessionParser:
-    """``--megatron-core SPEC [--torch SPEC] [--baseline TOOLCHAIN] [--python X.Y] [SUITE ...]``."""
+    """``--megatron-core SPEC [--torch SPEC] [--baseline TOOLCHAIN] [--python X.Y] [SUITE ...] [options of logitsmatch
+    run]``."""
     parser = SessionParser(session)
     parser.add_argument("--megatron-core", metavar="SPEC")
     parser.add_argument("--torch", metavar="SPEC")
@@ -254,10 +251,6 @@ def explain_parser(session) -> SessionParser:
     parser.add_argument("--torch", metavar="SPEC")
     parser.add_argument("--pin", action="append", default=[], metavar="NAME==VERSION")
     parser.add_argument("suites", nargs="*", metavar="SUITE")
-    for option, metavar in (("--source", "PACKAGE=GITDIR"), ("--json", "PATH"), ("--markdown", "PATH"),
-                            ("--png", "PATH"), ("--mode", "MODE"), ("--timeout", "S"), ("--workdir", "DIR"),
-                            ("--abs-tol", "X"), ("--rel-tol", "X")):
-        parser.forward(option, metavar=metavar)
     return parser
 
 
@@ -376,10 +369,9 @@ def run_matrix(session) -> None:
     if args.source in ("auto", "results"):  # goldens, or a collected tree (logitsmatch collect): nothing runs
         for toolchain in toolchains:
             ensure_fresh_results(session, toolchain, suites)
-    options = [f"--{key}={value}" for key, value in
-               (("baseline", args.baseline), ("source", args.source), ("out", args.out)) if value]
+    options = [f"--{key}={value}" for key, value in (("baseline", args.baseline), ("source", args.source)) if value]
     session.run("logitsmatch", "matrix", *(f"--toolchain={name}" for name in toolchains),
-                *(f"--suite={name}" for name in suites), *options)
+                *(f"--suite={name}" for name in suites), *options, *args.forwarded)
 
 
 def run_invariance(session) -> None:
@@ -437,7 +429,7 @@ def run_prerelease(session) -> None:
     for suite in suites:
         try:
             session.run(str(bin_dir / "logitsmatch"), "run", suite, "--toolchain", baseline.name,
-                        "--candidate", candidate, external=True, env=activated(bin_dir))
+                        "--candidate", candidate, *args.forwarded, external=True, env=activated(bin_dir))
         except CommandFailed as exc:
             outcomes.setdefault(outcome_name(getattr(exc, "return_code", None)), []).append(suite)
         reports = paths.result_dir(suite, "cpu", candidate)

@@ -210,7 +210,8 @@ def first_error_line(output: str) -> str:
 
 
 # What a suite run executes of the harness (a change here invalidates earlier runs; explain's own code does not).
-RUN_CODE = ("*.py", "rank/*.py", "run/*.py", "cli/run.py")
+RUN_CODE = ("*.py", "rank/*.py", "run/*.py", "cli/run.py", "flows/__init__.py", "flows/run_suite.py",
+            "flows/run_report.py")
 
 
 def harness_digest(project: Path) -> str:

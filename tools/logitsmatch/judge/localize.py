@@ -41,7 +41,7 @@ from logitsmatch.judge.golden_io import json_float
 from logitsmatch.judge.numerics import compare_arrays
 from logitsmatch.judge.policy import Mode, Policy
 
-DEFAULT_TOLERANCE = Policy(mode=Mode.APPROXIMATE, abs_tol=1e-5, rel_tol=1e-5, failure_budget=0)
+DEFAULT_TOLERANCE = Policy(mode=Mode.APPROXIMATE, failure_budget=0)  # the mode's tolerances, no budget
 
 
 @dataclass

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from logitsmatch.policy import (
     DEFAULT_METRICS,
+    INVARIANCE_ABS_TOL,
     KNOWN_METRICS,
     POLICY_OPTIONS,
     REQUEST_METRICS,
@@ -19,7 +20,7 @@ from logitsmatch.policy import (
     Policy,
 )
 
-__all__ = ["KNOWN_METRICS", "POLICY_OPTIONS", "REQUEST_METRICS", "RUN_METRICS", "Mode", "Policy",
+__all__ = ["INVARIANCE_ABS_TOL", "KNOWN_METRICS", "POLICY_OPTIONS", "REQUEST_METRICS", "RUN_METRICS", "Mode", "Policy",
            "add_policy_options"]
 
 
