@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from logitsmatch import hardware
 from support import DEFAULT_TOOLCHAIN, TINY_SUITE, assert_one_line, golden_file, run_logitsmatch
 
@@ -249,3 +251,30 @@ def test_a_manifest_entry_of_the_wrong_shape_is_bad_input(tmp_path):
     (into / "collected.json").write_text(json.dumps({key: {"origin": 3} for key in manifest}))
     assert_one_line(run_logitsmatch("collect", str(machine(tmp_path, "b")), "--into", str(into)), 2,
                     "is not an object with the strings 'sha256' and 'origin'")
+
+
+def test_record_from_a_read_only_collection_writes_only_the_golden_and_its_sidecar(project, tmp_path):
+    """A mounted CI artifact is read-only: record --from --force reads it, judges, and writes nothing there."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set: this test bind-mounts a folder read-only and needs root", pytrace=False)
+        pytest.skip("a read-only bind mount needs root")
+    env = project_copy(project, tmp_path / "project")
+    first = tmp_path / "project" / "golden_values" / TINY_SUITE / f"golden_values_cpu_{DEFAULT_TOOLCHAIN}.json"
+    into, mounted = tmp_path / "merged", tmp_path / "artifact"
+    assert run_logitsmatch("collect", str(machine(tmp_path, "amd", nudge=2e-6)), "--into", str(into),
+                           env=env).returncode == 0
+    mounted.mkdir()
+    subprocess.run(["mount", "--bind", str(into), str(mounted)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(mounted)], check=True)
+        before = sorted(str(path.relative_to(into)) for path in into.rglob("*"))
+        recorded = record_from(mounted, env, "--force")
+        assert recorded.returncode == 0, recorded.stderr
+        assert sorted(str(path.relative_to(into)) for path in into.rglob("*")) == before
+        assert json.loads(first.read_text())[next(iter(json.loads(first.read_text())))]["logprobs"][3] != 0
+    finally:
+        subprocess.run(["umount", str(mounted)], check=True)

@@ -17,7 +17,7 @@ def _stopped_while_starting(signum, frame) -> None:
 for _signal in (signal.SIGINT, signal.SIGTERM):
     signal.signal(_signal, _stopped_while_starting)
 
-from logitsmatch.cli import main  # noqa: E402 - after the handlers, so that its imports are covered
+from logitsmatch.cli import entry  # noqa: E402 - after the handlers, so that its imports are covered
 
 signal.signal(signal.SIGINT, signal.default_int_handler)
-sys.exit(main())
+sys.exit(entry())

@@ -15,6 +15,7 @@ an output that is one of the command's inputs is refused before anything runs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -178,17 +179,44 @@ def creation_mode() -> int:
     return 0o666 & ~mask
 
 
+def _name_limit(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     """Write to a temp file beside ``path``, then ``os.replace`` it: readers never see half a file.
 
-    The file gets the umask's mode (``mkstemp`` alone would leave 0600).
+    The file gets the umask's mode (``mkstemp`` alone would leave 0600). A target that exists and is not
+    a regular file (``/dev/null``, a terminal, a pipe, a link to ``/proc/self/fd/1``) is written through,
+    never replaced. A name longer than the file system allows is bad input; the temp file's name is cut
+    to fit whatever the target's length.
     """
     target = Path(path)
-    if target.is_dir():
-        raise BadInput(f"{target}: is a directory, expected a file to write")
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+        info = os.stat(target)
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise BadInput(f"{target}: the name is longer than this file system allows") from None
+        raise BadInput(f"{target}: cannot write: {exc.strerror or exc}") from None
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise BadInput(f"{target}: is a directory, expected a file to write")
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        yield from _written_through(target)
+        return
+    folder = target.parent
+    limit = _name_limit(folder)
+    if len(os.fsencode(target.name)) > limit:
+        raise BadInput(f"{target}: the name is {len(os.fsencode(target.name))} bytes, over this file system's "
+                       f"limit of {limit}")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name[:max(1, min(100, limit - 20))]}.", suffix=".tmp",
+                                        dir=folder)
     except OSError as exc:
         raise BadInput(f"{target}: cannot write: {exc.strerror or exc}") from None
     try:
@@ -204,6 +232,15 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
+
+
+def _written_through(target: Path) -> Iterator[IO[bytes]]:
+    """An existing device, terminal or pipe opened for writing as it is (nothing to replace atomically)."""
+    try:
+        with open(target, "wb") as handle:
+            yield handle
+    except OSError as exc:
+        raise BadInput(f"{target}: cannot write: {exc.strerror or exc}") from None
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:

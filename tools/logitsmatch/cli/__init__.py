@@ -121,7 +121,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def entry() -> int:
+    """The process's entry (the ``logitsmatch`` script, ``python -m logitsmatch``): ``main``, then Ctrl-C and
+    SIGTERM are ignored while the interpreter exits, so a signal that comes after the verdict cannot replace
+    its exit code (finalising, the interpreter resets a Python handler to the default action, which kills;
+    an ignored signal it leaves ignored, in every thread)."""
+    try:
+        code = main(restore_signals=False)
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    for stopping in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stopping, signal.SIG_IGN)
+    return code
+
+
+def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
     """Run one subcommand; its exit code (errors.ExitCode) is the return value. The SIGTERM handling and the
     report stream last as long as the command: a caller in the same process (a test) gets its own back."""
     argv = sys.argv[1:] if argv is None else argv
@@ -136,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stdout.close_quietly()
         sys.stdout = stdout.stream
-        if in_main_thread:
+        if in_main_thread and restore_signals:
             signal.signal(signal.SIGTERM, previous_sigterm)
 
 

@@ -45,8 +45,13 @@ def _provenance(path: Path) -> dict | None:
     return read_sidecar(sidecar) if sidecar.exists() else None
 
 
-def judge_against_golden(suite, result_path: Path, golden_path: Path, toolchain: str) -> ExitCode:
-    """Print the verdict of ``result_path`` against ``golden_path``: EXIT_OK, EXIT_DRIFT or EXIT_NO_GOLDEN."""
+def judge_against_golden(suite, result_path: Path, golden_path: Path, toolchain: str,
+                         reports_beside: bool = True) -> ExitCode:
+    """Print the verdict of ``result_path`` against ``golden_path``: EXIT_OK, EXIT_DRIFT or EXIT_NO_GOLDEN.
+
+    ``reports_beside``: also write the JSON, Markdown and JUnit reports beside the result (not when the
+    result lies in a tree this command only reads, such as ``record --from``'s collection).
+    """
     if not golden_path.is_file():
         print(f"NO GOLDEN: {shown_path(golden_path)} does not exist (suite {suite.name}, toolchain {toolchain}); "
               f"make it from this result with: nox -s record -- {toolchain} {suite.name}")
@@ -56,8 +61,10 @@ def judge_against_golden(suite, result_path: Path, golden_path: Path, toolchain:
     result = compare(golden, current, suite.policy)
     annotate(result, golden, current, suite_decoder(suite, project_root()))
     with_hardware(result, golden_path, result_path)
-    reports = report_paths(result_path)
-    write_reports(result, json_path=reports["json"], markdown_path=reports["markdown"], junit_path=reports["junit"])
+    if reports_beside:
+        reports = report_paths(result_path)
+        write_reports(result, json_path=reports["json"], markdown_path=reports["markdown"],
+                      junit_path=reports["junit"])
     logger.info(f"golden: {golden_path}")
     print(render_terminal(result))
     return EXIT_OK if result.passed else EXIT_DRIFT

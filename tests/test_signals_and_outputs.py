@@ -1,5 +1,6 @@
-"""Signals and broken outputs: SIGINT and SIGTERM at any point stop a command with 130, one line and no temp
-file; a report that cannot be printed (closed pipe, full disk) leaves the verdict's exit code."""
+"""Signals and output targets: SIGINT and SIGTERM at any point stop a command with 130, one line and no temp
+file; a report that cannot be printed (closed pipe, full disk) leaves the verdict's exit code; an output that is a
+device, a terminal or a pipe is written through, never replaced; a name too long is bad input."""
 
 from __future__ import annotations
 
@@ -92,3 +93,42 @@ def test_a_report_that_cannot_be_printed_keeps_the_verdicts_exit_code(tmp_path):
         _, stderr = piped.communicate(timeout=120)
         assert piped.returncode == verdict, stderr
         assert "Traceback" not in stderr
+
+
+def _compare_to(target, *extra) -> subprocess.CompletedProcess:
+    golden = golden_file(TINY)
+    return subprocess.run([sys.executable, "-m", "logitsmatch", "compare", str(golden), str(golden), "-q",
+                           "--json", str(target), *extra], cwd=PROJECT, env=ENV, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_a_device_or_a_link_to_standard_output_is_written_through_not_replaced(tmp_path):
+    null = _compare_to("/dev/null")
+    assert null.returncode == 0, null.stderr
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    to_stdout = _compare_to("/dev/stdout")
+    report, _ = json.JSONDecoder().raw_decode(to_stdout.stdout[to_stdout.stdout.index("{"):])
+    assert to_stdout.returncode == 0 and report["verdict"] == "pass"
+    link = tmp_path / "fd1"
+    link.symlink_to("/proc/self/fd/1")
+    through_link = _compare_to(link)
+    assert through_link.returncode == 0 and '"schema_version"' in through_link.stdout
+    assert link.is_symlink() and os.readlink(link) == "/proc/self/fd/1"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    into_fifo = _compare_to(fifo)
+    assert into_fifo.returncode == 0 and '"verdict": "pass"' in reader.communicate(timeout=60)[0]
+    assert not fifo.is_file()
+
+
+def test_names_too_long_are_bad_input_and_the_longest_legal_name_is_written(tmp_path):
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    too_long = _compare_to(tmp_path / ("a" * (limit + 1)))
+    assert too_long.returncode == 2 and len(too_long.stderr.strip().splitlines()) == 1
+    assert "longer than this file system allows" in too_long.stderr
+    longest = tmp_path / ("b" * limit)
+    written = _compare_to(longest)
+    assert written.returncode == 0, written.stderr
+    assert json.loads(longest.read_text())["verdict"] == "pass"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [longest.name]
