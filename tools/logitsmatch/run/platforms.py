@@ -37,6 +37,7 @@ from pathlib import Path
 from logitsmatch import layouts, schedules
 from logitsmatch.errors import BadInput
 from logitsmatch.layouts import Layout
+from logitsmatch.model_args import switched_on
 
 # The CPU profile keeps each rank's KV cache small: 8 ranks share host memory.
 CPU_KV_BUFFER_GB = 0.25
@@ -67,10 +68,6 @@ NOT_WIRED = {
 TE_SPECS = ("transformer_engine", "inference_optimized")
 
 
-def _bool(value) -> bool:
-    return value is True or (isinstance(value, str) and value.lower() == "true")
-
-
 def _requested(model_args: dict, flag: str) -> bool:
     return flag in model_args and model_args[flag] not in (False, None)
 
@@ -80,7 +77,7 @@ VALUED_FLAGS = ("--attention-backend", "--transformer-impl")
 
 
 def _asks(model_args: dict, flag: str) -> bool:
-    return _requested(model_args, flag) if flag in VALUED_FLAGS else _bool(model_args.get(flag))
+    return _requested(model_args, flag) if flag in VALUED_FLAGS else switched_on(model_args.get(flag))
 
 
 @dataclass
@@ -175,7 +172,7 @@ class Platform:
         if self.dtype_override is not None:
             return self.dtype_override
         for flag, dtype in DTYPE_FLAGS.items():
-            if flag in self.nominal and _bool(model_args.get(flag)):
+            if flag in self.nominal and switched_on(model_args.get(flag)):
                 return dtype
         return "float32"
 
@@ -232,7 +229,7 @@ class Platform:
                     not_applied[flag] = f"overridden on the command line: --layout {run.name} ({flag} {size})"
         if self.dtype_override is not None:
             for flag, flag_dtype in DTYPE_FLAGS.items():
-                if _bool(model_args.get(flag)):
+                if switched_on(model_args.get(flag)):
                     if flag_dtype == dtype:
                         applied.append(flag)
                     else:
