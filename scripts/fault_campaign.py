@@ -12,7 +12,7 @@ harness itself reached stderr, and that golden_values/ is byte-for-byte
 unchanged. Runs go one at a time (the machine has few cores) except in the
 concurrency case, which runs two at once on purpose.
 
-The injectors live in tests/support/faults.py (tests/test_faults.py uses them too).
+The injectors live in tests/support/faults.py (tests/inference/test_faults.py uses them too).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""Shared fixtures, and the rule for tests marked ``inference`` (they run megatron-core).
+"""Shared fixtures, and the rule for the tests in ``tests/inference/`` (they run megatron-core).
 
-Without torch and megatron-core such a test is skipped — except when ``CI`` is
-set, where it fails: CI must never go green with no inference coverage.
+Every test in that folder, and no other, carries the ``inference`` marker: the folder is the marker, so
+``-m "not inference"`` deselects exactly that folder. Without torch and megatron-core such a test is
+skipped, except when ``CI`` is set, where it fails: CI must never go green with no inference coverage.
+The other folders hold a room's tests each (judge, run, rank, explain, devtools, cli, house).
 Shared helpers live in ``support``.
 """
 
@@ -28,6 +30,19 @@ _MISSING: list[str | None] = []
 
 # tests/data holds data (Megatron's goldens, recorded verdicts), never tests: nothing there is collected.
 collect_ignore_glob = ["data/*"]
+
+
+INFERENCE_FOLDER = Path(__file__).resolve().parent / "inference"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The inference marker follows the folder; a test elsewhere that declares it is a usage error."""
+    for item in items:
+        inside = INFERENCE_FOLDER in Path(item.path).resolve().parents
+        if not inside and item.get_closest_marker("inference") is not None:
+            raise pytest.UsageError(f"{item.nodeid} is marked inference outside tests/inference/: move it there")
+        if inside:
+            item.add_marker(pytest.mark.inference)
 
 
 @pytest.hookimpl(tryfirst=True)

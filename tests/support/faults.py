@@ -1,4 +1,4 @@
-"""Fault injection into real TP8 runs, shared by tests/test_faults.py and scripts/fault_campaign.py.
+"""Fault injection into real TP8 runs, shared by tests/inference/test_faults.py and scripts/fault_campaign.py.
 
 ``LiveRun`` starts ``logitsmatch run`` on the tiny suite in the background in
 its own results folder; each ``fault_*`` waits for the phase it needs, injects

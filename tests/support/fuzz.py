@@ -1,4 +1,4 @@
-"""Generated bad input for `logitsmatch compare` and the suite loader, shared by tests/test_fuzz.py
+"""Generated bad input for `logitsmatch compare` and the suite loader, shared by tests/cli/test_fuzz.py
 and scripts/fuzz_campaign.py (which runs >= 1,000 inputs and prints the figures).
 
 Every input goes through ``logitsmatch.cli.main`` in process (thousands fit in

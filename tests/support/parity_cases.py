@@ -1,6 +1,6 @@
 """Every pair the parity test judges with Megatron-LM's comparator, each under a stable id.
 
-One place for tests/test_megatron_parity.py and tests/support/record_megatron_verdicts.py (which
+One place for tests/judge/test_megatron_parity.py and tests/support/record_megatron_verdicts.py (which
 records Megatron's verdict on each case in tests/data/megatron_verdicts.json). Every case is
 deterministic (the generated ones come from seeded generators), and its id ends with a digest of
 the three files the comparator reads, so a case whose content changes gets a new id: its old

@@ -10,7 +10,7 @@ megatron-core passes to ``tiktoken.Encoding`` (``_PATTERN_TIKTOKEN_V2``).
 That pattern uses ``\\p{..}`` classes, which the standard ``re`` module lacks,
 so it is translated here into an equivalent ``re`` pattern with explicit
 character classes built from ``unicodedata`` (no third-party dependency).
-``tests/test_vocab.py`` checks the translation against the ``regex`` package
+``tests/run/test_vocab.py`` checks the translation against the ``regex`` package
 and against tiktoken itself where they are installed.
 
 Training is standard greedy BPE: count adjacent pairs inside pre-tokenized

@@ -114,7 +114,8 @@ def install_toolchain(session, toolchain_name: str) -> Toolchain:
 
 
 def ensure_test_toolchains(session) -> None:
-    """Build the venv the routing test runs in (tests/test_family.py), unless the selection leaves inference out."""
+    """Build the venv the routing test runs in (tests/inference/test_family.py), unless the selection leaves
+    inference out."""
     if any("not inference" in arg for arg in session.posargs):
         return
     toolchain = routing_toolchain(PYPROJECT)

@@ -2,7 +2,7 @@
 
 By default the verdict is the one Megatron-LM's inference comparator reaches
 (tests/functional_tests/python_test_utils/test_inference_regular_pipeline.py,
-run itself by tests/test_megatron_parity.py): every top-level key but the
+run itself by tests/judge/test_megatron_parity.py): every top-level key but the
 run-level ones (throughput, memory, ...) is a request id; every golden request
 must be in the current file and the current file may hold no other; tokens
 exact, logprobs ``math.isclose(abs_tol=1e-3)`` index by index, same length,

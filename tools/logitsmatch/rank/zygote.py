@@ -8,7 +8,7 @@ On CPU the zygote runs every rank's plan-level preamble once
 modules) and then forks the ranks, so each starts with it done. Nothing
 rank-specific happens before the fork: no thread, no socket, no process group,
 no tensor that a rank computes with; a forked rank is the same process a fresh
-interpreter becomes after the same imports (tests/test_zygote.py runs A, B, A).
+interpreter becomes after the same imports (tests/inference/test_zygote_runs.py runs A, B, A).
 On CUDA a forked child must not inherit an initialised driver, so the zygote
 only forks and each rank prepares itself after choosing its GPU; so does every
 rank on CPU when ``LOGITSMATCH_FRESH_RANKS=1`` (to rule the zygote out).

@@ -45,7 +45,7 @@ def parameter_values(name: str, shape: tuple[int, ...], seed: int, num_layers: i
     promote a numpy float64 scalar times a float32 array differently, so the scaled
     projections once differed by 1 ulp between the 0.15 toolchain (numpy 1.26) and the
     others (numpy 2.x): that was the whole 0.15.3 <-> 0.16.1 drift (docs/explain/). The rules
-    below keep numpy 2.x's values; tests/test_synthetic_weights.py checks both numpy releases.
+    below keep numpy 2.x's values; tests/run/test_synthetic_weights.py checks both numpy releases.
     """
     stream = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, zlib.crc32(name.encode())])))
     noise = stream.standard_normal(size=shape, dtype=np.float32)

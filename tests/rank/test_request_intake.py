@@ -1,6 +1,6 @@
 """How an engine takes the coordinator's requests: which ids it served, and (one engine) the hold.
 
-``RequestIntake`` wraps a real engine's ``add_request`` in a run (tests/test_family.py shows the
+``RequestIntake`` wraps a real engine's ``add_request`` in a run (tests/inference/test_family.py shows the
 served-by map of real DP runs); here a recording stand-in engine shows the semantics exactly.
 """
 

@@ -19,8 +19,6 @@ from logitsmatch.rank.cpu_attention import (  # noqa: E402
     flash_attn_with_kvcache,
 )
 
-pytestmark = pytest.mark.inference
-
 ATOL = RTOL = 1e-5  # float32
 
 

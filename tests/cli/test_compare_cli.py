@@ -17,7 +17,7 @@ from logitsmatch.judge.golden_io import atomic_writer, load_golden, write_json_a
 from logitsmatch.judge.policy import Policy
 from logitsmatch.judge.report import render_junit, render_markdown, render_terminal
 
-HISTORY = Path(__file__).resolve().parent / "data" / "megatron_history"
+HISTORY = Path(__file__).resolve().parents[1] / "data" / "megatron_history"
 
 
 def request(logprobs=(-1.5, -2.25, -0.5, -0.1, -0.2), tokens=(11, 12), text=" a b"):

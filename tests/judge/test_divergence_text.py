@@ -16,7 +16,7 @@ from logitsmatch.vocab import load_decoder
 from support import TINY_SUITE, VOCAB, golden_file
 from support.documents import make_request
 
-TE27 = Path(__file__).resolve().parent / "data" / "megatron_history" / "te2.7_fp8_logitsmatch"
+TE27 = Path(__file__).resolve().parents[1] / "data" / "megatron_history" / "te2.7_fp8_logitsmatch"
 
 
 def test_text_at_the_divergence_from_generated_text(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """Request schedules as a run option (logitsmatch.schedules): parsing, labels, the plan, and invariance over them.
 
-No engine runs here; the real schedules run in tests/test_schedule_invariance.py and docs/invariance/.
+No engine runs here; the real schedules run in tests/inference/test_schedule_invariance.py and docs/invariance/.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from test_invariance import publish, shifted
 
 from logitsmatch import schedules
 from logitsmatch.cli import main as cli_main
@@ -19,7 +20,6 @@ from logitsmatch.run.plan import build_plan, synthetic_checkpoint, tokenizer_spe
 from logitsmatch.run.platforms import get_platform
 from logitsmatch.suites import load_suite
 from support import DEFAULT_TOOLCHAIN, TINY_SUITE, golden_file
-from test_invariance import publish, shifted
 
 
 def invariance_cli(*args: str) -> int:

@@ -1,72 +1,17 @@
-"""The zygote: a forked rank is indistinguishable from a fresh one, and it supervises like torchrun's agent.
-
-The inference tests share one tiny run and add four (about 10 s each here).
-"""
+"""Forked ranks are indistinguishable from fresh ones: suite A, then B, then A gives A bitwise; forked ranks equal
+ranks that import and patch for themselves (LOGITSMATCH_FRESH_RANKS=1). The tests share one tiny run and add
+four (about 10 s each here)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
 
 import pytest
 
-from logitsmatch.run.runfiles import FRESH_RANKS_ENV, RunDir
+from logitsmatch.run.runfiles import FRESH_RANKS_ENV
 from support import TINY_SUITE, installed_toolchain, run_logitsmatch
 
 MOE_SUITE = "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq"
-
-
-def _fork(body) -> int:
-    pid = os.fork()
-    if pid == 0:
-        try:
-            body()
-        finally:
-            os._exit(0)
-    return pid
-
-
-def test_supervise_records_each_exit_and_stops_the_rest_after_the_first_failure(tmp_path):
-    """Like torchrun's agent: exit 1 when a rank fails, the survivors get SIGTERM; every exit is on record."""
-    from logitsmatch.rank import zygote
-
-    run = RunDir(tmp_path)
-    run.status.mkdir()
-    run.write_zygote({"pid": os.getpid()})
-    pids = {
-        _fork(lambda: time.sleep(0.2)): 0,  # exits 0 before the failure
-        _fork(lambda: (time.sleep(0.6), os._exit(3))): 1,
-        _fork(lambda: time.sleep(60)): 2,  # stopped by the zygote
-    }
-    started = time.monotonic()
-    assert zygote.supervise(pids, run) == 1
-    assert time.monotonic() - started < 10
-    assert run.read_zygote()["rank_exits"] == {
-        "0": "exited with code 0", "1": "exited with code 3", "2": "killed by SIGTERM"}
-    assert run.rank_exit(2) == "killed by SIGTERM"
-
-
-def test_supervise_kills_a_rank_that_ignores_sigterm(tmp_path, monkeypatch):
-    from logitsmatch.rank import zygote
-
-    monkeypatch.setattr(zygote, "STOP_GRACE_S", 0.5)
-    run = RunDir(tmp_path)
-    run.status.mkdir()
-    run.write_zygote({"pid": os.getpid()})
-
-    def stubborn():
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        time.sleep(60)
-
-    def killed_after_a_while():  # the stubborn one has set its handler by then
-        time.sleep(0.5)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    pids = {_fork(killed_after_a_while): 0, _fork(stubborn): 1}
-    assert zygote.supervise(pids, run) == 1
-    assert run.read_zygote()["rank_exits"] == {"0": "killed by SIGKILL", "1": "killed by SIGKILL"}
 
 
 def _run(tmp_path, name: str, suite: str, env: dict | None = None) -> tuple[dict, dict, dict]:
@@ -93,7 +38,6 @@ def tiny_forked(tmp_path_factory):
     return _run(tmp_path_factory.mktemp("zygote"), "a1", TINY_SUITE)
 
 
-@pytest.mark.inference
 def test_a_then_b_then_a_gives_a_bitwise(tmp_path, tiny_forked):
     """Tiny TP8, then the tiny MoE sibling (other stand-ins: experts; other parallel state: EP8 x TP4), then
     tiny TP8 again: the two TP8 results, and the weights each rank loaded, are bit-identical."""
@@ -104,7 +48,6 @@ def test_a_then_b_then_a_gives_a_bitwise(tmp_path, tiny_forked):
     assert tiny_forked[2]["stand_ins"] == again[2]["stand_ins"]
 
 
-@pytest.mark.inference
 def test_forked_ranks_equal_ranks_that_prepare_themselves(tmp_path, tiny_forked):
     """The zygote's preamble (torch and megatron-core imported, CPU stand-ins patched, tokenizer module loaded)
     before the fork changes nothing: LOGITSMATCH_FRESH_RANKS=1 (every rank imports and patches for itself)

@@ -1,4 +1,5 @@
-"""The shipped TikTokenizer vocabulary: format, reproducibility, megatron-core round trip."""
+"""The shipped TikTokenizer vocabulary: format, reproducibility, the splitter (megatron-core's own tokenizer on
+it: tests/inference/test_megatron_tokenizer.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from logitsmatch import vocab
 from logitsmatch.cli import make_vocab
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOKENIZER_DIR = REPO / "model_configs" / "tokenizer"
 CORPUS = TOKENIZER_DIR / "corpus.txt"
 VOCAB = TOKENIZER_DIR / "logitsmatch-bpe-2048.vocab.json"
@@ -151,13 +152,6 @@ def test_merges_never_cross_chunks() -> None:
 # --- the split pattern --------------------------------------------------------
 
 
-@pytest.mark.inference
-def test_pattern_is_megatrons() -> None:
-    from megatron.core.tokenizers.text.libraries import tiktoken_tokenizer
-
-    assert vocab.PATTERN_TIKTOKEN_V2 == tiktoken_tokenizer._PATTERN_TIKTOKEN_V2
-
-
 def test_splitter_matches_regex_package(corpus_text: str) -> None:
     regex = pytest.importorskip("regex")
     reference = regex.compile(vocab.PATTERN_TIKTOKEN_V2)
@@ -174,56 +168,3 @@ def test_splitter_matches_regex_package(corpus_text: str) -> None:
 
 
 # --- megatron-core round trip -------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def megatron_tokenizer():
-    from megatron.core.tokenizers.text.libraries.tiktoken_tokenizer import TikTokenTokenizer
-
-    return TikTokenTokenizer(
-        str(VOCAB), pattern="v2", vocab_size=VOCAB_SIZE, num_special_tokens=NUM_SPECIAL
-    )
-
-
-@pytest.mark.inference
-def test_megatron_tiktokenizer_round_trip(megatron_tokenizer) -> None:
-    tok = megatron_tokenizer
-    ids = tok.text_to_ids(SEED_PROMPT)
-    assert 100 <= len(ids) <= 200
-    assert tok.ids_to_text(ids) == SEED_PROMPT
-    assert tok.vocab_size == VOCAB_SIZE
-    assert tok.eod == 2
-    assert all(NUM_SPECIAL <= i < VOCAB_SIZE for i in ids)
-    # tiktoken itself round-trips any text ...
-    assert tok.tokenizer.decode(tok.text_to_ids(TRICKY)) == TRICKY
-    # ... but megatron-core 0.16.1's ids_to_text decodes token by token with
-    # errors="replace": a character whose UTF-8 bytes span several tokens (all
-    # non-ASCII here, the vocabulary has no multi-byte merges) becomes U+FFFD.
-    ascii_text = TRICKY.encode("ascii", errors="ignore").decode("ascii")
-    assert tok.ids_to_text(tok.text_to_ids(ascii_text)) == ascii_text
-
-
-@pytest.mark.inference
-def test_tiktoken_chunks_like_make_vocab(megatron_tokenizer, corpus_text: str) -> None:
-    # If our split differed from tiktoken's, encoding chunk by chunk would differ
-    # from encoding the whole text somewhere in the corpus.
-    enc = megatron_tokenizer.tokenizer
-    for text in (corpus_text, TRICKY):
-        by_chunk = [i for chunk in vocab.pretokenize(text) for i in enc.encode_ordinary(chunk)]
-        assert by_chunk == enc.encode_ordinary(text)
-
-
-@pytest.mark.inference
-def test_megatron_factory_builds_it() -> None:
-    from megatron.core.tokenizers import MegatronTokenizer
-
-    tok = MegatronTokenizer.from_pretrained(
-        tokenizer_path=str(VOCAB),
-        metadata_path={"library": "tiktoken"},
-        pattern="v2",
-        vocab_size=VOCAB_SIZE,
-        num_special_tokens=NUM_SPECIAL,
-    )
-    ids = tok.tokenize(SEED_PROMPT)
-    assert tok.detokenize(ids) == SEED_PROMPT
-    assert tok.vocab_size == VOCAB_SIZE and tok.eod == 2

@@ -6,8 +6,6 @@ import pytest
 
 from logitsmatch.suites import load_architecture
 
-pytestmark = pytest.mark.inference
-
 
 @pytest.fixture
 def synthetic_arch(project):

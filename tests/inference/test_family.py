@@ -23,8 +23,6 @@ from support import (
     run_logitsmatch,
 )
 
-pytestmark = pytest.mark.inference
-
 DP_SIBLINGS = {  # suite -> engines
     "gpt_dynamic_inference_tp1_pp1_dp8_tiny_logitsmatch_zmq": 8,
     "gpt_dynamic_inference_tp2_pp2_dp2_tiny_logitsmatch_zmq": 2,

@@ -224,7 +224,7 @@ class ImportingExplainer(Explainer):
 
 def _explain_packages(tmp_path, declared: bool, pinned_decoy: bool = False):
     baseline_side, candidate_side = _sides(tmp_path, declared, pinned_decoy)
-    settings = Settings(Path(__file__).resolve().parents[1], "tiny", "t", baseline_side, candidate_side, None,
+    settings = Settings(Path(__file__).resolve().parents[2], "tiny", "t", baseline_side, candidate_side, None,
                         tmp_path / "work", tmp_path / "cache")
     explainer = ImportingExplainer(settings)
     base_env, cand_env = envs.resolve(baseline_side), envs.resolve(candidate_side)

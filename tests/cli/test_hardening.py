@@ -1,6 +1,6 @@
 """The exit-code contract and the file rules behind it (issue 17), checked one rule at a time.
 
-tests/test_fuzz.py throws hostile inputs at every subcommand's process; these tests pin what each
+tests/cli/test_fuzz.py throws hostile inputs at every subcommand's process; these tests pin what each
 rule means: the code table, the internal-error handler, regular inputs under a cap, umask modes,
 types before numbers, Megatron's double encoding, duplicate ids, names that are not paths, NO
 GOLDEN, and what localize says about captures it cannot align.

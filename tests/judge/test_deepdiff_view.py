@@ -202,7 +202,7 @@ def test_generated_pairs():
     assert len(checked) >= GENERATED_PAIRS
 
 
-MOE_TINY = (Path(__file__).resolve().parents[1] / "golden_values"
+MOE_TINY = (Path(__file__).resolve().parents[2] / "golden_values"
             / "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq")
 
 

@@ -16,8 +16,6 @@ import pytest
 
 from support import TINY_SUITE, planted, run_logitsmatch
 
-pytestmark = pytest.mark.inference
-
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):

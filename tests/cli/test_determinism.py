@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 
+from logitsmatch import log
 from logitsmatch.flows.determinism import judge
 from support import TINY_SUITE, golden_file
 
 
 def test_determinism_judge_says_when_runs_differ(tmp_path, capsys):
+    log.configure(0)  # the default verbosity, whatever an earlier in-process command (-q) left
     golden = json.loads(golden_file(TINY_SUITE).read_text())
     first, same, moved = tmp_path / "1.json", tmp_path / "2.json", tmp_path / "3.json"
     first.write_text(json.dumps(golden))

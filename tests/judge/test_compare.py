@@ -1,6 +1,6 @@
 """judge.compare: first divergence, comparability, modes, NaN policy, structure and report data.
 
-Parity of the default verdict with Megatron-LM's own comparator is tests/test_megatron_parity.py."""
+Parity of the default verdict with Megatron-LM's own comparator is tests/judge/test_megatron_parity.py."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from logitsmatch.judge.policy import Mode, Policy
 from support.documents import BASE, DEFAULT, add_at, edited, make_request, set_at
 from support.parity_cases import as_a_run_writes_it
 
-HISTORY = Path(__file__).resolve().parent / "data" / "megatron_history"
+HISTORY = Path(__file__).resolve().parents[1] / "data" / "megatron_history"
 
 
 # --- Megatron's own goldens and real drift ---------------------------------------------

@@ -21,8 +21,6 @@ from support import installed_toolchain
 from support.faults import LiveRun
 from support.sockets import listening_sockets
 
-pytestmark = pytest.mark.inference
-
 
 def role(pid: int, run_dir: Path) -> str:
     """zygote, rank or coordinator, from what the run recorded (all three share one command line on CPU)."""

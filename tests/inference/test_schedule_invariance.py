@@ -16,12 +16,8 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
-
 from logitsmatch import schedules
 from support import DEFAULT_TOOLCHAIN, TINY_SUITE, planted, run_logitsmatch
-
-pytestmark = pytest.mark.inference
 
 CONTROLLER = "megatron/core/inference/text_generation_controllers/text_generation_controller.py"
 FORWARD_LOGITS = "        logits = self._dynamic_step_forward_logits(input_ids, position_ids)\n"

@@ -2,7 +2,7 @@
 
 The results here are a committed golden and edited copies of it, published the way `logitsmatch run
 --layout L` publishes them (result + provenance under results/<suite>/<platform label>/<toolchain>/);
-the real layouts run in tests/test_family.py and docs/invariance/.
+the real layouts run in tests/inference/test_family.py and docs/invariance/.
 """
 
 from __future__ import annotations

@@ -16,8 +16,6 @@ from logitsmatch.errors import EXIT_DRIFT
 from logitsmatch.toolchains import load_toolchains
 from support import DEFAULT_TOOLCHAIN, PROJECT, PYPROJECT, TINY_SUITE, VOCAB, golden_file, run_logitsmatch
 
-pytestmark = pytest.mark.inference
-
 GOLDEN = golden_file(TINY_SUITE)
 
 

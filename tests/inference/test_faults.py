@@ -12,8 +12,6 @@ import pytest
 
 from support import faults, goldens_digest, installed_toolchain
 
-pytestmark = pytest.mark.inference
-
 DETECT_S = 30.0  # from injection to the run's end: the watch, not the deadline, must end it
 RUN_TIMEOUT_S = 240.0
 
