@@ -108,3 +108,22 @@ def test_a_full_disk_leaves_the_old_pair_and_no_temp_file(tmp_path):
         assert leftovers(mount) == []
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_verify_names_each_golden_that_is_not_one_record_and_exits_2(tmp_path):
+    from support import run_logitsmatch
+
+    clean = recorded_old(tmp_path / "a")
+    changed = recorded_old(tmp_path / "b")
+    changed.write_bytes(NEW)
+    wrong_type = recorded_old(tmp_path / "c")
+    sidecar = json.loads(provenance_path(wrong_type).read_text())
+    sidecar["hardware"] = {"class": 7}
+    provenance_path(wrong_type).write_text(json.dumps(sidecar))
+    completed = run_logitsmatch("verify", str(tmp_path))
+    assert completed.returncode == 2, completed.stderr
+    named = [line for line in completed.stdout.splitlines() if "NOT ONE RECORD" in line]
+    assert len(named) == 2 and str(changed) in named[0] and "hardware.class is int" in named[1]
+    assert "verified 3 golden(s): 1 one record" in completed.stdout and str(clean) not in completed.stdout
+    assert run_logitsmatch("verify", str(tmp_path / "a")).returncode == 0
+    assert run_logitsmatch("verify").returncode == 0  # the committed goldens

@@ -144,3 +144,22 @@ def require_one_record(golden: Path, suite: str, toolchain: str) -> None:
     if problem:
         raise BadInput(f"{problem}; restore both from git (git checkout -- {golden.name} "
                        f"{provenance_path(golden).name}) or record anew (nox -s record -- {toolchain} {suite} --force)")
+
+
+def goldens_under(folder: Path) -> list[Path]:
+    """The golden files below ``folder`` (``golden_values_*.json``, not their sidecars)."""
+    return sorted(path for path in folder.rglob("golden_values_*.json")
+                  if not path.name.endswith(".provenance.json") and path.is_file())
+
+
+def verify(golden: Path) -> str | None:
+    """What is wrong with ``golden`` as a record (its sidecar unreadable or of the wrong types, or not matching
+    it); None when it is one record or has no sidecar at all (a golden logitsmatch did not record)."""
+    from logitsmatch.provenance import read_sidecar
+
+    try:
+        if provenance_path(golden).exists():
+            read_sidecar(provenance_path(golden))
+        return mismatch(golden)
+    except BadInput as exc:
+        return str(exc)

@@ -42,6 +42,7 @@ SUBCOMMANDS = {
     "record": ("logitsmatch.cli.record", "make a fresh result the golden (shows the diff; --force to replace)"),
     "localize": ("logitsmatch.cli.localize", "name the first module whose output differs between two captures"),
     "explain": ("logitsmatch.cli.explain", "explain a drift: harness inputs, packages, commit, first moving module"),
+    "verify": ("logitsmatch.cli.verify", "check every golden against its provenance sidecar (one record each)"),
     "collect": ("logitsmatch.cli.collect", "merge result trees from many machines into one, keyed by hardware class"),
     "make-vocab": ("logitsmatch.cli.make_vocab", "train the shipped TikTokenizer BPE vocabulary (or --check it)"),
 }
