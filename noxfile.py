@@ -55,7 +55,7 @@ def compare(session):
     nox -s compare -- A B [--suite SUITE ...] [--source auto|results|goldens] [--out DIR]
     """
     support.install_harness(session)
-    session.run("logitsmatch", "compare-toolchains", *session.posargs)
+    support.run_command(session, "logitsmatch", "compare-toolchains", *session.posargs)
 
 
 @nox.session

@@ -14,6 +14,7 @@ so it needs only the standard library until a session runs.
 from __future__ import annotations
 
 import argparse
+import atexit
 import functools
 import os
 import shutil
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.devtools import interpreters
-from logitsmatch.errors import BadInput
+from logitsmatch.errors import BadInput, ExitCode
 from logitsmatch.suites import load_suite, suite_names
 from logitsmatch.toolchains import (
     Toolchain,
@@ -47,6 +48,60 @@ DEFAULT_SUITES = default_suite_names(PYPROJECT, SUITES)
 
 
 # --- toolchains and their venvs ---------------------------------------------------------------
+
+
+# --- the exit-code contract through nox ---------------------------------------------------------------
+# nox ends with status 1 whenever a session failed (its final reduce), and 1 is drift in the contract: a
+# failed run or a bad input would read as drift. So each failure a session meets records the contract's
+# code for it, and when nox's interpreter exits, the most severe code recorded replaces nox's 1. The order:
+# what stopped an answer (interrupted, internal error, run failed, bad input) before NO GOLDEN (nothing to
+# judge against), before drift (an answer).
+SEVERITY = (ExitCode.INTERRUPTED, ExitCode.INTERNAL, ExitCode.RUN_FAILED, ExitCode.BAD_INPUT, ExitCode.NO_GOLDEN,
+            ExitCode.DRIFT)
+_failures: list[int] = []
+
+
+def most_severe(codes: list[int]) -> int:
+    """The code that wins among ``codes`` (SEVERITY order; a code outside the contract counts as run failed)."""
+    known = [code for code in SEVERITY if code in codes]
+    return int(known[0]) if known else int(ExitCode.RUN_FAILED)
+
+
+def carry(session, code: int | None) -> None:
+    """Record a failure's contract code for the end of nox (None: the command did not start: run failed).
+
+    Only in nox's own process (a real nox Session): a test's stand-in session changes no exit status.
+    """
+    if not type(session).__module__.startswith("nox."):
+        return
+    if not _failures:
+        atexit.register(_exit_with_the_contracts_code)
+    _failures.append(int(ExitCode.RUN_FAILED) if code is None else code)
+
+
+def _exit_with_the_contracts_code() -> None:
+    code = most_severe(_failures)
+    if code != ExitCode.DRIFT:  # nox's own status, 1, already says drift
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def run_command(session, *args, **kwargs):
+    """``session.run`` of a logitsmatch command: a failure carries the command's exit code out of nox."""
+    from nox.command import CommandFailed
+
+    try:
+        return session.run(*args, **kwargs)
+    except CommandFailed as exc:
+        carry(session, exc.return_code)
+        raise
+
+
+def fail(session, code: int, message: str):
+    """Fail the session with ``message``, carrying ``code`` out of nox."""
+    carry(session, code)
+    session.error(message)
 
 
 def default_interpreter() -> str | bool:
@@ -88,7 +143,7 @@ def venv_bin(session, name: str, python: str, requirements: list[str]) -> Path:
     try:
         return build_venv(name, python, requirements, session.log)
     except BadInput as exc:
-        session.error(str(exc))
+        fail(session, ExitCode.RUN_FAILED, str(exc))
 
 
 def toolchain_bin(session, toolchain_name: str) -> Path:
@@ -108,7 +163,7 @@ def install_toolchain(session, toolchain_name: str) -> Toolchain:
     """Pinned torch + megatron-core + common pins, then the harness itself, into the session's own venv (tests)."""
     toolchain = TOOLCHAINS[toolchain_name]
     if session.python is False:
-        session.error(interpreters.missing_message(toolchain.name, toolchain.python))
+        fail(session, ExitCode.RUN_FAILED, interpreters.missing_message(toolchain.name, toolchain.python))
     session.install(*toolchain.requirements(), str(PROJECT))
     return toolchain
 
@@ -148,7 +203,7 @@ class SessionParser(argparse.ArgumentParser):
         self.session = session
 
     def error(self, message):
-        self.session.error(f"{message}; {' '.join(self.format_usage().split())}")
+        fail(self.session, ExitCode.BAD_INPUT, f"{message}; {' '.join(self.format_usage().split())}")
 
     def parse(self) -> argparse.Namespace:
         own, forwarded = self.split(self.session.posargs)
@@ -314,7 +369,9 @@ def run_suites(session, toolchain_name: str) -> None:
             session.run(str(bin_dir / "logitsmatch"), "run", suite, "--toolchain", toolchain_name, *args.forwarded,
                         external=True, env=activated(bin_dir))
         except CommandFailed as exc:  # keep running the other suites
-            outcomes.setdefault(outcome_name(getattr(exc, "return_code", None)), []).append(suite)
+            outcomes.setdefault(outcome_name(exc.return_code), []).append(suite)
+            if exc.return_code != EXIT_UNSUPPORTED:
+                carry(session, exc.return_code)
     not_run = outcomes.pop(outcome_name(EXIT_UNSUPPORTED), [])
     if not_run:
         session.log(f"{toolchain_name}: not run, its megatron-core release cannot (see above): {', '.join(not_run)}")
@@ -332,8 +389,8 @@ def ensure_fresh_results(session, toolchain_name: str, suites: list[str]) -> lis
     suites = runnable_suites(session, toolchain_name, suites)
     problems = [f"{name}: {problem}" for name in suites
                 if (problem := ensure_fresh(interpreter, PROJECT, load_suite(PROJECT, name), toolchain, cpu)[1])]
-    if problems:
-        session.error(f"{toolchain_name}: {'; '.join(problems)}")
+    if problems:  # a run that should have made the result did not
+        fail(session, ExitCode.RUN_FAILED, f"{toolchain_name}: {'; '.join(problems)}")
     return suites
 
 
@@ -352,7 +409,7 @@ def run_record(session) -> None:
         suites, forwarded = ensure_fresh_results(session, toolchain, parser.suites(args.suites, SUITES)), args.forwarded
     install_harness(session)
     for suite in suites:
-        session.run("logitsmatch", "record", suite, "--toolchain", toolchain, *forwarded)
+        run_command(session, "logitsmatch", "record", suite, "--toolchain", toolchain, *forwarded)
 
 
 def run_matrix(session) -> None:
@@ -371,7 +428,7 @@ def run_matrix(session) -> None:
         for toolchain in toolchains:
             ensure_fresh_results(session, toolchain, suites)
     options = [f"--{key}={value}" for key, value in (("baseline", args.baseline), ("source", args.source)) if value]
-    session.run("logitsmatch", "matrix", *(f"--toolchain={name}" for name in toolchains),
+    run_command(session, "logitsmatch", "matrix", *(f"--toolchain={name}" for name in toolchains),
                 *(f"--suite={name}" for name in suites), *options, *args.forwarded)
 
 
@@ -388,7 +445,7 @@ def run_invariance(session) -> None:
         candidate = ["--candidate", name]
     else:
         bin_dir = toolchain_bin(session, toolchain)
-    session.run(str(bin_dir / "logitsmatch"), "invariance", suite, "--toolchain", toolchain, *candidate,
+    run_command(session, str(bin_dir / "logitsmatch"), "invariance", suite, "--toolchain", toolchain, *candidate,
                 *args.forwarded, external=True, env=activated(bin_dir))
 
 
@@ -404,7 +461,7 @@ def candidate_venv(session, baseline, megatron_core: str | None, torch: str | No
         needed = [spec for o in overrides if (spec := prerelease.requires_python(o, sys.executable))]
         python = python or prerelease.candidate_python(baseline, needed)
     except BadInput as exc:
-        session.error(str(exc))
+        fail(session, ExitCode.RUN_FAILED, str(exc))
     if python != baseline.python:
         session.warn(f"the candidate needs a newer Python than the baseline: Requires-Python {', '.join(needed)}; "
                      f"baseline {baseline.name} uses {baseline.python}, the candidate runs on {python}")
@@ -432,7 +489,8 @@ def run_prerelease(session) -> None:
             session.run(str(bin_dir / "logitsmatch"), "run", suite, "--toolchain", baseline.name,
                         "--candidate", candidate, *args.forwarded, external=True, env=activated(bin_dir))
         except CommandFailed as exc:
-            outcomes.setdefault(outcome_name(getattr(exc, "return_code", None)), []).append(suite)
+            outcomes.setdefault(outcome_name(exc.return_code), []).append(suite)
+            carry(session, exc.return_code)
         reports = paths.result_dir(suite, "cpu", candidate)
         session.log(f"{suite}: reports in {reports} (report.md, report.junit.xml, report.json)")
     outcomes_summary(session, f"candidate {candidate} against {baseline.name}", outcomes, record_with=baseline.name)
@@ -462,11 +520,11 @@ def run_explain(session) -> None:
     if request.commit:
         package, spec = request.commit
         command += ["--candidate-commit", f"{package}={spec}"]
-    session.run(*command, external=True)
+    run_command(session, *command, external=True)
 
 
 def run_fanout(session) -> None:
     """The fan-out runs in this session's venv (the harness and submitit; devtools.fanout parses the arguments):
     submitit starts every job with its Python."""
     install_harness(session, "fanout", "plot")
-    session.run("python", "-m", "logitsmatch.devtools.fanout", *session.posargs)
+    run_command(session, "python", "-m", "logitsmatch.devtools.fanout", *session.posargs)
