@@ -132,3 +132,15 @@ def test_names_too_long_are_bad_input_and_the_longest_legal_name_is_written(tmp_
     assert written.returncode == 0, written.stderr
     assert json.loads(longest.read_text())["verdict"] == "pass"
     assert sorted(path.name for path in tmp_path.iterdir()) == [longest.name]
+
+
+def test_a_request_id_with_an_escape_sequence_is_shown_escaped_not_sent_to_the_terminal(tmp_path):
+    document = json.loads(golden_file(TINY).read_text())
+    document["\x1b[31mred\x1b]0;title\x07"] = document.pop(next(iter(document)))
+    hostile = tmp_path / "hostile.json"
+    hostile.write_text(json.dumps(document))
+    completed = subprocess.run([sys.executable, "-m", "logitsmatch", "compare", str(golden_file(TINY)), str(hostile)],
+                               cwd=PROJECT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 1
+    assert "\x1b" not in completed.stdout and "\x07" not in completed.stdout
+    assert "\\x1b[31mred\\x1b]0;title\\x07" in completed.stdout

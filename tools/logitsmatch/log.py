@@ -8,6 +8,7 @@ through ``logger`` so ``-q`` / ``-v`` can quiet it or say more.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 logger = logging.getLogger("logitsmatch")
@@ -49,6 +50,17 @@ def configure(verbosity: int = 0) -> None:
 def quiet() -> bool:
     """-q: reports shrink to their verdict line."""
     return logger.getEffectiveLevel() > logging.INFO
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def visible(text: str) -> str:
+    """``text`` safe for a terminal: a control character (an escape sequence in a request id, a bell) is shown as
+    its ``\\xNN`` escape instead of acting on the terminal, a lone surrogate as U+FFFD; newlines and tabs stay."""
+    text = _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+    return _SURROGATES.sub("\ufffd", text)
 
 
 configure()  # library use (tests, scripts) prints like the CLI does; the CLI reconfigures for -q/-v

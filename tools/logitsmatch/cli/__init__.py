@@ -163,7 +163,7 @@ def _run(argv: list[str]) -> int:
         files.set_max_input_bytes(args.max_input_bytes)
         return int(args._handler(args))
     except LogitsmatchError as exc:
-        print(f"logitsmatch {args.command}: error: {exc}", file=sys.stderr)
+        print(f"logitsmatch {args.command}: error: {log.visible(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"logitsmatch {args.command}: interrupted", file=sys.stderr)

@@ -18,12 +18,14 @@ from logitsmatch.judge.results import Check, ComparisonResult, deepdiff_path
 DEFAULT_LIMIT = 20
 # What a terminal, Markdown or XML cannot carry: lone surrogates (JSON can, UTF-8 cannot) and,
 # for XML, the control characters it forbids. Shown as U+FFFD; the JSON report keeps them escaped.
-_SURROGATES = re.compile("[\ud800-\udfff]")
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def printable(text: str) -> str:
-    return _SURROGATES.sub("\ufffd", text)
+    """Terminal text: control characters and lone surrogates escaped (log.visible)."""
+    from logitsmatch.log import visible
+
+    return visible(text)
 
 
 def _xml(text: str) -> str:
