@@ -53,3 +53,49 @@ def test_bad_input_is_one_line(tmp_path):
                                    capture_output=True, text=True)
         lines = completed.stderr.strip().splitlines()
         assert completed.returncode == 2 and len(lines) == 1 and fragment in lines[0], completed.stderr
+
+
+def test_a_stopped_fanout_cancels_its_jobs_and_names_them(tmp_path, monkeypatch, capsys):
+    """SIGTERM (as CI stops a job) in the middle of the jobs: every job submitted and not ended is cancelled,
+    named with its id, recorded as cancelled in jobs.json, and the fan-out exits 130."""
+    import json
+    import os
+    import signal
+
+    cancelled = []
+
+    class Handle:
+        def __init__(self, job_id):
+            self.job_id = job_id
+            self.paths = type("Paths", (), {"stderr": tmp_path / f"{job_id}.err"})()
+
+        def done(self):
+            return False
+
+        def cancel(self, check=True):
+            cancelled.append(self.job_id)
+
+    class Executor:
+        def __init__(self, *args):
+            self.count = 0
+
+        def submit(self, job):
+            self.count += 1
+            job.handle = Handle(f"J{self.count}")
+
+    def submit_two_then_get_stopped(jobs, executor, progress):
+        for job in jobs[:2]:
+            executor.submit(job)
+            job.state = fanout.RUNNING
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(fanout, "Executor", Executor)
+    monkeypatch.setattr(fanout, "wait_local", submit_two_then_get_stopped)
+    previous = signal.getsignal(signal.SIGTERM)
+    code = fanout.main(["--toolchain", DEFAULT_TOOLCHAIN, TINY_SUITE, "--executor", "local",
+                        "--results", str(tmp_path / "out")])
+    assert code == 130 and cancelled == ["J1", "J2"]
+    assert signal.getsignal(signal.SIGTERM) == previous
+    assert "cancelled 2 job(s) not yet ended: job J1 (" in capsys.readouterr().err
+    states = [job["state"] for job in json.loads((tmp_path / "out" / "jobs.json").read_text())["jobs"]][:2]
+    assert states == [fanout.FAILED, fanout.FAILED]

@@ -26,6 +26,7 @@ import argparse
 import datetime
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -273,6 +274,10 @@ def collect_into(sources: list[Path], into: Path) -> int:
     return run_logitsmatch("collect", *map(str, sources), "--into", str(into))
 
 
+def _stop_as_ctrl_c(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     from logitsmatch.devtools import nox_support
     from logitsmatch.toolchains import default_toolchain_name
@@ -317,15 +322,22 @@ def main(argv: list[str] | None = None) -> int:
     executor = Executor(args.executor, results / "submitit", args.partition, overrides, project)
     progress = Progress()
     started = time.time()
+    previous_sigterm = signal.signal(signal.SIGTERM, _stop_as_ctrl_c)  # CI stops a job with SIGTERM
     try:
         (wait_slurm if args.executor == "slurm" else wait_local)(jobs, executor, progress)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal does not stop the cancelling
+        cancelled = []
         for job in jobs:
             if job.handle is not None and job.state not in (DONE, FAILED):
                 job.handle.cancel(check=False)
-        print("fanout: interrupted; the jobs not yet ended were cancelled", file=sys.stderr)
+                job.state, job.detail = FAILED, "cancelled: fanout interrupted"
+                cancelled.append(job.describe())
+        print(f"fanout: interrupted; cancelled {len(cancelled)} job(s) not yet ended"
+              + (f": {', '.join(cancelled)}" if cancelled else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
         write_jobs(results, jobs, started)
     progress.show(jobs, final=True)
 
