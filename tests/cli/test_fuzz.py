@@ -166,3 +166,14 @@ def test_yaml_and_torch_loading_are_safe():
     # the one class torch's safe globals get: argparse.Namespace, for a checkpoint's stored args
     safe_globals = [text for text in sources.values() if "add_safe_globals" in text]
     assert safe_globals and all("add_safe_globals ( [ argparse . Namespace ] )" in text for text in safe_globals)
+
+
+def test_metadata_fields_of_the_wrong_type_are_bad_input_everywhere(tmp_path):
+    """Typed-schema fuzzing: a provenance sidecar field or a manifest entry of the wrong type, read by compare,
+    collect, matrix and verify, is bad input (2) naming the file: never a crash (70), a hang or a traceback."""
+    seed = campaign.fuzz_seed()
+    cases = campaign.metadata_cases(tmp_path / "cases", seed, generated=25)
+    assert len(cases) == 29
+    outcomes = campaign.run_cases(cases, tmp_path / "cases", seed)
+    failures = [f"{o.case.name}: {'; '.join(o.problems)} | {o.stderr[-200:]!r}" for o in outcomes if o.problems]
+    assert not failures, f"LOGITSMATCH_FUZZ_SEED={seed}: {len(failures)} of {len(cases)} cases:\n" + "\n".join(failures)

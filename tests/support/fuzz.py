@@ -931,3 +931,97 @@ def run_cases(cases: list[Case], work: Path, seed: int) -> list[Outcome]:
 
     rng = random.Random(seed)
     return [run_case(case, work, rng.choice([0o022, 0o027, 0o002])) for case in cases]
+
+
+# --- typed-schema fuzzing of the metadata files: provenance sidecars and collection manifests ------------------
+
+WRONG_VALUES = [7, 2.5, True, None, "text", [], ["a"], {}, {"x": 1}]
+
+
+def _wrong_for(expected) -> list:
+    """The WRONG_VALUES that are not of the type(s) ``expected`` (bool counts as int, as isinstance says)."""
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    return [value for value in WRONG_VALUES if not isinstance(value, kinds)]
+
+
+def metadata_cases(work: Path, seed: int, generated: int = 60) -> list[Case]:
+    """``generated`` seeded cases, each one field of a provenance sidecar (SIDECAR_TYPES) or of a collection
+    manifest entry given a value of the wrong type, read by compare, collect, matrix and verify;
+    plus a sidecar and a manifest that are not objects. Every one must be bad input (2) naming the file."""
+    import random
+    import shutil as shell
+
+    from logitsmatch.paths import provenance_path
+    from logitsmatch.provenance import SIDECAR_TYPES
+
+    rng = random.Random(seed)
+    work.mkdir(parents=True, exist_ok=True)
+    sidecar = json.loads(provenance_path(GOLDEN).read_text())
+    fields = list(SIDECAR_TYPES.items())
+    cases: list[Case] = []
+
+    def mutated_sidecar(index: int) -> tuple[dict, str]:
+        field, expected = fields[index % len(fields)]
+        record = json.loads(json.dumps(sidecar))
+        parent, _, key = field.rpartition(".")
+        holder = record if not parent else record.setdefault(parent, {})
+        if not isinstance(holder, dict):
+            holder = record[parent] = {}
+        key = rng.choice(sorted(holder) or ["torch"]) if key == "*" else key
+        holder[key] = rng.choice(_wrong_for(expected))
+        return record, field
+
+    def result_tree(root: Path, record: dict) -> Path:
+        folder = root / "results" / TINY_SUITE / "cpu" / DEFAULT_TOOLCHAIN
+        folder.mkdir(parents=True)
+        shell.copyfile(GOLDEN, folder / "result.json")
+        (folder / "result.provenance.json").write_text(json.dumps(record))
+        return root
+
+    for index in range(generated):
+        record, field = mutated_sidecar(index)
+        case_dir = work / f"metadata-{index}"
+        case_dir.mkdir()
+        command = ["compare", "collect", "verify", "manifest", "matrix"][index % 5]
+        if command == "compare":
+            current = case_dir / "current.json"
+            shell.copyfile(GOLDEN, current)
+            provenance_path(current).write_text(json.dumps(record))
+            cases.append(Case(f"compare: sidecar {field} of the wrong type", ["compare", GOLDEN, current], BAD,
+                              [current, provenance_path(current)], (), "provenance.json"))
+        elif command == "collect":
+            tree = result_tree(case_dir / "machine", record)
+            cases.append(Case(f"collect: sidecar {field} of the wrong type", ["collect", tree, "--into",
+                              case_dir / "into"], BAD, [], (), "provenance.json"))
+        elif command == "verify":
+            golden = case_dir / "goldens" / GOLDEN.name
+            golden.parent.mkdir()
+            shell.copyfile(GOLDEN, golden)
+            provenance_path(golden).write_text(json.dumps(record))
+            cases.append(Case(f"verify: sidecar {field} of the wrong type", ["verify", golden.parent],
+                              BAD, [golden, provenance_path(golden)], (), "not one record"))
+        else:  # a collection whose manifest entry has a field of the wrong type
+            into = case_dir / "into"
+            folder = into / TINY_SUITE / "cpu" / DEFAULT_TOOLCHAIN / "x86_64-amd-avx2-mkl"
+            folder.mkdir(parents=True)
+            shell.copyfile(GOLDEN, folder / "result.json")
+            provenance_path(folder / "result.json").write_text(json.dumps(sidecar))
+            entry = {"sha256": "0" * 64, "origin": "somewhere"}
+            entry[rng.choice(["sha256", "origin"])] = rng.choice(_wrong_for(str))
+            (into / "collected.json").write_text(json.dumps({"key": entry}))
+            if command == "manifest":
+                cases.append(Case("collect: into a collection whose manifest entry has a field of the wrong type",
+                                  ["collect", result_tree(case_dir / "machine", sidecar), "--into", into], BAD,
+                                  [into / "collected.json"], (), "collected.json"))
+            else:
+                cases.append(Case(f"matrix: a collection whose sidecar {field} is of the wrong type",
+                                  ["matrix", "--source", into, "--suite", TINY_SUITE, "--toolchain", DEFAULT_TOOLCHAIN,
+                                   "--out", case_dir / "out"], BAD, [], (), "provenance.json"))
+                provenance_path(folder / "result.json").write_text(json.dumps(record))
+    for name, text in (("a list", "[1, 2]"), ("a number", "3"), ("not JSON", "{"), ("empty", "")):
+        current = work / f"current-{name.replace(' ', '-')}.json"
+        shell.copyfile(GOLDEN, current)
+        provenance_path(current).write_text(text)
+        cases.append(Case(f"compare: a sidecar that is {name}", ["compare", GOLDEN, current], BAD,
+                          [current], (), "provenance"))
+    return cases

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from logitsmatch import paths
-from logitsmatch.errors import EXIT_BAD_INPUT, EXIT_OK
+from logitsmatch.errors import EXIT_OK
 
 EXAMPLE = "logitsmatch verify golden_values/gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq"
 
@@ -37,4 +37,6 @@ def main(args) -> int:
     unrecorded = sum(1 for golden in goldens if not provenance_path(golden).exists())
     print(f"verified {len(goldens)} golden(s): {len(goldens) - bad - unrecorded} one record with their sidecar, "
           f"{unrecorded} without a sidecar (not recorded by logitsmatch), {bad} not one record")
-    return EXIT_BAD_INPUT if bad else EXIT_OK
+    if bad:
+        raise BadInput(f"{bad} golden(s) not one record with their sidecar (listed above)")
+    return EXIT_OK
