@@ -14,26 +14,9 @@ import pytest
 from logitsmatch import vocab
 from logitsmatch.cli import make_vocab
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
+from support.tokenizer_texts import CORPUS, NUM_SPECIAL, SEED_PROMPT, TRICKY, VOCAB, VOCAB_SIZE
 
-REPO = Path(__file__).resolve().parents[2]
-TOKENIZER_DIR = REPO / "model_configs" / "tokenizer"
-CORPUS = TOKENIZER_DIR / "corpus.txt"
-VOCAB = TOKENIZER_DIR / "logitsmatch-bpe-2048.vocab.json"
 ENTRIES = 1048
-NUM_SPECIAL = 1000
-VOCAB_SIZE = 2048
-SEED_PROMPT = (
-    "Time travel to 2008, and go to a bar or a club or one of the myriad disco-basements on "
-    "the Lower East Side that does not quite know which of those it is. Dance awkwardly in a "
-    "room full of other glittered-up nerds, and wait for something to happen, buoyed on the "
-    "feeling that this is the big swollen heart of life, that this is New York like the movies."
-)
-# Strings that exercise every branch of the v2 split pattern and Unicode corners.
-TRICKY = (
-    "Hello, World! It's 2008 -- x\u00a0y\u2003z \x1c\x1d a\u0301b \u00c9COLE \u00e9cole "
-    "\u01c4x \u01c5a 12345 \u0661\u0662 \u216b \u00bd 'll  \n\n  \n  hi/\n/ ?? !!\r\n\r\n "
-    "\U0001f642\U0001f642 \u65e5\u672c\u8a9e \ud55c\uad6d\uc5b4 ...  \u200b \ufeff\t\t\n"
-)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
