@@ -68,7 +68,9 @@ class Run:
         return self.result is not None
 
     def provenance(self) -> dict:
-        return json.loads(paths.provenance_path(self.result).read_text()) if self.ok else {}
+        from logitsmatch.provenance import read_sidecar
+
+        return read_sidecar(paths.provenance_path(self.result)) if self.ok else {}
 
     def inputs(self) -> dict:
         path = paths.inputs_path(self.result) if self.ok else None

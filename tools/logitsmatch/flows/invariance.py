@@ -16,7 +16,7 @@ from typing import Any
 
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, EXIT_RUN_FAILED, BadInput
-from logitsmatch.files import output_folder, read_input, write_atomic
+from logitsmatch.files import folder_lock, output_folder, write_atomic
 from logitsmatch.flows import execute
 from logitsmatch.judge.policy import INVARIANCE_ABS_TOL
 from logitsmatch.log import logger
@@ -240,21 +240,25 @@ def publish(state: InvarianceTable, args) -> InvarianceTable:
         *(f"| {name} | {r['ranks']} | {r['engines_served']} | {r['wall_s']} | {r['peak_rss_mib_max']} | {r['cpu']} |"
           for name, r in runs.items()),
     ]
-    write_json_atomic(out / "invariance.json", {
+    document = {
         "suite": suite.name, "toolchain": state.toolchain.name, "policy": policy.to_dict(),
         "tolerance_why": tolerance_why(policy.abs_tol), "command": command, "runs": runs, "failed": state.failed,
         "left_out": state.left_out, "not_supported": state.unsupported,
         "table": matrix.table_json(table),
-    })
+    }
     tables = {state.heading: table}
-    write_atomic(out / "invariance.md", drawn.render_markdown(tables, TITLES[what], notes, f"{what}s"))
+    markdown = drawn.render_markdown(tables, TITLES[what], notes, f"{what}s")
+    image = io.BytesIO()
     try:  # without results the PNG is a panel naming the cells that failed
-        image = io.BytesIO()
         drawn.render_heatmap(tables, image, lambda _: matrix.short_suite(suite.name))
-        write_atomic(out / "invariance.png", image.getvalue())
         png = ", invariance.png"
     except ImportError:
-        png = " (no PNG: matplotlib is not installed here; pip install 'logitsmatch[plot]')"
+        image, png = None, " (no PNG: matplotlib is not installed here; pip install 'logitsmatch[plot]')"
+    with folder_lock(out, "writing an invariance table"):  # the three files are one table's
+        write_json_atomic(out / "invariance.json", document)
+        write_atomic(out / "invariance.md", markdown)
+        if image is not None:
+            write_atomic(out / "invariance.png", image.getvalue())
     print(drawn.render_terminal(tables, noun=f"{what}s"))
     logger.info(f"wrote {out}/invariance.md, invariance.json{png}")
     return state
@@ -307,9 +311,10 @@ def command_line(args, suite: str, abs_tol: float) -> str:
 
 
 def read_provenance(result: Path) -> dict:
-    import json
+    """A layout's result sidecar (``provenance.read_sidecar``); one that cannot be trusted says nothing."""
+    from logitsmatch.provenance import read_sidecar
 
     try:
-        return json.loads(read_input(paths.provenance_path(result)))
-    except (BadInput, ValueError, RecursionError):
+        return read_sidecar(paths.provenance_path(result))
+    except BadInput:
         return {}

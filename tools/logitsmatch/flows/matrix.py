@@ -14,7 +14,7 @@ from pathlib import Path
 
 from logitsmatch import log, paths
 from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
-from logitsmatch.files import output_folder, refuse_output_over_inputs, write_atomic
+from logitsmatch.files import folder_lock, output_folder, refuse_output_over_inputs, write_atomic
 from logitsmatch.flows import execute
 from logitsmatch.log import logger
 from logitsmatch.run.platforms import harness_platform
@@ -107,18 +107,20 @@ def publish(tabulated: tuple[Selection, dict], args) -> tuple[Selection, dict]:
     for suite, table in tables.items():
         entry = table_json(table)
         report[suite] = {"toolchains": entry.pop("names"), **entry}
-    write_json_atomic(out / "matrix.json", {"baseline": baseline, "platform": args.platform, "suites": report})
     notes = [f"Made by: `{command_line(args, out)}`"]
-    write_atomic(out / "matrix.md", render_markdown(tables, f"Drift matrix (baseline {baseline})", notes))
-    written = [out / "matrix.md", out / "matrix.json"]
+    markdown = render_markdown(tables, f"Drift matrix (baseline {baseline})", notes)
+    png = io.BytesIO()
     try:
-        png = io.BytesIO()
         render_heatmap(tables, png, short_suite)
     except ImportError:
         logger.warning("no heatmap: matplotlib is not installed here (the Markdown and JSON tables are written)")
-    else:
-        write_atomic(out / "matrix.png", png.getvalue())
-        written.append(out / "matrix.png")
+        png = None
+    written = [out / "matrix.md", out / "matrix.json"] + ([out / "matrix.png"] if png else [])
+    with folder_lock(out, "writing a matrix"):  # two matrices into one folder: the three files are one table's
+        write_json_atomic(out / "matrix.json", {"baseline": baseline, "platform": args.platform, "suites": report})
+        write_atomic(out / "matrix.md", markdown)
+        if png:
+            write_atomic(out / "matrix.png", png.getvalue())
     logger.info("wrote " + ", ".join(str(path) for path in written))
     return tabulated
 

@@ -11,7 +11,6 @@ with ``--from`` is only read: the reports of the judgement are printed, not writ
 from __future__ import annotations
 
 import datetime
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from logitsmatch.flows import execute
 from logitsmatch.golden_pairs import write_pair
 from logitsmatch.judge.golden_io import load_golden
 from logitsmatch.log import logger
-from logitsmatch.provenance import freshness_problem, invocation
+from logitsmatch.provenance import freshness_problem, invocation, read_sidecar
 from logitsmatch.run.platforms import harness_platform
 
 
@@ -57,7 +56,7 @@ def fresh_result(suite, platform: str, toolchain, from_dir: Path | None = None,
     if problem is not None:
         raise BadInput(f"cannot record {result} for {suite.name} on {platform} with {toolchain.name}: {problem} "
                        f"(run it again: nox -s \"logitsmatch({toolchain.name})\" -- {suite.name})")
-    return result, json.loads(read_input(paths.provenance_path(result)))
+    return result, read_sidecar(paths.provenance_path(result))
 
 
 def golden_for(first_golden: Path, provenance: dict, hardware_class: str | None) -> Path:
