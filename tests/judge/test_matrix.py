@@ -74,7 +74,7 @@ def test_closing_summary_names_the_suite_that_differs_and_how(project, tmp_path,
                        "another check fails in 1 ordered pair")  # 0.16.1 records no routing, 0.19.2's golden has it
     moe = out.index(MOE_TINY)
     assert out[moe + 2].split() == ["1", OLD, "*", "=", "~36"]  # sorted by version, whatever the order given
-    assert out[moe + 3].split() == ["2", NEW, "~36", "="]
+    assert out[moe + 3].split() == ["2", NEW, "~36", "fails", "="]  # the routing check fails: the cell says so
     markdown = (tmp_path / "matrix.md").read_text()
     assert "36 of 158 moved (max 4.8e-7, 1 ulp), 0 over" in markdown and "= bitwise identical" in markdown
     assert f"Made by: `logitsmatch matrix --toolchain {NEW} --toolchain {OLD} --suite {MOE_TINY}" in markdown
@@ -137,3 +137,24 @@ def test_a_table_without_outputs_is_a_panel_saying_so(tmp_path):
     empty = {"names": [], "missing": ["tp8", "pp8"], "cells": {}, "tolerance": 1e-4}
     render_heatmap({"suite": empty}, tmp_path / "x.png")
     assert (tmp_path / "x.png").stat().st_size > 5_000
+
+
+def test_a_failing_pair_shows_that_it_fails_where_the_json_says_so(project, tmp_path, monkeypatch, capsys):
+    """The tiny MoE goldens: pairs whose routing check fails move logprobs within tolerance only; their cells
+    must still read as failing in the terminal and the Markdown, as the JSON's `passed: false` says."""
+    monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
+    out = tmp_path / "matrix"
+    assert cli_main(["matrix", "--suite", MOE_TINY, "--source", "goldens", "--out", str(out)]) in (0, 1)
+    report = json.loads((out / "matrix.json").read_text())["suites"][MOE_TINY]
+    names = report["toolchains"]
+    failing = [(row, col) for row in names for col in names if not report["cells"][row][col]["passed"]]
+    assert failing, "the committed MoE goldens hold pairs that fail a check"
+    grid = capsys.readouterr().out.splitlines()
+    first = grid.index(MOE_TINY) + 2
+    for index, row in enumerate(names):
+        cells = grid[first + index].split(row, 1)[1].replace("*", "").split()
+        joined = " ".join(cells)
+        shown_failing = joined.count("fails") + sum(1 for cell in cells if cell.startswith(("!", "@")))
+        assert shown_failing == sum(1 for r, _ in failing if r == row), (row, joined)
+    markdown = (out / "matrix.md").read_text()
+    assert markdown.count(", fails") >= len(failing)

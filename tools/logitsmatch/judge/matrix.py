@@ -81,7 +81,9 @@ class Cell:
             parts.append(f"!{self.n_over_tolerance}")
         elif self.n_moved:
             parts.append(f"~{self.n_moved}")
-        return (" ".join(parts) or "fails") + cross
+        if not self.passed and self.tokens_agree and not self.n_over_tolerance:
+            parts.append("fails")  # another check failed: a failing cell never reads as a pass
+        return " ".join(parts) + cross
 
     def label(self) -> str:
         """The cell in words, for Markdown."""

@@ -165,6 +165,9 @@ def render_heatmap(tables: dict, path, short_title=lambda heading: heading) -> N
                 text = cell.code() if cell.max_abs_delta == 0 else f"{cell.code()}\n{short_number(cell.max_abs_delta)}"
                 dark = cell.max_abs_delta > 0 and values[i, j] < -3
                 axis.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
+                if not cell.passed:  # a failing pair is framed in red, whatever its colour says
+                    axis.add_patch(matplotlib.patches.Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False,
+                                                                edgecolor="#d7191c", linewidth=2.5))
                 if cell.same_class is False:  # across hardware classes: hatched, as the † in the text says
                     axis.add_patch(matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//",
                                                                 edgecolor="#b2182b", linewidth=0))
@@ -187,7 +190,7 @@ def render_heatmap(tables: dict, path, short_title=lambda heading: heading) -> N
     marked = ", ".join(f"{t:g}" for t in tolerances if t > 0)
     marks = "grey: bitwise identical" + (f"; red line: tolerance {marked}" if marked else "")
     bar.set_label(f"log10 max |Δ logprob|\n{marks}", fontsize=9)
-    note = "Cells: " + LEGEND + "; second line: max |Δ logprob|."
+    note = "Cells: " + LEGEND + "; second line: max |Δ logprob|; red frame: the pair fails."
     figure.supxlabel(_wrap(note, int((columns * (side + label_room) + 1.2) * 13)), fontsize=9, ha="center")
     figure.savefig(path, dpi=_DPI, format="png", bbox_inches="tight", pad_inches=0.2)  # nothing clipped
     plt.close(figure)
