@@ -53,3 +53,14 @@ def test_version_names_logitsmatch_python_and_the_toolchain_packages(capsys):
     assert out.startswith(f"logitsmatch {__version__} (Python {platform.python_version()}")
     for package in ("torch", "megatron-core"):
         assert package in out  # a version where installed, "not installed" where not
+
+
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_an_unknown_option_is_named_with_the_subcommands_usage(name, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main([name, "--frobnicate"] + (["a", "b"] if name == "compare" else []))
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(f"usage: logitsmatch {name} ")
+    if "required" not in err[-1]:  # a missing required argument is named first, as argparse does
+        assert err[-1] == f"logitsmatch {name}: error: unrecognized arguments: --frobnicate"

@@ -118,7 +118,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.configure(sub_parser)
-        sub_parser.set_defaults(_handler=module.main)
+        sub_parser.set_defaults(_handler=module.main, _parser=sub_parser)
     return parser
 
 
@@ -157,7 +157,9 @@ def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
 
 def _run(argv: list[str]) -> int:
     parser = build_parser(next((arg for arg in argv if arg in SUBCOMMANDS), None))
-    args = parser.parse_args(argv)  # a usage error exits 2 (argparse's own code, the bad-input code)
+    args, unknown = parser.parse_known_args(argv)  # a usage error exits 2 (argparse's own code, the bad-input code)
+    if unknown:  # named by the subcommand, with its usage, not the top level's
+        args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     log.configure(args.verbosity)
     try:
         files.set_max_input_bytes(args.max_input_bytes)
