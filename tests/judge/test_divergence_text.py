@@ -86,3 +86,21 @@ def test_same_length_prompts_with_different_text_are_named_too():
     current = {"0": dict(make_request(), input_prompt="p q r t")}
     result = compare(golden, current, Policy())
     assert not result.passed and result.requests["0"].prompt_change["text"] == "4 vs 4 tokens"
+
+
+def test_the_same_prompt_text_tokenised_two_ways_is_named_as_different_tokenizers():
+    """Megatron's H100 seed golden and a CPU golden: identical input_prompt strings, 88 vs 129 prompt tokens."""
+    from logitsmatch.judge.compare import compare
+    from logitsmatch.judge.golden_io import load_golden
+    from logitsmatch.judge.report import render_terminal
+    from logitsmatch.policy import Policy
+    from support import PROJECT, SEED_SUITE
+
+    folder = PROJECT / "golden_values" / SEED_SUITE
+    h100 = load_golden(folder / "golden_values_dev_dgx_h100.json")
+    cpu = load_golden(folder / "golden_values_cpu_py3.11-torch2.13.0-mcore0.16.1.json")
+    assert h100["0"]["input_prompt"] == cpu["0"]["input_prompt"]
+    text = render_terminal(compare(h100, cpu, Policy()))
+    assert "same prompt text, tokenised to 88 vs 129 tokens: the two sides used different tokenizers" in text
+    assert "prompt differs" not in text
+    assert "the same prompt text is tokenised differently in 1 of 1 requests (different tokenizers)" in text

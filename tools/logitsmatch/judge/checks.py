@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from logitsmatch.judge.golden_io import request_sort_key
-from logitsmatch.judge.numerics import Numerics, RequestPair
+from logitsmatch.judge.numerics import Numerics, RequestPair, prompt_change_words
 from logitsmatch.judge.policy import REQUEST_METRICS, RUN_METRICS, Policy
 from logitsmatch.judge.results import Check, deepdiff_path
 
@@ -66,7 +66,8 @@ def request_checks(pair: RequestPair, numerics: Numerics, position: int, policy:
 
 def _check_tokens(pair: RequestPair, numerics: Numerics, position: int, policy: Policy) -> str:
     if pair.prompt_change:
-        return f"prompt differs ({pair.prompt_change['text']}): the outputs of different prompts are not compared"
+        what = "the outputs are" if pair.prompt_change.get("same_text") else "the outputs of different prompts are"
+        return f"{prompt_change_words(pair.prompt_change)}: {what} not compared"
     if pair.first_divergence is None:
         return ""
     d = pair.first_divergence

@@ -77,9 +77,19 @@ def _prompt_change(golden: dict, current: dict, g_prompt: int | None, c_prompt: 
         sizes, unit = (g_prompt + 1, c_prompt + 1), "tokens"
     else:
         sizes, unit = (len(g_text), len(c_text)), "characters"
-    return {"golden_tokens": g_prompt + 1 if g_prompt is not None else None,
-            "current_tokens": c_prompt + 1 if c_prompt is not None else None,
-            "text": f"{sizes[0]} vs {sizes[1]} {unit}"}
+    change = {"golden_tokens": g_prompt + 1 if g_prompt is not None else None,
+              "current_tokens": c_prompt + 1 if c_prompt is not None else None,
+              "text": f"{sizes[0]} vs {sizes[1]} {unit}"}
+    if not texts_differ and isinstance(g_text, str) and isinstance(c_text, str):
+        change["same_text"] = True  # one prompt, two tokenizations: the sides used different tokenizers
+    return change
+
+
+def prompt_change_words(change: dict) -> str:
+    """How a report names a prompt change: different prompts, or one prompt tokenized two ways."""
+    if change.get("same_text"):
+        return (f"same prompt text, tokenised to {change['text']}: the two sides used different tokenizers")
+    return f"prompt differs ({change['text']})"
 
 
 def gather_pair(rid: str, golden: dict, current: dict) -> RequestPair:
@@ -92,7 +102,7 @@ def gather_pair(rid: str, golden: dict, current: dict) -> RequestPair:
     g_prompt, c_prompt = _prompt_count(g_logprobs, g_tokens), _prompt_count(c_logprobs, c_tokens)
     prompt_change = _prompt_change(golden, current, g_prompt, c_prompt)
     if prompt_change:  # outputs of different prompts: nothing to compare, no position counts as drift
-        reason = f"prompt differs ({prompt_change['text']})"
+        reason = prompt_change_words(prompt_change)
         return RequestPair(rid, golden, current, None, [], g_prompt, g_logprobs, c_logprobs, 0, reason, prompt_change)
     # Without generated_tokens on a side, the other side tells the split; with none, all is prompt.
     prompt = g_prompt if g_prompt is not None else c_prompt

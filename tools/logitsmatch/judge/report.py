@@ -13,6 +13,7 @@ import re
 
 from logitsmatch.judge.divergence import describe
 from logitsmatch.judge.golden_io import atomic_writer, dumps_json
+from logitsmatch.judge.numerics import prompt_change_words
 from logitsmatch.judge.results import Check, ComparisonResult, deepdiff_path
 
 DEFAULT_LIMIT = 20
@@ -37,9 +38,13 @@ def verdict_line(result: ComparisonResult) -> str:
     summary = result.summary()
     logprobs = summary["logprobs"]
     parts = [f"{len(result.failed_checks)} of {len(result.checks)} checks failed"]
-    prompts = summary["requests_with_prompt_change"]
+    retokenised = sum(bool(r.prompt_change and r.prompt_change.get("same_text")) for r in result.requests.values())
+    prompts = summary["requests_with_prompt_change"] - retokenised
     if prompts:
         parts.append(f"prompt differs in {prompts} of {summary['requests_compared']} requests")
+    if retokenised:
+        parts.append(f"the same prompt text is tokenised differently in {retokenised} of "
+                     f"{summary['requests_compared']} requests (different tokenizers)")
     diverged = summary["requests_with_token_divergence"]
     if diverged:
         parts.append(f"tokens diverge in {diverged} of {summary['requests_compared']} requests")
@@ -125,8 +130,8 @@ def _divergence_lines(result: ComparisonResult, limit: int) -> list[str]:
     lines = []
     for r in diverged[:limit]:
         if r.prompt_change:
-            lines.append(f"{deepdiff_path(r.request_id, 'input_prompt')}: prompt differs "
-                         f"({r.prompt_change['text']}); the outputs of request {r.request_id} are not compared")
+            lines.append(f"{deepdiff_path(r.request_id, 'input_prompt')}: {prompt_change_words(r.prompt_change)}; "
+                         f"the outputs of request {r.request_id} are not compared")
             continue
         first = next(c for c in r.token_changes if c["index"] == r.first_divergence)
         path = deepdiff_path(r.request_id, "generated_tokens", r.first_divergence)
