@@ -49,6 +49,8 @@ def test_probe_reads_this_machine():
 def test_describe_is_one_line_naming_model_isa_and_blas():
     assert hardware.describe(AMD) == "AMD EPYC (AVX2, mkl 2024.2, 1 thread)"
     assert hardware.describe(H100).startswith("NVIDIA H100 80GB HBM3 x1 (sm90, CUDA 13.0")
+    unknown = {"cuda": {"devices": [{"name": "NVIDIA H100", "capability": None}], "count": 1}}
+    assert hardware.describe(unknown) == "NVIDIA H100 x1 (compute capability unknown)"  # never "CUDA None"
 
 
 def test_a_provenance_without_identity_is_derived_and_never_guessed():

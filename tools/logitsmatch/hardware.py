@@ -135,8 +135,9 @@ def describe(identity: dict) -> str:
     if cuda and cuda.get("devices"):
         first = cuda["devices"][0]
         capability = first.get("capability")
-        return (f"{first['name']} x{cuda['count']} (sm{capability.replace('.', '') if capability else ' unknown'}, "
-                f"CUDA {cuda.get('cuda')}, driver {cuda.get('driver')})")
+        parts = [f"sm{capability.replace('.', '')}" if capability else "compute capability unknown"]
+        parts += [f"{what} {cuda[key]}" for key, what in (("cuda", "CUDA"), ("driver", "driver")) if cuda.get(key)]
+        return f"{first['name']} x{cuda['count']} ({', '.join(parts)})"
     cpu = identity.get("cpu") or {}
     blas = cpu.get("blas") or {}
     parts = [cpu.get("isa") or "ISA unknown", " ".join(str(p) for p in (blas.get("name"), blas.get("version")) if p)]
