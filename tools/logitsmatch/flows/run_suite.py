@@ -244,10 +244,10 @@ def resolve(state: SuiteRun, args) -> SuiteRun:
     from logitsmatch.toolchains import get_toolchain
 
     state.toolchain = get_toolchain(state.project / "pyproject.toml", args.toolchain)
+    state.suite = suite = load_suite(state.project, args.suite)  # an unknown suite first, whatever this venv holds
     if args.candidate is None:
         verify_toolchain(state.toolchain)
     state.label = args.candidate or state.toolchain.name
-    state.suite = suite = load_suite(state.project, args.suite)
     layout = layouts.parse(args.layout) if args.layout else None
     platform = get_platform(args.platform, tensor_parallel=args.tensor_parallel_size, dtype=args.dtype, layout=layout,
                             schedule=args.schedule)
