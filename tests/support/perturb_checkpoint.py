@@ -1,5 +1,8 @@
 """Copy a torch_dist checkpoint with one weight changed (run in a toolchain venv).
 
+Run as a script, its folder comes first on sys.path: no module here may share a name with a package it
+imports (megatron, torch).
+
     python tests/support/perturb_checkpoint.py SRC OUT PARAMETER FLAT_INDEX DELTA
 
 Loads SRC through logitsmatch's own loader at TP1, adds DELTA to one element

@@ -24,7 +24,7 @@ TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS), str(TESTS.parent / "tools")]
 
 from support import megatron_case_dirs, megatron_cases_folder  # noqa: E402
-from support.megatron import (  # noqa: E402
+from support.megatron_reference import (  # noqa: E402
     COMPARATOR,
     HASH_SEED,
     RECORDED,
