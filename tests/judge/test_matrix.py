@@ -158,3 +158,11 @@ def test_a_failing_pair_shows_that_it_fails_where_the_json_says_so(project, tmp_
         assert shown_failing == sum(1 for r, _ in failing if r == row), (row, joined)
     markdown = (out / "matrix.md").read_text()
     assert markdown.count(", fails") >= len(failing)
+
+
+def test_nothing_to_tabulate_points_at_the_platforms_that_have_goldens(project, monkeypatch, capsys):
+    monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
+    assert cli_main(["matrix", "--source", "goldens", "--platform", "gpu", "--suite", TINY_SUITE]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "try --source goldens" not in err  # it was given
+    assert err.endswith("(run them first; these suites have goldens on platform cpu)")

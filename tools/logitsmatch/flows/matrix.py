@@ -86,9 +86,22 @@ def tabulate(selection: Selection, args) -> tuple[Selection, dict]:
     if not any(table["names"] for table in tables.values()):
         where = {"results": "results", "goldens": "goldens", "auto": "results or goldens"}.get(
             source, f"results in {source}")
+        advice = "run them first" + ("" if source == "goldens" else ", or try --source goldens")
+        platforms = golden_platforms(list(tables)) - {args.platform}
+        if source != "results" and platforms:
+            advice += f"; these suites have goldens on platform {', '.join(sorted(platforms))}"
         raise BadInput(f"nothing to tabulate: no {where} on platform {args.platform} for any of these toolchains "
-                       "and suites (run them first, or try --source goldens)")
+                       f"and suites ({advice})")
     return selection, tables
+
+
+def golden_platforms(suites: list[str]) -> set[str]:
+    """The platforms the suites have goldens on (``golden_values_<platform>_<toolchain>.json``)."""
+    import re
+
+    named = re.compile(r"golden_values_(.+?)_py\d")
+    folders = [paths.project_root() / "golden_values" / suite for suite in suites]
+    return {match.group(1) for folder in folders for path in folder.glob("*.json") if (match := named.match(path.name))}
 
 
 def publish(tabulated: tuple[Selection, dict], args) -> tuple[Selection, dict]:
