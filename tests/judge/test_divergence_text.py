@@ -104,3 +104,21 @@ def test_the_same_prompt_text_tokenised_two_ways_is_named_as_different_tokenizer
     assert "same prompt text, tokenised to 88 vs 129 tokens: the two sides used different tokenizers" in text
     assert "prompt differs" not in text
     assert "the same prompt text is tokenised differently in 1 of 1 requests (different tokenizers)" in text
+
+
+def test_the_verdict_line_names_lost_requests_even_under_quiet():
+    from logitsmatch import log
+    from logitsmatch.judge.compare import compare
+    from logitsmatch.judge.golden_io import load_golden
+    from logitsmatch.judge.report import render_terminal
+    from logitsmatch.policy import Policy
+    from support import TINY_SUITE, golden_file
+
+    golden = load_golden(golden_file(TINY_SUITE))
+    current = {key: value for key, value in golden.items() if key not in ("0", "2")}
+    log.configure(-1)
+    try:
+        line = render_terminal(compare(golden, current, Policy()))
+    finally:
+        log.configure(0)
+    assert line.count("\n") == 1 and "2 golden requests lost (0, 2)" in line and "2 structural changes" in line

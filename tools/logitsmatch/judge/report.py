@@ -38,6 +38,10 @@ def verdict_line(result: ComparisonResult) -> str:
     summary = result.summary()
     logprobs = summary["logprobs"]
     parts = [f"{len(result.failed_checks)} of {len(result.checks)} checks failed"]
+    lost = [str(change["request"]) for change in result.structural_changes if change["kind"] == "missing_request"]
+    if lost:  # named even under -q: a lost request is the first thing to know
+        shown = ", ".join(lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
+        parts.append(f"{len(lost)} golden request{'s' if len(lost) != 1 else ''} lost ({shown})")
     retokenised = sum(bool(r.prompt_change and r.prompt_change.get("same_text")) for r in result.requests.values())
     prompts = summary["requests_with_prompt_change"] - retokenised
     if prompts:
@@ -52,7 +56,8 @@ def verdict_line(result: ComparisonResult) -> str:
     if logprobs["not_comparable"]:
         parts.append(f"{logprobs['not_comparable']} not comparable")
     if result.structural_changes:
-        parts.append(f"{len(result.structural_changes)} structural changes")
+        count = len(result.structural_changes)
+        parts.append(f"{count} structural change{'s' if count != 1 else ''}")
     return f"{result.verdict.upper()}: " + "; ".join(parts) + f" [{_policy_text(result)}]"
 
 
