@@ -64,3 +64,13 @@ def test_an_unknown_option_is_named_with_the_subcommands_usage(name, capsys):
     assert err[0].startswith(f"usage: logitsmatch {name} ")
     if "required" not in err[-1]:  # a missing required argument is named first, as argparse does
         assert err[-1] == f"logitsmatch {name}: error: unrecognized arguments: --frobnicate"
+
+
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_a_subcommands_help_refers_to_the_exit_code_table_in_one_line(name, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([name, "--help"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("exit codes: 0 pass, 1 drift, 2 bad input, 3 run failed")
+    assert lines[-1].endswith("(logitsmatch --help says what each means)")
+    assert not any(line.startswith("    2  bad input") for line in lines)  # the table is the top level's

@@ -64,6 +64,12 @@ def exit_code_help() -> str:
     return "exit codes:\n" + "\n".join(f"  {int(code):>3}  {text}" for code, text in EXIT_CODE_TABLE.items())
 
 
+def exit_code_line() -> str:
+    """The exit codes in one line, for a subcommand's help (the table with what each means: ``--help``)."""
+    return ("exit codes: " + ", ".join(f"{int(code)} {name}" for code, name in OUTCOME_NAMES.items())
+            + " (logitsmatch --help says what each means)")
+
+
 class LogitsmatchError(Exception):
     """Base class: carries the exit code the CLI should return."""
 

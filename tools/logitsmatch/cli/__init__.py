@@ -24,7 +24,7 @@ import threading
 
 from logitsmatch import files, log
 from logitsmatch.cli.guard import ReportStream, report_internal_error, stop_as_ctrl_c
-from logitsmatch.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, LogitsmatchError, exit_code_help
+from logitsmatch.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, LogitsmatchError, exit_code_help, exit_code_line
 
 SUBCOMMANDS = {
     "compare": ("logitsmatch.cli.compare", "compare two golden-format files and report drift"),
@@ -114,7 +114,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         sub_parser = sub.add_parser(
             name, help=help_text, description=help_text, parents=[common],
-            epilog=f"example:\n  {module.EXAMPLE}\n\n{exit_code_help()}",
+            epilog=f"example:\n  {module.EXAMPLE}\n\n{exit_code_line()}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.configure(sub_parser)
