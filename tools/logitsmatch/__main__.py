@@ -1,7 +1,7 @@
 """``python -m logitsmatch``: the CLI, with Ctrl-C or SIGTERM during its imports ending quietly (130).
 
-Until ``cli.main`` installs the command's own handling, a signal ends the process at once with one
-line: nothing has been written yet, so there is nothing to clean up, and no traceback is useful.
+Until ``cli.entry`` installs the same handling, a signal ends the process at once with one line: nothing
+has been written yet, so there is nothing to clean up, and no traceback is useful.
 """
 
 import os
@@ -19,5 +19,4 @@ for _signal in (signal.SIGINT, signal.SIGTERM):
 
 from logitsmatch.cli import entry  # noqa: E402 - after the handlers, so that its imports are covered
 
-signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.exit(entry())

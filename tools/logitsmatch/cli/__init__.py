@@ -23,7 +23,7 @@ import sys
 import threading
 
 from logitsmatch import files, log
-from logitsmatch.cli.guard import ReportStream, report_internal_error, stop_as_ctrl_c
+from logitsmatch.cli.guard import ReportStream, report_internal_error, stop_as_ctrl_c, stop_while_starting
 from logitsmatch.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, LogitsmatchError, exit_code_help, exit_code_line
 
 SUBCOMMANDS = {
@@ -123,10 +123,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def entry() -> int:
-    """The process's entry (the ``logitsmatch`` script, ``python -m logitsmatch``): ``main``, then Ctrl-C and
-    SIGTERM are ignored while the interpreter exits, so a signal that comes after the verdict cannot replace
-    its exit code (finalising, the interpreter resets a Python handler to the default action, which kills;
-    an ignored signal it leaves ignored, in every thread)."""
+    """The process's entry (the ``logitsmatch`` script, ``python -m logitsmatch``).
+
+    Until the subcommand's modules are imported and its arguments parsed, Ctrl-C or SIGTERM ends the process
+    at once with 130 (nothing is written yet, and an import cut short by an exception can crash the
+    interpreter's exit). Once the verdict is decided both are ignored while the interpreter exits, so a late
+    signal cannot replace its exit code (finalising, the interpreter resets a Python handler to the default
+    action, which kills; an ignored signal it leaves ignored, in every thread).
+    """
+    for stopping in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stopping, stop_while_starting)
     try:
         code = main(restore_signals=False)
     except KeyboardInterrupt:
@@ -137,30 +143,39 @@ def entry() -> int:
 
 
 def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
-    """Run one subcommand; its exit code (errors.ExitCode) is the return value. The SIGTERM handling and the
-    report stream last as long as the command: a caller in the same process (a test) gets its own back."""
+    """Run one subcommand; its exit code (errors.ExitCode) is the return value. Once the command starts,
+    Ctrl-C and SIGTERM stop it (the writers' cleanup runs, exit 130); that handling and the report stream
+    last as long as the command: a caller in the same process (a test) gets its own back."""
     argv = sys.argv[1:] if argv is None else argv
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous_sigterm = signal.signal(signal.SIGTERM, stop_as_ctrl_c) if in_main_thread else None
+    previous = {stopping: signal.getsignal(stopping) for stopping in (signal.SIGINT, signal.SIGTERM)}
+
+    def started() -> None:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, stop_as_ctrl_c)
+
     stdout = sys.stdout = ReportStream(sys.stdout)
     try:
-        return _run(argv)
-    except KeyboardInterrupt:  # before the command started: while parsing or importing it
+        return _run(argv, started)
+    except KeyboardInterrupt:  # before the command started (a caller's own Ctrl-C handling was in place)
         print("logitsmatch: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         stdout.close_quietly()
         sys.stdout = stdout.stream
         if in_main_thread and restore_signals:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+            for stopping, handler in previous.items():
+                signal.signal(stopping, handler)
 
 
-def _run(argv: list[str]) -> int:
+def _run(argv: list[str], started) -> int:
     parser = build_parser(next((arg for arg in argv if arg in SUBCOMMANDS), None))
     args, unknown = parser.parse_known_args(argv)  # a usage error exits 2 (argparse's own code, the bad-input code)
     if unknown:  # named by the subcommand, with its usage, not the top level's
         args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     log.configure(args.verbosity)
+    started()
     try:
         files.set_max_input_bytes(args.max_input_bytes)
         return int(args._handler(args))

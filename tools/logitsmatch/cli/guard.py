@@ -38,6 +38,12 @@ def report_internal_error(command: str, argv: list[str], verbose: bool) -> None:
     print(f"logitsmatch {command}: internal error (a bug, not drift): {last[:200]}; {where}", file=sys.stderr)
 
 
+def stop_while_starting(signum, frame) -> None:
+    """Ctrl-C or SIGTERM before a command started: one line and 130 at once (nothing written yet)."""
+    os.write(2, b"logitsmatch: interrupted\n")
+    os._exit(130)
+
+
 def stop_as_ctrl_c(signum, frame) -> None:
     raise KeyboardInterrupt  # SIGTERM stops a command as Ctrl-C does: the writers' cleanup runs, exit 130
 
