@@ -271,12 +271,29 @@ def folder_lock(folder: str | os.PathLike, doing: str, wait: bool = True) -> Ite
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
-            raise BadInput(f"{Path(folder)} is being written by {holder}: not {doing} at the same time") from None
+            raise BadInput(f"{Path(folder)} is being written by {_holder(fd)}: not {doing} at the same time") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} ({doing})\n".encode(), 0)
         yield
     finally:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-        os.close(fd)  # closing releases the lock
+        os.close(fd)  # closing releases the lock; the holder's line stays until the next holder writes its own
+
+
+def _holder(fd: int) -> str:
+    """The lock file's line naming a live holder, read again for up to a second while the holder that has just
+    taken the lock has not written it yet."""
+    import time
+
+    for _ in range(20):
+        text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        pid = text.split()[1] if text.startswith("pid ") and len(text.split()) > 1 else ""
+        if pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+                return text
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                return text
+        time.sleep(0.05)
+    return "another process"

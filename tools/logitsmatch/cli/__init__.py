@@ -15,12 +15,15 @@ file that holds its traceback (printed on the terminal too with ``-v``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.metadata
+import os
 import platform
 import signal
 import sys
 import threading
+from typing import NoReturn
 
 from logitsmatch import files, log
 from logitsmatch.cli.guard import ReportStream, report_internal_error, stop_as_ctrl_c, stop_while_starting
@@ -122,14 +125,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def entry() -> int:
+def entry() -> NoReturn:
     """The process's entry (the ``logitsmatch`` script, ``python -m logitsmatch``).
 
-    Until the subcommand's modules are imported and its arguments parsed, Ctrl-C or SIGTERM ends the process
-    at once with 130 (nothing is written yet, and an import cut short by an exception can crash the
-    interpreter's exit). Once the verdict is decided both are ignored while the interpreter exits, so a late
-    signal cannot replace its exit code (finalising, the interpreter resets a Python handler to the default
-    action, which kills; an ignored signal it leaves ignored, in every thread).
+    Until the command's modules are imported and its arguments parsed, Ctrl-C or SIGTERM ends the process at
+    once with 130 (nothing is written yet; an import cut short can crash the interpreter's exit). Once the
+    code is decided, signals are ignored and the process ends by ``os._exit``: the interpreter's teardown
+    (which resets Python's handlers, and re-raises a SIGINT it saw) cannot replace the code.
     """
     for stopping in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stopping, stop_while_starting)
@@ -139,7 +141,10 @@ def entry() -> int:
         code = EXIT_INTERRUPTED
     for stopping in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stopping, signal.SIG_IGN)
-    return code
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)  # every file is written and closed: the interpreter's teardown cannot change the code
 
 
 def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
