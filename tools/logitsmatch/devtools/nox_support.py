@@ -14,16 +14,17 @@ so it needs only the standard library until a session runs.
 from __future__ import annotations
 
 import argparse
-import atexit
 import functools
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.devtools import interpreters
+from logitsmatch.devtools.session_outcome import carry, fail, outcomes_summary, run_command, session_summary
 from logitsmatch.errors import BadInput, ExitCode
 from logitsmatch.suites import load_suite, suite_names
 from logitsmatch.toolchains import (
@@ -48,60 +49,6 @@ DEFAULT_SUITES = default_suite_names(PYPROJECT, SUITES)
 
 
 # --- toolchains and their venvs ---------------------------------------------------------------
-
-
-# --- the exit-code contract through nox ---------------------------------------------------------------
-# nox ends with status 1 whenever a session failed (its final reduce), and 1 is drift in the contract: a
-# failed run or a bad input would read as drift. So each failure a session meets records the contract's
-# code for it, and when nox's interpreter exits, the most severe code recorded replaces nox's 1. The order:
-# what stopped an answer (interrupted, internal error, run failed, bad input) before NO GOLDEN (nothing to
-# judge against), before drift (an answer).
-SEVERITY = (ExitCode.INTERRUPTED, ExitCode.INTERNAL, ExitCode.RUN_FAILED, ExitCode.BAD_INPUT, ExitCode.NO_GOLDEN,
-            ExitCode.DRIFT)
-_failures: list[int] = []
-
-
-def most_severe(codes: list[int]) -> int:
-    """The code that wins among ``codes`` (SEVERITY order; a code outside the contract counts as run failed)."""
-    known = [code for code in SEVERITY if code in codes]
-    return int(known[0]) if known else int(ExitCode.RUN_FAILED)
-
-
-def carry(session, code: int | None) -> None:
-    """Record a failure's contract code for the end of nox (None: the command did not start: run failed).
-
-    Only in nox's own process (a real nox Session): a test's stand-in session changes no exit status.
-    """
-    if not type(session).__module__.startswith("nox."):
-        return
-    if not _failures:
-        atexit.register(_exit_with_the_contracts_code)
-    _failures.append(int(ExitCode.RUN_FAILED) if code is None else code)
-
-
-def _exit_with_the_contracts_code() -> None:
-    code = most_severe(_failures)
-    if code != ExitCode.DRIFT:  # nox's own status, 1, already says drift
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-
-def run_command(session, *args, **kwargs):
-    """``session.run`` of a logitsmatch command: a failure carries the command's exit code out of nox."""
-    from nox.command import CommandFailed
-
-    try:
-        return session.run(*args, **kwargs)
-    except CommandFailed as exc:
-        carry(session, exc.return_code)
-        raise
-
-
-def fail(session, code: int, message: str):
-    """Fail the session with ``message``, carrying ``code`` out of nox."""
-    carry(session, code)
-    session.error(message)
 
 
 def default_interpreter() -> str | bool:
@@ -334,17 +281,6 @@ def runnable_suites(session, toolchain_name: str, suites: list[str]) -> list[str
     return runnable
 
 
-def outcomes_summary(session, who: str, outcomes: dict[str, list[str]], record_with: str | None = None) -> None:
-    """Fail the session with one line per outcome other than pass: drift apart from NO GOLDEN, a bad input, a
-    failed run or a crash, each with its exit code's name (``errors.outcome_name``)."""
-    parts = [f"{outcome}: {', '.join(suites)}" for outcome, suites in outcomes.items() if suites]
-    no_golden = outcomes.get("NO GOLDEN")
-    if no_golden and record_with:
-        parts.append(f"make the missing goldens with: nox -s record -- {record_with} {' '.join(no_golden)}")
-    if parts:
-        session.error(f"{who}: " + "; ".join(parts))
-
-
 def run_suites(session, toolchain_name: str) -> None:
     """Run each suite in the toolchain's venv; report every failure, fail the session at the end if any failed.
 
@@ -364,14 +300,21 @@ def run_suites(session, toolchain_name: str) -> None:
     suites = parser.suites(args.suites, DEFAULT_SUITES)
     bin_dir = toolchain_bin(session, toolchain_name)
     outcomes: dict[str, list[str]] = {}
+    ended: dict[str, tuple[int | None, float]] = {}
     for suite in suites:
+        started = time.monotonic()
+        code: int | None = 0
         try:
             session.run(str(bin_dir / "logitsmatch"), "run", suite, "--toolchain", toolchain_name, *args.forwarded,
                         external=True, env=activated(bin_dir))
         except CommandFailed as exc:  # keep running the other suites
-            outcomes.setdefault(outcome_name(exc.return_code), []).append(suite)
-            if exc.return_code != EXIT_UNSUPPORTED:
-                carry(session, exc.return_code)
+            code = exc.return_code
+            outcomes.setdefault(outcome_name(code), []).append(suite)
+            if code != EXIT_UNSUPPORTED:
+                carry(session, code)
+        ended[suite] = (code, time.monotonic() - started)
+    for line in session_summary(toolchain_name, ended):
+        session.log(line)
     not_run = outcomes.pop(outcome_name(EXIT_UNSUPPORTED), [])
     if not_run:
         session.log(f"{toolchain_name}: not run, its megatron-core release cannot (see above): {', '.join(not_run)}")
