@@ -55,31 +55,27 @@ def _interrupted(golden: Path) -> bool:
         any(golden.parent.glob(f"{_temp_prefix(target)}*.tmp")) for target in (golden, provenance_path(golden), marker))
 
 
-def finish_interrupted(golden: Path) -> str | None:
+def finish_interrupted(golden: Path) -> None:
     """Under the folder's lock: complete a committed replacement, drop an uncommitted one's temp files.
 
-    Returns what was done (None: nothing was pending).
+    The marker names temp files beside the golden only (a name is taken as a bare file name).
     """
     marker = _pending_marker(golden)
-    done = None
     if marker.is_file():
         try:
             pending = json.loads(marker.read_text())
-            moves = [(golden.parent / pending["sidecar"], provenance_path(golden)),
-                     (golden.parent / pending["golden"], golden)]
+            moves = [(golden.parent / Path(pending["sidecar"]).name, provenance_path(golden)),
+                     (golden.parent / Path(pending["golden"]).name, golden)]
         except (OSError, ValueError, KeyError, TypeError):
             moves = []
         for temp, target in moves:
             if temp.is_file():
                 os.replace(temp, target)
         marker.unlink()
-        done = f"finished an interrupted replacement of {golden.name} and its sidecar"
     for target in (golden, provenance_path(golden), marker):
         for stale in golden.parent.glob(f"{_temp_prefix(target)}*.tmp"):
             with contextlib.suppress(OSError):
                 stale.unlink()
-                done = done or f"removed the temp files of an interrupted write of {golden.name}"
-    return done
 
 
 def write_pair(golden: Path, body: bytes, provenance: dict) -> None:

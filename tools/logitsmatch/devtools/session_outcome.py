@@ -15,7 +15,8 @@ import os
 import sys
 
 from logitsmatch import paths
-from logitsmatch.errors import EXIT_UNSUPPORTED, ExitCode, outcome_name
+from logitsmatch.errors import EXIT_UNSUPPORTED, BadInput, ExitCode, outcome_name
+from logitsmatch.files import read_input
 
 SEVERITY = (ExitCode.INTERRUPTED, ExitCode.INTERNAL, ExitCode.RUN_FAILED, ExitCode.BAD_INPUT, ExitCode.NO_GOLDEN,
             ExitCode.DRIFT)
@@ -85,14 +86,14 @@ def session_summary(toolchain_name: str, ended: dict[str, tuple[int | None, floa
         report = paths.result_dir(suite, "cpu", toolchain_name) / "report.json"
         if code in (0, 1) and report.is_file():  # judged now: its report is this run's
             try:
-                written = json.loads(report.read_text())
+                written = json.loads(read_input(report, "report"))
                 logprobs = written["summary"]["logprobs"]
                 detail = (f"{logprobs['moved']} of {logprobs['compared']} logprobs moved, "
                           f"{logprobs['over_tolerance']} over tolerance")
                 sides = written.get("hardware") or {}
                 if sides.get("same_class") is False:
                     crossings.add((sides["golden"], sides["current"]))
-            except (OSError, ValueError, KeyError, TypeError):
+            except (BadInput, ValueError, KeyError, TypeError):
                 detail = "(its report cannot be read)"
         lines.append(f"  {outcome_name(code):<12} {suite:<60} {detail:<46} {seconds:6.0f} s")
     codes = [code for code, _ in ended.values() if code not in (0, EXIT_UNSUPPORTED)]
