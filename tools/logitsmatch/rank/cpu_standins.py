@@ -4,9 +4,11 @@ This is the one place where logitsmatch replaces anything of torch or
 megatron-core. Each stand-in is installed only when a probe shows the real
 thing is unusable in this process, and every installed stand-in is named in
 the run's output and provenance, so a CPU golden never hides what ran.
-Only two can touch numerics: the attention kernels (exact pure-torch
-implementations, see ``cpu_attention``) and running megatron's ``jit_fuser``
-functions eagerly instead of through ``torch.compile``. Those for pipeline and
+Three touch numerics: the attention kernels (exact pure-torch implementations,
+see ``cpu_attention``), running megatron's ``jit_fuser`` functions eagerly
+instead of through ``torch.compile``, and the all-reduce that gives gloo's ring
+result in two hops (``ring_order_allreduce``, checked bitwise against gloo's
+ring for each shape before it serves it). Those for pipeline and
 expert parallel runs are installed only for the runs that reach them.
 """
 
@@ -21,6 +23,8 @@ from collections.abc import Callable
 import torch
 import torch._dynamo
 import torch.utils.cpp_extension
+
+from logitsmatch.rank import ring_order_allreduce
 
 # What install_torch_standins() put in place in this process (see torch_standins_installed).
 _installed_torch_standins: list[str] = []
@@ -146,6 +150,9 @@ def install_torch_standins() -> list[str]:
         torch.cuda.nvtx.range_push = _no_op
         torch.cuda.nvtx.range_pop = _no_op
         applied.append("torch.cuda.nvtx.range_push/range_pop -> no-op")
+
+    # gloo stands in for NCCL on CPU; its ring all-reduce is most of a TP8 decode here.
+    applied += ring_order_allreduce.install()
 
     # megatron-core 0.15 JIT-builds a CUDA managed-memory allocator when it is
     # imported; without CUDA that build can only fail, after a C++ compile per
