@@ -131,7 +131,7 @@ def crafted_cases() -> dict[str, ParityCase]:
             for name, (golden, current, metrics, intended) in CRAFTED.items()}
 
 
-# --- the documented differences (README, "Comparing files"): Megatron's side of each -------------
+# --- the documented differences (docs/guides/comparing.md, "Comparing files"): Megatron's side of each -------------
 
 NAN_DOC = edited(BASE, set_at(["0", "logprobs", 3], math.nan))
 ONLY_RUN_KEYS = {"throughput": [1.0, 2.0]}

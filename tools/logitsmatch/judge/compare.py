@@ -7,7 +7,7 @@ run-level ones (throughput, memory, ...) is a request id; every golden request
 must be in the current file and the current file may hold no other; tokens
 exact, logprobs ``math.isclose(abs_tol=1e-3)`` index by index, same length,
 generated_text a prefix, only the suite's METRICS checked. The deliberate
-differences are listed in the README ("Comparing files").
+differences are listed in docs/guides/comparing.md ("Comparing files").
 
 On top of the verdict the result says where the two runs part: the first
 diverging generated token per request, and every logprob out of tolerance
