@@ -45,5 +45,6 @@ def test_a_session_ends_with_a_line_per_suite_the_overall_outcome_and_the_hardwa
     assert lines[1].endswith("12 s") and lines[2].split()[:2] == ["drift", "suite_b"]
     assert lines[3].split()[:3] == ["run", "failed", "suite_c"] and "moved" not in lines[3]  # not judged: no report
     assert lines[4] == f"{DEFAULT_TOOLCHAIN}: run failed (the most severe of 2 failing suites)"
-    assert [line for line in lines if line.startswith("note:")] == [lines[5]] and "x86_64-amd-avx512-mkl" in lines[5]
+    assert lines[5] == f"what moved: {tmp_path / 'suite_b' / 'cpu' / DEFAULT_TOOLCHAIN / 'report.md'}"
+    assert [line for line in lines if line.startswith("note:")] == [lines[6]] and "x86_64-amd-avx512-mkl" in lines[6]
     assert session_summary(DEFAULT_TOOLCHAIN, {"suite_a": (0, 1.0)})[-2] == f"{DEFAULT_TOOLCHAIN}: pass"

@@ -84,7 +84,18 @@ def test_the_toolchain_session_runs_its_venvs_logitsmatch_with_the_options_given
     nox_support.run_suites(session, DEFAULT_TOOLCHAIN)
     (command,) = session.runs
     assert command == (str(tmp_path / DEFAULT_TOOLCHAIN / "bin" / "logitsmatch"), "run", TINY_SUITE,
-                       "--toolchain", DEFAULT_TOOLCHAIN, "--timeout=100", "--no-compare", "--capture")
+                       "--toolchain", DEFAULT_TOOLCHAIN, "-q", "--timeout=100", "--no-compare", "--capture")
+
+
+@pytest.mark.parametrize("verbosity", [["-v"], ["--verbose"], ["-q"], ["--quiet"]])
+def test_a_session_runs_each_suite_quietly_unless_told_a_verbosity(tmp_path, built, verbosity):
+    """Each run prints its verdict line only (the session ends with the summary); a chosen verbosity wins."""
+    from logitsmatch.devtools import nox_support
+
+    session = FakeSession([TINY_SUITE, *verbosity])
+    nox_support.run_suites(session, DEFAULT_TOOLCHAIN)
+    (command,) = session.runs
+    assert command[5:] == tuple(verbosity)
     assert built[DEFAULT_TOOLCHAIN] == nox_support.TOOLCHAINS[DEFAULT_TOOLCHAIN].requirements()
 
 

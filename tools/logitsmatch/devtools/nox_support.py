@@ -305,8 +305,8 @@ def run_suites(session, toolchain_name: str) -> None:
         started = time.monotonic()
         code: int | None = 0
         try:
-            session.run(str(bin_dir / "logitsmatch"), "run", suite, "--toolchain", toolchain_name, *args.forwarded,
-                        external=True, env=activated(bin_dir))
+            session.run(str(bin_dir / "logitsmatch"), "run", suite, "--toolchain", toolchain_name,
+                        *quiet_unless_told(args.forwarded), external=True, env=activated(bin_dir))
         except CommandFailed as exc:  # keep running the other suites
             code = exc.return_code
             outcomes.setdefault(outcome_name(code), []).append(suite)
@@ -319,6 +319,14 @@ def run_suites(session, toolchain_name: str) -> None:
     if not_run:
         session.log(f"{toolchain_name}: not run, its megatron-core release cannot (see above): {', '.join(not_run)}")
     outcomes_summary(session, toolchain_name, outcomes, record_with=toolchain_name)
+
+
+def quiet_unless_told(forwarded: list[str]) -> list[str]:
+    """The run's options, with ``-q`` unless the user chose a verbosity: a session prints each suite's verdict
+    line and, once at its end, the summary and the hardware-class note (``-- -v`` or ``-- --verbose`` for each
+    run's whole report, as ``logitsmatch run`` prints it by default)."""
+    verbosity = {"-q", "--quiet", "-v", "--verbose"}
+    return forwarded if verbosity & set(forwarded) else ["-q", *forwarded]
 
 
 def ensure_fresh_results(session, toolchain_name: str, suites: list[str]) -> list[str]:

@@ -13,6 +13,7 @@ import atexit
 import json
 import os
 import sys
+from pathlib import Path
 
 from logitsmatch import paths
 from logitsmatch.errors import EXIT_UNSUPPORTED, BadInput, ExitCode, outcome_name
@@ -79,8 +80,10 @@ def outcomes_summary(session, who: str, outcomes: dict[str, list[str]], record_w
 
 def session_summary(toolchain_name: str, ended: dict[str, tuple[int | None, float]]) -> list[str]:
     """What a session ends with: a line per suite (outcome, what moved, wall time), the overall outcome, and
-    the hardware-class note once (each run's report says it too; the summary says it for all of them)."""
+    the report of each suite that drifted (the runs print only their verdict), and the hardware-class note once
+    (each run's report says it too; the summary says it for all of them)."""
     lines, crossings = [f"{toolchain_name}: {len(ended)} suite{'s' if len(ended) != 1 else ''}"], set()
+    drifted: list[Path] = []
     for suite, (code, seconds) in ended.items():
         detail = ""
         report = paths.result_dir(suite, "cpu", toolchain_name) / "report.json"
@@ -93,6 +96,8 @@ def session_summary(toolchain_name: str, ended: dict[str, tuple[int | None, floa
                 sides = written.get("hardware") or {}
                 if sides.get("same_class") is False:
                     crossings.add((sides["golden"], sides["current"]))
+                if code == 1:
+                    drifted.append(report.with_suffix(".md"))
             except (BadInput, ValueError, KeyError, TypeError):
                 detail = "(its report cannot be read)"
         lines.append(f"  {outcome_name(code):<12} {suite:<60} {detail:<46} {seconds:6.0f} s")
@@ -100,6 +105,7 @@ def session_summary(toolchain_name: str, ended: dict[str, tuple[int | None, floa
     lines.append(f"{toolchain_name}: " + (f"{outcome_name(most_severe(codes))} (the most severe of "
                                           f"{len(codes)} failing suite{'s' if len(codes) != 1 else ''})"
                                           if codes else "pass"))
+    lines += [f"what moved: {path}" for path in drifted]
     for golden, current in sorted(crossings):
         lines.append(f"note: goldens of hardware class {golden}, these runs on {current}: bitwise agreement is not "
                      "expected across classes, so moved values within tolerance are not drift")
