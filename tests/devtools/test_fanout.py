@@ -160,7 +160,7 @@ def test_node_limits_are_the_partitions_largest_node(tmp_path, monkeypatch):
     assert slurm_queue.node_limits("missing") is None
     limits = slurm_queue.node_limits(None)
     assert limits.fitting_options({"cpus_per_task": 8}) == ["--slurm-option cpus_per_task=4"]
-    assert limits.fitting_options({"cpus_per_task": "4"}) == []
+    assert limits.fitting_options({"cpus_per_task": "4"}) == limits.fitting_options({"cpus_per_task": "all"}) == []
 
 
 def test_a_job_too_big_for_every_node_is_bad_input_before_submitting(tmp_path, monkeypatch):

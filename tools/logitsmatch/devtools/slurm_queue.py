@@ -102,9 +102,10 @@ class NodeLimits:
         return f"the nodes of partition {self.partition} have at most {self.cpus} CPUs and {self.memory_mb} MB"
 
     def fitting_options(self, resources: dict) -> list[str]:
-        """The ``--slurm-option``s that bring a job's ``resources`` within one node."""
-        cpus = int(resources.get("cpus_per_task", 1))
-        return [f"--slurm-option cpus_per_task={self.cpus}"] if cpus > self.cpus else []
+        """The ``--slurm-option``s that bring a job's ``resources`` within one node (a value that is no number is
+        sbatch's to refuse)."""
+        cpus = str(resources.get("cpus_per_task", 1))
+        return [f"--slurm-option cpus_per_task={self.cpus}"] if cpus.isdigit() and int(cpus) > self.cpus else []
 
 
 def node_limits(partition: str | None) -> NodeLimits | None:
