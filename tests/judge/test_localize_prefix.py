@@ -169,3 +169,12 @@ def test_an_engine_that_does_not_hold_its_rank_is_bad_input(tmp_path):
     capture_module.Capture(ToyModel(), tmp_path, 3, {}, {"index": 0, "ranks": [0, 1], "engines": 1}).close()
     with pytest.raises(BadInput, match="engine_ranks the ints that include rank 3"):
         read_capture(tmp_path)
+
+
+def test_a_capture_that_names_no_engine_pairs_rank_with_rank(tmp_path):
+    """A capture made before the header named the engines, against one that names them: rank 0 with rank 0."""
+    before = run(tmp_path / "before", "alone", plant=False)
+    named = run_on_engines(tmp_path / "named", {7: 0, 8: 0})
+    result = localize_by_prefix(before, named)
+    assert result.rows and result.first_bitwise is None
+    assert next(row for row in result.rows if row.name == "embedding").rows_note == "0 of 9 shared rows differ"

@@ -60,9 +60,8 @@ class RankCapture:
     @property
     def role(self) -> str:
         """Which rank of its engine this is: ranks in the same place of their engines hold the same shards, so two
-        runs pair them whichever engine served a request; a capture that names no engine: the rank itself."""
-        ranks = (self.header or {}).get("engine_ranks")
-        return f"rank {ranks.index(self.rank)} of its engine" if ranks else f"rank {self.rank}"
+        runs pair them whichever engine served a request (``judge.localize_prefix``)."""
+        return f"rank {self.header['engine_ranks'].index(self.rank)} of its engine"
 
 
 @dataclass

@@ -67,11 +67,11 @@ def _add_prefixed_rows(capture: RankCapture, rows: dict, places: dict) -> None:
                                  capture.rank)
 
 
-def _value_roles(capture: CaptureSet) -> dict[str, list[int]]:
-    """The value ranks by their place in their engine (``RankCapture.role``)."""
+def _value_roles(capture: CaptureSet, by_engine: bool) -> dict[str, list[int]]:
+    """The value ranks by their place in their engine (``RankCapture.role``), or by rank."""
     roles: dict[str, list[int]] = {}
     for rank in capture.value_ranks:
-        roles.setdefault(capture.ranks[rank].role, []).append(rank)
+        roles.setdefault(capture.ranks[rank].role if by_engine else f"rank {rank}", []).append(rank)
     return roles
 
 
@@ -79,7 +79,8 @@ def localize_by_prefix(a: CaptureSet, b: CaptureSet, tolerance: Policy = DEFAULT
     """Align two captures row by row over the prefixes both computed (any steps, any batch, any engine), on the
     value ranks in the same place of their engines on both sides (the same rank where a capture names no engine);
     one ModuleRow per module output, in execution order, saying how many shared rows differ."""
-    roles_a, roles_b = _value_roles(a), _value_roles(b)
+    by_engine = all(rank.engine is not None for capture in (a, b) for rank in capture.ranks.values())
+    roles_a, roles_b = _value_roles(a, by_engine), _value_roles(b, by_engine)
     roles = [role for role in roles_a if role in roles_b]
     if not roles:
         raise BadInput("aligning by prefix needs values, and the two captures share no value rank")
