@@ -358,3 +358,32 @@ def test_an_empty_localization_plot_says_why(tmp_path):
     assert empty_plot_note(moved, [1e-6]) == ""
     plot(batches, tmp_path / "empty.png")
     assert (tmp_path / "empty.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_explain_says_the_runs_were_served_by_different_engines_and_localizes_across_them(tmp_path):
+    """Step 5 on two runs whose coordinator gave the request to the other engine, with a module that moves on
+    that engine: the report says exactly that the engines differ (not "a batch schedule, not a module") and names
+    the first moving module, aligned by prefix across the engines."""
+    from types import SimpleNamespace
+
+    from logitsmatch.explain.first_module import FirstModule
+    from logitsmatch.explain.report import headline
+    from support import require_toolchain_module
+
+    require_toolchain_module("torch")
+    from support.toy_capture import run_on_engines
+
+    run_on_engines(tmp_path / "good" / "capture", {7: 0, 8: 0})
+    run_on_engines(tmp_path / "bad" / "capture", {7: 1, 8: 1}, plant_engine=1)
+    good, bad = (SimpleNamespace(result=tmp_path / side / "result.json") for side in ("good", "bad"))
+    step = FirstModule.__new__(FirstModule)  # step 5 reads only the two runs' captures
+    report = step.localization(good, bad)
+    assert report["first_module"]["name"] == "mix" and report["first_module"]["aligned_by"] == "prefixes"
+    lines = headline("suite", {**report, "verdict": "drift", "proof": {}})
+    module_lines = [line.strip() for line in lines if "module" in line]
+    assert module_lines[0].startswith("first moving module mix (prefill, max |Δ| ")
+    assert "engine 0 vs engine 1" in module_lines[0]
+    assert module_lines[1].startswith("module: not aligned step by step: the two runs were served by different "
+                                      "data-parallel engines: request 7 by engine 0 vs engine 1, request 8 by engine 0 "
+                                      "vs engine 1")
+    assert not any("batch schedule" in line for line in lines)

@@ -3,7 +3,8 @@
 The Slurm test starts the cluster of tests/support/slurm_cluster.py (installing Debian's packages as root
 where they are missing); it skips only where that cannot be done, and fails under CI. Two toolchains x the tiny
 seed sibling run on Slurm and then locally, one job at a time (the 2-core host runs one 8-rank suite at once):
-both merged matrices must agree, and every Slurm result must name its own Slurm job.
+both merged matrices must agree, and every Slurm result must name its own Slurm job. A second test reads what the
+fan-out reads of Slurm itself (squeue's pending reason, sinfo's CPUs, sacct without slurmdbd) in seconds.
 """
 
 from __future__ import annotations
@@ -96,3 +97,39 @@ def test_slurm_fanout_matches_local(slurm, scratch):
     assert set(slurm_cells) == {TINY_SUITE}
     assert set(slurm_cells[TINY_SUITE]) == set(TOOLCHAINS)
     assert slurm_cells == local_cells
+
+
+def test_what_the_fanout_reads_from_a_real_slurm(slurm, scratch, monkeypatch):
+    """squeue, sinfo and sacct as Slurm prints them (tests/devtools fakes them): a job asking for more CPUs than
+    the node has waits with a reason that never resolves, the node's CPUs are read, and without slurmdbd sacct's
+    failure is what the fan-out reports. Seconds, no suite run."""
+    import signal
+    import time
+
+    from logitsmatch.devtools import slurm_queue
+
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    cpus = os.cpu_count()
+    assert slurm_queue.accounting_problem() is None
+    assert slurm_queue.node_limits(None) == slurm_queue.NodeLimits(slurm_cluster.PARTITION, cpus,
+                                                                   slurm_queue.node_limits(None).memory_mb)
+    submitted = subprocess.run(["sbatch", "--parsable", f"--cpus-per-task={cpus + 1}", "-o", str(scratch / "big.out"),
+                                "--wrap", "true"], capture_output=True, text=True, check=True)
+    job_id = submitted.stdout.strip().split(";")[0]
+    try:
+        deadline = time.monotonic() + 60
+        while (reason := slurm_queue.pending_reasons().get(job_id)) in (None, "None", "Priority", "Resources"):
+            assert time.monotonic() < deadline, f"job {job_id} has no lasting reason after 60 s ({reason})"
+            time.sleep(1)
+        assert reason == "PartitionConfig" and slurm_queue.never_starts(reason)
+    finally:
+        subprocess.run(["scancel", job_id], check=False)
+
+    dbd = scratch / "cluster" / "slurmdbd.pid"  # accounting off: the cluster's slurmdbd stopped
+    os.kill(int(dbd.read_text().split()[0]), signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while (problem := slurm_queue.accounting_problem()) is None:
+        assert time.monotonic() < deadline, "sacct still answers 30 s after slurmdbd was stopped"
+        time.sleep(1)
+    assert "database" in problem or "Connection refused" in problem, problem

@@ -1,10 +1,10 @@
-"""Localization across schedules: the capture names each real row by its request prefix, and
-``localize --align prefixes`` compares rows of the same prefix wherever each run computed them.
+"""Localization across schedules and engines: the capture names each real row by its request prefix, and
+``localize --align prefixes`` compares rows of the same prefix wherever each run computed them, on whichever
+data-parallel engine served them.
 
-A toy model stands in for the GPTModel (the capture's hooks are the rank's own): an embedding
-that sees one row at a time, then a module whose output depends on how many rows share the step
-(the planted batch dependence), then a row-wise head. Two schedules feed the same two requests:
-together (both prompts in one step, then both decode) and alone (one request after the other).
+The toy model of support/toy_capture.py stands in for the GPTModel (the capture's hooks are the rank's own). Two
+schedules feed the same two requests: together (both prompts in one step, then both decode) and alone (one request
+after the other); two engines serve them as a coordinator would, each run choosing again.
 """
 
 from __future__ import annotations
@@ -16,50 +16,13 @@ import numpy as np
 import pytest
 
 from logitsmatch.errors import BadInput
-from logitsmatch.judge.localize import localize, localize_by_prefix, read_capture
+from logitsmatch.judge.localize import localize, read_capture
+from logitsmatch.judge.localize_prefix import localize_by_prefix
 from support import require_toolchain_module
 
 torch = require_toolchain_module("torch")
 capture_module = require_toolchain_module("logitsmatch.rank.capture")
-
-PROMPTS = {7: [5, 3, 9], 8: [4, 6]}  # request id -> prompt tokens
-PADDED = 8  # the engine pads every step to this many rows
-
-
-class BatchDependent(torch.nn.Module):
-    """Row-wise, except that every row moves by 1e-3 per other real row in the step."""
-
-    def forward(self, hidden, active):
-        return hidden * (1.0 + 1e-3 * (active - 1))
-
-
-class ToyModel(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.embedding = torch.nn.Embedding(16, 4)
-        self.mix = BatchDependent()
-        self.head = torch.nn.Linear(4, 16)
-
-    def forward(self, input_ids, position_ids, inference_context=None):
-        hidden = self.embedding(input_ids[0])
-        return self.head(self.mix(hidden, inference_context.active_token_count))
-
-
-def step(model, rows: list[tuple[int, int, int]]) -> int:
-    """One engine step over real rows (request id, position, token), padded to PADDED; returns the greedy token
-    of each request's last row (its next input)."""
-    slots = {request: slot for slot, request in enumerate(sorted({request for request, _, _ in rows}))}
-    pad = PADDED - len(rows)
-    context = SimpleNamespace(
-        active_token_count=len(rows),
-        request_ids=torch.tensor(sorted(slots)),
-        token_to_request_idx=torch.tensor([slots[request] for request, _, _ in rows] + [0] * pad),
-    )
-    ids = torch.tensor([[token for _, _, token in rows] + [0] * pad])
-    positions = torch.tensor([[position for _, position, _ in rows] + [0] * pad])
-    logits = model(ids, positions, inference_context=context)
-    return {request: int(logits[index].argmax()) for index, (request, _, _) in enumerate(rows)}
+from support.toy_capture import PROMPTS, ToyModel, run_on_engines, step  # noqa: E402 (needs torch)
 
 
 def run(folder, schedule: str, plant: bool = True):
@@ -157,3 +120,61 @@ def test_a_step_whose_slots_are_not_request_rows_is_not_named(tmp_path):
     context.token_to_request_idx = torch.tensor([0, 0, 5])  # padding rows beyond the active ones are not read
     assert capture._row_prefixes(context, ids, positions)["row_positions"] == [0, 1]
     capture.close()
+
+
+def test_runs_served_by_different_engines_are_named_and_compared_across_engines(tmp_path):
+    """The coordinator gave each request to the other engine in the second run: step by step the refusal says
+    exactly that (not "a batch schedule"), and by prefix each request's rows are compared between the engines
+    that served it: all 9 rows of the two requests, none differing."""
+    first = run_on_engines(tmp_path / "first", {7: 0, 8: 1})
+    second = run_on_engines(tmp_path / "second", {7: 1, 8: 0})
+    problem = localize(first, second).schedule_problem
+    assert problem.startswith("the two runs were served by different data-parallel engines: request 7 by engine 0 "
+                              "vs engine 1, request 8 by engine 1 vs engine 0 (the coordinator's choice")
+    assert "batch schedule" not in problem
+    result = localize_by_prefix(first, second)
+    embedding = next(row for row in result.rows if row.name == "embedding")
+    assert embedding.rows_note == "0 of 9 shared rows differ" and embedding.ranks_compared == 1
+    assert result.first_bitwise is None and not result.missing
+
+
+def test_a_module_that_moves_on_one_engine_is_found_across_engines(tmp_path):
+    first = run_on_engines(tmp_path / "first", {7: 0, 8: 0})
+    second = run_on_engines(tmp_path / "second", {7: 1, 8: 1}, plant_engine=1)
+    moved = localize_by_prefix(first, second).first_bitwise
+    assert moved.name == "mix"
+    assert moved.rows_note.startswith("9 of 9 shared rows differ, first: request 7 position 0 (prefill vs prefill; "
+                                      "engine 0 vs engine 1)")
+
+
+def test_the_same_engine_on_both_sides_is_no_engine_difference(tmp_path):
+    first = run_on_engines(tmp_path / "first", {7: 0, 8: 1})
+    again = run_on_engines(tmp_path / "again", {7: 0, 8: 1}, plant_engine=0)
+    assert localize(first, again).schedule_problem is None
+
+
+def test_values_stay_on_each_engines_first_rank_within_the_runs_budget(tmp_path):
+    spec = {"decode_steps": 1, "value_ranks": [], "value_engine_first": True, "value_budget_bytes": 1000}
+    engine = {"index": 1, "ranks": [6, 4, 7, 5], "engines": 2}
+    kept = [capture_module.Capture(ToyModel(), tmp_path, rank, spec, engine) for rank in (4, 5)]
+    assert [capture.keep_values for capture in kept] == [True, False] and kept[0].budget == 500
+    for capture in kept:
+        capture.close()
+    header = json.loads((tmp_path / "rank-4.jsonl").read_text().splitlines()[0])
+    assert header["engine"] == 1 and header["engine_ranks"] == [4, 5, 6, 7]
+    assert read_capture(tmp_path).ranks[5].role == "rank 1 of its engine"
+
+
+def test_an_engine_that_does_not_hold_its_rank_is_bad_input(tmp_path):
+    capture_module.Capture(ToyModel(), tmp_path, 3, {}, {"index": 0, "ranks": [0, 1], "engines": 1}).close()
+    with pytest.raises(BadInput, match="engine_ranks the ints that include rank 3"):
+        read_capture(tmp_path)
+
+
+def test_a_capture_that_names_no_engine_pairs_rank_with_rank(tmp_path):
+    """A capture made before the header named the engines, against one that names them: rank 0 with rank 0."""
+    before = run(tmp_path / "before", "alone", plant=False)
+    named = run_on_engines(tmp_path / "named", {7: 0, 8: 0})
+    result = localize_by_prefix(before, named)
+    assert result.rows and result.first_bitwise is None
+    assert next(row for row in result.rows if row.name == "embedding").rows_note == "0 of 9 shared rows differ"

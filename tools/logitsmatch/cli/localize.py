@@ -42,7 +42,8 @@ def configure(parser) -> None:
 
 def main(args) -> int:
     from logitsmatch.judge.golden_io import write_json_atomic
-    from logitsmatch.judge.localize import localize, localize_by_prefix, read_capture
+    from logitsmatch.judge.localize import localize, read_capture
+    from logitsmatch.judge.localize_prefix import localize_by_prefix
     from logitsmatch.render.localize import markdown, plot, terminal
 
     tolerance = Policy.from_args(args, mode=DEFAULT_TOLERANCE.mode, failure_budget=DEFAULT_TOLERANCE.failure_budget)

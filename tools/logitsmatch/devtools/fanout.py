@@ -16,6 +16,12 @@ Resources: a job asks for one node and ``cpus_per_task`` = the suite's world siz
 requires a GPU asks for ``gpus_per_node`` = the world size too. ``--slurm-option`` overrides any of them
 (``cpus_per_task=2``) or adds any other sbatch option (``account=A``, ``qos=Q``). Locally the jobs run one at a time.
 
+When it cannot progress it says so (``devtools.slurm_queue``): a job that asks for more CPUs than the partition's
+largest node has (``sinfo``) is bad input before anything is submitted, and one that Slurm keeps PENDING for a
+reason no waiting resolves (Reason=PartitionConfig, an invalid account, ...) fails the fan-out at the next poll,
+its reason and the ``--slurm-option`` that fits the nodes named, every job cancelled (exit 2, bad input). Without
+accounting (no slurmdbd: ``sacct`` fails) it says so once and reads the jobs' states from ``squeue``.
+
 This module runs in the fanout session's venv (the harness and submitit); submitit starts every job with that
 venv's Python, so the folder ``DIR`` and the project must be on a filesystem the nodes share.
 """
@@ -34,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from logitsmatch.devtools import slurm_queue
 from logitsmatch.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, BadInput
 from logitsmatch.toolchains import add_toolchain_option, check_toolchain
 
@@ -87,9 +94,12 @@ class Job:
     def log(self) -> str:
         return str(self.handle.paths.stderr) if self.handle is not None else "(not submitted)"
 
+    @property
+    def what(self) -> str:
+        return f"suite {self.suite} on {self.toolchain}" if self.suite else f"build of {self.toolchain}"
+
     def describe(self) -> str:
-        what = f"suite {self.suite} on {self.toolchain}" if self.suite else f"build of {self.toolchain}"
-        return f"job {self.job_id or '-'} ({what})"
+        return f"job {self.job_id or '-'} ({self.what})"
 
     def record(self) -> dict:
         return {"name": self.name, "toolchain": self.toolchain, "suite": self.suite, "job_id": self.job_id,
@@ -151,16 +161,23 @@ class Executor:
     """submitit's executor of one kind with the fan-out's defaults; ``submit`` sends one job."""
 
     def __init__(self, kind: str, folder: Path, partition: str | None, overrides: dict[str, str], project: Path):
-        import submitit
-
         self.kind = kind
         self.project = project
+        self.partition = partition
         self.overrides = overrides
         if kind == "slurm":
-            self.executor = submitit.SlurmExecutor(folder=folder / "%j")
+            no_accounting = slurm_queue.accounting_problem()
+            if no_accounting:
+                print(f"[fanout] Slurm accounting is off ({no_accounting}): job states come from squeue and the "
+                      "jobs' result files", file=sys.stderr)
+                self.executor = slurm_queue.queue_executor(folder / "%j")
+            else:
+                from submitit import SlurmExecutor
+                self.executor = SlurmExecutor(folder=folder / "%j")
             self.base = {"partition": partition} if partition else {}
         else:
-            self.executor = submitit.LocalExecutor(folder=folder / "%j")
+            from submitit import LocalExecutor
+            self.executor = LocalExecutor(folder=folder / "%j")
             self.base = {}
 
     def submit(self, job: Job) -> None:
@@ -182,6 +199,36 @@ class Executor:
         else:
             env = {**activated(Path(job.command[0]).parent), "LOGITSMATCH_RESULTS": str(job.results)}
             job.handle = self.executor.submit(run_job, job.command, env, str(self.project))
+
+
+class NeverStarts(Exception):
+    """A job Slurm will never start: the fan-out cannot progress (bad input or setup, not drift)."""
+
+
+def unschedulable(jobs: list[Job], overrides: dict[str, str], limits: slurm_queue.NodeLimits | None) -> str | None:
+    """Before submitting: the first job that asks for more CPUs than the partition's largest node has."""
+    for job in jobs if limits is not None else ():
+        resources = {**job.resources, **overrides}
+        advice = limits.fitting_options(resources)
+        if advice:
+            return (f"the job of {job.what} asks for {resources['cpus_per_task']} CPUs per task, but "
+                    f"{limits.describe()}, so Slurm would hold it PENDING (Reason=PartitionConfig) for ever: "
+                    f"try {' '.join(advice)}")
+    return None
+
+
+def check_pending(jobs: list[Job], overrides: dict[str, str], limits: slurm_queue.NodeLimits | None) -> None:
+    """Raise NeverStarts naming the first queued job Slurm holds PENDING for a reason no waiting resolves."""
+    queued = {job.job_id: job for job in jobs if job.state == QUEUED and job.job_id}
+    for job_id, reason in slurm_queue.pending_reasons().items():
+        why = slurm_queue.never_starts(reason)
+        if job_id not in queued or why is None:
+            continue
+        job = queued[job_id]
+        advice = limits.fitting_options({**job.resources, **overrides}) if limits is not None else []
+        raise NeverStarts(f"{job.describe()} can never start: Slurm holds it PENDING with Reason={reason} ({why}"
+                          + (f"; {limits.describe()}" if limits is not None else "") + ")"
+                          + (f": try {' '.join(advice)}" if advice else ""))
 
 
 def slurm_state(job: Job) -> str:
@@ -228,12 +275,14 @@ class Progress:
 
 
 def wait_slurm(jobs: list[Job], executor: Executor, progress: Progress) -> None:
-    """Submit everything at once (suite jobs depend on their build), then poll sacct until all have ended."""
+    """Submit everything at once (suite jobs depend on their build), then poll sacct (or squeue) until all have
+    ended; a job Slurm will never start raises NeverStarts at the poll that sees it."""
+    limits = slurm_queue.node_limits(executor.partition)
     for job in jobs:
         executor.submit(job)
     while True:
         watcher = jobs[0].handle.watcher
-        watcher.update()  # one sacct call for every job
+        watcher.update()  # one sacct (or squeue) call for every job
         for job in jobs:
             if job.state in (DONE, FAILED):
                 continue
@@ -245,6 +294,7 @@ def wait_slurm(jobs: list[Job], executor: Executor, progress: Progress) -> None:
             else:
                 job.state = RUNNING if state in _SLURM_RUNNING else QUEUED
         progress.show(jobs)
+        check_pending(jobs, executor.overrides, limits)
         if all(job.state in (DONE, FAILED) for job in jobs):
             return
         time.sleep(POLL_S)
@@ -319,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
 
     jobs = plan_jobs(toolchains, suites, project, results, args.executor)
+    if args.executor == "slurm":
+        too_big = unschedulable(jobs, overrides, slurm_queue.node_limits(args.partition))
+        if too_big:
+            return bad(too_big)
     executor = Executor(args.executor, results / "submitit", args.partition, overrides, project)
     progress = Progress()
     started = time.time()
@@ -327,15 +381,13 @@ def main(argv: list[str] | None = None) -> int:
         (wait_slurm if args.executor == "slurm" else wait_local)(jobs, executor, progress)
     except KeyboardInterrupt:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal does not stop the cancelling
-        cancelled = []
-        for job in jobs:
-            if job.handle is not None and job.state not in (DONE, FAILED):
-                job.handle.cancel(check=False)
-                job.state, job.detail = FAILED, "cancelled: fanout interrupted"
-                cancelled.append(job.describe())
+        cancelled = cancel_unended(jobs, "fanout interrupted")
         print(f"fanout: interrupted; cancelled {len(cancelled)} job(s) not yet ended"
               + (f": {', '.join(cancelled)}" if cancelled else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
+    except NeverStarts as exc:
+        cancelled = cancel_unended(jobs, "the fan-out cannot progress")
+        return bad(f"{exc}; cancelled {len(cancelled)} job(s) not yet ended")
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
         write_jobs(results, jobs, started)
@@ -359,6 +411,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[fanout] {len(jobs) - len(failed)} of {len(jobs)} jobs done in {time.time() - started:.0f} s; "
           f"matrix: {results / 'matrix' / 'matrix.md'}", file=sys.stderr)
     return EXIT_RUN_FAILED if failed else verdict
+
+
+def cancel_unended(jobs: list[Job], why: str) -> list[str]:
+    """Cancel every submitted job that has not ended, recording ``why``; their descriptions."""
+    cancelled = []
+    for job in jobs:
+        if job.handle is not None and job.state not in (DONE, FAILED):
+            job.handle.cancel(check=False)
+            job.state, job.detail = FAILED, f"cancelled: {why}"
+            cancelled.append(job.describe())
+    return cancelled
 
 
 def write_jobs(results: Path, jobs: list[Job], started: float) -> None:

@@ -14,8 +14,10 @@ class FirstModule(SuiteRuns):
 
     def localization(self, good: Run, bad: Run) -> dict:
         """The first moving module between the boundary runs: aligned step by step, or, where their steps hold
-        different tokens (another batch schedule, e.g. an idle expert-parallel engine's steps), row by row by prefix."""
-        from logitsmatch.judge.localize import localize, localize_by_prefix, read_capture
+        different tokens (another data-parallel engine served a request, or another batch schedule), row by row by
+        prefix, each request's rows on the engine that served it in each run."""
+        from logitsmatch.judge.localize import localize, read_capture
+        from logitsmatch.judge.localize_prefix import localize_by_prefix
 
         try:
             captures = read_capture(paths.capture_dir(good.result)), read_capture(paths.capture_dir(bad.result))

@@ -11,12 +11,11 @@ the two runs, and the localization refuses. Then:
 * per module, max |Δ| over the value ranks' real rows, decided by the one comparator
   (``judge.numerics.compare_arrays``), and the first module beyond the tolerance.
 
-With ``align="prefixes"`` (``localize_by_prefix``) the steps need not match: two runs of one
-suite under different schedules batch the same requests differently, so each real row is
-keyed by its prefix (the digest of its request's tokens up to and including its own, which
-the capture records per step) and every module output is compared row by row over the
-prefixes both runs computed, wherever each run computed them. The first module in execution
-order with a shared prefix whose row differs bitwise is the first to move.
+Where the steps differ, ``judge.localize_prefix`` aligns row by row by prefix instead. In a
+data-parallel suite the coordinator's choice of engine for a request varies from run to run:
+a capture whose header names each rank's engine says which engine served which request, and
+where the two runs differ in that, the refusal says so ("the two runs were served by different
+data-parallel engines: ...") rather than blaming a batch schedule.
 
 What cannot be aligned is named, never dropped: an output or a rank one capture lacks, and
 an output whose shape or dtype differs between the two (no max |Δ| is made up for it).
@@ -51,6 +50,18 @@ class RankCapture:
     outputs: list[dict]
     values: object | None  # np.lib.npyio.NpzFile or None
     footer: dict | None
+    header: dict | None = None
+
+    @property
+    def engine(self) -> int | None:
+        """The data-parallel engine this rank belongs to (None: a capture that does not say)."""
+        return (self.header or {}).get("engine")
+
+    @property
+    def role(self) -> str:
+        """Which rank of its engine this is: ranks in the same place of their engines hold the same shards, so two
+        runs pair them whichever engine served a request (``judge.localize_prefix``)."""
+        return f"rank {self.header['engine_ranks'].index(self.rank)} of its engine"
 
 
 @dataclass
@@ -81,8 +92,17 @@ def _check_record(where: str, record) -> None:
             raise BadInput(f"{where}: a {record['kind']} record needs {name!r} ({kind.__name__}), got {value!r:.40}")
 
 
-def _read_rank(path: Path) -> tuple[dict, list, dict | None]:
-    steps, outputs, footer = {}, [], None
+def _check_header(where: str, record: dict, rank: int) -> None:
+    engine, ranks = record.get("engine"), record.get("engine_ranks")
+    if engine is None and ranks is None:
+        return
+    if type(engine) is not int or not isinstance(ranks, list) or not all(type(r) is int for r in ranks) \
+            or rank not in ranks:
+        raise BadInput(f"{where}: a header's engine is an int and its engine_ranks the ints that include rank {rank}")
+
+
+def _read_rank(path: Path, rank: int) -> tuple[dict, list, dict | None, dict | None]:
+    steps, outputs, footer, header = {}, [], None, None
     for number, line in enumerate(read_text_input(path, "capture file").splitlines(), 1):
         if not line.strip():
             continue
@@ -107,7 +127,10 @@ def _read_rank(path: Path) -> tuple[dict, list, dict | None]:
             outputs.append(record)
         elif kind == "footer":
             footer = record
-    return steps, outputs, footer
+        elif kind == "header":
+            _check_header(where, record, rank)
+            header = record
+    return steps, outputs, footer, header
 
 
 def _read_values(path: Path):
@@ -153,10 +176,10 @@ def read_capture(folder: str | Path) -> CaptureSet:
         if match is None:
             raise BadInput(f"{path}: not a capture file name (rank-N.jsonl, N the rank)")
         rank = int(match.group(1))
-        steps, outputs, footer = _read_rank(path)
+        steps, outputs, footer, header = _read_rank(path, rank)
         values_path = path.with_suffix(".npz")
         values = _read_values(values_path) if values_path.exists() or values_path.is_symlink() else None
-        ranks[rank] = RankCapture(rank, steps, outputs, values, footer)
+        ranks[rank] = RankCapture(rank, steps, outputs, values, footer, header)
     return CaptureSet(folder, dict(sorted(ranks.items())), _read_inputs(folder.parent / "inputs.json"))
 
 
@@ -266,19 +289,53 @@ def describe(row: ModuleRow) -> str:
     return f"{name} ({step_kind(row.step)}{delta})"
 
 
-def _schedule_problem(a: CaptureSet, b: CaptureSet) -> str | None:
+def served_by(capture: CaptureSet) -> dict[int, int]:
+    """{request id: the engine whose steps hold its rows}, from the ranks whose header names their engine."""
+    served: dict[int, int] = {}
+    for rank in capture.ranks.values():
+        for step in rank.steps.values() if rank.engine is not None else ():
+            for request in step.get("row_requests") or ():
+                served.setdefault(request, rank.engine)
+    return served
+
+
+def _engines_differ(a: CaptureSet, b: CaptureSet) -> str | None:
+    """The requests another engine served in the second run: ``request 0 by engine 0 vs engine 1, ...``."""
+    x, y = served_by(a), served_by(b)
+    moved = [f"request {request} by engine {x[request]} vs engine {y[request]}"
+             for request in sorted(set(x) & set(y)) if x[request] != y[request]]
+    if not moved:
+        return None
+    return ", ".join(moved[:3]) + (f" … and {len(moved) - 3} more" if len(moved) > 3 else "")
+
+
+def _first_different_step(a: CaptureSet, b: CaptureSet) -> str | None:
+    """Where the steps of a rank first hold different tokens: ``from prefill on (rank 0: 129 vs 4 active tokens)``."""
     for rank in sorted(set(a.ranks) & set(b.ranks)):
         steps_a, steps_b = a.ranks[rank].steps, b.ranks[rank].steps
         for step in sorted(set(steps_a) & set(steps_b)):
             x, y = steps_a[step], steps_b[step]
             if (x["active_tokens"], x["valid_ids_sha256"]) != (y["active_tokens"], y["valid_ids_sha256"]):
-                return (f"the engine steps hold different tokens from {step_kind(step)} on (rank {rank}: "
-                        f"{x['active_tokens']} vs {y['active_tokens']} active tokens); a different batch schedule, "
-                        "not a module, separates these runs")
+                return (f"from {step_kind(step)} on (rank {rank}: {x['active_tokens']} vs {y['active_tokens']} "
+                        "active tokens)")
     return None
 
 
-def _weights_differing(a: CaptureSet, b: CaptureSet) -> list[str]:
+def _schedule_problem(a: CaptureSet, b: CaptureSet) -> str | None:
+    """Why step k means different things in the two runs: another engine served a request (an idle engine may
+    step nothing at all), or the steps hold different tokens."""
+    engines, steps = _engines_differ(a, b), _first_different_step(a, b)
+    if engines:
+        return (f"the two runs were served by different data-parallel engines: {engines} (the coordinator's choice, "
+                "which varies from run to run)" + (f", so the engine steps hold different tokens {steps}"
+                                                   if steps else ""))
+    if steps:
+        return f"the engine steps hold different tokens {steps}; a different batch schedule, not a module, separates " \
+               "these runs"
+    return None
+
+
+def weights_differing_tensors(a: CaptureSet, b: CaptureSet) -> list[str]:
     if not a.inputs or not b.inputs:
         return []
     names = set()
@@ -292,7 +349,7 @@ def _weights_differing(a: CaptureSet, b: CaptureSet) -> list[str]:
     return sorted(name.split(":", 1)[-1] for name in names)
 
 
-def _values(capture: CaptureSet, rank: int, key: str) -> np.ndarray:
+def stored_values(capture: CaptureSet, rank: int, key: str) -> np.ndarray:
     """One stored array of a value rank; a missing or unreadable one is a BadInput naming the file."""
     where = f"{capture.folder}/rank-{rank}.npz"
     try:
@@ -306,7 +363,7 @@ def _values(capture: CaptureSet, rank: int, key: str) -> np.ndarray:
     return values
 
 
-def _side(key, left: dict) -> str:
+def only_side(key, left: dict) -> str:
     return "only in the first capture" if key in left else "only in the second capture"
 
 
@@ -315,14 +372,14 @@ def localize(a: CaptureSet, b: CaptureSet, tolerance: Policy = DEFAULT_TOLERANCE
     common = sorted(set(a.ranks) & set(b.ranks))
     if not common:
         raise BadInput("the two captures share no rank")
-    result = Localization([], tolerance, _schedule_problem(a, b), _weights_differing(a, b))
-    result.missing = [f"rank {rank}: {_side(rank, a.ranks)}" for rank in sorted(set(a.ranks) ^ set(b.ranks))]
+    result = Localization([], tolerance, _schedule_problem(a, b), weights_differing_tensors(a, b))
+    result.missing = [f"rank {rank}: {only_side(rank, a.ranks)}" for rank in sorted(set(a.ranks) ^ set(b.ranks))]
     if result.schedule_problem:
         return result
     keyed = {rank: (_keyed(a.ranks[rank].outputs), _keyed(b.ranks[rank].outputs)) for rank in common}
     order_rank = common[0]
     left, right = keyed[order_rank]
-    result.missing += [f"{k[1]}#{k[2]} ({step_kind(k[0])}): {_side(k, left)}"
+    result.missing += [f"{k[1]}#{k[2]} ({step_kind(k[0])}): {only_side(k, left)}"
                        for k in list(left) + list(right) if (k in left) != (k in right)]
     value_ranks = [rank for rank in common if a.ranks[rank].values is not None and b.ranks[rank].values is not None]
     for key, record in left.items():
@@ -345,7 +402,7 @@ def localize(a: CaptureSet, b: CaptureSet, tolerance: Policy = DEFAULT_TOLERANCE
             x, y = keyed[rank][0].get(key), keyed[rank][1].get(key)
             if x is None or y is None or x.get("values") is None or y.get("values") is None:
                 continue
-            va, vb = _values(a, rank, x["values"]), _values(b, rank, y["values"])
+            va, vb = stored_values(a, rank, x["values"]), stored_values(b, rank, y["values"])
             if va.shape != vb.shape:
                 shape = f"stored values' shape {list(va.shape)} vs {list(vb.shape)} (rank {rank})"
                 delta, beyond = None, None
@@ -356,90 +413,4 @@ def localize(a: CaptureSet, b: CaptureSet, tolerance: Policy = DEFAULT_TOLERANCE
         mismatch = "; ".join(filter(None, (shape, dtype))) or None
         result.rows.append(ModuleRow(record["step"], record["order"], record["name"], record["output"],
                                      record["valid_shape"], compared, differing, delta, beyond, mismatch))
-    return result
-
-
-def _prefixed_rows(capture: CaptureSet, rank: int) -> tuple[dict[tuple, dict[str, tuple]], dict[tuple, int]]:
-    """Per module output (name, output, occurrence within its step): prefix -> (record, row, step, request,
-    position) over every step that names its rows, and each output's place in a step's execution order."""
-    rows: dict[tuple, dict[str, tuple]] = {}
-    places: dict[tuple, int] = {}
-    steps = capture.ranks[rank].steps
-    seen: dict[tuple, int] = {}
-    step_start: dict[int, int] = {}
-    for record in capture.ranks[rank].outputs:
-        step = steps.get(record["step"]) or {}
-        prefixes = step.get("row_prefixes")
-        base = (record["step"], record["name"], record["output"])
-        seen[base] = seen.get(base, -1) + 1
-        key = (record["name"], record["output"], seen[base])
-        place = record["order"] - step_start.setdefault(record["step"], record["order"])
-        places[key] = min(places.get(key, place), place)
-        dim = record.get("token_dim")
-        if not prefixes or record.get("values") is None or not isinstance(dim, int) \
-                or not 0 <= dim < len(record["valid_shape"]) or record["valid_shape"][dim] != len(prefixes):
-            continue
-        found = rows.setdefault(key, {})
-        for row, prefix in enumerate(prefixes):
-            if prefix is not None and prefix not in found:
-                found[prefix] = (record, row, record["step"], step["row_requests"][row], step["row_positions"][row])
-    return rows, places
-
-
-def localize_by_prefix(a: CaptureSet, b: CaptureSet, tolerance: Policy = DEFAULT_TOLERANCE) -> Localization:
-    """Align two captures row by row over the prefixes both computed (any steps, any batch), on the value ranks
-    both have; one ModuleRow per module output, in execution order, saying how many shared rows differ."""
-    value_ranks = sorted(set(a.value_ranks) & set(b.value_ranks))
-    if not value_ranks:
-        raise BadInput("aligning by prefix needs values, and the two captures share no value rank")
-    without = [f"{capture.folder}" for capture in (a, b)
-               if not any(step.get("row_prefixes") for rank in value_ranks
-                          for step in capture.ranks[rank].steps.values())]
-    if without:
-        raise BadInput(f"{without[0]}: its steps do not name their rows (a capture of format 1, or a release whose "
-                       "context does not say which request a row is): it cannot be aligned by prefix")
-    result = Localization([], tolerance, None, _weights_differing(a, b))
-    cache: dict[tuple, np.ndarray] = {}
-
-    def row_values(capture: CaptureSet, rank: int, entry: tuple) -> np.ndarray:
-        record, row = entry[0], entry[1]
-        key = (id(capture), rank, record["values"])
-        if key not in cache:
-            cache[key] = _values(capture, rank, record["values"])
-        return np.take(cache[key], row, axis=record["token_dim"])
-
-    modules: dict[tuple, ModuleRow] = {}
-    for rank in value_ranks:
-        (left, places), (right, _) = _prefixed_rows(a, rank), _prefixed_rows(b, rank)
-        result.missing += [f"rank {rank}: {key[0]}#{key[1]} has rows named by prefix {_side(key, left)}"
-                           for key in sorted(set(left) ^ set(right))]
-        for key in sorted(set(left) & set(right), key=lambda k: places[k]):
-            shared = sorted(set(left[key]) & set(right[key]), key=lambda p: (left[key][p][2], left[key][p][1]))
-            if not shared:
-                continue
-            pairs = [(row_values(a, rank, left[key][p]), row_values(b, rank, right[key][p])) for p in shared]
-            shapes = {(x.shape, y.shape) for x, y in pairs if x.shape != y.shape}
-            if shapes:
-                mismatch = "row shape {} vs {}".format(*next(iter(shapes)))
-                modules.setdefault(key, ModuleRow(left[key][shared[0]][2], places[key], key[0], key[1], [], 0, 0,
-                                                  None, None, mismatch))
-                continue
-            moved = [p for p, (x, y) in zip(shared, pairs) if x.tobytes() != y.tobytes()]
-            judged = compare_arrays(np.stack([x for x, _ in pairs]), np.stack([y for _, y in pairs]), tolerance)
-            first = left[key][moved[0] if moved else shared[0]]
-            other = right[key][moved[0] if moved else shared[0]]
-            note = (f"{len(moved)} of {len(shared)} shared rows differ" + (
-                f", first: request {first[3]} position {first[4]} ({step_kind(first[2])} vs {step_kind(other[2])})"
-                if moved else ""))
-            row = modules.get(key)
-            if row is None:
-                row = modules[key] = ModuleRow(first[2], places[key], key[0], key[1], list(pairs[0][0].shape), 0, 0,
-                                               None, None, rows_note=note)
-            row.ranks_compared += 1
-            row.ranks_differing += bool(moved)
-            row.max_abs_delta = max(row.max_abs_delta or 0.0, judged["max_abs_delta"])
-            row.beyond_tolerance = bool(row.beyond_tolerance) or judged["n_over"] > 0
-            if moved and rank == value_ranks[0]:
-                row.step, row.rows_note = first[2], note
-    result.rows = sorted(modules.values(), key=lambda row: row.order)
     return result

@@ -79,6 +79,16 @@ class _Adapter:
 
         tp_random.initialize_rng_tracker(inference_rng_tracker=True)
 
+    def engine_of_rank(self) -> dict:
+        """This rank's data-parallel engine: its DP rank, its ranks (the model-parallel group) and how many engines
+        there are, for the capture."""
+        import torch
+        from megatron.core import parallel_state
+
+        ranks = torch.distributed.get_process_group_ranks(parallel_state.get_model_parallel_group())
+        return {"index": parallel_state.get_data_parallel_rank(), "ranks": sorted(ranks),
+                "engines": parallel_state.get_data_parallel_world_size()}
+
     def destroy_distributed(self) -> None:
         import torch
         from megatron.core import parallel_state

@@ -9,12 +9,16 @@
   order (hook completion order: a module after its children) with its shape, dtype and
   digests; the core attention runs inside ``Attention`` without a module of its own, so
   every ``linear_proj`` also records its *input* (output index ``in0``). Values are kept
-  on the chosen ranks (default rank 0), only the real token rows (padding rows are cut:
-  their width differs between releases), each distinct tensor once, within a byte
-  budget. Each step also names its real rows by *prefix*: a digest of the request's tokens up
-  to and including the row's own, the whole input that row's outputs depend on, so that two
-  runs which batch the same requests differently (another schedule) can be aligned row by
-  row. The format is documented in docs/capture_format.md; ``judge.localize`` reads it.
+  on each data-parallel engine's first rank (a plan that names ``value_ranks`` only: those),
+  only the real token rows (padding rows are cut: their width differs between releases),
+  each distinct tensor once, within a byte budget. The header names the rank's engine and
+  that engine's ranks: in a DP suite the coordinator's choice of engine for a request varies
+  from run to run, and ``judge.localize_prefix`` compares a request's rows on the engine that
+  served it in each run. Each step also names its real rows by *prefix*: a digest of the
+  request's tokens up to and including the row's own, the whole input that row's outputs
+  depend on, so that two runs which batch the same requests differently (another schedule,
+  another engine) can be aligned row by row. The format is documented in
+  docs/capture_format.md; ``judge.localize`` reads it.
 """
 
 from __future__ import annotations
@@ -77,13 +81,20 @@ def _as_int(value) -> int | None:
 class Capture:
     """Hooks on one rank's GPTModel; ``close()`` writes what is not written yet."""
 
-    def __init__(self, model, folder: Path, rank: int, spec: dict):
+    def __init__(self, model, folder: Path, rank: int, spec: dict, engine: dict | None = None):
+        """``engine``: this rank's data-parallel engine, {"index": its DP rank, "ranks": its ranks, "engines": how
+        many there are} (None: not known, e.g. a toy model). The value budget is the run's: each engine's first
+        rank keeps its share."""
         self.model = model
         self.folder = folder
         self.rank = rank
         self.last_step = int(spec.get("decode_steps", 3))
-        self.keep_values = rank in spec.get("value_ranks", [0])
+        engine_first = engine is not None and rank == min(engine["ranks"])
+        self.keep_values = rank in spec.get("value_ranks", [0]) or (spec.get("value_engine_first", False)
+                                                                     and engine_first)
         self.budget = int(spec.get("value_budget_bytes", 200_000_000))
+        if spec.get("value_engine_first", False) and engine is not None:
+            self.budget //= max(1, engine["engines"])
         self.stored_bytes = 0
         self.over_budget = 0
         self.step = -1
@@ -97,8 +108,11 @@ class Capture:
         self.closed = False
         folder.mkdir(parents=True, exist_ok=True)
         self.meta = open(folder / f"rank-{rank}.jsonl", "w")  # closed in close()
-        self._write({"kind": "header", "format": FORMAT_VERSION, "rank": rank, "decode_steps": self.last_step,
-                     "values": self.keep_values, "value_budget_bytes": self.budget})
+        header = {"kind": "header", "format": FORMAT_VERSION, "rank": rank, "decode_steps": self.last_step,
+                  "values": self.keep_values, "value_budget_bytes": self.budget}
+        if engine is not None:
+            header.update(engine=engine["index"], engine_ranks=sorted(engine["ranks"]))
+        self._write(header)
 
     def install(self) -> Capture:
         self.handles.append(self.model.register_forward_pre_hook(self._step_begins, with_kwargs=True))

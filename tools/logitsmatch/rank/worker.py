@@ -235,7 +235,8 @@ def run(plan: dict, run_dir: RunDir, prepared: Prepared | None) -> None:
     weights = capture_module.weights_record(model)
     capture = None
     if plan.get("capture"):
-        capture = capture_module.Capture(model, run_dir.capture, rank, plan["capture"]).install()
+        capture = capture_module.Capture(model, run_dir.capture, rank, plan["capture"],
+                                         adapter.engine_of_rank()).install()
 
     tokenizer = adapter.build_tokenizer(plan["tokenizer"])
     if not plan["schedule"]["engine"]:

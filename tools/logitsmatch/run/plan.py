@@ -284,14 +284,14 @@ def default_invariance_layouts(suite: Suite, project: Path) -> tuple[str, dict[s
 CAPTURE_VALUE_BUDGET_BYTES = 200_000_000  # values kept per run (docs/capture_format.md)
 
 
-def capture_spec(
-    decode_steps: int, value_ranks: tuple[int, ...] = (0,), budget: int = CAPTURE_VALUE_BUDGET_BYTES
-) -> dict:
+def capture_spec(decode_steps: int, budget: int = CAPTURE_VALUE_BUDGET_BYTES) -> dict:
     """``plan["capture"]`` for ``logitsmatch run --capture``: prefill + ``decode_steps`` decode steps,
-    digests on every rank, the values of the real token rows on ``value_ranks`` within ``budget``."""
+    digests on every rank, the values of the real token rows on each data-parallel engine's first rank (which
+    engine serves a request varies from run to run; explain compares the engines that served it) within
+    ``budget``, shared between them."""
     if decode_steps < 0:
         raise BadInput(f"--capture takes the number of decode steps to record (>= 0), got {decode_steps}")
-    return {"decode_steps": decode_steps, "value_ranks": list(value_ranks), "value_budget_bytes": budget}
+    return {"decode_steps": decode_steps, "value_ranks": [], "value_engine_first": True, "value_budget_bytes": budget}
 
 
 def comparable_plan(plan: dict) -> dict:
