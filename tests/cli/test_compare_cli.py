@@ -13,6 +13,7 @@ from logitsmatch import cli
 from logitsmatch.errors import BadInput
 from logitsmatch.judge import golden_io
 from logitsmatch.judge.compare import compare
+from logitsmatch.judge.figures import short_number
 from logitsmatch.judge.golden_io import atomic_writer, load_golden, write_json_atomic
 from logitsmatch.judge.policy import Policy
 from logitsmatch.judge.report import render_junit, render_markdown, render_terminal
@@ -69,7 +70,7 @@ def test_real_drift_exits_1_with_the_verdict_first(tmp_path, capsys):
     rc, out, err = run(capsys, str(folder / "before.json"), str(folder / "after.json"), "--json", str(report_path))
     assert (rc, err) == (1, "")
     lines = out.splitlines()
-    assert lines[0].startswith("FAIL: 2 of 3 checks failed; tokens diverge in 1 of 1 requests")
+    assert lines[0].startswith("FAIL: 2 of 3 checks failed; tokens diverge in 1 of 1 request;")
     assert "Largest logprob drifts (top 20 of 102):" in lines
     assert "  ... and 82 more" in lines
     expected = compare(load_golden(folder / "before.json"), load_golden(folder / "after.json"), Policy()).to_dict()
@@ -103,7 +104,7 @@ BAD_FILES = {
     "token float": (json.dumps({"0": dict(request(), generated_tokens=[1.0, 2])}).encode(),
                     "generated_tokens[0] is a number, expected an integer"),
     "fewer logprobs than tokens": (json.dumps({"0": dict(request(), logprobs=[-1.0])}).encode(),
-                                   "1 logprobs for 2 generated tokens"),
+                                   "1 logprob for 2 generated tokens"),
     "text not a string": (json.dumps({"0": dict(request(), generated_text=5)}).encode(), "generated_text is a number"),
     "throughput not numbers": (json.dumps({"0": request(), "throughput": ["fast"]}).encode(),
                                "'throughput' is a list, expected a number or a list of numbers"),
@@ -254,7 +255,34 @@ def test_the_verdict_line_counts_what_moved_bitwise(capsys):
         path, part, old, new, delta, ulps = row.split()
         index = int(path.rsplit("[", 1)[1].rstrip("]"))
         assert float(old) == golden_values[index] and repr(float(old)) == old  # shortest text, round-trips
-        assert float(new) - float(old) == float(delta) and ulps == "1"
+        assert short_number(abs(float(new) - float(old))) == delta.lstrip("+-") and ulps == "1"  # a delta: 2 digits
+
+
+def test_a_pass_that_moved_logprobs_names_them(capsys, tmp_path):
+    """Megatron's verdict passes 0.17.1 -> 0.18.0 of the tiny MoE sibling, yet 36 logprobs moved: the terminal names
+    the largest few and counts the rest, the JSON lists every one, and the DeepDiff view is not empty."""
+    golden, current = (MOE_TINY / f"golden_values_cpu_py3.12-torch2.14.1-mcore{v}.json" for v in ("0.17.1", "0.18.0"))
+    report, deepdiff = tmp_path / "report.json", tmp_path / "deepdiff.json"
+    rc, out, _ = run(capsys, str(golden), str(current), "--json", str(report), "--deepdiff", str(deepdiff))
+    assert rc == 0 and out.startswith("PASS")
+    lines = out.splitlines()
+    title = lines.index("Largest logprob moves within tolerance (top 5 of 36):")
+    rows = lines[title + 2: title + 7]
+    assert all(row.split()[-1] == "1" and row.split()[-2].lstrip("+-") == "4.8e-7" for row in rows)
+    assert lines[title + 7] == "  ... and 31 more"
+    g_values, c_values = (load_golden(path)["0"]["logprobs"] for path in (golden, current))
+    moved = [i for i, (g, c) in enumerate(zip(g_values, c_values)) if g != c]
+    changes = json.loads(report.read_text())["requests"]["0"]["logprob_changes"]
+    assert [change["index"] for change in changes] == moved and len(moved) == 36
+    prompt = len(g_values) - len(load_golden(golden)["0"]["generated_tokens"])
+    for change in changes:
+        i = change["index"]
+        assert change == {"path": f"root['0']['logprobs'][{i}]", "request": "0", "index": i,
+                          "part": "prompt" if i < prompt else "generated", "golden": g_values[i],
+                          "current": c_values[i], "delta": c_values[i] - g_values[i], "ulps": 1,
+                          "over_tolerance": False}
+    within = json.loads(deepdiff.read_text())["logitsmatch_moved_within_tolerance"]
+    assert list(within) == [change["path"] for change in changes]
 
 
 def test_nothing_moved_says_so(capsys, tmp_path):

@@ -73,9 +73,12 @@ def test_real_toolchain_drift_is_reported_exactly(folder):
 
     report = result.to_dict()["requests"]["0"]
     assert report["first_token_divergence"] == divergence
-    assert [e["index"] for e in report["logprob_changes"]] == over
+    moved = [i for i in range(comparable) if g["logprobs"][i] != c["logprobs"][i]]
+    assert [e["index"] for e in report["logprob_changes"]] == moved  # every one that moved, within tolerance or not
+    assert [e["index"] for e in report["logprob_changes"] if e["over_tolerance"]] == over
     for entry in report["logprob_changes"]:
         i = entry["index"]
+        assert entry["request"] == "0" and entry["over_tolerance"] == (i in over)
         assert entry["part"] == ("prompt" if i < prompt else "generated")
         assert (entry["golden"], entry["current"]) == (g["logprobs"][i], c["logprobs"][i])
         assert entry["path"] == f"root['0']['logprobs'][{i}]"

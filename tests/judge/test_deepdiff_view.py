@@ -21,7 +21,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logitsmatch.judge.compare import compare
-from logitsmatch.judge.deepdiff_view import NOT_COMPARABLE, deepdiff_changes, deepdiff_options, dumps
+from logitsmatch.judge.deepdiff_view import (
+    MOVED_WITHIN_TOLERANCE,
+    NOT_COMPARABLE,
+    deepdiff_changes,
+    deepdiff_options,
+    dumps,
+)
 from logitsmatch.judge.golden_io import load_golden
 from logitsmatch.judge.policy import Policy
 from logitsmatch.judge.results import deepdiff_path
@@ -43,6 +49,7 @@ def assert_equivalent(golden: dict, current: dict, policy: Policy = DEFAULT_POLI
     theirs = json.loads(DeepDiff(golden, current, **deepdiff_options(result)).to_json())
     merged = copy.deepcopy(changes)
     not_comparable = merged.pop(NOT_COMPARABLE, {})
+    within = merged.pop(MOVED_WITHIN_TOLERANCE, {})  # ours only: DeepDiff's math_epsilon hides them
     if not_comparable:
         merged.setdefault("values_changed", {}).update(not_comparable)
     both_nan = set()
@@ -56,8 +63,10 @@ def assert_equivalent(golden: dict, current: dict, policy: Policy = DEFAULT_POLI
     assert json.loads(dumps(merged)) == theirs
     # the report: every logprob and token change carries the path deepdiff gives it
     report = result.to_dict()
+    moved = [change for entry in report["requests"].values() for change in entry["logprob_changes"]]
+    assert set(within) == {change["path"] for change in moved if not change["over_tolerance"]}
     paths = {change["path"] for entry in report["requests"].values()
-             for change in entry["logprob_changes"] + entry["token_changes"]}
+             for change in [c for c in entry["logprob_changes"] if c["over_tolerance"]] + entry["token_changes"]}
     deepdiff_paths = {path for kind in ("values_changed", "iterable_item_added", "iterable_item_removed")
                       for path in theirs.get(kind, {}) if "['logprobs']" in path or "['generated_tokens']" in path}
     assert paths - both_nan == deepdiff_paths - set(not_comparable) - _length_tails(result, golden, current)

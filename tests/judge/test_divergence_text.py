@@ -76,7 +76,7 @@ def test_a_changed_prompt_is_named_and_its_positions_are_not_drift():
     assert entry["token_changes"] == [] and entry["stats"]["compared"] == 0
     assert entry["prompt_change"]["golden_tokens"] == 30 and entry["prompt_change"]["current_tokens"] == 128
     terminal = render_terminal(result)
-    assert "prompt differs in 1 of 1 requests" in terminal.splitlines()[0]
+    assert "prompt differs in 1 of 1 request;" in terminal.splitlines()[0]
     assert "root['0']['input_prompt']: prompt differs (30 vs 128 tokens)" in terminal
     assert "positions changed" not in terminal and not result.tokens_agree
 
@@ -103,7 +103,7 @@ def test_the_same_prompt_text_tokenised_two_ways_is_named_as_different_tokenizer
     text = render_terminal(compare(h100, cpu, Policy()))
     assert "same prompt text, tokenised to 88 vs 129 tokens: the two sides used different tokenizers" in text
     assert "prompt differs" not in text
-    assert "the same prompt text is tokenised differently in 1 of 1 requests (different tokenizers)" in text
+    assert "the same prompt text is tokenised differently in 1 of 1 request (different tokenizers)" in text
 
 
 def test_the_verdict_line_names_lost_requests_even_under_quiet():

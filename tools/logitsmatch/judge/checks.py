@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from logitsmatch.judge.figures import plural, short_number, ulps_text
 from logitsmatch.judge.golden_io import request_sort_key
 from logitsmatch.judge.numerics import Numerics, RequestPair, prompt_change_words
 from logitsmatch.judge.policy import REQUEST_METRICS, RUN_METRICS, Policy
@@ -91,8 +92,8 @@ def _check_logprobs(pair: RequestPair, numerics: Numerics, position: int, policy
         first = numerics.drift.index[numerics.change_bounds[position]]
         problems.append(
             f"{n_over} of {pair.n_compared} compared over tolerance (first at index {first}, "
-            f"max |delta| {float(numerics.max[position])!r}, {int(numerics.max_ulps[position])} ulps, allowed "
-            f"{allowed})"
+            f"max |delta| {short_number(float(numerics.max[position]))}, "
+            f"{ulps_text(int(numerics.max_ulps[position]), numerics.ulp_width)}, allowed {allowed})"
         )
     return "; ".join(problems)
 
@@ -128,7 +129,7 @@ def _check_routing(pair: RequestPair, numerics: Numerics, position: int, policy:
         return f"routing indices shape {current.shape}, golden {golden.shape}"
     if not np.array_equal(golden, current):
         rows = np.flatnonzero((golden != current).reshape(len(golden), -1).any(axis=1))
-        return f"routing differs for {len(rows)} of {len(golden)} tokens (first at row {rows[0]})"
+        return f"routing differs for {len(rows)} of {plural(len(golden), 'token')} (first at row {rows[0]})"
     return ""
 
 
@@ -155,14 +156,15 @@ def _routing_all_rows(pair: RequestPair) -> str:
         prompt = rows - max(len(tokens) - 1, 0)
         rows = prompt + pair.first_divergence
     elif len(golden) != len(current):
-        return f"routing indices cover {len(current)} tokens, golden {len(golden)}"
+        return f"routing indices cover {plural(len(current), 'token')}, golden {len(golden)}"
     rows = min(rows, len(golden), len(current))
     differs = (golden[:rows] != current[:rows]).any(axis=-1)
     if not differs.any():
         return ""
     token, layer = (int(i) for i in np.argwhere(differs)[0])
     where = deepdiff_path(pair.rid, "routing_indices", token, layer)
-    return (f"routing differs in {int(differs.sum())} of {differs.size} (token, layer) expert sets over {rows} tokens; "
+    return (f"routing differs in {int(differs.sum())} of {differs.size} (token, layer) expert sets over "
+            f"{plural(rows, 'token')}; "
             f"first at token {token}, layer {layer} ({where}): golden experts {golden[token, layer].tolist()}, "
             f"current {current[token, layer].tolist()}")
 

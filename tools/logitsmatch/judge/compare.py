@@ -168,6 +168,7 @@ def compare(golden: dict, current: dict, policy: Policy = Policy()) -> Compariso
         request_order=order,
         requests=requests,
         drift=numerics.drift,
+        moves=numerics.moves,
         n_compared=int(numerics.counts.sum()),
         n_not_comparable=sum(numerics.not_comparable(p) for p in pairs),
         n_moved=int(numerics.n_moved.sum()),

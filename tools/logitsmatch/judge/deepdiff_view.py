@@ -24,7 +24,9 @@ latency, structure: small); the logprob entries are filled from the numpy compar
 ``values_changed`` for every comparable index out of tolerance, ``iterable_item_added`` /
 ``iterable_item_removed`` past the shorter list. Positions that are not comparable
 (from a request's first token divergence on) are never value changes: they are listed
-under ``logitsmatch_not_comparable`` with both values.
+under ``logitsmatch_not_comparable`` with both values. Values that moved but stay within the tolerance
+(math_epsilon hides them from DeepDiff) are listed under ``logitsmatch_moved_within_tolerance``, so a pass
+that moved logprobs is never an empty diff.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from logitsmatch.judge.policy import Mode
 from logitsmatch.judge.results import ComparisonResult, deepdiff_path
 
 NOT_COMPARABLE = "logitsmatch_not_comparable"
+MOVED_WITHIN_TOLERANCE = "logitsmatch_moved_within_tolerance"
 
 
 _REQUEST_KEY = r"""root\[(?:'[^']*'|"[^"]*")\]"""
@@ -89,7 +92,8 @@ def deepdiff_changes(golden: dict, current: dict, result: ComparisonResult) -> d
     added = changes.setdefault("iterable_item_added", {})
     removed = changes.setdefault("iterable_item_removed", {})
     not_comparable: dict[str, dict] = {}
-    drift = result.drift
+    within: dict[str, dict] = {}
+    drift, moves = result.drift, result.moves
     for rid in result.request_order:
         g_values, c_values = golden[rid].get("logprobs"), current[rid].get("logprobs")
         if not (isinstance(g_values, list) and isinstance(c_values, list)):
@@ -99,6 +103,8 @@ def deepdiff_changes(golden: dict, current: dict, result: ComparisonResult) -> d
         rows = request.changes
         for index in drift.index[rows].tolist():
             values_changed[f"{prefix}[{index}]"] = {"new_value": c_values[index], "old_value": g_values[index]}
+        for index in moves.index[request.moves].tolist():
+            within[f"{prefix}[{index}]"] = {"new_value": c_values[index], "old_value": g_values[index]}
         common = min(len(g_values), len(c_values))
         for index in range(request.n_compared, common):
             old, new = g_values[index], c_values[index]
@@ -113,6 +119,8 @@ def deepdiff_changes(golden: dict, current: dict, result: ComparisonResult) -> d
             del changes[key]
     if not_comparable:
         changes[NOT_COMPARABLE] = not_comparable
+    if within:
+        changes[MOVED_WITHIN_TOLERANCE] = within
     return changes
 
 

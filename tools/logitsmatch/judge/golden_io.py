@@ -28,6 +28,7 @@ from typing import Any
 
 from logitsmatch.errors import BadInput
 from logitsmatch.files import atomic_writer, read_input
+from logitsmatch.judge.figures import plural
 
 try:
     import orjson
@@ -239,7 +240,7 @@ def _check_request(source: str, rid: str, request: dict) -> None:
         _check_numbers(where, rid, "logprobs", logprobs)
         if isinstance(tokens, list) and len(logprobs) < len(tokens):
             raise BadInput(
-                f"{where}: {len(logprobs)} logprobs for {len(tokens)} generated tokens "
+                f"{where}: {plural(len(logprobs), 'logprob')} for {plural(len(tokens), 'generated token')} "
                 "(expected prompt logprobs followed by one per generated token)"
             )
     for text_field in ("generated_text", "input_prompt"):

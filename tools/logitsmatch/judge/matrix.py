@@ -18,8 +18,8 @@ from logitsmatch.errors import BadInput
 from logitsmatch.golden_pairs import require_one_record
 from logitsmatch.hardware import class_of_golden
 from logitsmatch.judge.compare import compare
+from logitsmatch.judge.figures import short_number, ulps_text
 from logitsmatch.judge.golden_io import json_float, load_golden
-from logitsmatch.judge.report import short_number, ulps_text
 
 SOURCES = ("auto", "results", "goldens")
 

@@ -143,12 +143,18 @@ class Numerics:
         self.ulp_width = ulp_width(golden, current)
         self.ulps = ulp_distance(golden, current, self.ulp_width)
         self._segment_stats()
-        rows = np.flatnonzero(over)
+        self.drift, self.change_bounds = self._table(over, golden, current, len(pairs))
+        self.moves, self.move_bounds = self._table(self.moved & ~over, golden, current, len(pairs))
+
+    def _table(self, chosen: np.ndarray, golden: np.ndarray, current: np.ndarray,
+               n_pairs: int) -> tuple[DriftTable, np.ndarray]:
+        """The ``chosen`` values as a table, and where each request's rows start in it (n_pairs + 1 bounds)."""
+        rows = np.flatnonzero(chosen)
         request = np.searchsorted(self.starts, rows, side="right") - 1
         index = rows - self.starts[request]
-        self.drift = DriftTable(request, index, index >= self.prompt[request], golden[rows], current[rows],
-                                self.ulps[rows])
-        self.change_bounds = np.searchsorted(request, np.arange(len(pairs) + 1))
+        table = DriftTable(request, index, index >= self.prompt[request], golden[rows], current[rows],
+                           self.ulps[rows])
+        return table, np.searchsorted(request, np.arange(n_pairs + 1))
 
     def _segment_stats(self) -> None:
         n = len(self.counts)
@@ -216,6 +222,7 @@ class Numerics:
             mean_abs_delta=float(self.mean[position]),
             p99_abs_delta=float(self.p99[position]),
             changes=slice(int(self.change_bounds[position]), int(self.change_bounds[position + 1])),
+            moves=slice(int(self.move_bounds[position]), int(self.move_bounds[position + 1])),
         )
 
     def overall_stats(self) -> dict:

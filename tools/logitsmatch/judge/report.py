@@ -1,9 +1,11 @@
 """Render a ComparisonResult for people and for CI: terminal, Markdown, JUnit XML and JSON.
 
 Terminal and Markdown show the verdict first and the largest drifts first,
-truncated to `limit` rows so a diff of a million values stays readable; the
-JSON report lists every out-of-tolerance value and is streamed request by
-request, so a huge one never exists twice in memory.
+truncated to `limit` rows so a diff of a million values stays readable, then the
+few largest logprobs that moved within tolerance (a pass that moved values names
+them); the JSON report lists every moved value and is streamed request by
+request, so a huge one never exists twice in memory. Figures are written as
+judge.figures says, one precision per kind of figure.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import os
 import re
 
 from logitsmatch.judge.divergence import describe
+from logitsmatch.judge.figures import exact, plural, short_number, signed_number, ulps_text
 from logitsmatch.judge.golden_io import atomic_writer, dumps_json
 from logitsmatch.judge.numerics import prompt_change_words
-from logitsmatch.judge.results import Check, ComparisonResult, deepdiff_path
+from logitsmatch.judge.results import Check, ComparisonResult, DriftTable, deepdiff_path
 
 DEFAULT_LIMIT = 20
+MOVES_SHOWN = 5  # the largest moves within tolerance a terminal or Markdown report names (the JSON has all)
 # What a terminal, Markdown or XML cannot carry: lone surrogates (JSON can, UTF-8 cannot) and,
 # for XML, the control characters it forbids. Shown as U+FFFD; the JSON report keeps them escaped.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -37,27 +41,26 @@ def verdict_line(result: ComparisonResult) -> str:
     """One line: the verdict, why, and the policy it was judged under."""
     summary = result.summary()
     logprobs = summary["logprobs"]
-    parts = [f"{len(result.failed_checks)} of {len(result.checks)} checks failed"]
+    parts = [f"{len(result.failed_checks)} of {plural(len(result.checks), 'check')} failed"]
     lost = [str(change["request"]) for change in result.structural_changes if change["kind"] == "missing_request"]
     if lost:  # named even under -q: a lost request is the first thing to know
         shown = ", ".join(lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
-        parts.append(f"{len(lost)} golden request{'s' if len(lost) != 1 else ''} lost ({shown})")
+        parts.append(f"{plural(len(lost), 'golden request')} lost ({shown})")
     retokenised = sum(bool(r.prompt_change and r.prompt_change.get("same_text")) for r in result.requests.values())
     prompts = summary["requests_with_prompt_change"] - retokenised
     if prompts:
-        parts.append(f"prompt differs in {prompts} of {summary['requests_compared']} requests")
+        parts.append(f"prompt differs in {prompts} of {plural(summary['requests_compared'], 'request')}")
     if retokenised:
         parts.append(f"the same prompt text is tokenised differently in {retokenised} of "
-                     f"{summary['requests_compared']} requests (different tokenizers)")
+                     f"{plural(summary['requests_compared'], 'request')} (different tokenizers)")
     diverged = summary["requests_with_token_divergence"]
     if diverged:
-        parts.append(f"tokens diverge in {diverged} of {summary['requests_compared']} requests")
+        parts.append(f"tokens diverge in {diverged} of {plural(summary['requests_compared'], 'request')}")
     parts.append(moved_text(result))
     if logprobs["not_comparable"]:
         parts.append(f"{logprobs['not_comparable']} not comparable")
     if result.structural_changes:
-        count = len(result.structural_changes)
-        parts.append(f"{count} structural change{'s' if count != 1 else ''}")
+        parts.append(plural(len(result.structural_changes), "structural change"))
     return f"{result.verdict.upper()}: " + "; ".join(parts) + f" [{_policy_text(result)}]"
 
 
@@ -65,21 +68,10 @@ def moved_text(result: ComparisonResult) -> str:
     """What moved bitwise and what crossed the tolerance, e.g. "36 of 158 logprobs moved (max 4.8e-7,
     1 ulp), none over tolerance"."""
     over = result.n_over_tolerance
-    text = f"{result.n_moved} of {result.n_compared} logprobs moved"
+    text = f"{result.n_moved} of {plural(result.n_compared, 'logprob')} moved"
     if result.n_moved:
-        text += f" (max {short_number(result.max_abs_delta)}, {ulps_text(result.max_ulps)})"
+        text += f" (max {short_number(result.max_abs_delta)}, {ulps_text(result.max_ulps, result.ulp_width)})"
     return text + (f", {over} over tolerance" if over else ", none over tolerance")
-
-
-def short_number(value: float) -> str:
-    """Two significant digits for a summary, exponent unpadded: 4.8e-7, 0.0031, 0."""
-    text = f"{value:.2g}"
-    mantissa, _, exponent = text.partition("e")
-    return f"{mantissa}e{int(exponent)}" if exponent else text
-
-
-def ulps_text(ulps: int) -> str:
-    return f"{ulps} ulp" if ulps == 1 else f"{ulps} ulps"
 
 
 def _policy_text(result: ComparisonResult) -> str:
@@ -90,11 +82,6 @@ def _policy_text(result: ComparisonResult) -> str:
             f"metrics {','.join(p.metrics) or 'none'}")
 
 
-def _num(value: float) -> str:
-    """The shortest text that reads back as the same float (Python's repr): nothing is rounded away."""
-    return repr(float(value))
-
-
 def _where(check: Check) -> str:
     return "run" if check.request is None else f"request {check.request}"
 
@@ -103,18 +90,18 @@ def _more(total: int, shown: int) -> list[str]:
     return [f"... and {total - shown} more"] if total > shown else []
 
 
-def _drift_rows(result: ComparisonResult, limit: int) -> list[tuple[str, ...]]:
-    drift = result.drift
+def _drift_rows(result: ComparisonResult, table: DriftTable, limit: int) -> list[tuple[str, ...]]:
+    """The ``limit`` largest |delta| of ``table`` (the drift or the moves), largest first."""
     rows = []
-    for row in result.drift.largest(limit).tolist():
-        golden, current = float(drift.golden[row]), float(drift.current[row])
+    for row in table.largest(limit).tolist():
+        golden, current = float(table.golden[row]), float(table.current[row])
         rows.append((
-            deepdiff_path(result.request_order[drift.request[row]], "logprobs", int(drift.index[row])),
-            "generated" if drift.generated[row] else "prompt",
-            _num(golden),
-            _num(current),
-            ("+" if current - golden >= 0 else "") + _num(current - golden),
-            str(int(drift.ulps[row])),
+            deepdiff_path(result.request_order[table.request[row]], "logprobs", int(table.index[row])),
+            "generated" if table.generated[row] else "prompt",
+            exact(golden),
+            exact(current),
+            signed_number(current - golden),
+            str(int(table.ulps[row])),
         ))
     return rows
 
@@ -124,7 +111,8 @@ def _request_rows(result: ComparisonResult, limit: int) -> list[tuple[str, ...]]
     return [
         (r.request_id, "pass" if r.passed else "FAIL", str(r.n_compared), str(r.n_moved), str(r.n_over),
          str(r.n_not_comparable), "-" if r.first_divergence is None else str(r.first_divergence),
-         _num(r.max_abs_delta), str(r.max_ulps), f"{r.mean_abs_delta:.3g}", f"{r.p99_abs_delta:.3g}")
+         short_number(r.max_abs_delta), str(r.max_ulps), short_number(r.mean_abs_delta),
+         short_number(r.p99_abs_delta))
         for r in ranked
     ]
 
@@ -141,7 +129,7 @@ def _divergence_lines(result: ComparisonResult, limit: int) -> list[str]:
         first = next(c for c in r.token_changes if c["index"] == r.first_divergence)
         path = deepdiff_path(r.request_id, "generated_tokens", r.first_divergence)
         lines.append(f"{path}: first divergence of request {r.request_id} (golden {first['golden']}, "
-                     f"current {first['current']}); {len(r.token_changes)} tokens changed")
+                     f"current {first['current']}); {plural(len(r.token_changes), 'token')} changed")
         if r.divergence_text:
             lines.append("  " + describe(r.divergence_text))
     return lines + _more(len(diverged), min(len(diverged), limit))
@@ -153,6 +141,15 @@ def _structural_text(change: dict) -> str:
 
 def _drift_header(result: ComparisonResult) -> tuple[str, ...]:
     return ("path", "part", "golden", "current", "delta", f"ulps ({result.ulp_width})")
+
+
+def _moves_title(result: ComparisonResult) -> str:
+    shown = min(MOVES_SHOWN, len(result.moves))
+    return f"Largest logprob moves within tolerance (top {shown} of {len(result.moves)})"
+
+
+def _moves_rows(result: ComparisonResult) -> list[tuple[str, ...]]:
+    return _drift_rows(result, result.moves, MOVES_SHOWN)
 
 
 _REQUEST_HEADER = ("request", "verdict", "compared", "moved", "over", "not comparable", "first divergence",
@@ -188,7 +185,11 @@ def render_terminal(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str
     if len(result.drift):
         shown = min(limit, len(result.drift))
         section(f"Largest logprob drifts (top {shown} of {len(result.drift)}):",
-                _table(_drift_header(result), _drift_rows(result, limit)) + _more(len(result.drift), shown))
+                _table(_drift_header(result), _drift_rows(result, result.drift, limit))
+                + _more(len(result.drift), shown))
+    if len(result.moves):
+        section(_moves_title(result) + ":", _table(_drift_header(result), _moves_rows(result))
+                + _more(len(result.moves), MOVES_SHOWN))
     if result.requests:
         shown = min(limit, len(result.requests))
         section(f"Requests by max |delta| (top {shown} of {len(result.requests)}):",
@@ -218,7 +219,8 @@ def render_markdown(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str
                    [(str(summary["requests_compared"]), f"{len(result.failed_checks)} / {len(result.checks)}",
                      str(summary["requests_with_token_divergence"]), str(logprobs["compared"]), str(result.n_moved),
                      str(logprobs["over_tolerance"]), str(logprobs["not_comparable"]),
-                     _num(result.max_abs_delta), str(result.max_ulps), _num(result.p99_abs_delta))]),
+                     short_number(result.max_abs_delta), str(result.max_ulps),
+                     short_number(result.p99_abs_delta))]),
     ]
 
     def section(title: str, body: list[str]) -> None:
@@ -239,8 +241,11 @@ def render_markdown(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str
     if len(result.drift):
         shown = min(limit, len(result.drift))
         section(f"Largest logprob drifts (top {shown} of {len(result.drift)})",
-                _md_table(_drift_header(result), _drift_rows(result, limit))
+                _md_table(_drift_header(result), _drift_rows(result, result.drift, limit))
                 + ["", *_more(len(result.drift), shown)])
+    if len(result.moves):
+        section(_moves_title(result), _md_table(_drift_header(result), _moves_rows(result))
+                + ["", *_more(len(result.moves), MOVES_SHOWN)])
     if result.requests:
         shown = min(limit, len(result.requests))
         section(f"Requests by max |delta| (top {shown} of {len(result.requests)})",

@@ -1,7 +1,8 @@
 """What a comparison found, and its JSON report: checks, per-request results, the drift table.
 
-ComparisonResult.to_dict() is the JSON report (schema_version 2); the terminal, Markdown and
-JUnit renderings (report.py) and the DeepDiff view (deepdiff_view.py) read the same objects.
+ComparisonResult.to_dict() is the JSON report (schema_version 3: each request's logprob_changes lists
+every compared logprob that moved, over_tolerance saying which crossed the tolerance; docs/report_schema.md);
+the terminal, Markdown and JUnit renderings (report.py) and the DeepDiff view (deepdiff_view.py) read the same objects.
 Non-finite floats are spelled as golden_io.json_float says.
 """
 
@@ -30,7 +31,8 @@ class Check:
 
 @dataclass
 class RequestResult:
-    """Per-request findings; its out-of-tolerance logprobs are rows `changes` of the drift table."""
+    """Per-request findings; its out-of-tolerance logprobs are rows `changes` of the drift table, the ones that
+    moved within tolerance rows `moves` of the moves table."""
 
     request_id: str
     passed: bool
@@ -48,6 +50,7 @@ class RequestResult:
     mean_abs_delta: float
     p99_abs_delta: float
     changes: slice
+    moves: slice
     prompt_change: dict | None = None  # {"golden_tokens", "current_tokens", "text"} when the prompts differ
     divergence_text: dict | None = None  # from generated_text; judge.divergence.annotate decodes tokens else
 
@@ -68,7 +71,8 @@ class RequestResult:
 
 @dataclass
 class DriftTable:
-    """Every comparable logprob out of tolerance, as columns (a million rows stay cheap)."""
+    """Comparable logprobs as columns (a million rows stay cheap): every one out of tolerance (the drift), or
+    every one that moved within it (the moves)."""
 
     request: np.ndarray  # position of the request in ComparisonResult.request_order
     index: np.ndarray  # index into the request's logprobs list
@@ -85,13 +89,15 @@ class DriftTable:
         with np.errstate(invalid="ignore"):
             return self.current[rows] - self.golden[rows]
 
-    def rows(self, rows: slice | np.ndarray, path_prefix: str) -> list[dict]:
-        """Report entries {path, index, part, golden, current, delta} of one request (``path_prefix``
-        is deepdiff's path of its logprobs list); non-finite values as strings."""
+    def rows(self, rows: slice | np.ndarray, request: str, over_tolerance: bool) -> list[dict]:
+        """Report entries {path, request, index, part, golden, current, delta, ulps, over_tolerance} of one
+        request; non-finite values as strings."""
         golden, current, delta = (_json_floats(a) for a in (self.golden[rows], self.current[rows], self.delta(rows)))
         parts = np.where(self.generated[rows], "generated", "prompt").tolist()
+        prefix = deepdiff_path(request, "logprobs")
         return [
-            {"path": f"{path_prefix}[{i}]", "index": i, "part": p, "golden": g, "current": c, "delta": d, "ulps": u}
+            {"path": f"{prefix}[{i}]", "request": request, "index": i, "part": p, "golden": g, "current": c,
+             "delta": d, "ulps": u, "over_tolerance": over_tolerance}
             for i, p, g, c, d, u in zip(self.index[rows].tolist(), parts, golden, current, delta,
                                         self.ulps[rows].tolist())
         ]
@@ -127,6 +133,7 @@ class ComparisonResult:
     request_order: list[str]
     requests: dict[str, RequestResult]
     drift: DriftTable
+    moves: DriftTable  # the logprobs that moved within tolerance
     n_compared: int
     n_not_comparable: int
     n_moved: int
@@ -176,6 +183,7 @@ class ComparisonResult:
                 "compared": self.n_compared,
                 "over_tolerance": self.n_over_tolerance,
                 "moved": self.n_moved,
+                "moved_within_tolerance": len(self.moves),
                 "max_ulps": self.max_ulps,
                 "ulp_width": self.ulp_width,
                 "not_comparable": self.n_not_comparable,
@@ -197,15 +205,21 @@ class ComparisonResult:
                 "text": r.divergence_text},
             "prompt_change": r.prompt_change,
             "token_changes": [{"path": f"{tokens}[{c['index']}]", **c} for c in r.token_changes],
-            "logprob_changes": self.drift.rows(r.changes, deepdiff_path(rid, "logprobs")),
+            "logprob_changes": self.logprob_changes(rid),
             "generated_text": text,
             "stats": r.stats(),
         }
 
+    def logprob_changes(self, rid: str) -> list[dict]:
+        """Every compared logprob of request ``rid`` that moved, over tolerance or within it, in index order."""
+        r = self.requests[rid]
+        entries = self.drift.rows(r.changes, rid, True) + self.moves.rows(r.moves, rid, False)
+        return sorted(entries, key=lambda entry: entry["index"])
+
     def header_dict(self) -> dict:
         """The report without its per-request entries (written first when streaming)."""
         return {
-            "schema_version": 2,
+            "schema_version": 3,
             "verdict": self.verdict,
             "policy": self.policy.to_dict(),
             "summary": self.summary(),

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 
+from logitsmatch.judge.figures import plural, short_number, ulps_text
 from logitsmatch.judge.matrix import LEGEND, short_suite
-from logitsmatch.judge.report import short_number, ulps_text
 
 
 def short_names(names: list[str]) -> dict[str, str]:
@@ -99,7 +99,7 @@ def summary_line(tables: dict, noun: str = "toolchains") -> str:
         ulps = max(cell.max_ulps for cell in cells)
         diverged = sum(not cell.tokens_agree for cell in cells)
         text = f"{short_suite(heading)} " + "↔".join(_group_text(group, short) for group in groups)
-        text += f", {moved} values, max {short_number(worst)} ({ulps_text(ulps)})"
+        text += f", {plural(moved, 'value')}, max {short_number(worst)} ({ulps_text(ulps)})"
         text += f", tokens differ in {diverged} ordered pair{'s' if diverged != 1 else ''}" if diverged else ""
         text += f", up to {over} over tolerance" if over else ", none over tolerance"
         other = sum(not cell.passed and cell.tokens_agree and not cell.n_over_tolerance for cell in cells)
