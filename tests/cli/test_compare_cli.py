@@ -57,6 +57,7 @@ def test_identical_files_pass_and_write_every_report(tmp_path, capsys):
     assert out.startswith("PASS: 0 of 5 checks failed")
     assert sorted(p.name for p in out_dir.iterdir()) == ["r.json", "r.md", "r.xml"]  # no temp files left
     report = json.loads((out_dir / "r.json").read_text())
+    assert report.pop("metrics_origin") == "the default metrics: no known suite recognised, name one with --suite"
     assert report == compare(load_golden(golden), load_golden(current), Policy()).to_dict()
     assert report["verdict"] == "pass" and report["requests"]["0"]["first_token_divergence"] is None
     assert (out_dir / "r.md").read_text().startswith("### logitsmatch compare: **PASS**")
@@ -74,7 +75,8 @@ def test_real_drift_exits_1_with_the_verdict_first(tmp_path, capsys):
     assert "Largest logprob drifts (top 20 of 102):" in lines
     assert "  ... and 82 more" in lines
     expected = compare(load_golden(folder / "before.json"), load_golden(folder / "after.json"), Policy()).to_dict()
-    assert json.loads(report_path.read_text()) == expected
+    report = json.loads(report_path.read_text())
+    assert report.pop("metrics_origin").startswith("the default metrics") and report == expected
     assert expected["requests"]["0"]["first_token_divergence"] == 20
 
 
@@ -244,7 +246,7 @@ def test_the_verdict_line_counts_what_moved_bitwise(capsys):
     assert golden.is_file() and current.is_file()
     rc, out, _ = run(capsys, str(golden), str(current))
     assert rc == 0
-    assert out.startswith("PASS: 0 of 3 checks failed; "
+    assert out.startswith("PASS: 0 of 4 checks failed; "  # the suite's METRICS: routing_indices too
                           "36 of 158 logprobs moved (max 4.8e-7, 1 ulp), none over tolerance")
     rc, out, _ = run(capsys, str(golden), str(current), "--mode", "deterministic")
     assert rc == 1 and "36 of 158 logprobs moved (max 4.8e-7, 1 ulp), 36 over tolerance" in out
@@ -317,6 +319,58 @@ def test_compare_toolchains_ends_with_a_summary_naming_each_suite_also_under_q(p
     lines = capsys.readouterr().out.splitlines()
     suites = suite_names(project)
     assert len(suites) >= 2 and lines[0].startswith(f"{old} -> {new}: ")
-    assert sorted(line.split()[1].rstrip(":") for line in lines[1:]) == sorted(suites)
+    identical = lines[1].split(": ", 1)[1].split(", ")  # the suites nothing moved in share one line
+    assert lines[1].startswith(f"  PASS  {len(identical)} suites identical")
+    named = sorted(line.split()[1].rstrip(":") for line in lines[2:])
+    assert sorted(named + [f"gpt_dynamic_inference_{short}_logitsmatch_zmq" for short in identical]) == sorted(suites)
     moved = f"  PASS  {moe}: 0 of 4 checks failed; 36 of 158 logprobs moved (max 4.8e-7, 1 ulp), none over tolerance"
     assert any(line.startswith(moved) for line in lines)
+
+
+def test_compare_toolchains_prints_tables_only_for_the_suites_that_moved(project, monkeypatch, capsys):
+    """0.16.1 -> 0.19.2 on the goldens: only the two MoE suites moved; the eight others are one summary line."""
+    monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
+    old, new = "py3.11-torch2.13.0-mcore0.16.1", "py3.12-torch2.14.1-mcore0.19.2"
+    assert cli.main(["compare-toolchains", old, new, "--source", "goldens"]) == 0
+    out = capsys.readouterr().out
+    tables = [line.split(":")[0].removeprefix("== ") for line in out.splitlines() if line.startswith("== ")]
+    assert tables == ["gpt_dynamic_inference_tp4_etp1_pp1_ep8_16B_logitsmatch_zmq",
+                      "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq"]
+    assert "  PASS  8 suites identical (every compared logprob and token equal to the last bit): " in out
+
+
+MOE_PAIR = ("py3.12-torch2.14.1-mcore0.17.1", "py3.12-torch2.14.1-mcore0.18.0")
+
+
+@pytest.mark.parametrize("how", ["provenance sidecar", "path", "--suite"])
+def test_compare_of_two_files_of_a_known_suite_uses_its_metrics(tmp_path, capsys, how):
+    """Two tiny MoE goldens are judged on the suite's METRICS (routing_indices included: 4 checks, as
+    compare-toolchains judges them), and the report says which metric set it used and how it was found."""
+    suite = MOE_TINY.name
+    sources = [MOE_TINY / f"golden_values_cpu_{toolchain}.json" for toolchain in MOE_PAIR]
+    if how == "provenance sidecar":
+        files = [str(path) for path in sources]
+    else:  # copies outside the project: no sidecar; under a folder named after the suite, or named by --suite
+        folder = tmp_path / (suite if how == "path" else "elsewhere")
+        folder.mkdir()
+        files = [write(folder, path.name, path.read_bytes()) for path in sources]
+    rc, out, _ = run(capsys, *files, *(["--suite", suite] if how == "--suite" else []))
+    lines = out.splitlines()
+    assert rc == 0 and lines[0].startswith("PASS: 0 of 4 checks failed;") and "routing_indices" in lines[0]
+    origin = "named by --suite" if how == "--suite" else f"recognised from the {how}"
+    assert lines[1] == (f"Metrics checked: generated_tokens, logprobs, routing_indices (suite {suite}'s METRICS, "
+                        f"{origin})")
+    assert "routing_indices in both files, not checked" not in out
+
+
+def test_compare_of_unknown_files_says_it_used_the_default_metrics(tmp_path, capsys):
+    files = [write(tmp_path, f"{toolchain}.json", (MOE_TINY / f"golden_values_cpu_{toolchain}.json").read_bytes())
+             for toolchain in MOE_PAIR]
+    rc, out, _ = run(capsys, *files)
+    assert rc == 0 and out.startswith("PASS: 0 of 3 checks failed;")
+    assert out.splitlines()[1] == ("Metrics checked: generated_tokens, logprobs (the default metrics: no known suite "
+                                   "recognised, name one with --suite)")
+    rc, out, _ = run(capsys, *files, "--suite", MOE_TINY.name, "--metrics", "logprobs")
+    assert rc == 0 and out.splitlines()[1] == "Metrics checked: logprobs (named by --metrics)"
+    rc, _, err = run(capsys, *files, "--suite", "no_such_suite")
+    assert rc == 2 and "no_such_suite" in err

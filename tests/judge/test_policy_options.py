@@ -7,7 +7,7 @@ import pytest
 
 from logitsmatch import cli
 from logitsmatch.judge.localize import DEFAULT_TOLERANCE
-from logitsmatch.judge.policy import POLICY_OPTIONS, Mode, Policy
+from logitsmatch.judge.policy import POLICY_OPTIONS, Mode, Policy, policy_over
 from support import DEFAULT_TOOLCHAIN, TINY_SUITE
 
 # Each subcommand that takes policy options: its required arguments, the Policy fields it fixes in main(),
@@ -34,7 +34,19 @@ def policy_actions(command: str) -> dict:
 @pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_each_subcommand_keeps_its_default_policy(command):
     _, fixed, expected = SUBCOMMANDS[command]
-    assert Policy.from_args(parse(command), **fixed) == expected
+    if command == "compare":  # its options default to the recognised suite's values; with none, Policy()'s
+        assert policy_over(None, parse(command)) == expected
+    else:
+        assert Policy.from_args(parse(command), **fixed) == expected
+
+
+def test_compare_options_given_override_the_suites_policy():
+    suite = Policy(metrics=("generated_tokens", "logprobs", "routing_indices"), abs_tol=2e-3)
+    assert policy_over(suite, parse("compare")) == suite
+    assert policy_over(suite, parse("compare", "--metrics", "logprobs")) == Policy(metrics=("logprobs",), abs_tol=2e-3)
+    # a mode given alone brings its own tolerances: the suite's 2e-3 would make deterministic invalid
+    assert policy_over(suite, parse("compare", "--mode", "deterministic")) == Policy(
+        mode=Mode.DETERMINISTIC, metrics=suite.metrics)
 
 
 def test_given_values_reach_the_policy():

@@ -17,7 +17,8 @@ from logitsmatch.files import refuse_output_over_inputs
 from logitsmatch.judge.compare import compare
 from logitsmatch.judge.divergence import annotate
 from logitsmatch.judge.golden_io import load_golden
-from logitsmatch.judge.policy import Policy, add_policy_options
+from logitsmatch.judge.known_suite import recognise
+from logitsmatch.judge.policy import add_policy_options, policy_over
 from logitsmatch.judge.report import render_terminal, write_reports
 from logitsmatch.judge.verdict import with_hardware
 from logitsmatch.vocab import load_decoder
@@ -33,19 +34,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--junit", dest="junit_path", metavar="PATH", help="write JUnit XML here")
     parser.add_argument("--deepdiff", dest="deepdiff_path", metavar="PATH",
                         help="write the changes as DeepDiff's own result (values_changed, iterable_item_added, ...)")
-    add_policy_options(parser)
+    parser.add_argument("--suite", metavar="NAME",
+                        help="judge under this suite's METRICS and comparison block (default: the suite the files' "
+                             "provenance sidecars or paths name, else the default metrics)")
+    add_policy_options(parser, suite_defaults=True)
     parser.add_argument("--tokenizer-model", metavar="PATH",
                         help="TikToken vocabulary (JSON) to decode the tokens at a divergence with, when the files "
                              "carry no generated_text (e.g. model_configs/tokenizer/logitsmatch-bpe-2048.vocab.json)")
 
 
 def main(args: argparse.Namespace) -> int:
-    policy = Policy.from_args(args)
+    known = recognise([args.golden, args.current], args.suite)
+    policy = policy_over(known.policy, args)
     refuse_output_over_inputs([args.json_path, args.markdown_path, args.junit_path, args.deepdiff_path],
                               [args.golden, args.current])
     golden = load_golden(args.golden)
     current = load_golden(args.current)
     result = compare(golden, current, policy)
+    result.metrics_origin = known.origin if args.metrics is None else "named by --metrics"
     annotate(result, golden, current, load_decoder(args.tokenizer_model) if args.tokenizer_model else None)
     with_hardware(result, args.golden, args.current)
     write_reports(result, args.json_path, args.markdown_path, args.junit_path)

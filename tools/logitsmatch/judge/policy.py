@@ -21,17 +21,18 @@ from logitsmatch.policy import (
 )
 
 __all__ = ["INVARIANCE_ABS_TOL", "KNOWN_METRICS", "POLICY_OPTIONS", "REQUEST_METRICS", "RUN_METRICS", "Mode", "Policy",
-           "add_policy_options"]
+           "add_policy_options", "policy_over"]
 
 
 def add_policy_options(parser: argparse.ArgumentParser, options: Iterable[str] = POLICY_OPTIONS, *,
                        mode: Mode | str = Mode.MEGATRON, abs_tol: float | None = None,
-                       rel_tol: float | None = None) -> None:
+                       rel_tol: float | None = None, suite_defaults: bool = False) -> None:
     """Declare the command-line options of the Policy fields in ``options`` (the subcommand fixes the rest).
 
     ``mode``, ``abs_tol`` and ``rel_tol`` are the subcommand's defaults; None leaves a tolerance to the
     mode. Values stay text for Policy to validate, so a bad one is a one-line error (exit 2), not
-    argparse's usage screen.
+    argparse's usage screen. ``suite_defaults``: every option left out is None, the value of the suite
+    the files are recognised as (``policy_over``), else of the defaults above.
     """
     mode = Mode.parse(mode)
     declarations = {
@@ -49,14 +50,33 @@ def add_policy_options(parser: argparse.ArgumentParser, options: Iterable[str] =
                                           help="whether NaN matches NaN (default: yes)")),
         "metrics": ("--metrics", dict(
             default=",".join(DEFAULT_METRICS), metavar="LIST",
-            help=f"comma-separated metrics to check, of {', '.join(KNOWN_METRICS)} (default: %(default)s)")),
+            help=f"comma-separated metrics to check, of {', '.join(KNOWN_METRICS)} "
+                 f"(default: {','.join(DEFAULT_METRICS)})")),
         "request_subset": ("--request-subset", dict(
             action="store_true", help="judge only the golden requests the current file has (default, as "
                                       "Megatron: a golden request missing from current fails)")),
     }
     for name in options:
         flag, settings = declarations[name]
+        if suite_defaults:
+            settings = {**settings, "default": None,
+                        "help": settings["help"] + "; left out: the value of the suite the files are recognised as"}
         parser.add_argument(flag, **settings)
+
+
+def policy_over(base: Policy | None, args: argparse.Namespace) -> Policy:
+    """The policy of a command line declared with ``suite_defaults``: each option given overrides ``base`` (a
+    suite's policy; None: Policy()'s defaults). A mode given brings its own tolerances and budget unless
+    those are given too: a suite's megatron tolerance would make a deterministic mode given alone invalid."""
+    base = base or Policy()
+    given = {name: getattr(args, name) for name in POLICY_OPTIONS if getattr(args, name, None) is not None}
+    if isinstance(given.get("metrics"), str):
+        given["metrics"] = tuple(m.strip() for m in given["metrics"].split(",") if m.strip())
+    fields = {name: getattr(base, name) for name in POLICY_OPTIONS}
+    if "mode" in given and Mode.parse(given["mode"]) is not base.mode:
+        for name in ("abs_tol", "rel_tol", "failure_budget"):
+            fields.pop(name)
+    return Policy(**{**fields, **given})
 
 
 def _shown(tolerance: float | None) -> str:

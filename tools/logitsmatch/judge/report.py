@@ -74,6 +74,12 @@ def moved_text(result: ComparisonResult) -> str:
     return text + (f", {over} over tolerance" if over else ", none over tolerance")
 
 
+def _metrics_line(result: ComparisonResult) -> str:
+    """Which metric set judged the pair: "Metrics checked: generated_tokens, logprobs, routing_indices (suite ...'s
+    METRICS, recognised from the provenance sidecar)"."""
+    return f"Metrics checked: {', '.join(result.policy.metrics)} ({result.metrics_origin})"
+
+
 def _policy_text(result: ComparisonResult) -> str:
     p = result.policy
     budget = "auto" if p.failure_budget is None else p.failure_budget
@@ -169,6 +175,8 @@ def render_terminal(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str
     lines = [verdict_line(result)]
     if log.quiet():
         return printable(lines[0]) + "\n"
+    if result.metrics_origin:
+        lines.append(_metrics_line(result))
 
     def section(title: str, body: list[str]) -> None:
         if body:
@@ -212,6 +220,7 @@ def render_markdown(result: ComparisonResult, limit: int = DEFAULT_LIMIT) -> str
         "",
         f"`{_policy_text(result)}`",
         "",
+        *([_metrics_line(result), ""] if result.metrics_origin else []),
         moved_text(result) + ".",
         "",
         *_md_table(("requests", "checks failed", "token divergences", "logprobs compared", "moved bitwise",

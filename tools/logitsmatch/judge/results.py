@@ -143,6 +143,7 @@ class ComparisonResult:
     mean_abs_delta: float
     p99_abs_delta: float
     hardware: dict | None = None  # logitsmatch.hardware.sides() of the two files' provenance, when they have one
+    metrics_origin: str | None = None  # which metric set judged the pair, in words ("suite ...'s METRICS, ...")
     failed_checks: list[Check] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -226,6 +227,7 @@ class ComparisonResult:
             "checks": [c.to_dict() for c in self.checks],
             "warnings": self.warnings,
             "structural_changes": self.structural_changes,
+            **({"metrics_origin": self.metrics_origin} if self.metrics_origin else {}),
             **({"hardware": {key: self.hardware[key] for key in ("golden", "current", "same_class")}}
                if self.hardware else {}),
         }

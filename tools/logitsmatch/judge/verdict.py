@@ -26,7 +26,7 @@ def with_hardware(result, golden_path: Path, current_path: Path) -> None:
     from logitsmatch.hardware import sides
     from logitsmatch.judge.policy import Mode
 
-    result.hardware = sides(*(_provenance(path) for path in (golden_path, current_path)))
+    result.hardware = sides(*(provenance(path) for path in (golden_path, current_path)))
     note = result.hardware and result.hardware["note"]
     if note:
         if result.policy.mode is Mode.DETERMINISTIC:
@@ -36,7 +36,7 @@ def with_hardware(result, golden_path: Path, current_path: Path) -> None:
         result.warnings.append(note)
 
 
-def _provenance(path: Path) -> dict | None:
+def provenance(path: Path) -> dict | None:
     """A file's provenance sidecar when it has one; a sidecar that cannot be trusted is bad input."""
     from logitsmatch.paths import provenance_path
     from logitsmatch.provenance import read_sidecar
@@ -59,6 +59,7 @@ def judge_against_golden(suite, result_path: Path, golden_path: Path, toolchain:
     require_one_record(golden_path, suite.name, toolchain)
     golden, current = load_golden(golden_path), load_golden(result_path)
     result = compare(golden, current, suite.policy)
+    result.metrics_origin = f"suite {suite.name}'s METRICS"
     annotate(result, golden, current, suite_decoder(suite, project_root()))
     with_hardware(result, golden_path, result_path)
     if reports_beside:
