@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 
 from logitsmatch.cli import main as cli_main
 from logitsmatch.judge.compare import compare
@@ -15,26 +16,30 @@ from logitsmatch.suites import load_suite
 from logitsmatch.toolchains import load_toolchains
 from support import TINY_SUITE
 
+MOE_TINY = "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq"
+
 
 def test_matrix_matches_compare_pair_by_pair(project, tmp_path, monkeypatch, capsys):
+    """The tiny MoE sibling's cells differ (36 values from 0.18.0 on, the routing check across 0.17): each is
+    compare's verdict for its pair."""
     monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
     shipped = load_toolchains(project / "pyproject.toml")
     cpu_toolchains = [name for name, t in shipped.items() if not t.requires_gpu]
-    toolchains = [name for name in cpu_toolchains if golden_path(TINY_SUITE, "cpu", name).exists()]
+    toolchains = [name for name in cpu_toolchains if golden_path(MOE_TINY, "cpu", name).exists()]
     assert len(toolchains) >= 3
     out = tmp_path / "matrix"
-    code = cli_main(["matrix", "--suite", TINY_SUITE, "--source", "goldens", "--out", str(out)])
+    code = cli_main(["matrix", "--suite", MOE_TINY, "--source", "goldens", "--out", str(out)])
     assert code in (0, 1)
-    report = json.loads((out / "matrix.json").read_text())["suites"][TINY_SUITE]
+    report = json.loads((out / "matrix.json").read_text())["suites"][MOE_TINY]
     assert set(report["toolchains"]) == set(toolchains)
     assert set(report["missing"]) == set(shipped) - set(toolchains)
-    suite = load_suite(project, TINY_SUITE)
+    suite = load_suite(project, MOE_TINY)
     policy = suite.policy
     for row in toolchains:
         for col in toolchains:
             expected = compare(
-                load_golden(golden_path(TINY_SUITE, "cpu", row)),
-                load_golden(golden_path(TINY_SUITE, "cpu", col)),
+                load_golden(golden_path(MOE_TINY, "cpu", row)),
+                load_golden(golden_path(MOE_TINY, "cpu", col)),
                 policy,
             )
             cell = report["cells"][row][col]
@@ -47,12 +52,11 @@ def test_matrix_matches_compare_pair_by_pair(project, tmp_path, monkeypatch, cap
     assert (out / "matrix.png").stat().st_size > 10_000
     assert "| **" in (out / "matrix.md").read_text()
     grid = capsys.readouterr().out.splitlines()
-    header = grid.index(TINY_SUITE) + 1
+    header = grid.index(MOE_TINY) + 1
     assert grid[header].split() == [str(i) for i in range(1, len(toolchains) + 1)]
     assert grid[-1].startswith(f"1 suite × {len(toolchains)} toolchains: ")
 
 
-MOE_TINY = "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq"
 OLD, NEW = "py3.11-torch2.13.0-mcore0.16.1", "py3.12-torch2.14.1-mcore0.19.2"
 
 
@@ -166,3 +170,55 @@ def test_nothing_to_tabulate_points_at_the_platforms_that_have_goldens(project, 
     err = capsys.readouterr().err.strip()
     assert "try --source goldens" not in err  # it was given
     assert err.endswith("(run them first; these suites have goldens on platform cpu)")
+
+
+PP_TINY = "gpt_dynamic_inference_tp1_pp8_dp1_tiny_logitsmatch_zmq"
+
+
+def test_no_output_is_one_short_line_saying_why(project, tmp_path, monkeypatch, capsys):
+    """The PP8 tiny sibling has no golden for the four 0.15.x toolchains (0.15 cannot run PP through the
+    coordinator) nor for the GPU toolchain on cpu: one line of reasons, not the toolchains' full names."""
+    monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
+    shipped = load_toolchains(project / "pyproject.toml")
+    releases_15 = [name for name, t in shipped.items() if t.megatron_core.startswith("0.15.")]
+    gpu = [name for name, t in shipped.items() if t.requires_gpu]
+    assert len(releases_15) == 4 and len(gpu) == 1
+    assert cli_main(["matrix", "--suite", PP_TINY, "--suite", MOE_TINY, "--source", "goldens",
+                     "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    line = "no output for 5 toolchains: 0.15.x cannot run PP8 through the coordinator (4), GPU toolchain (1)"
+    assert line in out and not any(name in out for name in releases_15 + gpu)
+    assert ("no output for 5 toolchains: 0.15.x cannot run EP8 across engines through the coordinator (4), "
+            "GPU toolchain (1)") in out
+    report = json.loads((tmp_path / "matrix.json").read_text())["suites"][PP_TINY]
+    assert report["missing_reasons"] == {**{name: "0.15.x cannot run PP8 through the coordinator"
+                                            for name in releases_15}, **{name: "GPU toolchain" for name in gpu}}
+    assert line in (tmp_path / "matrix.md").read_text()  # in the row of the collapsed table
+
+
+def test_a_table_whose_cells_are_all_equal_collapses_into_the_summary(project, tmp_path, monkeypatch, capsys):
+    """The tiny PP8 sibling is bitwise the same under every toolchain that ran it: no grid in the terminal or
+    the Markdown, no grey panel in the PNG, one line naming it; the MoE sibling, which moved, keeps its grid."""
+    monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
+    assert cli_main(["matrix", "--suite", PP_TINY, "--suite", MOE_TINY, "--source", "goldens",
+                     "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert PP_TINY not in out and MOE_TINY in out  # a heading per drawn grid
+    block = out.index("identical throughout (every cell =, no grid drawn): 1 of 2")
+    assert out[block + 1].split()[:5] == ["tp1_pp8_dp1_tiny", "8", "toolchains,", "all", "=;"]
+    assert out[-1].startswith("2 suites × 8 toolchains: 1 suite identical, 1 differs: tp4_etp1_pp1_ep8_tiny")
+    markdown = (tmp_path / "matrix.md").read_text()
+    assert f"## {MOE_TINY}" in markdown and f"## {PP_TINY}" not in markdown
+    assert f"| {PP_TINY} | 8 toolchains, all =; no output for 5 toolchains:" in markdown
+    from logitsmatch.judge.matrix import drift_matrix
+    from logitsmatch.render.matrix import render_heatmap
+
+    tables = {name: drift_matrix(load_suite(project, name), "cpu", list(load_toolchains(project / "pyproject.toml")),
+                                 "goldens", load_suite(project, name).policy) for name in (PP_TINY, MOE_TINY)}
+    sizes = {}
+    for collapse in (False, True):
+        path = tmp_path / f"collapse-{collapse}.png"
+        render_heatmap(tables, path, collapse=collapse)
+        width, height = struct.unpack(">II", path.read_bytes()[16:24])
+        sizes[collapse] = width * height
+    assert sizes[True] < 0.7 * sizes[False]  # one panel, not two

@@ -121,10 +121,10 @@ def publish(tabulated: tuple[Selection, dict], args) -> tuple[Selection, dict]:
         entry = table_json(table)
         report[suite] = {"toolchains": entry.pop("names"), **entry}
     notes = [f"Made by: `{command_line(args, out)}`"]
-    markdown = render_markdown(tables, f"Drift matrix (baseline {baseline})", notes)
+    markdown = render_markdown(tables, f"Drift matrix (baseline {baseline})", notes, collapse=True)
     png = io.BytesIO()
     try:
-        render_heatmap(tables, png, short_suite)
+        render_heatmap(tables, png, short_suite, collapse=True)
     except ImportError:
         logger.warning("no heatmap: matplotlib is not installed here (the Markdown and JSON tables are written)")
         png = None
@@ -144,7 +144,7 @@ def summarise(tabulated: tuple[Selection, dict], args) -> int:
 
     selection, tables = tabulated
     baseline = selection.baseline
-    print(summary_line(tables) if log.quiet() else render_terminal(tables, marked=baseline))  # summary line last
+    print(summary_line(tables) if log.quiet() else render_terminal(tables, marked=baseline, collapse=True))
     drifted = [
         suite for suite, table in tables.items()
         if baseline in table["cells"] and not all(cell.passed for cell in table["cells"][baseline].values())

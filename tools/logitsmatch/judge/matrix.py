@@ -3,23 +3,26 @@
 A toolchain's output for a suite is its latest fresh result (results tree) or,
 failing that, its committed golden; ``source`` can force one or the other.
 Every cell of a table is exactly what ``logitsmatch compare`` says for that
-pair under the table's policy; a table is ``{"names", "cells", "missing"}``.
+pair under the table's policy; a table is ``{"names", "cells", "missing"}``, and a drift table
+says in a few words why each missing toolchain has no output (``missing_reasons``).
 ``render.matrix`` draws tables for people (terminal, Markdown, heatmap PNG).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from logitsmatch import paths
+from logitsmatch import layouts, paths
 from logitsmatch.collection import collected_result, is_collection
 from logitsmatch.errors import BadInput
 from logitsmatch.golden_pairs import require_one_record
 from logitsmatch.hardware import class_of_golden
 from logitsmatch.judge.compare import compare
-from logitsmatch.judge.figures import short_number, ulps_text
+from logitsmatch.judge.figures import plural, short_number, ulps_text
 from logitsmatch.judge.golden_io import json_float, load_golden
+from logitsmatch.toolchains import load_toolchains
 
 SOURCES = ("auto", "results", "goldens")
 
@@ -136,13 +139,49 @@ def pairwise(
 def drift_matrix(
     suite, platform: str, toolchains: list[str], source: str, policy, hardware_class: str | None = None
 ) -> dict:
-    """{"names": [...toolchains], "missing", "files", "cells": {row: {col: Cell}}} for one suite."""
+    """{"names": [...toolchains], "missing", "missing_reasons", "files", "cells": {row: {col: Cell}}} for one
+    suite."""
     files = {name: locate(suite.name, platform, name, source, hardware_class) for name in toolchains}
     present = [name for name in toolchains if files[name] is not None]
+    missing = [name for name in toolchains if name not in present]
     classes = {name: class_of_golden(files[name]) for name in present}
     cells = pairwise({name: load_golden(files[name]) for name in present}, policy, classes)
-    return {"names": present, "missing": [n for n in toolchains if n not in present], "files": files, "cells": cells,
-            "tolerance": policy.abs_tol, "hardware_classes": classes}
+    return {"names": present, "missing": missing, "missing_reasons": missing_reasons(suite, platform, missing),
+            "files": files, "cells": cells, "tolerance": policy.abs_tol, "hardware_classes": classes}
+
+
+def missing_reasons(suite, platform: str, missing: list[str]) -> dict[str, str]:
+    """Why each toolchain has no output for ``suite``, in a few words: "GPU toolchain" (on a CPU platform),
+    "0.15.x cannot run PP through the coordinator" (layouts.unsupported), else "not recorded"."""
+    known = load_toolchains(paths.project_root() / "pyproject.toml")
+    layout = layouts.of_suite(suite.model_args, suite.world_size, suite.name)
+    reasons = {}
+    for name in missing:
+        toolchain = known.get(name)
+        if toolchain is None:
+            reasons[name] = "not recorded"
+            continue
+        version = layouts.parse_version(toolchain.megatron_core)
+        if toolchain.requires_gpu and platform.split("-", maxsplit=1)[0] == "cpu":
+            reasons[name] = "GPU toolchain"
+        elif layouts.unsupported(layout, version):
+            what = f"PP{layout.pipeline}" if layout.pipeline > 1 else f"EP{layout.expert} across engines"
+            reasons[name] = f"{version[0]}.{version[1]}.x cannot run {what} through the coordinator"
+        else:
+            reasons[name] = "not recorded"
+    return reasons
+
+
+def missing_text(table: dict, noun: str = "toolchain") -> str:
+    """One short line: how many have no output and why, "no output for 5 toolchains: 0.15.x cannot run PP2 through
+    the coordinator (4), GPU toolchain (1)"; the names themselves where no reasons are known."""
+    missing = table["missing"]
+    reasons = table.get("missing_reasons")
+    if not reasons:
+        return "no output for: " + ", ".join(missing)
+    counts = Counter(reasons.get(name, "not recorded") for name in missing)  # in order of first appearance
+    return (f"no output for {plural(len(missing), noun)}: "
+            + ", ".join(f"{reason} ({count})" for reason, count in counts.items()))
 
 
 def check_source(source: str) -> str:
@@ -163,6 +202,7 @@ def table_json(table: dict) -> dict:
     return {
         "names": table["names"],
         "missing": table["missing"],
+        **({"missing_reasons": table["missing_reasons"]} if "missing_reasons" in table else {}),
         "files": {
             name: str(paths.shown_path(path)) for name, path in table.get("files", {}).items() if path is not None
         },

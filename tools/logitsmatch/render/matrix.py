@@ -1,6 +1,8 @@
 """A drift or invariance table for people: the terminal and Markdown grids, the summary line and the heatmap PNG.
 
 A table is ``{"names", "cells", "missing"}`` as ``judge.matrix`` builds it; every cell is already decided there.
+With ``collapse``, a table whose cells are all ``=`` is not drawn as a grid (or a grey panel): it is one line
+beside the summary, naming the suite, how many outputs agree and why the others have none.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import math
 
 from logitsmatch.judge.figures import plural, short_number, ulps_text
-from logitsmatch.judge.matrix import LEGEND, short_suite
+from logitsmatch.judge.matrix import LEGEND, missing_text, short_suite
 
 
 def short_names(names: list[str]) -> dict[str, str]:
@@ -19,13 +21,40 @@ def short_names(names: list[str]) -> dict[str, str]:
     return {name: name for name in names}
 
 
-def render_markdown(tables: dict, title: str, notes: list[str] | None = None, noun: str = "toolchains") -> str:
-    """One section per table: an N x N Markdown grid of cell labels (row = golden, column = current)."""
+def all_equal(table: dict) -> bool:
+    """Whether a table has two or more outputs and every cell is ``=`` (one group of identical outputs)."""
+    return len(table["names"]) >= 2 and len(identical_groups(table)) == 1
+
+
+def _split(tables: dict, collapse: bool) -> tuple[dict, dict]:
+    """The tables drawn in full, and (with ``collapse``) the all-``=`` ones that are a line each."""
+    collapsed = {heading: table for heading, table in tables.items() if collapse and all_equal(table)}
+    return {heading: table for heading, table in tables.items() if heading not in collapsed}, collapsed
+
+
+def _collapsed_line(table: dict, noun: str) -> str:
+    """"8 toolchains, all =; no output for 4 toolchains: ..." for one all-``=`` table."""
+    singular = noun.removesuffix("s")
+    line = f"{plural(len(table['names']), singular)}, all ="
+    return line + (f"; {missing_text(table, singular)}" if table["missing"] else "")
+
+
+def render_markdown(tables: dict, title: str, notes: list[str] | None = None, noun: str = "toolchains",
+                    collapse: bool = False) -> str:
+    """One section per table: an N x N Markdown grid of cell labels (row = golden, column = current); with
+    ``collapse`` the all-``=`` tables are one row each of a table after the summary."""
+    drawn, collapsed = _split(tables, collapse)
     lines = [f"# {title}", "", *(notes or [])]
     if notes:
         lines.append("")
     lines += [f"Cells: {LEGEND}.", "", summary_line(tables, noun), ""]
-    for heading, table in tables.items():
+    if collapsed:
+        lines += [f"Identical throughout (every cell =, no grid drawn): {len(collapsed)} of {len(tables)}", "",
+                  "| suite | outputs |", "|---|---|"]
+        lines += [f"| {heading} | {_collapsed_line(table, noun)} |" for heading, table in collapsed.items()]
+        lines.append("")
+    singular = noun.removesuffix("s")
+    for heading, table in drawn.items():
         names = table["names"]
         lines += [f"## {heading}", ""]
         if names:
@@ -34,15 +63,19 @@ def render_markdown(tables: dict, title: str, notes: list[str] | None = None, no
             for row in names:
                 lines.append(f"| **{row}** | " + " | ".join(table["cells"][row][col].label() for col in names) + " |")
         if table["missing"]:
-            lines += ["", "No output for: " + ", ".join(table["missing"])]
+            text = missing_text(table, singular)
+            lines += ["", text[0].upper() + text[1:]]
         lines.append("")
     return "\n".join(lines)
 
 
-def render_terminal(tables: dict, marked: str | None = None, noun: str = "toolchains") -> str:
-    """One grid per table (columns numbered as the rows), the legend, and the closing summary line."""
+def render_terminal(tables: dict, marked: str | None = None, noun: str = "toolchains", collapse: bool = False) -> str:
+    """One grid per table (columns numbered as the rows), the legend, and the closing summary line; with
+    ``collapse`` the all-``=`` tables are one line each, just before the summary."""
+    drawn, collapsed = _split(tables, collapse)
+    singular = noun.removesuffix("s")
     out = [f"cells: {LEGEND}" + ("; * baseline" if marked else "")]
-    for heading, table in tables.items():
+    for heading, table in drawn.items():
         names = table["names"]
         out += ["", heading]
         if names:
@@ -55,7 +88,12 @@ def render_terminal(tables: dict, marked: str | None = None, noun: str = "toolch
             for text, row in zip(label, codes):
                 out.append(text.ljust(pad) + "  " + " ".join(code.rjust(width) for code in row))
         if table["missing"]:
-            out.append("  no output for: " + ", ".join(table["missing"]))
+            out.append("  " + missing_text(table, singular))
+    if collapsed:
+        out += ["", f"identical throughout (every cell =, no grid drawn): {len(collapsed)} of {len(tables)}"]
+        width = max(len(short_suite(heading)) for heading in collapsed)
+        out += [f"  {short_suite(heading).ljust(width)}  {_collapsed_line(table, noun)}"
+                for heading, table in collapsed.items()]
     out += ["", summary_line(tables, noun)]
     return "\n".join(out)
 
@@ -121,11 +159,11 @@ _DPI = 100
 _MAX_WIDTH_INCHES = 16.0
 
 
-def render_heatmap(tables: dict, path, short_title=lambda heading: heading) -> None:
+def render_heatmap(tables: dict, path, short_title=lambda heading: heading, collapse: bool = False) -> None:
     """Panels of N x N cells wrapped into a grid readable at 100 % zoom; colour = max |Δ logprob| (log scale,
     grey = bitwise identical), text = the cell's code (LEGEND) and max |Δ|; the colour bar marks each
-    table's tolerance. A table without outputs is a panel saying so. ``path``: a file name or a binary file.
-    Needs matplotlib."""
+    table's tolerance. A table without outputs is a panel saying so; with ``collapse`` an all-``=`` table is
+    no panel, only a name in the figure's note. ``path``: a file name or a binary file. Needs matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,7 +171,10 @@ def render_heatmap(tables: dict, path, short_title=lambda heading: heading) -> N
     import matplotlib.pyplot as plt
     import numpy as np
 
-    panels = list(tables.items())
+    drawn, collapsed = _split(tables, collapse)
+    if collapsed and not drawn:  # nothing but grey: the note alone is the figure
+        drawn = {"every table is identical throughout": {"names": [], "missing": [], "cells": {}}}
+    panels = list(drawn.items())
     largest = max((len(table["names"]) for _, table in panels), default=1)
     side = max(2.4, _CELL_INCHES * largest)
     label_room = 2.3  # y tick labels (full names) and the row title
@@ -147,8 +188,7 @@ def render_heatmap(tables: dict, path, short_title=lambda heading: heading) -> N
         names = table["names"]
         title = short_title(heading)
         if names and table["missing"]:
-            short = short_names(names + table["missing"])
-            title += "\nno output: " + ", ".join(short[name] for name in table["missing"])
+            title += "\n" + _wrap(missing_text(table, "toolchain"), int((side + label_room) * 11))
         axis.set_title(title, fontsize=10)
         if not names:
             note = "no output for any of\n" + "\n".join(table["missing"]) if table["missing"] else "nothing to show"
@@ -191,6 +231,9 @@ def render_heatmap(tables: dict, path, short_title=lambda heading: heading) -> N
     marks = "grey: bitwise identical" + (f"; red line: tolerance {marked}" if marked else "")
     bar.set_label(f"log10 max |Δ logprob|\n{marks}", fontsize=9)
     note = "Cells: " + LEGEND + "; second line: max |Δ logprob|; red frame: the pair fails."
+    if collapsed:
+        note += ("\nIdentical throughout (every cell =, no panel drawn): "
+                 + ", ".join(short_title(heading) for heading in collapsed))
     figure.supxlabel(_wrap(note, int((columns * (side + label_room) + 1.2) * 13)), fontsize=9, ha="center")
     figure.savefig(path, dpi=_DPI, format="png", bbox_inches="tight", pad_inches=0.2)  # nothing clipped
     plt.close(figure)
