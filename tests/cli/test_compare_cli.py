@@ -309,6 +309,36 @@ def test_ulps_count_in_float32_when_both_sides_are_float32_values():
     assert ulp_distance(np.array([1.0]), np.array([np.nextafter(1.0, 2.0)]), "float64").tolist() == [1]
 
 
+def test_ulps_count_in_bfloat16_rounding_each_value_first():
+    import numpy as np
+
+    from logitsmatch.judge.ulps import coarsest, ulp_distance, ulp_width
+
+    golden = np.array([-7.5, 1.0, -7.5, -0.0])
+    current = np.array([float(np.nextafter(np.float32(-7.5), np.float32(0))), 1.0078125, -7.53125, 0.0])
+    assert ulp_distance(golden, current, "bfloat16").tolist() == [0, 1, 1, 0]  # 1 float32 ulp rounds away
+    assert ulp_distance(golden, current, "float32").tolist() == [1, 65536, 65536, 0]
+    assert ulp_width(golden, current, dtype="bfloat16") == "bfloat16"
+    assert coarsest(["float32", None, "bfloat16"]) == "bfloat16" and coarsest([None, None]) is None
+
+
+GPU_583M = HISTORY.parents[2] / "golden_values" / "gpt_dynamic_inference_tp8_pp1_dp1_583m_logitsmatch_zmq"
+
+
+def test_ulps_are_counted_in_the_runs_dtype(capsys):
+    """The H100 bf16 run against the H100 float32 run of the 583m seed: their sidecars say bfloat16 and float32,
+    so the ulps are bfloat16 ulps (a logprob near -7 is 0.031 apart at 1 bfloat16 ulp, 2^18 float32 ulps)."""
+    fp32, bf16 = (GPU_583M / f"golden_values_h100-tp1-{dtype}_py3.12-torch2.11.0-mcore0.19.2.json"
+                  for dtype in ("fp32", "bf16"))
+    rc, out, _ = run(capsys, str(fp32), str(bf16))
+    assert rc == 1 and "150 of 150 logprobs moved (max 0.044, 1 bfloat16 ulp)" in out.splitlines()[0]
+    header = next(line for line in out.splitlines() if line.strip().startswith("path"))
+    assert header.split()[-2:] == ["ulps", "(bfloat16)"]
+    cpu = GPU_583M / "golden_values_cpu_py3.12-torch2.14.1-mcore0.19.2.json"
+    rc, out, _ = run(capsys, str(cpu), str(fp32))  # two float32 runs: float32 ulps, unnamed
+    assert "bfloat16" not in out and "ulps (float32)" in out
+
+
 def test_compare_toolchains_ends_with_a_summary_naming_each_suite_also_under_q(project, monkeypatch, capsys):
     from logitsmatch.suites import suite_names
 

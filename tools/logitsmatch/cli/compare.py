@@ -20,7 +20,7 @@ from logitsmatch.judge.golden_io import load_golden
 from logitsmatch.judge.known_suite import recognise
 from logitsmatch.judge.policy import add_policy_options, policy_over
 from logitsmatch.judge.report import render_terminal, write_reports
-from logitsmatch.judge.verdict import with_hardware
+from logitsmatch.judge.verdict import run_dtype, with_hardware
 from logitsmatch.vocab import load_decoder
 
 EXAMPLE = "logitsmatch compare golden_values_dev_dgx_h100.json result.json --json report.json --markdown report.md"
@@ -50,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
                               [args.golden, args.current])
     golden = load_golden(args.golden)
     current = load_golden(args.current)
-    result = compare(golden, current, policy)
+    result = compare(golden, current, policy, run_dtype(args.golden, args.current))
     result.metrics_origin = known.origin if args.metrics is None else "named by --metrics"
     annotate(result, golden, current, load_decoder(args.tokenizer_model) if args.tokenizer_model else None)
     with_hardware(result, args.golden, args.current)

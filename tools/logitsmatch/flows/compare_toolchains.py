@@ -27,12 +27,13 @@ def compare_files(_, args) -> int | str:
     from logitsmatch.judge.matrix import check_source
     from logitsmatch.judge.policy import Policy
     from logitsmatch.judge.report import render_terminal
+    from logitsmatch.judge.verdict import run_dtype
 
     args.platform = harness_platform(args.platform)
     source = check_source(args.source)
     if Path(args.a).exists() and Path(args.b).exists():  # two files (a FIFO or folder is refused by load_golden)
         known = recognise([args.a, args.b], one_suite(args.suite))
-        result = compare(load_golden(args.a), load_golden(args.b), known.policy or Policy())
+        result = compare(load_golden(args.a), load_golden(args.b), known.policy or Policy(), run_dtype(args.a, args.b))
         result.metrics_origin = known.origin
         print(render_terminal(result))
         return EXIT_OK if result.passed else EXIT_DRIFT
@@ -47,6 +48,7 @@ def compare_suites(source: str, args) -> int:
     from logitsmatch.judge.golden_io import load_golden
     from logitsmatch.judge.matrix import locate, short_suite
     from logitsmatch.judge.report import render_terminal, verdict_line, write_reports
+    from logitsmatch.judge.verdict import run_dtype
     from logitsmatch.suites import load_suite, suite_names
     from logitsmatch.toolchains import load_toolchains
 
@@ -64,7 +66,7 @@ def compare_suites(source: str, args) -> int:
             summary.append(f"  SKIP  {name}: no output for {args.a if files[0] is None else args.b}")
             continue
         golden, current = load_golden(files[0]), load_golden(files[1])
-        result = compare(golden, current, suite.policy)
+        result = compare(golden, current, suite.policy, run_dtype(*files))
         result.metrics_origin = f"suite {name}'s METRICS"
         annotate(result, golden, current, suite_decoder(suite, project))
         compared += 1

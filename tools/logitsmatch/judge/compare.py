@@ -133,8 +133,11 @@ def check_something_to_check(golden: dict, current: dict, policy: Policy) -> lis
             for m in KNOWN_METRICS if m in in_golden & in_current and m not in policy.metrics]
 
 
-def compare(golden: dict, current: dict, policy: Policy = Policy()) -> ComparisonResult:
+def compare(golden: dict, current: dict, policy: Policy = Policy(), dtype: str | None = None) -> ComparisonResult:
     """Compare two golden-format documents; pure, no I/O.
+
+    ``dtype``: the runs' dtype when known (verdict.run_dtype, from the provenance sidecars), the width the
+    ulps are counted in; None counts them in float32 when every value is one, else float64.
 
     Documents from golden_io.load_golden are used as they are; any other dict
     is validated first (BadInput names "golden" or "current" and the problem).
@@ -151,7 +154,7 @@ def compare(golden: dict, current: dict, policy: Policy = Policy()) -> Compariso
     warnings += not_checked
 
     pairs = [gather_pair(rid, golden[rid], current[rid]) for rid in order]
-    numerics = Numerics(pairs, policy)
+    numerics = Numerics(pairs, policy, dtype)
 
     requests = {}
     for position, pair in enumerate(pairs):

@@ -36,6 +36,7 @@ def plural(count: int, noun: str, nouns: str | None = None) -> str:
 
 
 def ulps_text(ulps: int, width: str | None = None) -> str:
-    """"1 ulp", "2 ulps"; with a width other than float32 (the usual one) it is named: "2 bfloat16 ulps"."""
+    """"1 ulp", "2 ulps"; with a width other than float32 (the usual one) it is named: "2 bfloat16 ulps"; a value
+    that moved by less than one ulp of a coarser width (rounded to the same bfloat16) is "under 1 bfloat16 ulp"."""
     noun = "ulp" if width in (None, "float32") else f"{width} ulp"
-    return plural(ulps, noun)
+    return f"under 1 {noun}" if ulps == 0 else plural(ulps, noun)

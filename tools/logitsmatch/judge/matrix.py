@@ -22,6 +22,8 @@ from logitsmatch.hardware import class_of_golden
 from logitsmatch.judge.compare import compare
 from logitsmatch.judge.figures import plural, short_number, ulps_text
 from logitsmatch.judge.golden_io import json_float, load_golden
+from logitsmatch.judge.ulps import coarsest
+from logitsmatch.judge.verdict import run_dtype
 from logitsmatch.toolchains import load_toolchains
 
 SOURCES = ("auto", "results", "goldens")
@@ -55,6 +57,7 @@ class Cell:
     n_compared: int = 0
     max_ulps: int = 0
     same_class: bool | None = None  # whether the two results ran on one hardware class (None: not known)
+    ulp_width: str = "float32"  # the width max_ulps is counted in (judge.ulps)
 
     @property
     def identical(self) -> bool:
@@ -67,6 +70,7 @@ class Cell:
             "first_divergence": self.first_divergence,
             "max_abs_delta": json_float(self.max_abs_delta),
             "max_ulps": self.max_ulps,
+            "ulp_width": self.ulp_width,
             "n_moved": self.n_moved,
             "n_compared": self.n_compared,
             "n_over_tolerance": self.n_over_tolerance,
@@ -96,7 +100,7 @@ class Cell:
         tokens = "tokens =" if self.tokens_agree else f"tokens ≠ @{self.first_divergence}"
         moved = f"{self.n_moved} of {self.n_compared} moved"
         if self.n_moved:
-            moved += f" (max {short_number(self.max_abs_delta)}, {ulps_text(self.max_ulps)})"
+            moved += f" (max {short_number(self.max_abs_delta)}, {ulps_text(self.max_ulps, self.ulp_width)})"
         return f"{tokens}, {moved}, {self.n_over_tolerance} over" + ("" if self.passed else ", fails") + cross
 
 
@@ -118,22 +122,27 @@ def cell_of(result, same_class: bool | None = None) -> Cell:
         n_compared=int(result.n_compared),
         max_ulps=int(result.max_ulps),
         same_class=same_class,
+        ulp_width=result.ulp_width,
     )
 
 
 def pairwise(
-    documents: dict[str, dict], policy, classes: dict[str, str | None] | None = None
+    documents: dict[str, dict], policy, classes: dict[str, str | None] | None = None,
+    dtypes: dict[str, str | None] | None = None,
 ) -> dict[str, dict[str, Cell]]:
     """Every ordered pair of the documents (row = golden side, column = current side), as `compare` judges it;
-    ``classes`` (each document's hardware class, None where unknown) marks the pairs across classes."""
-    classes = classes or {}
+    ``classes`` (each document's hardware class, None where unknown) marks the pairs across classes, ``dtypes``
+    (each run's dtype, None where unknown) sets the width the pair's ulps are counted in."""
+    classes, dtypes = classes or {}, dtypes or {}
 
     def same(row: str, col: str) -> bool | None:
         known = classes.get(row), classes.get(col)
         return None if None in known else known[0] == known[1]
 
-    return {row: {col: cell_of(compare(documents[row], documents[col], policy), same(row, col)) for col in documents}
-            for row in documents}
+    def judged(row: str, col: str):
+        return compare(documents[row], documents[col], policy, coarsest([dtypes.get(row), dtypes.get(col)]))
+
+    return {row: {col: cell_of(judged(row, col), same(row, col)) for col in documents} for row in documents}
 
 
 def drift_matrix(
@@ -145,7 +154,8 @@ def drift_matrix(
     present = [name for name in toolchains if files[name] is not None]
     missing = [name for name in toolchains if name not in present]
     classes = {name: class_of_golden(files[name]) for name in present}
-    cells = pairwise({name: load_golden(files[name]) for name in present}, policy, classes)
+    dtypes = {name: run_dtype(files[name]) for name in present}
+    cells = pairwise({name: load_golden(files[name]) for name in present}, policy, classes, dtypes)
     return {"names": present, "missing": missing, "missing_reasons": missing_reasons(suite, platform, missing),
             "files": files, "cells": cells, "tolerance": policy.abs_tol, "hardware_classes": classes}
 

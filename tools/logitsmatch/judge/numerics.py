@@ -123,7 +123,7 @@ def gather_pair(rid: str, golden: dict, current: dict) -> RequestPair:
 class Numerics:
     """Tolerance decisions and statistics for all comparable logprobs of all requests at once."""
 
-    def __init__(self, pairs: list[RequestPair], policy: Policy):
+    def __init__(self, pairs: list[RequestPair], policy: Policy, dtype: str | None = None):
         self.policy = policy
         self.counts = np.array([p.n_compared for p in pairs], dtype=np.int64)
         self.starts = np.cumsum(self.counts) - self.counts
@@ -140,7 +140,7 @@ class Numerics:
         self.finite = np.isfinite(magnitude)
         self.over = over
         self.moved = moved(golden, current)
-        self.ulp_width = ulp_width(golden, current)
+        self.ulp_width = ulp_width(golden, current, dtype=dtype)
         self.ulps = ulp_distance(golden, current, self.ulp_width)
         self._segment_stats()
         self.drift, self.change_bounds = self._table(over, golden, current, len(pairs))

@@ -1,16 +1,21 @@
 """How far two floats are apart in units in the last place, and whether they moved at all.
 
 Logprobs come out of float32 (or bf16) tensors and are stored as float64 JSON numbers, so a
-drift of one float32 ulp reads as 4.8e-7 at a logprob of -7.9. The ulp distance is counted in
-float32 when every value of both sides is a float32 exactly, else in float64, and the width is
-named beside the count so "1 ulp" is never ambiguous.
+drift of one float32 ulp reads as 4.8e-7 at a logprob of -7.9. The ulps are counted in the
+result's dtype when it is known (the provenance sidecar's ``platform_decisions.dtype``: bfloat16 ulps
+for a bf16 run, each value rounded to the nearest bfloat16 first), else in float32 when every value of
+both sides is a float32 exactly, else in float64; the width is named beside the count so "1 ulp" is
+never ambiguous.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-_WIDTHS = {"float32": (np.float32, np.int32, np.int64), "float64": (np.float64, np.int64, np.int64)}
+# width -> (numpy float type, signed integer of its bits); bfloat16 is float32's upper half, rounded.
+_WIDTHS = {"bfloat16": (np.float32, np.int16), "float16": (np.float16, np.int16), "float32": (np.float32, np.int32),
+           "float64": (np.float64, np.int64)}
+WIDTHS = tuple(_WIDTHS)  # coarsest first
 
 
 def moved(golden: np.ndarray, current: np.ndarray) -> np.ndarray:
@@ -18,8 +23,11 @@ def moved(golden: np.ndarray, current: np.ndarray) -> np.ndarray:
     return golden.view(np.uint64) != current.view(np.uint64)
 
 
-def ulp_width(*arrays: np.ndarray) -> str:
-    """"float32" when every finite value of every array is exactly a float32, else "float64"."""
+def ulp_width(*arrays: np.ndarray, dtype: str | None = None) -> str:
+    """``dtype`` when the result's dtype is known (one of WIDTHS); else "float32" when every finite value of
+    every array is exactly a float32, else "float64"."""
+    if dtype in WIDTHS:
+        return dtype
     for values in arrays:
         finite = values[np.isfinite(values)]
         with np.errstate(over="ignore"):
@@ -28,12 +36,30 @@ def ulp_width(*arrays: np.ndarray) -> str:
     return "float32"
 
 
+def coarsest(dtypes: list[str | None]) -> str | None:
+    """The coarsest of the known dtypes (a bf16 run against a float32 one is counted in bf16 ulps), or None."""
+    known = [dtype for dtype in dtypes if dtype in WIDTHS]
+    return min(known, key=WIDTHS.index) if known else None
+
+
+def _bits(values: np.ndarray, width: str) -> np.ndarray:
+    """The signed bit pattern of each value at ``width`` (bfloat16: float32's upper 16 bits, rounded to nearest
+    even), as int64."""
+    if width == "bfloat16":
+        with np.errstate(over="ignore", invalid="ignore"):
+            upper = values.astype(np.float32).view(np.uint32).astype(np.uint64)
+        rounded = ((upper + 0x7FFF + ((upper >> 16) & 1)) >> 16).astype(np.uint16)
+        return rounded.view(np.int16).astype(np.int64)
+    floating, signed = _WIDTHS[width]
+    with np.errstate(over="ignore", invalid="ignore"):
+        return values.astype(floating).view(signed).astype(np.int64)
+
+
 def _ordered(values: np.ndarray, width: str) -> np.ndarray:
     """The float's bit pattern as an integer that grows with the float (-0.0 and +0.0 both 0)."""
-    floating, signed, wide = _WIDTHS[width]
-    bits = values.astype(floating).view(signed).astype(np.int64)
-    lowest = np.int64(np.iinfo(signed).min)
-    return np.where(bits < 0, lowest - bits, bits).astype(wide)
+    bits = _bits(values, width)
+    lowest = np.int64(np.iinfo(_WIDTHS[width][1]).min)
+    return np.where(bits < 0, lowest - bits, bits)
 
 
 def ulp_distance(golden: np.ndarray, current: np.ndarray, width: str) -> np.ndarray:

@@ -36,6 +36,19 @@ def with_hardware(result, golden_path: Path, current_path: Path) -> None:
         result.warnings.append(note)
 
 
+def run_dtype(*files: Path) -> str | None:
+    """The dtype the files' runs computed in (their provenance sidecars' ``platform_decisions.dtype``), the
+    coarsest when they differ; None when no sidecar says. The suite's MODEL_ARGS cannot tell: a suite's --bf16
+    runs in float32 on the cpu platform."""
+    from logitsmatch.judge.ulps import coarsest
+
+    dtypes = []
+    for path in files:
+        decisions = (provenance(path) or {}).get("platform_decisions")
+        dtypes.append(decisions.get("dtype") if isinstance(decisions, dict) else None)
+    return coarsest(dtypes)
+
+
 def provenance(path: Path) -> dict | None:
     """A file's provenance sidecar when it has one; a sidecar that cannot be trusted is bad input."""
     from logitsmatch.paths import provenance_path
@@ -58,7 +71,7 @@ def judge_against_golden(suite, result_path: Path, golden_path: Path, toolchain:
         return EXIT_NO_GOLDEN
     require_one_record(golden_path, suite.name, toolchain)
     golden, current = load_golden(golden_path), load_golden(result_path)
-    result = compare(golden, current, suite.policy)
+    result = compare(golden, current, suite.policy, run_dtype(golden_path, result_path))
     result.metrics_origin = f"suite {suite.name}'s METRICS"
     annotate(result, golden, current, suite_decoder(suite, project_root()))
     with_hardware(result, golden_path, result_path)

@@ -134,10 +134,12 @@ def summary_line(tables: dict, noun: str = "toolchains") -> str:
         moved = max(cell.n_moved for cell in cells)
         over = max(cell.n_over_tolerance for cell in cells)
         worst = max(cell.max_abs_delta for cell in cells)
-        ulps = max(cell.max_ulps for cell in cells)
+        widest = max(cells, key=lambda cell: cell.max_ulps)
         diverged = sum(not cell.tokens_agree for cell in cells)
         text = f"{short_suite(heading)} " + "↔".join(_group_text(group, short) for group in groups)
-        text += f", {plural(moved, 'value')}, max {short_number(worst)} ({ulps_text(ulps)})"
+        text += f", {plural(moved, 'value')}"
+        if moved:
+            text += f", max {short_number(worst)} ({ulps_text(widest.max_ulps, widest.ulp_width)})"
         text += f", tokens differ in {diverged} ordered pair{'s' if diverged != 1 else ''}" if diverged else ""
         text += f", up to {over} over tolerance" if over else ", none over tolerance"
         other = sum(not cell.passed and cell.tokens_agree and not cell.n_over_tolerance for cell in cells)
