@@ -309,6 +309,23 @@ def test_ulps_count_in_float32_when_both_sides_are_float32_values():
     assert ulp_distance(np.array([1.0]), np.array([np.nextafter(1.0, 2.0)]), "float64").tolist() == [1]
 
 
+def test_one_precision_per_kind_of_figure_and_counts_in_the_singular(capsys, tmp_path):
+    """Every delta and statistic of deltas of one report reads as 4.8e-7 (never 4.76837158203125e-07 or 4.77e-07
+    beside it); logprobs stay exact; a count of one is singular."""
+    golden, current = (MOE_TINY / f"golden_values_cpu_py3.12-torch2.14.1-mcore{v}.json" for v in ("0.17.1", "0.18.0"))
+    markdown = tmp_path / "report.md"
+    rc, out, _ = run(capsys, str(golden), str(current), "--markdown", str(markdown))
+    for text in (out, markdown.read_text()):
+        assert "4.8e-7" in text and "4.76837158203125e-07" not in text and "4.77e-07" not in text
+    row = next(line.split() for line in out.splitlines() if line.startswith("  0 "))
+    assert row[-4:] == ["4.8e-7", "1", "1.1e-7", "4.8e-7"]  # max |delta|, max ulps, mean, p99
+    one = {"0": {"generated_tokens": [1, 2], "logprobs": [-1.0, -2.0, -3.0]}}
+    other = {"0": {"generated_tokens": [1, 3], "logprobs": [-1.0, -2.0, -3.5]}}
+    rc, out, _ = run(capsys, write(tmp_path, "one.json", one), write(tmp_path, "other.json", other))
+    assert rc == 1 and "tokens diverge in 1 of 1 request;" in out and "1 token changed" in out
+    assert "1 of 2 positions changed" in out
+
+
 def test_ulps_count_in_bfloat16_rounding_each_value_first():
     import numpy as np
 

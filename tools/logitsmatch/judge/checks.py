@@ -76,7 +76,7 @@ def _check_tokens(pair: RequestPair, numerics: Numerics, position: int, policy: 
     g_token = g_tokens[d] if d < len(g_tokens) else "end"
     c_token = c_tokens[d] if d < len(c_tokens) else "end"
     return (f"tokens differ from generated index {d} (golden {g_token}, current {c_token}); "
-            f"{len(pair.token_changes)} of {max(len(g_tokens), len(c_tokens))} positions changed")
+            f"{len(pair.token_changes)} of {plural(max(len(g_tokens), len(c_tokens)), 'position')} changed")
 
 
 def _check_logprobs(pair: RequestPair, numerics: Numerics, position: int, policy: Policy) -> str:

@@ -36,6 +36,7 @@ import numpy as np
 
 from logitsmatch.errors import BadInput
 from logitsmatch.files import check_regular, read_input, read_text_input
+from logitsmatch.judge.figures import short_number
 from logitsmatch.judge.golden_io import json_float
 from logitsmatch.judge.numerics import compare_arrays
 from logitsmatch.judge.policy import Mode, Policy
@@ -283,7 +284,7 @@ def step_kind(step: int) -> str:
 
 def describe(row: ModuleRow) -> str:
     name = row.name + (" (input: the attention's output)" if row.output == "in0" else "")
-    delta = "" if row.max_abs_delta is None else f", max |Δ| {row.max_abs_delta:.3g}"
+    delta = "" if row.max_abs_delta is None else f", max |Δ| {short_number(row.max_abs_delta)}"
     delta += f", {row.mismatch}" if row.mismatch else ""
     delta += f"; {row.rows_note}" if row.rows_note else ""
     return f"{name} ({step_kind(row.step)}{delta})"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+from logitsmatch.judge.figures import short_number
 from logitsmatch.judge.localize import Localization, describe, step_kind
 
 
@@ -43,7 +44,7 @@ def terminal(result: Localization, limit: int = 12) -> str:
         lines.append(f"{len(moved)} of {len(result.rows)} module outputs differ; the first {min(limit, len(moved))}:")
         lines.append(f"  {'step':<9} {'module':<58} {'ranks':>7} {'max |Δ|':>10}")
         for row in moved[:limit]:
-            delta = "-" if row.max_abs_delta is None else f"{row.max_abs_delta:.3g}"
+            delta = "-" if row.max_abs_delta is None else short_number(row.max_abs_delta)
             name = row.name + ("[in]" if row.output == "in0" else (f"#{row.output}" if row.output != "0" else ""))
             lines.append(
                 f"  {step_kind(row.step):<9} {name:<58} {row.ranks_differing:>3}/{row.ranks_compared:<3} {delta:>10}"
@@ -60,7 +61,7 @@ def markdown(result: Localization) -> str:
               " not comparable |" + (" rows (aligned by prefix) |" if by_prefix else ""),
               "|---|---|---|---|---|---|---|---|---|" + ("---|" if by_prefix else "")]
     for index, row in enumerate(result.rows):
-        delta = "-" if row.max_abs_delta is None else f"{row.max_abs_delta:.3g}"
+        delta = "-" if row.max_abs_delta is None else short_number(row.max_abs_delta)
         mark = "**" if row is result.first_bitwise else ""
         lines.append(f"| {index} | {step_kind(row.step)} | {mark}{row.name}{mark} | {row.output} | {row.shape} | "
                      f"{row.ranks_differing}/{row.ranks_compared} | {delta} | "
