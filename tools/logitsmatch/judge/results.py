@@ -214,8 +214,10 @@ class ComparisonResult:
     def logprob_changes(self, rid: str) -> list[dict]:
         """Every compared logprob of request ``rid`` that moved, over tolerance or within it, in index order."""
         r = self.requests[rid]
-        entries = self.drift.rows(r.changes, rid, True) + self.moves.rows(r.moves, rid, False)
-        return sorted(entries, key=lambda entry: entry["index"])
+        over, within = self.drift.rows(r.changes, rid, True), self.moves.rows(r.moves, rid, False)
+        if not (over and within):  # each table is in index order already
+            return over or within
+        return sorted(over + within, key=lambda entry: entry["index"])
 
     def header_dict(self) -> dict:
         """The report without its per-request entries (written first when streaming)."""
