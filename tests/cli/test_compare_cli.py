@@ -410,6 +410,14 @@ def test_compare_of_two_files_of_a_known_suite_uses_its_metrics(tmp_path, capsys
     assert "routing_indices in both files, not checked" not in out
 
 
+def test_compare_toolchains_of_two_files_uses_their_suites_metrics(capsys):
+    files = [str(MOE_TINY / f"golden_values_cpu_{toolchain}.json") for toolchain in MOE_PAIR]
+    assert cli.main(["compare-toolchains", *files]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("PASS: 0 of 4 checks failed;")
+    assert lines[1].endswith(f"(suite {MOE_TINY.name}'s METRICS, recognised from the provenance sidecar)")
+
+
 def test_compare_of_unknown_files_says_it_used_the_default_metrics(tmp_path, capsys):
     files = [write(tmp_path, f"{toolchain}.json", (MOE_TINY / f"golden_values_cpu_{toolchain}.json").read_bytes())
              for toolchain in MOE_PAIR]
