@@ -162,7 +162,8 @@ def drift_matrix(
 
 def missing_reasons(suite, platform: str, missing: list[str]) -> dict[str, str]:
     """Why each toolchain has no output for ``suite``, in a few words: "GPU toolchain" (on a CPU platform),
-    "0.15.x cannot run PP through the coordinator" (layouts.unsupported), else "not recorded"."""
+    "0.15.x cannot run PP8 through the coordinator" (layouts.unsupported says why at length), else "not recorded"
+    (no golden, or no result, of that toolchain)."""
     known = load_toolchains(paths.project_root() / "pyproject.toml")
     layout = layouts.of_suite(suite.model_args, suite.world_size, suite.name)
     reasons = {}
