@@ -35,7 +35,8 @@ def _split(tables: dict, collapse: bool) -> tuple[dict, dict]:
 def _collapsed_line(table: dict, noun: str) -> str:
     """"8 toolchains, all =; no output for 4 toolchains: ..." for one all-``=`` table."""
     singular = noun.removesuffix("s")
-    line = f"{plural(len(table['names']), singular)}, all ="
+    crossing = any(cell.same_class is False for row in table["cells"].values() for cell in row.values())
+    line = f"{plural(len(table['names']), singular)}, all =" + ("† (hardware classes differ)" if crossing else "")
     return line + (f"; {missing_text(table, singular)}" if table["missing"] else "")
 
 
