@@ -33,7 +33,7 @@ def configure(parser) -> None:
                         help="that venv's interpreter (default: .nox/toolchains/<toolchain>/bin/python)")
     parser.add_argument("--executor", choices=("local", "slurm"), default="local",
                         help="where runs go: here one after another, or Slurm jobs (the fan-out's executor)")
-    parser.add_argument("--partition", default=None, help="Slurm partition (--executor slurm)")
+    parser.add_argument("--partition", default=None, metavar="NAME", help="Slurm partition (--executor slurm)")
     parser.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
                         help="an sbatch option for every job (repeatable)")
     parser.add_argument("--budget", type=int, default=None, metavar="RUNS",
