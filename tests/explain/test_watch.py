@@ -192,3 +192,20 @@ def test_the_register_holds_the_chunked_prefill_finding_with_its_report():
     assert finding.id == "chunked-prefill-prompt-logprobs" and finding.path == ("--schedule", "chunked")
     assert (PROJECT / "docs" / "upstream" / finding.folder / "README.md").is_file()
     assert "core_v0.15.0" in finding.seen_in and "d98e8a64dd" in finding.seen_in
+
+
+def test_the_cli_plans_without_running_and_refuses_bad_input_in_one_line(history, tmp_path):
+    from support import run_logitsmatch
+
+    source = f"megatron-core={history['repo']}"
+    planned = run_logitsmatch("watch", "--source", source, "--range", "core_v0.0.1..main", "--every", str(EVERY),
+                              "--out", str(tmp_path / "never"), "--plan")
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    assert f"{planted.COMMITS} first-parent commits" in planned.stdout and not (tmp_path / "never").exists()
+    assert planned.stdout.count("checkpoint ") == len(checkpoints(planted.COMMITS + 1, EVERY))
+    for args in (("--range", "main"), ("--range", "core_v0.0.1..nowhere"), ("--every", "0", "--range", "a..b")):
+        refused = run_logitsmatch("watch", "--source", source, "--out", str(tmp_path / "out"),
+                                  *(("--range", "core_v0.0.1..main") if "--range" not in args else ()), *args)
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, (args, refused.stderr)
+    unknown = run_logitsmatch("upstream-check", "no-such-finding")
+    assert unknown.returncode == 2 and "unknown finding 'no-such-finding'" in unknown.stderr

@@ -97,10 +97,13 @@ class Watch:
 
     # --- runs and comparisons ----------------------------------------------------------------------
     def outcome(self, i: int, suite: str, options: tuple[str, ...] = ()) -> Outcome:
-        outcome = self.store.outcome(Job(Tree(self.commits[i].sha), suite, options))
-        if not outcome.ok:
-            self.unrunnable.setdefault(self.commits[i].sha, outcome.error or "no result")
-        return outcome
+        return self.store.outcome(Job(Tree(self.commits[i].sha), suite, options))
+
+    def note_unrunnable(self) -> None:
+        """The commits a suite could not run at (a finding's run failing on its own path says so in its status)."""
+        for job, outcome in self.store.known.items():
+            if not outcome.ok and job.tree.take is None and not job.options:
+                self.unrunnable.setdefault(job.tree.sha, outcome.error or "no result")
 
     def document(self, outcome: Outcome) -> dict:
         if outcome.result not in self.documents:
@@ -114,18 +117,21 @@ class Watch:
     def walk(self) -> None:
         """Every suite, then every finding; a spent budget stops it where it is (the report says so)."""
         per_change = math.ceil(math.log2(self.every)) if self.every > 1 else 0
+        for suite in self.suites:
+            self.bounds[suite] = Bound(len(self.sampled), per_change)
+        for finding in self.findings:
+            self.bounds[f"finding {finding.id}"] = Bound(len(self.sampled) * finding.runs_per_check,
+                                                         per_change * finding.runs_per_check)
         try:
             self.store.outcomes([Job(Tree(self.commits[i].sha), suite) for suite in self.suites
                                  for i in self.sampled])  # one batch: in parallel where the executor can
             for suite in self.suites:
-                self.bounds[suite] = Bound(len(self.sampled), per_change)
                 self.walk_suite(suite)
             for finding in self.findings:
-                self.bounds[f"finding {finding.id}"] = Bound(len(self.sampled) * finding.runs_per_check,
-                                                             per_change * finding.runs_per_check)
                 self.follow(finding)
         except BudgetSpent as exc:
             self.stopped = f"{exc}: stopped cleanly; what it found so far is reported, and the next watch resumes"
+        self.note_unrunnable()
 
     def walk_suite(self, suite: str) -> None:
         earlier = None

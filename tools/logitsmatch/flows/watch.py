@@ -191,8 +191,8 @@ class SuiteRunner:
 
 
 def hardware_class(python: str, project: Path) -> str:
-    """The class of this machine as the toolchain's interpreter probes it (the store's key)."""
-    code = "from logitsmatch.hardware import hardware_class, probe; print(hardware_class(probe()))"
+    """The class of this machine as a run in the toolchain's interpreter records it (torch's view: the store's key)."""
+    code = "import torch; from logitsmatch.hardware import probe; print(probe()['class'])"
     completed = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=600,
                                env={**os.environ, "PYTHONPATH": str(project / "tools")})
     if completed.returncode != 0:
