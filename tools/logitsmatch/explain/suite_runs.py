@@ -210,6 +210,15 @@ def run_suite(project: Path, side: envs.Side, command: list[str], results_root: 
     return completed.returncode, first_error_line(completed.stderr or completed.stdout)
 
 
+def published_run(project: Path, side: envs.Side, suite: str, toolchain: str, label: str, results_root: Path,
+                  options: tuple[str, ...] = (), timeout_s: float | None = None) -> tuple[Path | None, str | None]:
+    """One ``run_command`` run under ``results_root``: (its result file, None), or (None, the line saying why not)."""
+    code, said = run_suite(project, side, run_command(side, suite, toolchain, label, options=options,
+                                                      timeout_s=timeout_s), results_root)
+    result = next((results_root / suite).glob(f"*/{label}/result.json"), None)
+    return (result, None) if code == 0 and result else (None, f"exit {code}: {said}")
+
+
 # the last line of a traceback (ImportError: ...), as a rank prints it too ([rank0]: ImportError: ...)
 RAISED = re.compile(r"^(\[rank\d+\]:\s*)?(\w+\.)*\w+(Error|Exception)\b")
 SAYS_ERROR = re.compile(r"\b(error|failed)\b", re.IGNORECASE)

@@ -20,16 +20,13 @@ def upstream_check(args) -> int:
     from logitsmatch.explain import gitsource, upstream
     from logitsmatch.explain.commit_search import megatron_cpp_helper
     from logitsmatch.explain.environments import Side, resolve
-    from logitsmatch.explain.suite_runs import run_command, run_suite
+    from logitsmatch.explain.suite_runs import published_run
+    from logitsmatch.flows.watch import toolchain_python
     from logitsmatch.judge.golden_io import load_golden
-    from logitsmatch.toolchains import check_toolchain, default_toolchain_name, load_toolchains, toolchain_venv
 
     project = paths.project_root()
     finding = upstream.find(upstream.load_register(project), args.finding)
-    pyproject = project / "pyproject.toml"
-    toolchain = (check_toolchain(args.toolchain, load_toolchains(pyproject)) if args.toolchain
-                 else default_toolchain_name(pyproject))
-    python = args.python or str(toolchain_venv(project, toolchain) / "bin" / "python")
+    toolchain, python = toolchain_python(project, args.toolchain, args.python)
     check_interpreter(python, "--python")
     side, at = Side("release", python), f"the release in {python}"
     if args.source or args.ref:
@@ -37,22 +34,18 @@ def upstream_check(args) -> int:
         if not equals or package != "megatron-core" or not args.ref:
             raise BadInput("a commit is checked with --source megatron-core=GITDIR and --ref REF together")
         sha = gitsource.rev(gitdir, args.ref)
-        base = Side("base", python)
         folder, _ = gitsource.install_commit(package, gitdir, sha, paths.cache_root() / "explain", python,
-                                             megatron_cpp_helper(resolve(base)))
+                                             megatron_cpp_helper(resolve(side)))
         side, at = Side(sha[:10], python, (str(folder),)), f"megatron-core {sha[:10]} ({args.ref})"
     work = output_folder(args.workdir or paths.results_root() / "upstream" / finding.id)
     documents = {}
     for number, options in enumerate(finding.runs):
-        label = f"upstream-{finding.id}-{side.name}-{number}"
         started = time.monotonic()
-        code, said = run_suite(project, side, run_command(side, finding.suite, toolchain, label, options=options),
-                               work)
-        result = next((work / finding.suite).glob(f"*/{label}/result.json"), None)
-        print(f"  {finding.suite} {' '.join(options) or '(as the suite runs)'}: "
-              f"{'exit ' + str(code) + ': ' + said if code or not result else 'done'} "
+        result, error = published_run(project, side, finding.suite, toolchain,
+                                      f"upstream-{finding.id}-{side.name}-{number}", work, options)
+        print(f"  {finding.suite} {' '.join(options) or '(as the suite runs)'}: {error or 'done'} "
               f"in {time.monotonic() - started:.0f} s")
-        documents[options] = load_golden(result) if code == 0 and result else None
+        documents[options] = load_golden(result) if result else None
     status, evidence = upstream.finding_status(finding, lambda suite, options: documents[options])
     print(f"{finding.id} at {at}: {status.upper()} ({json.dumps(evidence)[:400]})")
     if args.json:

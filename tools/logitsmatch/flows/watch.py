@@ -37,6 +37,15 @@ def tiny_siblings(suites: list[str], known: list[str]) -> list[str]:
     return siblings
 
 
+def toolchain_python(project: Path, toolchain: str | None, python: str | None) -> tuple[str, str]:
+    """The toolchain (default: the default toolchain) and the interpreter of its venv (unless one is named)."""
+    from logitsmatch.toolchains import check_toolchain, default_toolchain_name, load_toolchains, toolchain_venv
+
+    pyproject = project / "pyproject.toml"
+    name = check_toolchain(toolchain, load_toolchains(pyproject)) if toolchain else default_toolchain_name(pyproject)
+    return name, python or str(toolchain_venv(project, name) / "bin" / "python")
+
+
 @dataclass
 class Plan:
     project: Path
@@ -54,13 +63,7 @@ def plan(_, args) -> Plan | int:
     from logitsmatch.explain import gitsource, upstream
     from logitsmatch.explain.watch import Source, checkpoints
     from logitsmatch.suites import suite_names
-    from logitsmatch.toolchains import (
-        check_toolchain,
-        default_suite_names,
-        default_toolchain_name,
-        load_toolchains,
-        toolchain_venv,
-    )
+    from logitsmatch.toolchains import default_suite_names
 
     project = paths.project_root()
     package, equals, gitdir = args.source.partition("=")
@@ -77,10 +80,7 @@ def plan(_, args) -> Plan | int:
     for suite in suites:
         if suite not in known:
             raise BadInput(f"unknown suite {suite!r} (known: {', '.join(known)})")
-    pyproject = project / "pyproject.toml"
-    toolchain = (check_toolchain(args.toolchain, load_toolchains(pyproject)) if args.toolchain
-                 else default_toolchain_name(pyproject))
-    python = args.python or str(toolchain_venv(project, toolchain) / "bin" / "python")
+    toolchain, python = toolchain_python(project, args.toolchain, args.python)
     findings = [] if args.no_findings else upstream.load_register(project)
     source = Source("megatron-core", gitdir, args.range, commits)
     sampled = checkpoints(len(commits), args.every)
@@ -109,11 +109,10 @@ class SuiteRunner:
         self.base = Side("base", plan.python)
         self.helper = megatron_cpp_helper(resolve(self.base))
 
-    def prepare(self, job, results_root: Path):
-        """(side, command, result folder) for ``job``, or the one line saying why its tree does not install."""
+    def prepare(self, job):
+        """(side, run label) for ``job``, or the one line saying why its tree does not install."""
         from logitsmatch.explain import gitsource
         from logitsmatch.explain.environments import Side
-        from logitsmatch.explain.suite_runs import run_command
 
         source = self.plan.source
         try:
@@ -121,38 +120,32 @@ class SuiteRunner:
                                                  self.plan.python, self.helper, job.tree.take)
         except BadInput as exc:
             return str(exc)
-        side = Side(job.tree.name[:10], self.plan.python, (str(folder),))
         label = "watch-" + hashlib.sha256(f"{job.tree.name} {job.suite_key}".encode()).hexdigest()[:16]
-        command = run_command(side, job.suite, self.plan.toolchain, label, options=job.options,
-                              timeout_s=self.timeout_s)
-        return side, command, results_root / job.suite, label
+        return Side(job.tree.name[:10], self.plan.python, (str(folder),)), label
 
     def __call__(self, jobs, results_root: Path):
+        from logitsmatch.explain.suite_runs import published_run
         from logitsmatch.explain.watch_store import Outcome
 
         if self.executor == "slurm":
             yield from self.slurm_jobs(jobs, results_root)
             return
-        from logitsmatch.explain.suite_runs import run_suite
-
         for job in jobs:
             started = time.monotonic()
-            prepared = self.prepare(job, results_root)
+            prepared = self.prepare(job)
             if isinstance(prepared, str):
                 yield Outcome(None, prepared, time.monotonic() - started)
                 continue
-            side, command, folder, label = prepared
+            side, label = prepared
             logger.info(f"watch: {job.suite_key} at {job.tree.name[:24]}")
-            code, said = run_suite(self.plan.project, side, command, results_root)
-            result = next(folder.glob(f"*/{label}/result.json"), None)
-            wall = time.monotonic() - started
-            yield (Outcome(result, None, wall) if code == 0 and result else
-                   Outcome(None, f"exit {code}: {said}", wall))
+            result, error = published_run(self.plan.project, side, job.suite, self.plan.toolchain, label,
+                                          results_root, job.options, self.timeout_s)
+            yield Outcome(result, error, time.monotonic() - started)
 
     def slurm_jobs(self, jobs, results_root: Path):
         """Every job of the batch submitted at once through the fan-out's executor, outcomes in the jobs' order."""
         from logitsmatch.devtools import fanout
-        from logitsmatch.explain.suite_runs import first_error_line
+        from logitsmatch.explain.suite_runs import first_error_line, run_command
         from logitsmatch.explain.watch_store import Outcome
         from logitsmatch.suites import load_suite
 
@@ -160,11 +153,14 @@ class SuiteRunner:
                                    {k: v for k, v in self.slurm.items() if k != "partition"}, self.plan.project)
         submitted = []
         for job in jobs:
-            prepared = self.prepare(job, results_root)
+            prepared = self.prepare(job)
             if isinstance(prepared, str):
                 submitted.append((prepared, None, None))
                 continue
-            side, command, folder, label = prepared
+            side, label = prepared
+            command = run_command(side, job.suite, self.plan.toolchain, label, options=job.options,
+                                  timeout_s=self.timeout_s)
+            folder = results_root / job.suite
             suite = load_suite(self.plan.project, job.suite)
             env = side.env(extra_path=(str(self.plan.project / "tools"),))
             fanout_job = fanout.Job(label, self.plan.toolchain, job.suite, command,
