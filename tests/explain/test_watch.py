@@ -167,6 +167,9 @@ def test_a_spent_budget_stops_cleanly_and_the_next_watch_goes_on(history, tmp_pa
     from logitsmatch.explain.watch_report import markdown
 
     assert "Stopped early" in markdown(report)
+    from logitsmatch.flows.watch import publish
+
+    assert publish(stopped, tmp_path / "reports", ["planted"], "planted-toolchain", "planted", 1.0) == 3
     finished = planted.watch(history["repo"], tmp_path / "out", EVERY)
     assert finished.stopped is None
     assert found(planted.report(finished)) == found(history["report"])

@@ -5,7 +5,8 @@ the toolchain's venv, as explain does), bisects each difference to its first com
 commit reproduce the two sides; the one file that alone moves it; the first moving module), and checks the
 upstream findings at each checkpoint. Runs are saved in OUT's store: a second watch runs nothing, an extended range
 only its new commits, a killed one resumes. Writes OUT/watch.json, watch.md, timeline.png.
-Exit 0: no suite moved in the range; 1: a change (or an undecided one) was found; 2: bad input.
+Exit 0: no suite moved in the range; 1: a change (or an undecided one) was found; 2: bad input;
+3: the budget stopped the walk before it found a change (nothing is established; the next watch resumes).
 """
 
 from __future__ import annotations

@@ -99,6 +99,18 @@ class Watch:
     def outcome(self, i: int, suite: str, options: tuple[str, ...] = ()) -> Outcome:
         return self.store.outcome(Job(Tree(self.commits[i].sha), suite, options))
 
+    def evidence_span(self) -> tuple[int, int] | None:
+        """The first and last checkpoint every suite ran at: outside them no stretch is known to be quiet."""
+        spans = []
+        for suite in self.suites:
+            ran = [i for i in self.sampled
+                   if (o := self.store.known.get(Job(Tree(self.commits[i].sha), suite))) is not None and o.ok]
+            if not ran:
+                return None
+            spans.append((ran[0], ran[-1]))
+        first, last = max(span[0] for span in spans), min(span[1] for span in spans)
+        return (first, last) if first < last else None
+
     def note_unrunnable(self) -> None:
         """The commits a suite could not run at (a finding's run failing on its own path says so in its status)."""
         for job, outcome in self.store.known.items():

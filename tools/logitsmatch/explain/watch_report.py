@@ -24,16 +24,17 @@ def pr_number(subject: str) -> str | None:
 
 def quiet_stretches(watch: Watch) -> list[dict]:
     """The stretches of the range in which no suite moved: between the changes (each change starts a new one),
-    minus the stretches a change may hide in (undecided)."""
-    if watch.stopped:
-        return []  # the walk did not reach every checkpoint: no stretch is known to be quiet
+    within the checkpoints every suite ran at, minus the stretches a change may hide in (undecided)."""
+    span = watch.evidence_span()
+    if watch.stopped or span is None:
+        return []  # the walk did not reach every checkpoint, or no suite ran twice: no stretch is known quiet
     commits = watch.commits
-    starts = sorted({0, *(change["position"] for change in watch.changes.values())})
+    starts = sorted({span[0], *(c["position"] for c in watch.changes.values() if span[0] < c["position"] <= span[1])})
     hidden = {watch.index[u["after"]] for u in watch.undecided}
     stretches = []
-    for start, end in zip(starts, [*starts[1:], len(commits)], strict=True):
+    for start, end in zip(starts, [*starts[1:], span[1] + 1], strict=True):
         last = end - 1
-        if last > start and start not in hidden:
+        if last > start and not any(start <= after < last for after in hidden):
             stretches.append({"from": commits[start].sha, "to": commits[last].sha, "commits": last - start})
     return stretches
 

@@ -28,7 +28,7 @@ def upstream_check(args) -> int:
     finding = upstream.find(upstream.load_register(project), args.finding)
     toolchain, python = toolchain_python(project, args.toolchain, args.python)
     check_interpreter(python, "--python")
-    side, at = Side("release", python), f"the release in {python}"
+    side, at = Side("release", python), f"toolchain {toolchain} (its release)"
     if args.source or args.ref:
         package, equals, gitdir = (args.source or "").partition("=")
         if not equals or package != "megatron-core" or not args.ref:
@@ -36,7 +36,8 @@ def upstream_check(args) -> int:
         sha = gitsource.rev(gitdir, args.ref)
         folder, _ = gitsource.install_commit(package, gitdir, sha, paths.cache_root() / "explain", python,
                                              megatron_cpp_helper(resolve(side)))
-        side, at = Side(sha[:10], python, (str(folder),)), f"megatron-core {sha[:10]} ({args.ref})"
+        side = Side(sha[:10], python, (str(folder),))
+        at = f"megatron-core {sha[:10]} ({args.ref}) over toolchain {toolchain}"
     work = output_folder(args.workdir or paths.results_root() / "upstream" / finding.id)
     documents = {}
     for number, options in enumerate(finding.runs):

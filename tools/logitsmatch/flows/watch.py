@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from logitsmatch import paths
-from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, BadInput
+from logitsmatch.errors import EXIT_DRIFT, EXIT_OK, EXIT_RUN_FAILED, BadInput
 from logitsmatch.files import atomic_writer, check_interpreter, folder_lock, output_folder, write_atomic
 from logitsmatch.flows import execute
 from logitsmatch.log import logger
@@ -220,12 +220,14 @@ def walk(plan: Plan, args) -> int:
 
 
 def publish(watch, out: Path, command: list[str], toolchain: str, hardware: str, wall_s: float) -> int:
-    """watch.json, watch.md, timeline.png in ``out`` (atomically); drift when a change was found."""
+    """watch.json, watch.md, timeline.png in ``out`` (atomically). Drift when a change was found; else, when a
+    budget stopped the walk, run failed (3: nothing is established); else pass."""
     from logitsmatch.explain.watch_report import build, markdown
     from logitsmatch.judge.golden_io import write_json_atomic
     from logitsmatch.render.timeline import plot
 
     report = build(watch, command, toolchain, hardware, wall_s)
+    out = output_folder(out)
     write_json_atomic(out / "watch.json", report)
     write_atomic(out / "watch.md", markdown(report))
     with atomic_writer(out / "timeline.png") as handle:
@@ -234,7 +236,9 @@ def publish(watch, out: Path, command: list[str], toolchain: str, hardware: str,
           f"{len(report['undecided'])} undecided; {report['new_runs']} runs made, "
           f"{len(report['runs']) - report['new_runs']} taken from the store; {out / 'watch.md'}"
           + (f"; {report['stopped']}" if report["stopped"] else ""))
-    return EXIT_DRIFT if report["changes"] or report["undecided"] else EXIT_OK
+    if report["changes"] or report["undecided"]:
+        return EXIT_DRIFT
+    return EXIT_RUN_FAILED if report["stopped"] else EXIT_OK
 
 
 WORKFLOW = (plan, walk)
