@@ -35,6 +35,7 @@ from logitsmatch.explain.suite_runs import first_error_line
 from logitsmatch.explain.upstream import Finding
 from logitsmatch.explain.watch import Source, Watch
 from logitsmatch.explain.watch_store import Outcome, Store
+from support.planted import git
 
 MOE = "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq"
 DENSE = "gpt_dynamic_inference_tp8_pp1_dp1_tiny_logitsmatch_zmq"
@@ -71,7 +72,7 @@ PLANTED = {  # commit number -> (subject, {file: (old, new)})
 
 # The "suite run": the tree's numbers as a golden-format result (argv: suite, options, result path).
 PROGRAM = """
-import json, sys, time
+import json, sys
 from megatron.core import activations
 from megatron.core.inference.contexts import dynamic_context
 from megatron.core.transformer import mlp
@@ -89,32 +90,26 @@ with open(path, "w") as handle:
 """
 
 
-def _git(repo: Path, *args: str) -> str:
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.invalid", "HOME": str(repo), "PATH": os.environ.get("PATH", "/usr/bin")}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
-
-
 def history(repo: Path, commits: int = COMMITS, planted: dict | None = None) -> list[str]:
     """The planted repository: tag ``core_v0.0.1``, then ``commits`` commits; their shas, the tag's first."""
     planted = PLANTED if planted is None else planted
     repo.mkdir(parents=True)
-    _git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main")
     for name, text in FILES.items():
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / name).write_text(text)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "megatron-core 0.0.1")
-    _git(repo, "tag", "core_v0.0.1")
-    shas = [_git(repo, "rev-parse", "HEAD").strip()]
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "megatron-core 0.0.1")
+    git(repo, "tag", "core_v0.0.1")
+    shas = [git(repo, "rev-parse", "HEAD").strip()]
     for number in range(1, commits + 1):
         subject, edits = planted.get(number, (f"docs: note {number}", {QUIET[number % 3]: ("# notes", "# notes")}))
         for name, (old, new) in edits.items():
             text = (repo / name).read_text()
             assert old in text, f"{name} has no {old!r}"
             (repo / name).write_text(text.replace(old, new, 1) + ("" if number in planted else f"# {number}\n"))
-        _git(repo, "commit", "-q", "-am", subject)
-        shas.append(_git(repo, "rev-parse", "HEAD").strip())
+        git(repo, "commit", "-q", "-am", subject)
+        shas.append(git(repo, "rev-parse", "HEAD").strip())
     return shas
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from logitsmatch.explain import gitsource
 from logitsmatch.explain.bisect import UNRESOLVED, first_bad, isolate, search_bound
 from logitsmatch.explain.first_module import first_moving_module
-from logitsmatch.explain.upstream import UNRUNNABLE, Finding, finding_status
+from logitsmatch.explain.upstream import ABSENT, UNRUNNABLE, Finding, finding_status
 from logitsmatch.explain.watch_store import BudgetSpent, Job, Outcome, Store, Tree
 from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import json_float, load_golden
@@ -225,7 +225,7 @@ class Watch:
             return "bad" if self.same(tried, after) else "good" if self.same(tried, parents) else "other"
 
         bound = self.bounds[suite]
-        bound.extra.append((search_bound(len(files)), f"{gitsource.Commit(sha, '').short} touches {len(files)} "
+        bound.extra.append((search_bound(len(files)), f"{sha[:10]} touches {len(files)} "
                                                        "files: which alone moves it"))
         found = isolate(files, test, announce=lambda why, runs: bound.extra.append((runs, why)))
         return {"touched": files, "alone": sorted(found.culprits), "proven": found.proven,
@@ -274,6 +274,6 @@ class Watch:
             return
         now = self.status(finding, self.index[found])[0]
         commit = self.commits[self.index[found]]
-        word = "fixed" if now == "absent" else "appeared"
+        word = "fixed" if now == ABSENT else "appeared"
         report["changes"].append({"commit": found, "subject": commit.subject, "from": was, "now": now,
                                   "note": f"{word} at commit {commit.short} '{commit.subject}'"})
