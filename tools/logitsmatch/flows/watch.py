@@ -10,6 +10,7 @@ run`` there, here one after another (``--executor local``) or as jobs of the fan
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import math
 import os
 import subprocess
@@ -210,6 +211,10 @@ def walk(plan: Plan, args) -> int:
         raise BadInput(str(exc)) from None
     if args.partition:
         slurm["partition"] = args.partition
+    if args.executor == "slurm" and importlib.util.find_spec("submitit") is None:
+        raise BadInput(f"--executor slurm sends jobs through submitit, which {sys.executable} lacks: run the watch "
+                       "from the fanout session's venv (.nox/fanout/bin/python -m logitsmatch watch --python "
+                       "<the toolchain's python> ...) or install submitit there")
     hardware = hardware_class(plan.python, plan.project)
     with folder_lock(plan.out, "watching", wait=False):
         runner = SuiteRunner(plan, args.executor, args.timeout, slurm)
