@@ -22,7 +22,7 @@ def plot(report: dict, target: Path | IO[bytes]) -> None:
 
     order = {sha: index for index, sha in enumerate(report["order"])}
     rows = list(report["suites"]) + [f"finding {f['id']}" for f in report["findings"]]
-    figure, axis = plt.subplots(figsize=(12, 1.2 + 0.5 * len(rows)))
+    figure, axis = plt.subplots(figsize=(12, 2.2 + 0.5 * len(rows)))
     unrunnable = {u["commit"] for u in report["unrunnable"]}
     for y, row in enumerate(rows):
         tried = sorted({order[r["commit"]] for r in report["runs"] if _row_of(r, row, report) and r["commit"] in order
@@ -35,8 +35,8 @@ def plot(report: dict, target: Path | IO[bytes]) -> None:
         axis.axvline(x, color="red", linewidth=0.6, linestyle="--", zorder=1)
         for suite in change["suites"]:
             axis.scatter([x], [rows.index(suite)], marker="D", s=50, color="red", zorder=4)
-        axis.annotate(change["commit"][:10], (x, len(rows) - 0.5), fontsize=7, rotation=90, va="bottom",
-                      ha="center", annotation_clip=False)
+        axis.annotate(change["commit"][:10], (x, 1.02), xycoords=("data", "axes fraction"), fontsize=7,
+                      rotation=90, va="bottom", ha="center", annotation_clip=False)
     for finding in report["findings"]:
         for flip in finding["changes"]:
             if flip["commit"] in order:
@@ -49,7 +49,8 @@ def plot(report: dict, target: Path | IO[bytes]) -> None:
     stopped = " (stopped early)" if report["stopped"] else ""
     axis.set_title(f"{report['package']}: {len(report['changes'])} change(s), {len(report['unrunnable'])} "
                    f"unrunnable commit(s) in {report['commits']} commits, every {report['every']}{stopped}; "
-                   "red: a change, x: cannot run, green star: a finding's status flips", fontsize=9)
+                   "red: a change, x: cannot run, green star: a finding's status flips", fontsize=9,
+                   pad=55)  # room for the changes' hashes above the rows
     figure.tight_layout()
     figure.savefig(target, dpi=110, format="png")
     plt.close(figure)
