@@ -183,7 +183,7 @@ def test_the_reports_are_release_notes_and_a_timeline(history, tmp_path):
     assert code == 1
     text = (tmp_path / "watch.md").read_text()
     shas = history["shas"]
-    assert f"### {shas[planted.MOE_ONLY][:10]} Unsorted top-k at inference (#4414) (PR #4414)" in text
+    assert f"### {shas[planted.MOE_ONLY][:10]} Unsorted top-k at inference (#4414)\n\nPR #4414. Files: " in text
     assert f"{planted.MLP} alone moves it" in text
     assert f"{shas[planted.BROKEN][:10]} 'Refactor activations (#4500)': exit 1: SyntaxError" in text
     assert "## Quiet stretches" in text and "fixed at commit" in text

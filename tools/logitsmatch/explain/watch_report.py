@@ -115,11 +115,11 @@ def markdown(report: dict) -> str:
     if not report["changes"]:
         lines += ["No commit of the range moves a suite." if not report["stopped"] else "None found so far.", ""]
     for change in report["changes"]:
-        pr = f" (PR #{change['pr']})" if change["pr"] else ""
+        pr = f"PR #{change['pr']}. " if change["pr"] else ""
         moved = "; ".join(f"{suite}: {_moved(m)}" for suite, m in change["moved"].items())
         proofs = " ".join(_proof(suite, p, short) + "." for suite, p in change["proof"].items())
-        lines += [f"### {short(change['commit'])} {change['subject']}{pr}", "",
-                  f"Files: {', '.join(change['files']) or '(none in the package)'}. Moves {len(change['suites'])} "
+        lines += [f"### {short(change['commit'])} {change['subject']}", "",
+                  f"{pr}Files: {', '.join(change['files']) or '(none in the package)'}. Moves {len(change['suites'])} "
                   f"suite(s): {moved}. Proof: {proofs}", ""]
     if report["undecided"]:
         lines += ["## Undecided", ""]
