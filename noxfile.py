@@ -11,6 +11,8 @@ its own venv, .nox/toolchains/<toolchain> (built on first use, rebuilt when its 
     nox -s lint                         ruff
     nox -s invariance -- SUITE          one suite at several parallel layouts (N x N table)
     nox -s explain -- --baseline T ...  why two environments drift (package, commit, module)
+    nox -s watch -- --source megatron-core=GITDIR --range A..B --out DIR
+                                        which commits of a range move which suite, each change proven
 """
 
 import sys
@@ -105,6 +107,15 @@ def explain(session):
         [--source PACKAGE=GITDIR] [--json PATH] [--markdown PATH] [--mode deterministic|megatron|approximate]
     (SPEC: a registry version, a local wheel, a local source directory or GITDIR@REF)."""
     support.run_explain(session)
+
+
+@nox.session(python=False)
+def watch(session):
+    """Which commits of megatron-core move which suite, each change proven; upstream findings followed.
+
+    nox -s watch -- --source megatron-core=GITDIR --range A..B --out DIR [--toolchain T] [SUITE ...]
+        [--every N] [--executor local|slurm] [--budget RUNS] [--plan]"""
+    support.run_watch(session)
 
 
 @nox.session

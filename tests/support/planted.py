@@ -52,7 +52,7 @@ def package_overlay(
     return target
 
 
-def _git(repo: Path, *args: str) -> str:
+def git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", "-C", str(repo), *args],
         check=True,
@@ -87,12 +87,12 @@ def megatron_repo(repo: Path, commits: int = 4, planted_at: int = 3) -> dict:
     entry = installed("megatron-core")
     source = Path(entry["location"]) / "megatron" / "core"
     repo.mkdir(parents=True)
-    _git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main")
     shutil.copytree(source, repo / "megatron" / "core", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", f"megatron-core {entry['version']} as installed")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", f"megatron-core {entry['version']} as installed")
     tag = f"core_v{entry['version'].split('+')[0]}"
-    _git(repo, "tag", tag)
+    git(repo, "tag", tag)
     shas, harmless = [], iter(HARMLESS)
     for number in range(1, commits + 1):
         if number == planted_at:
@@ -103,8 +103,8 @@ def megatron_repo(repo: Path, commits: int = 4, planted_at: int = 3) -> dict:
             relative, text, message = next(harmless)
             with open(repo / relative, "a") as handle:
                 handle.write(text)
-        _git(repo, "commit", "-q", "-am", message)
-        shas.append(_git(repo, "rev-parse", "HEAD").strip())
+        git(repo, "commit", "-q", "-am", message)
+        shas.append(git(repo, "rev-parse", "HEAD").strip())
     return {"tag": tag, "shas": shas, "planted": shas[planted_at - 1]}
 
 

@@ -109,7 +109,7 @@ def _flow_depth(text: str) -> int:
     return max(itertools.accumulate(1 if char in "[{" else -1 for char in brackets), default=0)
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict:
     import yaml
 
     text = read_text_input(path)
@@ -150,8 +150,8 @@ def load_suite(project: Path, name: str) -> Suite:
     folder = suites_root(project) / name
     if not (folder / "model_config.yaml").is_file():
         raise BadInput(f"unknown suite {name!r} (known: {', '.join(suite_names(project)) or 'none'})")
-    config = _read_yaml(folder / "model_config.yaml")
-    sidecar = _read_yaml(folder / "logitsmatch.yaml")
+    config = read_yaml(folder / "model_config.yaml")
+    sidecar = read_yaml(folder / "logitsmatch.yaml")
     source = f"{folder}/model_config.yaml"
 
     unknown = set(config) - MEGATRON_KEYS
@@ -223,4 +223,4 @@ def load_suite(project: Path, name: str) -> Suite:
 
 def load_architecture(project: Path, model: str) -> dict:
     """model_configs/<model>.yaml"""
-    return _read_yaml(project / "model_configs" / f"{model}.yaml")
+    return read_yaml(project / "model_configs" / f"{model}.yaml")

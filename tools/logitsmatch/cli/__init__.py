@@ -32,10 +32,8 @@ from logitsmatch.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, LogitsmatchError
 SUBCOMMANDS = {
     "compare": ("logitsmatch.cli.compare", "compare two golden-format files and report drift"),
     "run": ("logitsmatch.cli.run", "run one suite at its parallel layout in this venv's toolchain and judge it"),
-    "compare-toolchains": (
-        "logitsmatch.cli.compare_toolchains",
-        "report which logprobs/tokens moved between two toolchains",
-    ),
+    "compare-toolchains": ("logitsmatch.cli.compare_toolchains",
+                           "report which logprobs/tokens moved between two toolchains"),
     "matrix": ("logitsmatch.cli.matrix", "N x N drift table of toolchains (Markdown, JSON, heatmap PNG)"),
     "invariance": (
         "logitsmatch.cli.invariance",
@@ -45,6 +43,8 @@ SUBCOMMANDS = {
     "record": ("logitsmatch.cli.record", "make a fresh result the golden (shows the diff; --force to replace)"),
     "localize": ("logitsmatch.cli.localize", "name the first module whose output differs between two captures"),
     "explain": ("logitsmatch.cli.explain", "explain a drift: harness inputs, packages, commit, first moving module"),
+    "watch": ("logitsmatch.cli.watch", "which commits of megatron-core move which suite, each change proven"),
+    "upstream-check": ("logitsmatch.cli.upstream_check", "does an upstream finding still hold at a release or commit"),
     "verify": ("logitsmatch.cli.verify", "check every golden against its provenance sidecar (one record each)"),
     "collect": ("logitsmatch.cli.collect", "merge result trees from many machines into one, keyed by hardware class"),
     "make-vocab": ("logitsmatch.cli.make_vocab", "train the shipped TikTokenizer BPE vocabulary (or --check it)"),

@@ -86,6 +86,7 @@ class Job:
     state: str = QUEUED
     detail: str = ""
     times: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)  # further environment of a suite job (a watch's overlay on PYTHONPATH)
 
     @property
     def job_id(self) -> str | None:
@@ -197,7 +198,7 @@ class Executor:
         if job.suite is None:
             job.handle = self.executor.submit(build_job, job.toolchain)
         else:
-            env = {**activated(Path(job.command[0]).parent), "LOGITSMATCH_RESULTS": str(job.results)}
+            env = {**activated(Path(job.command[0]).parent), "LOGITSMATCH_RESULTS": str(job.results), **job.env}
             job.handle = self.executor.submit(run_job, job.command, env, str(self.project))
 
 

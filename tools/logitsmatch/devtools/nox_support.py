@@ -474,6 +474,19 @@ def run_explain(session) -> None:
     run_command(session, *command, external=True)
 
 
+def run_watch(session) -> None:
+    """``logitsmatch watch`` in the toolchain's venv (each commit's tree is installed over it); the session's words
+    but the toolchain and the suites are the command's."""
+    parser = SessionParser(session)
+    parser.add_argument("--toolchain", default=DEFAULT_TOOLCHAIN, metavar="TOOLCHAIN")
+    parser.add_argument("suites", nargs="*", metavar="SUITE")
+    args = parser.parse()
+    toolchain = parser.toolchain(args.toolchain)
+    python = str(toolchain_bin(session, toolchain) / "python")
+    run_command(session, python, "-m", "logitsmatch", "watch", *parser.suites(args.suites, []),
+                "--toolchain", toolchain, "--python", python, *args.forwarded, external=True)
+
+
 def run_fanout(session) -> None:
     """The fan-out runs in this session's venv (the harness and submitit; devtools.fanout parses the arguments):
     submitit starts every job with its Python."""

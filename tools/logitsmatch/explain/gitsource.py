@@ -12,6 +12,7 @@ install record says which. Any other package is installed with ``pip install --n
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -88,10 +89,30 @@ def _package_info_version(tree: Path) -> str:
     return version + fields.get("PRE_RELEASE", "").strip()
 
 
+def tree_name(sha: str, take: tuple[str, tuple[str, ...]] | None = None) -> str:
+    """What names a tree: the commit, or ``<commit>+<other>-<digest of the files taken from other>``."""
+    if take is None:
+        return sha
+    digest = hashlib.sha256("\n".join(sorted(take[1])).encode()).hexdigest()[:10]
+    return f"{sha}+{take[0][:12]}-{digest}"
+
+
+def _take_files(gitdir: str | Path, take: tuple[str, tuple[str, ...]], staging: Path) -> None:
+    """``take`` = (sha, files): those files as of that commit over the exported tree (absent there: removed)."""
+    present = set(git(gitdir, "ls-tree", "-r", "--name-only", take[0], "--", *take[1]).split())
+    for name in take[1]:
+        (staging / name).unlink(missing_ok=True)
+    if present:
+        _export(gitdir, take[0], sorted(present), staging)
+
+
 def install_commit(package: str, gitdir: str | Path, sha: str, cache: Path, base_python: str,
-                   base_helper: Path | None) -> tuple[Path, dict]:
-    """An overlay folder with ``package`` as of commit ``sha`` (cached), and how it was installed."""
-    folder = cache / "commits" / f"{package}@{sha}"
+                   base_helper: Path | None, take: tuple[str, tuple[str, ...]] | None = None) -> tuple[Path, dict]:
+    """An overlay folder with ``package`` as of commit ``sha`` (cached), and how it was installed. ``take`` (sha,
+    files): those files of another commit replace the tree's (which of a commit's files alone moves a result)."""
+    if take is not None and package not in PACKAGE_FOLDERS:
+        raise BadInput(f"{package}: files of one commit over another's tree are taken for megatron-core only")
+    folder = cache / "commits" / f"{package}@{tree_name(sha, take)}"
     record_path = folder / ".complete"
     if record_path.is_file():
         return folder, json.loads(record_path.read_text())
@@ -102,6 +123,9 @@ def install_commit(package: str, gitdir: str | Path, sha: str, cache: Path, base
         _export(gitdir, sha, [PACKAGE_FOLDERS[package]], staging)
         version = _package_info_version(staging)
         record = {"how": f"git archive {sha[:10]} {PACKAGE_FOLDERS[package]} (not built)", "version": version}
+        if take is not None:
+            _take_files(gitdir, take, staging)
+            record["how"] += f", with {', '.join(sorted(take[1]))} of {take[0][:10]}"
         helper_dir = staging / "megatron" / "core" / "datasets"
         if base_helper is not None and helper_dir.is_dir():
             shutil.copy2(base_helper, helper_dir / base_helper.name)

@@ -144,24 +144,16 @@ class SuiteRuns:
             run = Run(len(self.runs) + 1, label, description, moved_to_candidate, side, result, None, 0.0, True)
             logger.info(f"  reused the earlier run {label} (same environment, suite and harness)")
         else:
-            command = [side.python, "-m", "logitsmatch", "run", self.settings.suite,
-                       "--toolchain", self.settings.toolchain, "--candidate", label, "--no-compare",
-                       "--capture", str(CAPTURE_STEPS)]
-            if checkpoint:
-                command += ["--checkpoint", checkpoint]
-            if self.settings.timeout_s:
-                command += ["--timeout", str(self.settings.timeout_s)]
-            env = side.env(extra_path=(str(self.settings.project / "tools"),))
-            env.update(LOGITSMATCH_RESULTS=str(results_root), LOGITSMATCH_ROOT=str(self.settings.project))
-            completed = subprocess.run(command, cwd=self.settings.project, env=env, capture_output=True, text=True)
+            code, said = run_suite(self.settings.project, side, run_command(
+                side, self.settings.suite, self.settings.toolchain, label, checkpoint=checkpoint,
+                timeout_s=self.settings.timeout_s), results_root)
             wall = time.monotonic() - started
-            if completed.returncode == 0 and result.is_file():
+            if code == 0 and result.is_file():
                 key_file.write_text(json.dumps(key, sort_keys=True))
                 run = Run(len(self.runs) + 1, label, description, moved_to_candidate, side, result, None, wall, False)
             else:
                 run = Run(len(self.runs) + 1, label, description, moved_to_candidate, side, None,
-                          f"exit {completed.returncode} after {wall:.0f} s: "
-                          + first_error_line(completed.stderr or completed.stdout), wall, False)
+                          f"exit {code} after {wall:.0f} s: {said}", wall, False)
         self.runs.append(run)
         logger.info(f"  {'ran' if not run.reused else 'took'} {label} in {run.wall_s:.0f} s"
                     + (f": FAILED ({run.error})" if run.error else ""))
@@ -195,6 +187,36 @@ class SuiteRuns:
         if run.label not in self.documents:
             self.documents[run.label] = load_golden(run.result)
         return self.documents[run.label]
+
+
+def run_command(side: envs.Side, suite: str, toolchain: str, label: str, checkpoint: str | None = None,
+                options: tuple[str, ...] = (), timeout_s: float | None = None) -> list[str]:
+    """The ``logitsmatch run`` of one suite in ``side``'s interpreter, published under the candidate label ``label``
+    (captured for the first moving module, not compared: the caller judges); ``options``: further ``run`` options
+    (``--layout tp2 --schedule chunked``)."""
+    command = [side.python, "-m", "logitsmatch", "run", suite, "--toolchain", toolchain, "--candidate", label,
+               "--no-compare", "--capture", str(CAPTURE_STEPS), *options]
+    command += ["--checkpoint", checkpoint] if checkpoint else []
+    command += ["--timeout", str(timeout_s)] if timeout_s else []
+    return command
+
+
+def run_suite(project: Path, side: envs.Side, command: list[str], results_root: Path) -> tuple[int, str]:
+    """Run ``command`` (``run_command``) with this project's ``tools/`` first on ``side``'s path and its results under
+    ``results_root``: its exit code and the line of its output naming what went wrong (when it did)."""
+    env = side.env(extra_path=(str(project / "tools"),))
+    env.update(LOGITSMATCH_RESULTS=str(results_root), LOGITSMATCH_ROOT=str(project))
+    completed = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+    return completed.returncode, first_error_line(completed.stderr or completed.stdout)
+
+
+def published_run(project: Path, side: envs.Side, suite: str, toolchain: str, label: str, results_root: Path,
+                  options: tuple[str, ...] = (), timeout_s: float | None = None) -> tuple[Path | None, str | None]:
+    """One ``run_command`` run under ``results_root``: (its result file, None), or (None, the line saying why not)."""
+    code, said = run_suite(project, side, run_command(side, suite, toolchain, label, options=options,
+                                                      timeout_s=timeout_s), results_root)
+    result = next((results_root / suite).glob(f"*/{label}/result.json"), None)
+    return (result, None) if code == 0 and result else (None, f"exit {code}: {said}")
 
 
 # the last line of a traceback (ImportError: ...), as a rank prints it too ([rank0]: ImportError: ...)
