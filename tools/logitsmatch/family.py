@@ -77,3 +77,8 @@ def load_coverage(project: Path) -> list[Row]:
     if names != sorted(set(names)):
         raise BadInput(f"{path}: rows must be sorted by case, one per case")
     return rows
+
+
+def family_suites(project: Path) -> list[str]:
+    """What ``nox -s logitsmatch -- family`` runs: the suite and the tiny sibling of every case that runs here."""
+    return [suite for row in load_coverage(project) if row.runs for suite in (row.suite, row.tiny)]

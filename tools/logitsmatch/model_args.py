@@ -173,6 +173,12 @@ FLAGS: dict[str, Flag] = {
     "--moe-z-loss-coeff": Flag("no-effect", "router z-loss, training only"),
     "--moe-enable-routing-replay": Flag("applied"),
     "--inference-dynamic-batching-max-requests": _count(),
+    "--use-legacy-static-engine": Flag("applied"),
+    "--flash-decode": Flag(
+        "platform", "flash decoding is not wired into the static engine here; megatron-core's own attention runs"
+    ),
+    "--inference-dynamic-batching-prefix-caching": Flag("applied"),
+    "--inference-dynamic-batching-prefix-caching-eviction-policy": _text(),
     "--incoming-requests-per-sec": Flag(
         "no-effect", "shapes Megatron's in-process driver; the ZMQ client submits every request at once"
     ),

@@ -167,6 +167,16 @@ class _Adapter:
             return False
         return "enable_chunked_prefill" in {field.name for field in dataclasses.fields(InferenceConfig)}
 
+    def supports_prefix_caching(self) -> bool:
+        """InferenceConfig has ``enable_prefix_caching`` (0.17+; 0.15 and 0.16 have no prefix caching)."""
+        import dataclasses
+
+        try:
+            from megatron.core.inference.config import InferenceConfig
+        except ImportError:
+            return False
+        return "enable_prefix_caching" in {field.name for field in dataclasses.fields(InferenceConfig)}
+
     def has_batch_invariant_mode(self) -> bool:
         """TransformerConfig has ``batch_invariant_mode`` (megatron-core's batch-invariant kernels)."""
         import dataclasses
@@ -380,6 +390,12 @@ class Mcore017(_Adapter):
         from megatron.core.inference.contexts.dynamic_context import DynamicInferenceContext
 
         inference = plan["inference"]
+        caching = {}
+        if inference.get("prefix_caching"):
+            from megatron.core.inference.config import PrefixCachingEvictionPolicy
+
+            caching = dict(enable_prefix_caching=True, prefix_caching_eviction_policy=PrefixCachingEvictionPolicy(
+                inference["prefix_caching"]["eviction_policy"]))
         config = InferenceConfig(**self.record("context", dict(
             block_size_tokens=inference["block_size_tokens"],
             buffer_size_gb=inference["buffer_size_gb"],
@@ -390,6 +406,7 @@ class Mcore017(_Adapter):
             enable_chunked_prefill=inference["enable_chunked_prefill"],
             unified_memory_level=0,
             max_requests=inference.get("context_max_requests"),
+            **caching,
         )))
         self.configs["inference_config"] = config
         return DynamicInferenceContext(model.config, config)

@@ -241,6 +241,9 @@ def run(plan: dict, run_dir: RunDir, prepared: Prepared | None) -> None:
     if not plan["schedule"]["engine"]:
         forward_only(model, tokenizer, plan, run_dir, recorder, rank, standins, weights, adapter, capture)
         return
+    if plan["inference"].get("static_engine"):
+        static_only(model, tokenizer, plan, run_dir, recorder, rank, standins, weights, adapter, capture)
+        return
     recorder.enter("coordinator")
     engine = adapter.build_engine(model, tokenizer, plan)
     intake = adapter.take_requests(engine, plan["inference"].get("hold_requests"))
@@ -281,9 +284,29 @@ def rank_inputs(rank: int, weights: dict, adapter, model) -> dict:
 def forward_only(model, tokenizer, plan: dict, run_dir: RunDir, recorder: PhaseRecorder, rank: int, standins: list[str],
                  weights: dict, adapter, capture) -> None:
     """The ``forward`` schedule (rank.training_forward): no engine, no coordinator; the same files as an engine run."""
-    import torch
-
     from logitsmatch.rank.training_forward import run_forward
+
+    without_coordinator(lambda: run_forward(model, tokenizer, plan, rank), model, plan, run_dir, recorder, rank,
+                        standins, weights, adapter, capture)
+
+
+def static_only(model, tokenizer, plan: dict, run_dir: RunDir, recorder: PhaseRecorder, rank: int, standins: list[str],
+                weights: dict, adapter, capture) -> None:
+    """The static engine (rank.static_engine): one batch, no coordinator; the same files as a dynamic-engine run."""
+    from logitsmatch.rank.static_engine import build_static_engine, install_static_standins, run_static
+
+    recorder.enter("coordinator")  # the engine's set-up, where a dynamic run starts its coordinator
+    engine = build_static_engine(adapter, model, tokenizer, plan)
+    standins = standins + install_static_standins(plan["platform"]["stand_ins"])
+    without_coordinator(lambda: run_static(engine, plan, rank), model, plan, run_dir, recorder, rank, standins,
+                        weights, adapter, capture)
+
+
+def without_coordinator(compute, model, plan: dict, run_dir: RunDir, recorder: PhaseRecorder, rank: int,
+                        standins: list[str], weights: dict, adapter, capture) -> None:
+    """Every rank runs ``compute()`` (rank 0's answer is the result) with no coordinator, writing what a
+    coordinator run writes."""
+    import torch
 
     if rank == 0:
         run_dir.write_stand_ins(standins)
@@ -291,7 +314,7 @@ def forward_only(model, tokenizer, plan: dict, run_dir: RunDir, recorder: PhaseR
     run_dir.write_inputs(rank, rank_inputs(rank, weights, adapter, model))
     recorder.enter("decode")
     with torch.inference_mode():
-        results = run_forward(model, tokenizer, plan, rank)
+        results = compute()
     if capture is not None:
         capture.close()
     torch.distributed.barrier()
