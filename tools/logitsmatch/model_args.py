@@ -182,6 +182,18 @@ FLAGS: dict[str, Flag] = {
     "--incoming-requests-per-sec": Flag(
         "no-effect", "shapes Megatron's in-process driver; the ZMQ client submits every request at once"
     ),
+    # Mamba hybrids (logitsmatch.rank.hybrid_builder)
+    "--model-provider": _layout("model_provider", value="text"),
+    "--hybrid-layer-pattern": _layout("hybrid_layer_pattern", value="text"),
+    "--spec": _text("platform", "Megatron-LM's hybrid_stack_spec is made of Transformer Engine layers; CPU builds "
+                                "the same stack from megatron-core's local layers (rank.hybrid_builder)"),
+    "--mamba-inference-conv-states-dtype": _text(
+        "platform", "the Mamba states are kept in the run's dtype (fp32 on CPU); megatron-core 0.16 has no "
+                    "separate states dtype"),
+    "--mamba-inference-ssm-states-dtype": _text(
+        "platform", "the Mamba states are kept in the run's dtype (fp32 on CPU); megatron-core 0.16 has no "
+                    "separate states dtype"),
+    "--no-record-throughput": Flag("no-effect", "throughput logging"),
     # checkpoint I/O and training-only
     "--ckpt-fully-parallel-save": Flag("no-effect", "checkpoint saving"),
     "--ckpt-fully-parallel-load": Flag("no-effect", "how checkpoint files are read, not what is read"),
@@ -190,6 +202,9 @@ FLAGS: dict[str, Flag] = {
     "--num-workers": Flag("no-effect", "training data loader"),
     "--save-interval": Flag("no-effect", "training checkpoints"),
 }
+
+# Flags that cannot change inference numerics: a case file may give one twice (Megatron's reader keeps the last).
+NO_EFFECT_FLAGS = frozenset(flag for flag, spec in FLAGS.items() if spec.kind == "no-effect")
 
 
 @dataclass

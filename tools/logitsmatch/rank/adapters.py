@@ -236,7 +236,14 @@ class Mcore016(_Adapter):
     def build_context(self, model, plan: dict):
         from megatron.core.inference.contexts.dynamic_context import DynamicInferenceContext
 
-        return DynamicInferenceContext(**self.record("context", self.context_kwargs(model, plan)))
+        from logitsmatch.rank.models import is_hybrid
+
+        kwargs = self.context_kwargs(model, plan)
+        if is_hybrid(plan["architecture"]):  # its conv / SSM state shapes and layer types, as Megatron-LM passes them
+            from megatron.core.utils import get_mamba_inference_state_config_from_model
+
+            kwargs["mamba_inference_state_config"] = get_mamba_inference_state_config_from_model(model)
+        return DynamicInferenceContext(**self.record("context", kwargs))
 
     def build_wrapper(self, model, context, plan: dict):
         from megatron.core.inference.model_inference_wrappers.gpt.gpt_inference_wrapper import (

@@ -378,3 +378,38 @@ def bind_tensor_ops() -> list[str]:
     for name in rebound:
         setattr(mamba_mixer, name, TENSOR_OPS[name])
     return [f"ssm.mamba_mixer.{{{', '.join(rebound)}}} (Triton) -> {_ORIGIN}"] if rebound else []
+
+
+def local_final_norm() -> list[str]:
+    """The hybrid stack's final norm from megatron-core's local layers where Transformer Engine is absent.
+
+    ``MambaStack`` (0.15-0.17 ``ssm.mamba_block``, 0.18+ ``models.hybrid.hybrid_block``) builds its final
+    norm as ``TENorm`` whatever its spec says, which without Transformer Engine raises ImportError. The
+    layers' norms come from the local spec already (``hybrid_builder``); the final one becomes the same
+    class, megatron's ``WrappedTorchNorm`` (torch's LayerNorm / RMSNorm, the norm the GPT local spec uses).
+    """
+    import importlib
+
+    from megatron.core.transformer.torch_norm import WrappedTorchNorm
+
+    applied = []
+    for name in ("megatron.core.ssm.mamba_block", "megatron.core.models.hybrid.hybrid_block"):
+        try:
+            block = importlib.import_module(name)
+        except ImportError:
+            continue
+        norm = getattr(block, "TENorm", None)
+        if norm is None or norm is WrappedTorchNorm or not _te_missing():
+            continue
+        block.TENorm = WrappedTorchNorm
+        applied.append(f"{name.removeprefix('megatron.core.')}.TENorm (final norm; Transformer Engine absent) "
+                       "-> megatron's WrappedTorchNorm")
+    return applied
+
+
+def _te_missing() -> bool:
+    try:
+        import transformer_engine  # noqa: F401
+    except ImportError:
+        return True
+    return False

@@ -168,10 +168,14 @@ def prepare_process(plan: dict) -> Prepared:
     import torch
 
     from logitsmatch.rank import cpu_standins
+    from logitsmatch.rank.models import is_hybrid
 
     standins: list[str] = []
+    hybrid = is_hybrid(plan["architecture"])
     if plan["platform"]["stand_ins"]:
         standins += cpu_standins.install_torch_standins()
+        if hybrid:
+            standins += cpu_standins.install_mamba_standins()
 
     from logitsmatch.rank import adapters, capture, checkpoint, model_builder, request_intake  # noqa: F401
 
@@ -182,6 +186,7 @@ def prepare_process(plan: dict) -> Prepared:
             pipeline=parallel["pipeline"],
             experts=plan.get("moe") is not None,
             expert_parallel=parallel.get("expert", 1),
+            hybrid=hybrid,
         )
     standins += adapter.install_network_binding(plan["network"]["bind_host"])
 
@@ -214,12 +219,12 @@ def run(plan: dict, run_dir: RunDir, prepared: Prepared | None) -> None:
     adapter, standins = prepared.adapter, list(prepared.standins)  # threads: set by the preamble, kept by fork
 
     from logitsmatch.rank.checkpoint import load_model_weights
-    from logitsmatch.rank.model_builder import build_gpt_model
+    from logitsmatch.rank.models import build_model
     from logitsmatch.rank.request_intake import gather_served_by
 
     parallel = plan["parallel"]
     adapter.init_distributed(plan)
-    model = build_gpt_model(
+    model = build_model(
         plan["architecture"],
         parallel,
         plan["dtype"],
