@@ -1,7 +1,8 @@
 """Megatron-LM's Mamba hybrid cases as the harness reads and plans them: their model_config.yaml loads unchanged
 (a flag without effect given twice, as those files give --init-method-std), the plan carries the layer pattern
-the ranks build (rank.hybrid_builder), and a CPU toolchain whose Mamba mixer has no stand-ins refuses them
-(exit 4, named). No engine runs here; the suites run them (nox -s logitsmatch -- family)."""
+the ranks build (rank.hybrid_builder) and the Mamba states' dtypes, and a release that cannot keep the states in
+the dtype asked for refuses the suite (exit 4, named). No engine runs here; the suites run them
+(nox -s logitsmatch -- family)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import shutil
 import pytest
 
 from logitsmatch.errors import BadInput
-from logitsmatch.flows.run_suite import mamba_refusal
-from logitsmatch.run.plan import build_plan, synthetic_checkpoint, tokenizer_spec
+from logitsmatch.flows.run_suite import mamba_states_refusal
+from logitsmatch.run.plan import build_plan, mamba_states_dtype, synthetic_checkpoint, tokenizer_spec
 from logitsmatch.run.platforms import get_platform
 from logitsmatch.suites import load_suite
 from support import TINY_SUITE
@@ -56,12 +57,25 @@ def test_a_gpt_plan_has_no_hybrid_layout(project):
     assert "hybrid_layer_pattern" not in plan_of(project, TINY_SUITE)["architecture"]
 
 
-def test_only_a_cpu_toolchain_past_the_stand_ins_refuses_a_hybrid(project):
-    hybrid, gpt = load_suite(project, HYBRID_TINY), load_suite(project, TINY_SUITE)
-    cpu, gpu = get_platform("cpu"), get_platform("gpu", installed=frozenset(), gpu_count=8)
-    assert mamba_refusal(hybrid, cpu, (0, 16, 1)) is None
-    assert mamba_refusal(hybrid, cpu, (0, 15, 3)) is None
-    refusal = mamba_refusal(hybrid, cpu, (0, 19, 2))
-    assert refusal.startswith("--model-provider hybrid: megatron-core 0.19.2's Mamba mixer runs megatron's own Triton")
-    assert mamba_refusal(hybrid, gpu, (0, 19, 2)) is None  # real kernels on a GPU
-    assert mamba_refusal(gpt, cpu, (0, 19, 2)) is None
+BF16_STATES_TINY = "hybrid_dynamic_inference_tp1_pp1_dp8_tiny_mamba_bf16_states"
+
+
+def test_the_plan_keeps_the_states_in_the_dtypes_the_suite_asks_for(project):
+    assert plan_of(project, HYBRID_TINY)["inference"]["mamba_states_dtype"] == {"conv": "float32", "ssm": "float32"}
+    assert plan_of(project, BF16_STATES_TINY)["inference"]["mamba_states_dtype"] == {
+        "conv": "bfloat16", "ssm": "bfloat16"}
+    assert mamba_states_dtype({}, "bfloat16") == {"conv": "bfloat16", "ssm": "bfloat16"}  # Megatron's default
+    with pytest.raises(BadInput, match="--mamba-inference-ssm-states-dtype 'fp8' is not one of fp32, bf16, fp16"):
+        mamba_states_dtype({"--mamba-inference-ssm-states-dtype": "fp8"}, "float32")
+
+
+def test_a_release_without_a_states_dtype_refuses_states_unlike_the_parameters(project):
+    bf16_states, fp32_states = load_suite(project, BF16_STATES_TINY), load_suite(project, HYBRID_TINY)
+    cpu = get_platform("cpu")
+    assert mamba_states_refusal(bf16_states, cpu, (0, 16, 1)) == (
+        "--mamba-inference-conv-states-dtype bf16, --mamba-inference-ssm-states-dtype bf16: megatron-core 0.16.1 "
+        "keeps the Mamba states in the parameters' dtype (float32); separate states dtypes arrive in megatron-core "
+        "0.17")
+    assert mamba_states_refusal(bf16_states, cpu, (0, 17, 1)) is None
+    assert mamba_states_refusal(fp32_states, cpu, (0, 16, 1)) is None  # fp32 states of an fp32 run: what 0.16 does
+    assert mamba_states_refusal(load_suite(project, TINY_SUITE), cpu, (0, 16, 1)) is None

@@ -187,12 +187,8 @@ FLAGS: dict[str, Flag] = {
     "--hybrid-layer-pattern": _layout("hybrid_layer_pattern", value="text"),
     "--spec": _text("platform", "Megatron-LM's hybrid_stack_spec is made of Transformer Engine layers; CPU builds "
                                 "the same stack from megatron-core's local layers (rank.hybrid_builder)"),
-    "--mamba-inference-conv-states-dtype": _text(
-        "platform", "the Mamba states are kept in the run's dtype (fp32 on CPU); megatron-core 0.16 has no "
-                    "separate states dtype"),
-    "--mamba-inference-ssm-states-dtype": _text(
-        "platform", "the Mamba states are kept in the run's dtype (fp32 on CPU); megatron-core 0.16 has no "
-                    "separate states dtype"),
+    "--mamba-inference-conv-states-dtype": _text(),
+    "--mamba-inference-ssm-states-dtype": _text(),
     "--no-record-throughput": Flag("no-effect", "throughput logging"),
     # checkpoint I/O and training-only
     "--ckpt-fully-parallel-save": Flag("no-effect", "checkpoint saving"),

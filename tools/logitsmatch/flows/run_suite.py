@@ -94,21 +94,23 @@ def feature_refusal(adapter, suite, release: tuple[int, int, int]) -> str | None
     return None
 
 
-# The last megatron-core release whose Mamba mixer calls the mamba-ssm / causal-conv1d API that
-# logitsmatch.rank.cpu_mamba serves; 0.17 moved the inference path onto megatron's own Triton ops
-# (megatron.core.ssm.ops: varlen conv and chunk scan, 3-D decode kernels), which have no CPU stand-ins yet.
-MAMBA_STANDINS_UP_TO = (0, 16)
+MAMBA_STATES_DTYPE_SINCE = (0, 17)  # MambaInferenceStateConfig's conv / SSM states dtypes
 
 
-def mamba_refusal(suite, platform, release: tuple[int, int, int]) -> str | None:
-    """Why a Mamba hybrid cannot run on this CPU toolchain (None: it can)."""
-    if suite.model_args.get("--model-provider") != "hybrid" or platform.device != "cpu":
+def mamba_states_refusal(suite, platform, release: tuple[int, int, int]) -> str | None:
+    """Why this release cannot keep a hybrid's Mamba states in the dtypes the suite asks for (None: it can).
+
+    Before 0.17 the states follow the parameters: only states in the run's own dtype can be honoured."""
+    from logitsmatch.run.plan import MAMBA_STATES_FLAGS, mamba_states_dtype
+
+    run_dtype = platform.dtype(suite.model_args)
+    wanted = mamba_states_dtype(suite.model_args, run_dtype)
+    if release[:2] >= MAMBA_STATES_DTYPE_SINCE or set(wanted.values()) == {run_dtype}:
         return None
-    if release[:2] <= MAMBA_STANDINS_UP_TO:
-        return None
-    return (f"--model-provider hybrid: megatron-core {'.'.join(map(str, release))}'s Mamba mixer runs megatron's own "
-            "Triton SSM kernels (megatron.core.ssm.ops), which have no CPU stand-ins here yet (rank.cpu_mamba serves "
-            "the mamba-ssm / causal-conv1d API of megatron-core 0.15 and 0.16)")
+    asked = ", ".join(f"{flag} {suite.model_args[flag]}" for state, flag in MAMBA_STATES_FLAGS.items()
+                      if wanted[state] != run_dtype)
+    return (f"{asked}: megatron-core {'.'.join(map(str, release))} keeps the Mamba states in the parameters' dtype "
+            f"({run_dtype}); separate states dtypes arrive in megatron-core 0.17")
 
 
 def schedule_refusal(adapter, platform, layout, release: tuple[int, int, int]) -> str | None:
@@ -289,7 +291,7 @@ def resolve(state: SuiteRun, args) -> SuiteRun:
         asks_release = platform.schedule == "chunked" or args.batch_invariant or prefix_caching(suite.model_args)
         adapter = for_installed_megatron() if asks_release else None
         run_layout = platform.layout(suite.model_args, suite.world_size)
-        refusal = (layouts.unsupported(run_layout, release) or mamba_refusal(suite, platform, release)
+        refusal = (layouts.unsupported(run_layout, release) or mamba_states_refusal(suite, platform, release)
                    or schedule_refusal(adapter, platform, run_layout, release)
                    or (feature_refusal(adapter, suite, release) if adapter else None))
     if refusal:  # before any weights are written or run folder made

@@ -236,13 +236,9 @@ class Mcore016(_Adapter):
     def build_context(self, model, plan: dict):
         from megatron.core.inference.contexts.dynamic_context import DynamicInferenceContext
 
-        from logitsmatch.rank.models import is_hybrid
+        from logitsmatch.rank.models import mamba_inference_state
 
-        kwargs = self.context_kwargs(model, plan)
-        if is_hybrid(plan["architecture"]):  # its conv / SSM state shapes and layer types, as Megatron-LM passes them
-            from megatron.core.utils import get_mamba_inference_state_config_from_model
-
-            kwargs["mamba_inference_state_config"] = get_mamba_inference_state_config_from_model(model)
+        kwargs = {**self.context_kwargs(model, plan), **mamba_inference_state(model, plan)}
         return DynamicInferenceContext(**self.record("context", kwargs))
 
     def build_wrapper(self, model, context, plan: dict):
@@ -396,6 +392,8 @@ class Mcore017(_Adapter):
         from megatron.core.inference.config import InferenceConfig
         from megatron.core.inference.contexts.dynamic_context import DynamicInferenceContext
 
+        from logitsmatch.rank.models import mamba_inference_state
+
         inference = plan["inference"]
         caching = {}
         if inference.get("prefix_caching"):
@@ -414,6 +412,7 @@ class Mcore017(_Adapter):
             unified_memory_level=0,
             max_requests=inference.get("context_max_requests"),
             **caching,
+            **mamba_inference_state(model, plan),
         )))
         self.configs["inference_config"] = config
         return DynamicInferenceContext(model.config, config)

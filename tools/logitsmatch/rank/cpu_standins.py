@@ -198,9 +198,9 @@ def install_megatron_standins(pipeline: int = 1, experts: bool = False, expert_p
     if expert_parallel > 1:
         applied += _host_default_causal_mask()
     if hybrid:
-        from logitsmatch.rank import cpu_mamba
+        from logitsmatch.rank import cpu_mamba, cpu_mamba_ops
 
-        applied += cpu_mamba.local_final_norm() + cpu_mamba.bind_tensor_ops()
+        applied += cpu_mamba.local_final_norm() + cpu_mamba.bind_tensor_ops() + cpu_mamba_ops.bind()
     return applied
 
 

@@ -31,7 +31,6 @@ def hybrid_local_stack_spec(normalization: str):
     self-attention) and MLP (norm, MLP) layers, as ``mamba_stack_spec`` has them with TE fused norms."""
     from megatron.core.fusions.fused_bias_dropout import get_bias_dropout_add
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
-    from megatron.core.ssm.mamba_block import MambaStack, MambaStackSubmodules
     from megatron.core.ssm.mamba_layer import MambaLayer, MambaLayerSubmodules
     from megatron.core.ssm.mamba_mixer import MambaMixer, MambaMixerSubmodules
     from megatron.core.ssm.mlp_layer import MLPLayer
@@ -39,11 +38,18 @@ def hybrid_local_stack_spec(normalization: str):
     from megatron.core.transformer.spec_utils import ModuleSpec
     from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
 
+    try:  # 0.18+: the hybrid stack; 0.15-0.17: the same stack under its Mamba name
+        from megatron.core.models.hybrid.hybrid_block import HybridStack as Stack
+        from megatron.core.models.hybrid.hybrid_block import HybridStackSubmodules as StackSubmodules
+    except ImportError:
+        from megatron.core.ssm.mamba_block import MambaStack as Stack
+        from megatron.core.ssm.mamba_block import MambaStackSubmodules as StackSubmodules
+
     gpt = get_gpt_layer_local_spec(normalization=normalization).submodules
     norm = gpt.input_layernorm
     return ModuleSpec(
-        module=MambaStack,
-        submodules=MambaStackSubmodules(
+        module=Stack,
+        submodules=StackSubmodules(
             mamba_layer=ModuleSpec(module=MambaLayer, submodules=MambaLayerSubmodules(
                 norm=norm,
                 mixer=ModuleSpec(module=MambaMixer, submodules=MambaMixerSubmodules(
@@ -69,18 +75,20 @@ def hybrid_config(arch: dict, parallel: dict, dtype_name: str, layer_spec: str =
 
 def build_hybrid_model(arch: dict, parallel: dict, dtype_name: str, vocab_size: int, layer_spec: str = "local"):
     """MambaModel on this rank, in eval mode, in the plan's dtype (TP1 / PP1: what the hybrid cases run)."""
-    import inspect
-
-    from megatron.core.models.mamba.mamba_model import MambaModel
-
     if layer_spec != "local":
         raise ValueError(f"logitsmatch builds the hybrid stack from megatron-core's local layers, not {layer_spec!r}")
+    try:  # 0.18+ (MambaModel is its deprecated alias there)
+        from megatron.core.models.hybrid.hybrid_model import HybridModel as Model
+
+        spec_argument, pattern_argument = "hybrid_stack_spec", "hybrid_layer_pattern"
+    except ImportError:
+        from megatron.core.models.mamba.mamba_model import MambaModel as Model
+
+        spec_argument, pattern_argument = "mamba_stack_spec", "hybrid_override_pattern"
     config = hybrid_config(arch, parallel, dtype_name, layer_spec)
-    pattern_argument = ("hybrid_layer_pattern" if "hybrid_layer_pattern" in inspect.signature(MambaModel).parameters
-                        else "hybrid_override_pattern")
-    model = MambaModel(
+    model = Model(
         config=config,
-        mamba_stack_spec=hybrid_local_stack_spec(arch["normalization"]),
+        **{spec_argument: hybrid_local_stack_spec(arch["normalization"])},
         vocab_size=padded_vocab_size(vocab_size, parallel["tensor"]),
         max_sequence_length=arch["max_position_embeddings"],
         parallel_output=True,

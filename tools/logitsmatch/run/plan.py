@@ -223,6 +223,7 @@ def build_plan(
             "context_max_requests": max_requests,
             "enable_chunked_prefill": chunk is not None,
             "prefix_caching": prefix_caching(args),
+            "mamba_states_dtype": mamba_states_dtype(args, decision.dtype),
             "static_engine": static,  # megatron-core's legacy static engine, one batch, no coordinator
             "use_flashinfer_fused_rope": decision.use_flashinfer_fused_rope,
             "enable_cuda_graph": False,  # not wired yet: reported as not applied (platforms.NOT_WIRED)
@@ -252,6 +253,19 @@ def hold_requests(layout: Layout, prompts: int) -> int | None:
 
 
 STATIC_ENGINE = "--use-legacy-static-engine"
+MAMBA_STATES_FLAGS = {"conv": "--mamba-inference-conv-states-dtype", "ssm": "--mamba-inference-ssm-states-dtype"}
+MAMBA_STATES_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # Megatron-LM's choices
+
+
+def mamba_states_dtype(args: dict, run_dtype: str) -> dict[str, str]:
+    """The Mamba conv and SSM inference states' dtypes (a hybrid's; Megatron-LM's default: the run's dtype)."""
+    states = {}
+    for state, flag in MAMBA_STATES_FLAGS.items():
+        value = str(args.get(flag, "")) or None
+        if value is not None and value not in MAMBA_STATES_DTYPES:
+            raise BadInput(f"{flag} {value!r} is not one of {', '.join(MAMBA_STATES_DTYPES)}")
+        states[state] = MAMBA_STATES_DTYPES[value] if value else run_dtype
+    return states
 PREFIX_CACHING = "--inference-dynamic-batching-prefix-caching"
 EVICTION_POLICIES = ("ref_zero", "lru")  # Megatron-LM's choices; ref_zero its default
 
