@@ -17,57 +17,7 @@ from support import require_toolchain_module
 torch = require_toolchain_module("torch")
 
 from logitsmatch.rank import cpu_mamba  # noqa: E402
-
-ATOL = RTOL = 2e-5  # float32 kernels against a float64 reference
-
-
-def reference_conv(x, weight, bias, starts, activation=True, history=None):
-    """out[d, t] = bias[d] + sum_k weight[d, k] * x[d, t - (w-1) + k] over tokens of t's own sequence
-    (``starts``: the first token of each sequence); ``history`` [d, w-1] precedes token 0."""
-    dim, length = x.shape
-    width = weight.shape[-1]
-    out = torch.zeros(dim, length, dtype=torch.float64)
-    owner = torch.zeros(length, dtype=torch.long)
-    for start in starts[1:]:
-        owner[start:] += 1
-    for t in range(length):
-        for k in range(width):
-            source = t - (width - 1) + k
-            if source >= 0 and owner[source] == owner[t]:
-                out[:, t] += weight[:, k].double() * x[:, source].double()
-            elif source < 0 and history is not None:
-                out[:, t] += weight[:, k].double() * history[:, width - 1 + source].double()
-        out[:, t] += bias.double()
-    return torch.nn.functional.silu(out) if activation else out
-
-
-def reference_scan(x, dt, A, B, C, D, z, state=None):
-    """The SSM one token at a time: h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T, y_t = C_t h_t + D x_t,
-    gated by silu(z_t). x, z [l, h, p]; dt [l, h] (already softplus'd); A [h]; B, C [l, g, s]; D [h, p]."""
-    length, heads, headdim = x.shape
-    groups = B.shape[1]
-    state = torch.zeros(heads, headdim, B.shape[-1], dtype=torch.float64) if state is None else state.double()
-    ys = []
-    for t in range(length):
-        for h in range(heads):
-            g = h // (heads // groups)
-            decay = torch.exp(dt[t, h].double() * A[h].double())
-            state[h] = decay * state[h] + dt[t, h].double() * torch.outer(x[t, h].double(), B[t, g].double())
-        y = torch.stack([state[h] @ C[t, h // (heads // groups)].double() for h in range(heads)])
-        y = y + D.double() * x[t].double()
-        ys.append(y * torch.nn.functional.silu(z[t].double()))
-    return torch.stack(ys), state
-
-
-def _inputs(generator, length, heads, headdim, groups, d_state):
-    def draw(*shape):
-        return torch.randn(*shape, generator=generator)
-
-    return dict(x=draw(length, heads, headdim), dt=draw(length, heads) * 0.5,
-                A=-torch.rand(heads, generator=generator) - 0.2,
-                B=draw(length, groups, d_state), C=draw(length, groups, d_state), D=draw(heads, headdim),
-                z=draw(length, heads, headdim), dt_bias=draw(heads) * 0.1)
-
+from support.mamba_reference import ATOL, RTOL, random_inputs, reference_conv, reference_scan  # noqa: E402
 
 SHAPES = [  # (sequence lengths, heads, headdim, groups, d_state, chunk_size)
     ([7], 2, 4, 1, 8, 4),
@@ -83,7 +33,7 @@ def test_chunk_scan_equals_the_recurrence_per_sequence_with_varlen_states(length
     """Packed varlen prefill: each sequence restarts from a zero state; its final state is returned."""
     generator = torch.Generator().manual_seed(sum(lengths) * heads)
     total = sum(lengths)
-    inputs = _inputs(generator, total, heads, headdim, groups, d_state)
+    inputs = random_inputs(generator, total, heads, headdim, groups, d_state)
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
     seq_idx = torch.repeat_interleave(torch.arange(len(lengths), dtype=torch.int32), torch.tensor(lengths))[None]
     y, final, varlen = cpu_mamba.mamba_chunk_scan_combined(
@@ -105,7 +55,7 @@ def test_chunked_prefill_continues_from_initial_states(lengths, heads, headdim, 
     """A prompt scanned in two pieces, the second from the first's final state, equals the whole scan."""
     generator = torch.Generator().manual_seed(7 + heads)
     total = sum(lengths)
-    inputs = _inputs(generator, total, heads, headdim, groups, d_state)
+    inputs = random_inputs(generator, total, heads, headdim, groups, d_state)
     split = max(1, total // 3)
 
     def scan(part, initial=None):
@@ -152,7 +102,7 @@ def test_decode_steps_carry_on_from_the_prefill_token_by_token(prompt, generated
     conv_dim = heads * headdim + 2 * groups * d_state
     weight, bias = torch.randn(conv_dim, width, generator=generator), torch.randn(conv_dim, generator=generator)
     xBC = torch.randn(total, conv_dim, generator=generator)
-    scan_inputs = _inputs(generator, total, heads, headdim, groups, d_state)
+    scan_inputs = random_inputs(generator, total, heads, headdim, groups, d_state)
     A, D, dt_bias = scan_inputs["A"], scan_inputs["D"], scan_inputs["dt_bias"]
 
     def split(conv_out):  # [l, conv_dim] -> x [l, h, p], B, C [l, g, s]
