@@ -78,3 +78,43 @@ def test_the_table_names_both_kinds_of_cannot_run():
     reasons = [row.reason for row in ROWS if not row.runs]
     assert any(reason.startswith("needs CUDA: ") for reason in reasons)
     assert any(reason.startswith("not yet built here: ") for reason in reasons)
+
+
+GRAPHS = "--enable-cuda-graph"
+
+
+def graph_twins() -> list[tuple[str, str]]:
+    """(CUDA-graph suite, its graph-free twin): every suite here whose name ends in _cuda_graphs and whose twin,
+    the same name without it, is a suite here too (the case and its tiny sibling alike)."""
+    known = set(suite_names(PROJECT))
+    return [(name, name.removesuffix("_cuda_graphs")) for name in sorted(known)
+            if name.endswith("_cuda_graphs") and name.removesuffix("_cuda_graphs") in known]
+
+
+def numerics(golden) -> dict:
+    return {request: (entry["generated_tokens"], entry["logprobs"]) for request, entry in golden.items()
+            if isinstance(entry, dict)}
+
+
+def test_a_cuda_graph_suite_equals_its_graph_free_twin_on_the_cpu():
+    """The rows that say CUDA graphs are not applied on a CPU: the suite differs from its twin in --enable-cuda-graph
+    alone, and every CPU golden they share is the same tokens and logprobs, bit for bit."""
+    import json
+
+    import yaml
+
+    twins = graph_twins()
+    assert twins, "no CUDA-graph suite with a graph-free twin"
+    for graphs, twin in twins:
+        config = {name: yaml.safe_load((PROJECT / "suites" / name / "model_config.yaml").read_text())
+                  for name in (graphs, twin)}
+        assert config[graphs]["MODEL_ARGS"].pop(GRAPHS) is True, graphs
+        assert config[graphs] == config[twin], f"{graphs} differs from {twin} in more than {GRAPHS}"
+        shared = sorted({path.name for path in (PROJECT / "golden_values" / graphs).glob("golden_values_cpu_*.json")}
+                        & {path.name for path in (PROJECT / "golden_values" / twin).glob("golden_values_cpu_*.json")})
+        shared = [name for name in shared if not name.endswith(".provenance.json")]
+        assert shared, f"{graphs} and {twin} share no CPU golden"
+        for name in shared:
+            ours, theirs = (json.loads((PROJECT / "golden_values" / suite / name).read_text())
+                            for suite in (graphs, twin))
+            assert numerics(ours) == numerics(theirs), f"{graphs} moved from {twin} ({name})"

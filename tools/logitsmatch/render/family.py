@@ -12,7 +12,9 @@ Generated from [coverage.json](coverage.json) by `python scripts/family_coverage
 (`tests/house/test_family_coverage.py` keeps both in step with `../shared/megatron_inference_cases`).
 
 One row per inference case folder of Megatron-LM at d98e8a64dd. **runs**: the case's model_config.yaml is
-a suite here, unchanged, with a tiny sibling and goldens; `nox -s logitsmatch -t default -- family` runs them all.
+a suite here, unchanged, with a tiny sibling and goldens; `nox -s logitsmatch -t default -- family` runs them all
+on the default toolchain (a case whose feature its megatron-core lacks, such as prefix caching before 0.17, is
+refused with exit 4 and named), `-t newest` on the newest.
 **runs-with-difference**: the same, and the reason names what the CPU profile does instead of what the case
 asks. **cannot-run**: why not, either *needs CUDA* or *not yet built here*.
 
