@@ -5,6 +5,9 @@ its own venv, .nox/toolchains/<toolchain> (built on first use, rebuilt when its 
     nox -l                              list toolchains and sessions
     nox -s logitsmatch -t default       the same, by tag: the seed and the fast sibling of every case on the
                                         default CPU toolchain (default-suites in pyproject.toml)
+    nox -s logitsmatch -t default -- family
+                                        every case of Megatron-LM's inference family that runs here, each with
+                                        its tiny sibling (docs/family/README.md; -t newest for 0.17+ features)
     nox -s logitsmatch                  every toolchain
     nox -s tests                        the test suite (what CI runs)
     nox -s tests -- -m "not inference"  the fast selection: no megatron-core runs

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import (  # noqa: E402
     MEGATRON_CASES_ENV,
+    MEGATRON_INFERENCE_CASES,
     MOE_EP8_CASE,
     PROJECT,
     megatron_case_dirs,
@@ -82,3 +83,17 @@ def megatron_cases() -> Path:
 def megatron_case_folders(megatron_cases) -> list[Path]:
     """Every case folder of Megatron-LM's (each with a model_config.yaml), sorted; never empty."""
     return megatron_case_dirs(megatron_cases)
+
+
+@pytest.fixture(scope="session")
+def megatron_inference_cases() -> list[Path]:
+    """Every inference case folder of Megatron-LM (../shared/megatron_inference_cases), sorted: skipped without
+    them, except under CI, where they must be there, all of them."""
+    if not MEGATRON_INFERENCE_CASES.is_dir():
+        message = f"Megatron's inference case folders are not at {MEGATRON_INFERENCE_CASES}"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set: {message}", pytrace=False)
+        pytest.skip(message)
+    folders = megatron_case_dirs(MEGATRON_INFERENCE_CASES)
+    assert len(folders) >= 60, f"{MEGATRON_INFERENCE_CASES} holds {len(folders)} case folders, not Megatron's 60"
+    return folders

@@ -118,3 +118,28 @@ def test_a_perturbed_router_weight_moves_the_routing_and_the_report_names_it(tmp
     (routing_check,) = [c for c in report["checks"] if c["metric"] == "routing_indices"]
     assert routing_check["status"] == "fail"
     assert "first at token" in routing_check["message"] and "root['0']['routing_indices'][" in routing_check["message"]
+
+
+STATIC_TINY = "gpt_static_inference_tp1_pp1_tiny_logitsmatch"
+PREFIX_CACHING_TINY = "gpt_dynamic_inference_tp1_pp1_tiny_prefix_caching"
+
+
+def test_the_static_engine_runs_one_batch_without_a_coordinator_and_matches_its_golden(tmp_path):
+    """megatron-core's legacy static engine (rank.static_engine): its stand-ins are listed, no coordinator runs."""
+    completed = run_logitsmatch("run", STATIC_TINY, "--toolchain", DEFAULT_TOOLCHAIN,
+                                env={"LOGITSMATCH_RESULTS": str(tmp_path)})
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "static engine (--use-legacy-static-engine): the prompts as one batch, no coordinator" in completed.stdout
+    assert "PASS" in completed.stdout and "Tensor.cuda() -> identity" in completed.stdout
+    provenance = json.loads((tmp_path / STATIC_TINY / "cpu" / DEFAULT_TOOLCHAIN / "result.provenance.json").read_text())
+    assert provenance["network"]["coordinator"] is None
+    assert provenance["flags"]["not_applied"]["--flash-decode"].startswith("flash decoding is not wired")
+
+
+def test_a_release_without_prefix_caching_exits_4_naming_it(tmp_path):
+    """The default toolchain's megatron-core 0.16 has no prefix caching: refused before any rank starts."""
+    completed = run_logitsmatch("run", PREFIX_CACHING_TINY, "--toolchain", DEFAULT_TOOLCHAIN,
+                                env={"LOGITSMATCH_RESULTS": str(tmp_path)})
+    assert_one_line(completed, 4, "--inference-dynamic-batching-prefix-caching: prefix caching is not supported by "
+                                  "megatron-core 0.16")
+    assert not (tmp_path / PREFIX_CACHING_TINY).exists()

@@ -19,10 +19,12 @@ from pathlib import Path
 import pytest
 
 from logitsmatch.errors import BadInput
+from logitsmatch.family import family_suites
 from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import load_golden
 from logitsmatch.judge.policy import Policy
-from support import megatron_cases_folder
+from logitsmatch.suites import load_suite
+from support import PROJECT, megatron_cases_folder
 from support.documents import make_doc
 from support.megatron_reference import checkout_from_env, checkout_verdicts, load_recorded
 from support.parity_cases import (
@@ -31,10 +33,12 @@ from support.parity_cases import (
     all_cases,
     crafted_cases,
     difference_cases,
+    family_toolchains,
     generated_cases,
     golden_cases,
     history_cases,
     history_folders,
+    suite_cases,
 )
 
 CRAFTED = crafted_cases()
@@ -204,6 +208,23 @@ def test_real_toolchain_drift_gets_megatrons_verdict(folder, megatron):
     drift, itself = HISTORY[folder, "before-after"], HISTORY[folder, "before-before"]
     assert megatron_passes(megatron, drift) is False and our_verdict(drift, Policy()) is False
     assert megatron_passes(megatron, itself) is True and our_verdict(itself, Policy()) is True
+
+
+# --- the family's suites --------------------------------------------------------------------------
+
+
+def test_the_family_suites_results_get_megatrons_verdict(megatron):
+    """Each suite of the family that runs here (docs/family/coverage.json): Megatron's comparator accepts every CPU
+    golden as a run's result against itself, and judges the default toolchain's golden against the newest's as
+    logitsmatch does with the suite's own comparison policy (the one ``logitsmatch run`` judges with)."""
+    toolchains = family_toolchains(PROJECT / "pyproject.toml")
+    cases = suite_cases(PROJECT, toolchains)
+    assert {suite for suite, _ in cases} == set(family_suites(PROJECT)), "a family suite has no golden to judge"
+    for (suite, name), case in cases.items():
+        expected = megatron_passes(megatron, case)
+        if case.intended is not None:
+            assert expected is case.intended, (suite, name)
+        assert our_verdict(case, load_suite(PROJECT, suite).policy) is expected, (suite, name)
 
 
 # --- generated cases ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from logitsmatch.toolchains import default_toolchain_name, load_toolchains, rout
 PROJECT = Path(__file__).resolve().parents[2]
 PYPROJECT = PROJECT / "pyproject.toml"
 MEGATRON_CASES = PROJECT.parent / "shared" / "megatron_cases"
+MEGATRON_INFERENCE_CASES = PROJECT.parent / "shared" / "megatron_inference_cases"  # all 60, for the family table
 MEGATRON_CASES_ENV = "LOGITSMATCH_MEGATRON_CASES"  # names another folder of Megatron's case folders
 MOE_EP8_CASE = "gpt_dynamic_inference_tp4_etp1_pp1_ep8_16B_logitsmatch_zmq"
 DEFAULT_TOOLCHAIN = default_toolchain_name(PYPROJECT)

@@ -26,6 +26,15 @@ HISTORY = Path(__file__).resolve().parents[1] / "data" / "megatron_history"
 GOLDEN_NAME = "golden_values_dev_dgx_h100.json"
 GENERATED_CASES = 1000
 GENERATED_SEED = "logitsmatch-parity"
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def family_toolchains(pyproject: Path) -> tuple[str, ...]:
+    """The toolchains whose goldens the family's suites are judged on: the default, then the one tagged newest."""
+    from logitsmatch.toolchains import default_toolchain_name, load_toolchains
+
+    newest = [name for name, toolchain in load_toolchains(pyproject).items() if "newest" in toolchain.tags]
+    return (default_toolchain_name(pyproject), *newest)
 
 
 @dataclass(frozen=True)
@@ -221,6 +230,50 @@ def golden_cases(case_dirs: list[Path]) -> dict[tuple[str, str], ParityCase]:
     return cases
 
 
+# --- the family's suites: each CPU golden as a run's result, and one toolchain's against another's --------------
+
+
+def family_goldens(project: Path, toolchains: tuple[str, ...]) -> dict[str, dict[str, Path]]:
+    """{suite: {toolchain: its CPU golden}} for every suite of the family (docs/family/coverage.json) and each of
+    ``toolchains`` whose golden the suite has (a release without the suite's feature has none)."""
+    from logitsmatch.family import family_suites
+
+    goldens = {}
+    for suite in family_suites(project):
+        paths = {name: project / "golden_values" / suite / f"golden_values_cpu_{name}.json" for name in toolchains}
+        goldens[suite] = {name: path for name, path in paths.items() if path.is_file()}
+    return goldens
+
+
+def as_megatron_golden(path: Path) -> dict:
+    """A golden of ours in the layout Megatron's goldens have: its comparator reads a golden's routing rows at the
+    golden's ``routing_indices_token_indices`` (and fails a golden without them), where a run, and so a golden
+    recorded from one, keeps a row for every token; here every row is named. Other goldens are unchanged."""
+    doc = json.loads(path.read_text())
+    for request in doc.values():
+        if isinstance(request, dict) and "routing_indices" in request:
+            request.setdefault("routing_indices_token_indices", list(range(len(request["routing_indices"]))))
+    return doc
+
+
+def suite_cases(project: Path, toolchains: tuple[str, ...]) -> dict[tuple[str, str], ParityCase]:
+    """(suite, "<toolchain>" | "<toolchain A> vs <toolchain B>"): a CPU golden (as Megatron keeps a golden) against
+    itself as a run writes it (what ``logitsmatch run`` judges when nothing moved), and the first toolchain's golden
+    against the others' results, with the suite's METRICS."""
+    cases = {}
+    for suite, goldens in family_goldens(project, toolchains).items():
+        metrics = yaml.safe_load((project / "suites" / suite / "model_config.yaml").read_text())["METRICS"]
+        names = list(goldens)
+        for name in names:
+            cases[suite, name] = make_case("suite", f"{suite}/{name}", as_megatron_golden(goldens[name]),
+                                           goldens[name], metrics, intended=True)
+        for other in names[1:]:
+            pair = f"{names[0]} vs {other}"
+            cases[suite, pair] = make_case("suite", f"{suite}/{pair}", as_megatron_golden(goldens[names[0]]),
+                                           goldens[other], metrics)
+    return cases
+
+
 # --- generated cases -----------------------------------------------------------------------------
 
 EXTRA_KEYS = [
@@ -295,7 +348,8 @@ def generated_cases(count: int = GENERATED_CASES) -> list[ParityCase]:
 
 def all_cases(case_dirs: list[Path] | None) -> list[ParityCase]:
     """Every parity case; those on Megatron's goldens only with its case folders (``case_dirs``)."""
-    cases = [*crafted_cases().values(), *difference_cases().values(), *history_cases().values(), *generated_cases()]
+    cases = [*crafted_cases().values(), *difference_cases().values(), *history_cases().values(), *generated_cases(),
+             *suite_cases(PROJECT, family_toolchains(PROJECT / "pyproject.toml")).values()]
     if case_dirs is not None:
         cases += golden_cases(case_dirs).values()
     return cases

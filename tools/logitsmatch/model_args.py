@@ -173,9 +173,23 @@ FLAGS: dict[str, Flag] = {
     "--moe-z-loss-coeff": Flag("no-effect", "router z-loss, training only"),
     "--moe-enable-routing-replay": Flag("applied"),
     "--inference-dynamic-batching-max-requests": _count(),
+    "--use-legacy-static-engine": Flag("applied"),
+    "--flash-decode": Flag(
+        "platform", "flash decoding is not wired into the static engine here; megatron-core's own attention runs"
+    ),
+    "--inference-dynamic-batching-prefix-caching": Flag("applied"),
+    "--inference-dynamic-batching-prefix-caching-eviction-policy": _text(),
     "--incoming-requests-per-sec": Flag(
         "no-effect", "shapes Megatron's in-process driver; the ZMQ client submits every request at once"
     ),
+    # Mamba hybrids (logitsmatch.rank.hybrid_builder)
+    "--model-provider": _layout("model_provider", value="text"),
+    "--hybrid-layer-pattern": _layout("hybrid_layer_pattern", value="text"),
+    "--spec": _text("platform", "Megatron-LM's hybrid_stack_spec is made of Transformer Engine layers; CPU builds "
+                                "the same stack from megatron-core's local layers (rank.hybrid_builder)"),
+    "--mamba-inference-conv-states-dtype": _text(),
+    "--mamba-inference-ssm-states-dtype": _text(),
+    "--no-record-throughput": Flag("no-effect", "throughput logging"),
     # checkpoint I/O and training-only
     "--ckpt-fully-parallel-save": Flag("no-effect", "checkpoint saving"),
     "--ckpt-fully-parallel-load": Flag("no-effect", "how checkpoint files are read, not what is read"),
@@ -184,6 +198,9 @@ FLAGS: dict[str, Flag] = {
     "--num-workers": Flag("no-effect", "training data loader"),
     "--save-interval": Flag("no-effect", "training checkpoints"),
 }
+
+# Flags that cannot change inference numerics: a case file may give one twice (Megatron's reader keeps the last).
+NO_EFFECT_FLAGS = frozenset(flag for flag, spec in FLAGS.items() if spec.kind == "no-effect")
 
 
 @dataclass

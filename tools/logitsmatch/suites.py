@@ -22,7 +22,7 @@ from pathlib import Path
 from logitsmatch.errors import BadInput
 from logitsmatch.files import read_text_input
 from logitsmatch.layouts import DEFAULT_WORLD_SIZE
-from logitsmatch.model_args import check_known, check_values
+from logitsmatch.model_args import NO_EFFECT_FLAGS, check_known, check_values
 from logitsmatch.paths import check_name
 from logitsmatch.policy import Policy
 
@@ -75,8 +75,12 @@ class Suite:
 
 
 @functools.cache
-def _unique_key_loader():
-    """yaml's SafeLoader, refusing a key given twice in one mapping (plain safe_load keeps the last, silently)."""
+def _unique_key_loader(repeatable: frozenset[str] = frozenset()):
+    """yaml's SafeLoader, refusing a key given twice in one mapping (plain safe_load keeps the last, silently).
+
+    A key in ``repeatable`` may repeat and keeps its last value, as Megatron's reader does: the MODEL_ARGS
+    flags that cannot change inference numerics (Megatron-LM's hybrid cases give --init-method-std twice).
+    """
     import yaml  # imported here so nox's own interpreter can list suites without PyYAML
 
     class UniqueKeyLoader(yaml.SafeLoader):
@@ -91,7 +95,7 @@ def _unique_key_loader():
                     seen.add(key)
                 except TypeError:
                     continue  # an unhashable key: SafeLoader itself refuses it with its own message
-                if duplicate:
+                if duplicate and key not in repeatable:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"duplicate key {key!r:.60}", key_node.start_mark)
             return super().construct_mapping(node, deep)
@@ -109,7 +113,7 @@ def _flow_depth(text: str) -> int:
     return max(itertools.accumulate(1 if char in "[{" else -1 for char in brackets), default=0)
 
 
-def read_yaml(path: Path) -> dict:
+def read_yaml(path: Path, repeatable: frozenset[str] = frozenset()) -> dict:
     import yaml
 
     text = read_text_input(path)
@@ -117,7 +121,7 @@ def read_yaml(path: Path) -> dict:
         raise BadInput(f"{path}: invalid YAML (lists or mappings nested more than {MAX_FLOW_DEPTH} deep)")
     loader = None
     try:
-        loader = _unique_key_loader()(text)  # the reader refuses non-printable characters here
+        loader = _unique_key_loader(repeatable)(text)  # the reader refuses non-printable characters here
         data = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -150,7 +154,7 @@ def load_suite(project: Path, name: str) -> Suite:
     folder = suites_root(project) / name
     if not (folder / "model_config.yaml").is_file():
         raise BadInput(f"unknown suite {name!r} (known: {', '.join(suite_names(project)) or 'none'})")
-    config = read_yaml(folder / "model_config.yaml")
+    config = read_yaml(folder / "model_config.yaml", NO_EFFECT_FLAGS)
     sidecar = read_yaml(folder / "logitsmatch.yaml")
     source = f"{folder}/model_config.yaml"
 

@@ -26,6 +26,7 @@ from logitsmatch import paths
 from logitsmatch.devtools import interpreters
 from logitsmatch.devtools.session_outcome import carry, fail, outcomes_summary, run_command, session_summary
 from logitsmatch.errors import BadInput, ExitCode
+from logitsmatch.family import family_suites
 from logitsmatch.suites import load_suite, suite_names
 from logitsmatch.toolchains import (
     Toolchain,
@@ -45,6 +46,7 @@ PYPROJECT = PROJECT / "pyproject.toml"
 TOOLCHAINS = load_toolchains(PYPROJECT)
 DEFAULT_TOOLCHAIN = default_toolchain_name(PYPROJECT)
 SUITES = suite_names(PROJECT)
+GROUPS = {"all": SUITES, "family": family_suites(PROJECT)}  # names of suite groups: every suite; every case that runs
 DEFAULT_SUITES = default_suite_names(PYPROJECT, SUITES)
 
 
@@ -161,9 +163,9 @@ class SessionParser(argparse.ArgumentParser):
     def split(self, words: list[str]) -> tuple[list[str], list[str]]:
         """(the session's words, the command's): an option the session does not declare is the command's, with the
         word after it as its value (passed on as ``--name=value``) unless that word is an option or one of the
-        session's own names (a suite, ``all``, a toolchain)."""
+        session's own names (a suite, a group of suites, a toolchain)."""
         declared = {option for action in self._actions for option in action.option_strings}
-        names = {*SUITES, "all", *TOOLCHAINS}
+        names = {*SUITES, *GROUPS, *TOOLCHAINS}
         own, forwarded, index = [], [], 0
         while index < len(words):
             word = words[index]
@@ -179,8 +181,10 @@ class SessionParser(argparse.ArgumentParser):
         return own, forwarded
 
     def suites(self, names: list[str], default: list[str]) -> list[str]:
-        """``names`` if every one is a suite (``all``: every suite; none: ``default``)."""
-        return SUITES if names == ["all"] else [self.suite(name) for name in names] or default
+        """``names`` if every one is a suite (a group alone, ``all`` or ``family``: its suites; none: ``default``)."""
+        if len(names) == 1 and names[0] in GROUPS:
+            return GROUPS[names[0]]
+        return [self.suite(name) for name in names] or default
 
     def suite(self, name: str) -> str:
         if name not in SUITES:
@@ -195,7 +199,7 @@ class SessionParser(argparse.ArgumentParser):
 
 
 def logitsmatch_parser(session) -> SessionParser:
-    """``[SUITE ... | all] [options of logitsmatch run]``."""
+    """``[SUITE ... | all | family] [options of logitsmatch run]``."""
     parser = SessionParser(session)
     parser.add_argument("suites", nargs="*", metavar="SUITE")
     return parser

@@ -85,6 +85,34 @@ def prepare_weights(choice, timeout: float) -> Weights:
     return Weights(resolve_checkpoint_dir(cached), record, time.monotonic() - started)
 
 
+def feature_refusal(adapter, suite, release: tuple[int, int, int]) -> str | None:
+    """Why this release cannot run a feature the suite's MODEL_ARGS ask for (None: it can)."""
+    from logitsmatch.run.plan import PREFIX_CACHING, prefix_caching
+
+    if prefix_caching(suite.model_args) and not adapter.supports_prefix_caching():
+        return f"{PREFIX_CACHING}: prefix caching is not supported by megatron-core {'.'.join(map(str, release))}"
+    return None
+
+
+MAMBA_STATES_DTYPE_SINCE = (0, 17)  # MambaInferenceStateConfig's conv / SSM states dtypes
+
+
+def mamba_states_refusal(suite, platform, release: tuple[int, int, int]) -> str | None:
+    """Why this release cannot keep a hybrid's Mamba states in the dtypes the suite asks for (None: it can).
+
+    Before 0.17 the states follow the parameters: only states in the run's own dtype can be honoured."""
+    from logitsmatch.run.plan import MAMBA_STATES_FLAGS, mamba_states_dtype
+
+    run_dtype = platform.dtype(suite.model_args)
+    wanted = mamba_states_dtype(suite.model_args, run_dtype)
+    if release[:2] >= MAMBA_STATES_DTYPE_SINCE or set(wanted.values()) == {run_dtype}:
+        return None
+    asked = ", ".join(f"{flag} {suite.model_args[flag]}" for state, flag in MAMBA_STATES_FLAGS.items()
+                      if wanted[state] != run_dtype)
+    return (f"{asked}: megatron-core {'.'.join(map(str, release))} keeps the Mamba states in the parameters' dtype "
+            f"({run_dtype}); separate states dtypes arrive in megatron-core 0.17")
+
+
 def schedule_refusal(adapter, platform, layout, release: tuple[int, int, int]) -> str | None:
     """Why this run cannot take its schedule (None: it can)."""
     if platform.schedule == "chunked" and not adapter.supports_chunked_prefill():
@@ -258,9 +286,14 @@ def resolve(state: SuiteRun, args) -> SuiteRun:
     with warnings.catch_warnings():  # megatron's import-time notices (no Apex, no TE) belong to the ranks' logs
         warnings.simplefilter("ignore")
         # Asking the release what it has imports megatron-core (seconds): only for the questions that need it.
-        adapter = for_installed_megatron() if platform.schedule == "chunked" or args.batch_invariant else None
+        from logitsmatch.run.plan import prefix_caching
+
+        asks_release = platform.schedule == "chunked" or args.batch_invariant or prefix_caching(suite.model_args)
+        adapter = for_installed_megatron() if asks_release else None
         run_layout = platform.layout(suite.model_args, suite.world_size)
-        refusal = layouts.unsupported(run_layout, release) or schedule_refusal(adapter, platform, run_layout, release)
+        refusal = (layouts.unsupported(run_layout, release) or mamba_states_refusal(suite, platform, release)
+                   or schedule_refusal(adapter, platform, run_layout, release)
+                   or (feature_refusal(adapter, suite, release) if adapter else None))
     if refusal:  # before any weights are written or run folder made
         raise Unsupported(f"suite {suite.name} not run: {refusal}")
     state.batch_invariant = batch_invariant_decision(args.batch_invariant, adapter, platform, release)
@@ -309,6 +342,8 @@ def plan(state: SuiteRun, args) -> SuiteRun:
     announce(suite, state.label, state.toolchain, bool(args.candidate), platform, state.plan, state.weights,
              state.flags)
     logger.info(describe_schedule(state.plan["schedule"]))
+    if state.plan["inference"]["static_engine"] and state.plan["schedule"]["engine"]:
+        logger.info("static engine (--use-legacy-static-engine): the prompts as one batch, no coordinator")
     if state.batch_invariant.get("why"):
         logger.info(f"--batch-invariant: {state.batch_invariant['why']}")
     if "routing_indices" in suite.metrics and state.plan["moe"] and not layouts.records_routing(release):

@@ -177,6 +177,16 @@ class _Adapter:
             return False
         return "enable_chunked_prefill" in {field.name for field in dataclasses.fields(InferenceConfig)}
 
+    def supports_prefix_caching(self) -> bool:
+        """InferenceConfig has ``enable_prefix_caching`` (0.17+; 0.15 and 0.16 have no prefix caching)."""
+        import dataclasses
+
+        try:
+            from megatron.core.inference.config import InferenceConfig
+        except ImportError:
+            return False
+        return "enable_prefix_caching" in {field.name for field in dataclasses.fields(InferenceConfig)}
+
     def has_batch_invariant_mode(self) -> bool:
         """TransformerConfig has ``batch_invariant_mode`` (megatron-core's batch-invariant kernels)."""
         import dataclasses
@@ -236,7 +246,10 @@ class Mcore016(_Adapter):
     def build_context(self, model, plan: dict):
         from megatron.core.inference.contexts.dynamic_context import DynamicInferenceContext
 
-        return DynamicInferenceContext(**self.record("context", self.context_kwargs(model, plan)))
+        from logitsmatch.rank.models import mamba_inference_state
+
+        kwargs = {**self.context_kwargs(model, plan), **mamba_inference_state(model, plan)}
+        return DynamicInferenceContext(**self.record("context", kwargs))
 
     def build_wrapper(self, model, context, plan: dict):
         from megatron.core.inference.model_inference_wrappers.gpt.gpt_inference_wrapper import (
@@ -389,7 +402,15 @@ class Mcore017(_Adapter):
         from megatron.core.inference.config import InferenceConfig
         from megatron.core.inference.contexts.dynamic_context import DynamicInferenceContext
 
+        from logitsmatch.rank.models import mamba_inference_state
+
         inference = plan["inference"]
+        caching = {}
+        if inference.get("prefix_caching"):
+            from megatron.core.inference.config import PrefixCachingEvictionPolicy
+
+            caching = dict(enable_prefix_caching=True, prefix_caching_eviction_policy=PrefixCachingEvictionPolicy(
+                inference["prefix_caching"]["eviction_policy"]))
         config = InferenceConfig(**self.record("context", dict(
             block_size_tokens=inference["block_size_tokens"],
             buffer_size_gb=inference["buffer_size_gb"],
@@ -400,6 +421,8 @@ class Mcore017(_Adapter):
             enable_chunked_prefill=inference["enable_chunked_prefill"],
             unified_memory_level=0,
             max_requests=inference.get("context_max_requests"),
+            **caching,
+            **mamba_inference_state(model, plan),
         )))
         self.configs["inference_config"] = config
         return DynamicInferenceContext(model.config, config)

@@ -56,22 +56,31 @@ def load_model_weights(model, checkpoint_dir: Path, strict: bool = True) -> None
 
 
 def single_process_model(arch: dict, vocab_size: int):
-    """A TP1 GPTModel in a one-process gloo world on loopback (for writing checkpoints)."""
+    """A TP1 model (GPTModel, or MambaModel for a hybrid) in a one-process gloo world on loopback
+    (for writing checkpoints)."""
     import os
 
     import torch
     from megatron.core import parallel_state
 
     from logitsmatch.rank import cpu_standins
-    from logitsmatch.rank.model_builder import build_gpt_model
+    from logitsmatch.rank.models import build_model, is_hybrid
 
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     if not torch.cuda.is_available():
         cpu_standins.install_torch_standins()
+        if is_hybrid(arch):
+            from logitsmatch.rank import cpu_mamba
+
+            cpu_standins.install_mamba_standins()
+            cpu_mamba.local_final_norm()
     # One process: an in-memory store, so nothing listens on any interface.
     torch.distributed.init_process_group(backend="gloo", store=torch.distributed.HashStore(), world_size=1, rank=0)
     parallel_state.initialize_model_parallel(tensor_model_parallel_size=1, pipeline_model_parallel_size=1)
-    return build_gpt_model(arch, {"tensor": 1, "pipeline": 1}, "float32", vocab_size)
+    from megatron.core.tensor_parallel import random as tp_random
+
+    tp_random.initialize_rng_tracker(inference_rng_tracker=True)  # the Mamba mixer forks it while it builds
+    return build_model(arch, {"tensor": 1, "pipeline": 1}, "float32", vocab_size)
 
 
 def save_checkpoint(model, arch: dict, vocab_size: int, out_dir: Path) -> None:

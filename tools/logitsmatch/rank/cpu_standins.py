@@ -178,11 +178,20 @@ def _no_cuda_builds(load_inline):
     return load_inline_without_cuda
 
 
-def install_megatron_standins(pipeline: int = 1, experts: bool = False, expert_parallel: int = 1) -> list[str]:
+def install_mamba_standins() -> list[str]:
+    """The Mamba mixer's kernels (``cpu_mamba``); before megatron-core's ssm modules are imported."""
+    from logitsmatch.rank import cpu_mamba
+
+    return cpu_mamba.install() + cpu_mamba.install_tensor_ops()
+
+
+def install_megatron_standins(pipeline: int = 1, experts: bool = False, expert_parallel: int = 1,
+                              hybrid: bool = False) -> list[str]:
     """Replace the CUDA-only kernels megatron-core picks; call after importing it.
 
     ``pipeline`` > 1 adds the pipeline logits broadcast's; a model with ``experts`` the MoE
-    router's and dispatcher's; ``expert_parallel`` > 1 the idle engine's dummy forward's.
+    router's and dispatcher's; ``expert_parallel`` > 1 the idle engine's dummy forward's; a
+    ``hybrid`` the Mamba stack's final norm and Triton row copies (after ``install_mamba_standins``).
     """
     from megatron.core.transformer import attention
 
@@ -195,6 +204,10 @@ def install_megatron_standins(pipeline: int = 1, experts: bool = False, expert_p
         applied += _moe_te_names_without_te() + _moe_split_sizes_as_numpy()
     if expert_parallel > 1:
         applied += _host_default_causal_mask()
+    if hybrid:
+        from logitsmatch.rank import cpu_mamba, cpu_mamba_ops
+
+        applied += cpu_mamba.local_final_norm() + cpu_mamba.bind_tensor_ops() + cpu_mamba_ops.bind()
     return applied
 
 

@@ -17,6 +17,18 @@ from pathlib import Path
 from logitsmatch.lifetime import die_with_parent
 from logitsmatch.run.synthetic_weights import GENERATOR_VERSION, parameter_values, weights_digest
 
+# Parameters megatron-core renamed without changing them: the value is drawn under the older name, so every
+# release's synthetic model is the same model (0.17 made the Mamba mixer's conv1d module two parameters).
+RENAMED = {".mixer.conv1d_weight": ".mixer.conv1d.weight", ".mixer.conv1d_bias": ".mixer.conv1d.bias"}
+
+
+def drawn_name(name: str) -> str:
+    """The name a parameter's synthetic value is drawn (and digested) under."""
+    for newer, older in RENAMED.items():
+        if name.endswith(newer):
+            return name[: -len(newer)] + older
+    return name
+
 
 def write_checkpoint(spec: dict, out_dir: Path) -> str:
     """Build the TP1 model, fill it from numpy, save it; return the weights digest."""
@@ -31,11 +43,12 @@ def write_checkpoint(spec: dict, out_dir: Path) -> str:
         for name, tensor in model.state_dict().items():
             if name.endswith("_extra_state"):
                 continue
+            drawn_as = drawn_name(name)
             values = parameter_values(
-                name, tuple(tensor.shape), spec["seed"], arch["num_layers"], spec["num_special_tokens"]
+                drawn_as, tuple(tensor.shape), spec["seed"], arch["num_layers"], spec["num_special_tokens"]
             )
             tensor.copy_(torch.from_numpy(values))
-            named_arrays.append((name, values))
+            named_arrays.append((drawn_as, values))
     digest = weights_digest(named_arrays)
     save_checkpoint(model, arch, spec["vocab_size"], out_dir)
     (out_dir / "logitsmatch_synthetic.json").write_text(

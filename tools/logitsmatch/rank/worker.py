@@ -168,10 +168,14 @@ def prepare_process(plan: dict) -> Prepared:
     import torch
 
     from logitsmatch.rank import cpu_standins
+    from logitsmatch.rank.models import is_hybrid
 
     standins: list[str] = []
+    hybrid = is_hybrid(plan["architecture"])
     if plan["platform"]["stand_ins"]:
         standins += cpu_standins.install_torch_standins()
+        if hybrid:
+            standins += cpu_standins.install_mamba_standins()
 
     from logitsmatch.rank import adapters, capture, checkpoint, model_builder, request_intake  # noqa: F401
 
@@ -182,6 +186,7 @@ def prepare_process(plan: dict) -> Prepared:
             pipeline=parallel["pipeline"],
             experts=plan.get("moe") is not None,
             expert_parallel=parallel.get("expert", 1),
+            hybrid=hybrid,
         )
     standins += adapter.install_network_binding(plan["network"]["bind_host"])
 
@@ -214,12 +219,12 @@ def run(plan: dict, run_dir: RunDir, prepared: Prepared | None) -> None:
     adapter, standins = prepared.adapter, list(prepared.standins)  # threads: set by the preamble, kept by fork
 
     from logitsmatch.rank.checkpoint import load_model_weights
-    from logitsmatch.rank.model_builder import build_gpt_model
+    from logitsmatch.rank.models import build_model
     from logitsmatch.rank.request_intake import gather_served_by
 
     parallel = plan["parallel"]
     adapter.init_distributed(plan)
-    model = build_gpt_model(
+    model = build_model(
         plan["architecture"],
         parallel,
         plan["dtype"],
@@ -241,6 +246,9 @@ def run(plan: dict, run_dir: RunDir, prepared: Prepared | None) -> None:
     tokenizer = adapter.build_tokenizer(plan["tokenizer"])
     if not plan["schedule"]["engine"]:
         forward_only(model, tokenizer, plan, run_dir, recorder, rank, standins, weights, adapter, capture)
+        return
+    if plan["inference"].get("static_engine"):
+        static_only(model, tokenizer, plan, run_dir, recorder, rank, standins, weights, adapter, capture)
         return
     recorder.enter("coordinator")
     engine = adapter.build_engine(model, tokenizer, plan)
@@ -282,9 +290,29 @@ def rank_inputs(rank: int, weights: dict, adapter, model) -> dict:
 def forward_only(model, tokenizer, plan: dict, run_dir: RunDir, recorder: PhaseRecorder, rank: int, standins: list[str],
                  weights: dict, adapter, capture) -> None:
     """The ``forward`` schedule (rank.training_forward): no engine, no coordinator; the same files as an engine run."""
-    import torch
-
     from logitsmatch.rank.training_forward import run_forward
+
+    without_coordinator(lambda: run_forward(model, tokenizer, plan, rank), model, plan, run_dir, recorder, rank,
+                        standins, weights, adapter, capture)
+
+
+def static_only(model, tokenizer, plan: dict, run_dir: RunDir, recorder: PhaseRecorder, rank: int, standins: list[str],
+                weights: dict, adapter, capture) -> None:
+    """The static engine (rank.static_engine): one batch, no coordinator; the same files as a dynamic-engine run."""
+    from logitsmatch.rank.static_engine import build_static_engine, install_static_standins, run_static
+
+    recorder.enter("coordinator")  # the engine's set-up, where a dynamic run starts its coordinator
+    engine = build_static_engine(adapter, model, tokenizer, plan)
+    standins = standins + install_static_standins(plan["platform"]["stand_ins"])
+    without_coordinator(lambda: run_static(engine, plan, rank), model, plan, run_dir, recorder, rank, standins,
+                        weights, adapter, capture)
+
+
+def without_coordinator(compute, model, plan: dict, run_dir: RunDir, recorder: PhaseRecorder, rank: int,
+                        standins: list[str], weights: dict, adapter, capture) -> None:
+    """Every rank runs ``compute()`` (rank 0's answer is the result) with no coordinator, writing what a
+    coordinator run writes."""
+    import torch
 
     if rank == 0:
         run_dir.write_stand_ins(standins)
@@ -292,7 +320,7 @@ def forward_only(model, tokenizer, plan: dict, run_dir: RunDir, recorder: PhaseR
     run_dir.write_inputs(rank, rank_inputs(rank, weights, adapter, model))
     recorder.enter("decode")
     with torch.inference_mode():
-        results = run_forward(model, tokenizer, plan, rank)
+        results = compute()
     if capture is not None:
         capture.close()
     torch.distributed.barrier()

@@ -174,6 +174,10 @@ def build_plan(
     max_requests = args.get("--inference-dynamic-batching-max-requests")
     max_requests = None if max_requests is None else int(max_requests)
     schedule = schedules.plan_entry(platform.schedule, suite.prompts)
+    static = switched_on(args.get(STATIC_ENGINE))
+    if static and platform.schedule not in ("together", "forward"):
+        raise Unsupported(f"suite {suite.name} not run: schedule {platform.schedule}: the static engine "
+                          f"({STATIC_ENGINE}) takes the prompts as one batch (schedule together)")
     chunk = schedule["chunked_prefill_tokens"]
     if chunk is not None:  # megatron-core splits prefill at the context's max_tokens, which must hold max_requests
         max_requests = min(max_requests or chunk, chunk)
@@ -218,9 +222,13 @@ def build_plan(
             # --inference-dynamic-batching-max-requests: the context's cap on concurrent requests
             "context_max_requests": max_requests,
             "enable_chunked_prefill": chunk is not None,
+            "prefix_caching": prefix_caching(args),
+            "mamba_states_dtype": mamba_states_dtype(args, decision.dtype),
+            "static_engine": static,  # megatron-core's legacy static engine, one batch, no coordinator
             "use_flashinfer_fused_rope": decision.use_flashinfer_fused_rope,
             "enable_cuda_graph": False,  # not wired yet: reported as not applied (platforms.NOT_WIRED)
-            "hold_requests": None if schedule["one_at_a_time"] else hold_requests(layout, len(schedule["submit"])),
+            "hold_requests": None if schedule["one_at_a_time"] or static
+            else hold_requests(layout, len(schedule["submit"])),
         },
         "network": {"bind_host": bind_host, "coordinator_port": None},
     }
@@ -242,6 +250,34 @@ def hold_requests(layout: Layout, prompts: int) -> int | None:
     prompts than engines (an invariance layout, say) is, and its provenance says so.
     """
     return prompts if layout.data == 1 else None
+
+
+STATIC_ENGINE = "--use-legacy-static-engine"
+MAMBA_STATES_FLAGS = {"conv": "--mamba-inference-conv-states-dtype", "ssm": "--mamba-inference-ssm-states-dtype"}
+MAMBA_STATES_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # Megatron-LM's choices
+
+
+def mamba_states_dtype(args: dict, run_dtype: str) -> dict[str, str]:
+    """The Mamba conv and SSM inference states' dtypes (a hybrid's; Megatron-LM's default: the run's dtype)."""
+    states = {}
+    for state, flag in MAMBA_STATES_FLAGS.items():
+        value = str(args.get(flag, "")) or None
+        if value is not None and value not in MAMBA_STATES_DTYPES:
+            raise BadInput(f"{flag} {value!r} is not one of {', '.join(MAMBA_STATES_DTYPES)}")
+        states[state] = MAMBA_STATES_DTYPES[value] if value else run_dtype
+    return states
+PREFIX_CACHING = "--inference-dynamic-batching-prefix-caching"
+EVICTION_POLICIES = ("ref_zero", "lru")  # Megatron-LM's choices; ref_zero its default
+
+
+def prefix_caching(args: dict) -> dict | None:
+    """KV-block sharing between requests with the same prompt prefix (None: off, as by default)."""
+    if not switched_on(args.get(PREFIX_CACHING)):
+        return None
+    policy = str(args.get(f"{PREFIX_CACHING}-eviction-policy", EVICTION_POLICIES[0]))
+    if policy not in EVICTION_POLICIES:
+        raise BadInput(f"{PREFIX_CACHING}-eviction-policy {policy!r} is not one of {', '.join(EVICTION_POLICIES)}")
+    return {"eviction_policy": policy}
 
 
 def moe_plan(args: dict, arch: dict, decision) -> dict | None:

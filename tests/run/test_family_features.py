@@ -1,0 +1,79 @@
+"""Engine features the family's cases ask for through MODEL_ARGS, as the plan carries them and as a release that
+lacks one refuses it (exit 4, named). No engine runs here; the suites run them (nox -s logitsmatch -- family)."""
+
+from __future__ import annotations
+
+import pytest
+
+from logitsmatch.errors import BadInput
+from logitsmatch.flows.run_suite import feature_refusal
+from logitsmatch.run.plan import PREFIX_CACHING, build_plan, prefix_caching, synthetic_checkpoint, tokenizer_spec
+from logitsmatch.run.platforms import get_platform
+from logitsmatch.suites import load_suite
+from support import TINY_SUITE
+
+PREFIX_TINY = "gpt_dynamic_inference_tp1_pp1_tiny_prefix_caching"
+
+
+def plan_of(project, name: str) -> dict:
+    suite = load_suite(project, name)
+    tokenizer = tokenizer_spec(suite, project, False, None)
+    plan, _ = build_plan(suite, get_platform("cpu"), synthetic_checkpoint(suite, project, tokenizer), project,
+                         tokenizer, "127.0.0.1")
+    return plan
+
+
+def test_prefix_caching_is_planned_only_where_the_suite_asks(project):
+    assert plan_of(project, PREFIX_TINY)["inference"]["prefix_caching"] == {"eviction_policy": "ref_zero"}
+    assert plan_of(project, TINY_SUITE)["inference"]["prefix_caching"] is None
+
+
+@pytest.mark.parametrize("args, expected", [
+    ({PREFIX_CACHING: True}, {"eviction_policy": "ref_zero"}),
+    ({PREFIX_CACHING: "true", f"{PREFIX_CACHING}-eviction-policy": "lru"}, {"eviction_policy": "lru"}),
+    ({PREFIX_CACHING: False, f"{PREFIX_CACHING}-eviction-policy": "lru"}, None),
+    ({}, None),
+])
+def test_prefix_caching_reads_megatrons_flags(args, expected):
+    assert prefix_caching(args) == expected
+
+
+def test_an_unknown_eviction_policy_is_bad_input():
+    with pytest.raises(BadInput, match="eviction-policy 'fifo' is not one of ref_zero, lru"):
+        prefix_caching({PREFIX_CACHING: True, f"{PREFIX_CACHING}-eviction-policy": "fifo"})
+
+
+class Release:
+    def __init__(self, prefix_caching: bool):
+        self.prefix_caching = prefix_caching
+
+    def supports_prefix_caching(self) -> bool:
+        return self.prefix_caching
+
+
+def test_a_release_without_prefix_caching_refuses_a_suite_that_asks_for_it(project):
+    asks, plain = load_suite(project, PREFIX_TINY), load_suite(project, TINY_SUITE)
+    assert feature_refusal(Release(False), asks, (0, 16, 1)) == (
+        f"{PREFIX_CACHING}: prefix caching is not supported by megatron-core 0.16.1")
+    assert feature_refusal(Release(True), asks, (0, 19, 2)) is None
+    assert feature_refusal(Release(False), plain, (0, 16, 1)) is None
+
+
+STATIC_TINY = "gpt_static_inference_tp1_pp1_tiny_logitsmatch"
+
+
+def test_the_static_engine_is_planned_only_where_the_suite_asks(project):
+    static = plan_of(project, STATIC_TINY)["inference"]
+    assert static["static_engine"] is True and static["hold_requests"] is None  # one batch, nothing held
+    assert plan_of(project, TINY_SUITE)["inference"]["static_engine"] is False
+
+
+@pytest.mark.parametrize("schedule", ["alone", "reversed", "mixed", "chunked"])
+def test_the_static_engine_takes_its_prompts_together_only(project, schedule):
+    from logitsmatch.errors import Unsupported
+
+    suite = load_suite(project, STATIC_TINY)
+    tokenizer = tokenizer_spec(suite, project, False, None)
+    with pytest.raises(Unsupported, match=f"schedule {schedule}: the static engine .* one batch"):
+        build_plan(suite, get_platform("cpu", schedule=schedule), synthetic_checkpoint(suite, project, tokenizer),
+                   project, tokenizer, "127.0.0.1")
