@@ -55,12 +55,19 @@ def goldens_by_toolchain(project: Path, toolchains: list[str]) -> dict[str, dict
     return found
 
 
+# Up to this many suites a row names them; beyond it, a count (the file names under golden_values/ list them).
+_NAMED_AT_MOST = 6
+
+
 def _suites_text(suites: list[str], every: list[str]) -> str:
     tiny = [name for name in every if "_tiny_" in name]
     if sorted(suites) == sorted(every):
         return f"every suite ({len(every)})"
     if sorted(suites) == sorted(tiny):
         return f"every tiny sibling ({len(tiny)})"
+    if len(suites) > _NAMED_AT_MOST:
+        siblings = sum("_tiny_" in name for name in suites)
+        return f"{len(suites)} of {len(every)} suites ({siblings} of them tiny siblings)"
     return ", ".join(short_suite(name) for name in every if name in suites)
 
 
@@ -75,7 +82,8 @@ def toolchains_block(project: Path) -> str:
     lines = [f"{len(toolchains)} toolchains in `pyproject.toml`: {len(toolchains) - len(gpu)} run on the CPU, "
              f"{len(gpu)} only where a GPU is (`requires-gpu`); the default is `{default}`. "
              f"Goldens: per platform, which of the {len(every)} suites have one (named without "
-             f"`{SUITE_PREFIX}` and `{SUITE_SUFFIX}`).", "",
+             f"`{SUITE_PREFIX}` and `{SUITE_SUFFIX}`; beyond {_NAMED_AT_MOST}, counted: "
+             f"`ls golden_values/*/golden_values_cpu_<toolchain>.json` names them).", "",
              "| toolchain | runs on | tags | goldens |", "|---|---|---|---|"]
     for name, toolchain in toolchains.items():
         by_suites: dict[str, list[str]] = {}
