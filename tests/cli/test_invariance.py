@@ -7,7 +7,6 @@ the real layouts run in tests/inference/test_family.py and docs/invariance/.
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
@@ -18,35 +17,9 @@ from logitsmatch.cli import main as cli_main
 from logitsmatch.judge.compare import compare
 from logitsmatch.judge.golden_io import load_golden
 from logitsmatch.judge.policy import INVARIANCE_ABS_TOL, Policy
-from logitsmatch.layouts import parse
-from logitsmatch.run.plan import expected_weights
-from logitsmatch.run.platforms import get_platform
 from logitsmatch.suites import load_suite
-from logitsmatch.toolchains import load_toolchains
 from support import DEFAULT_TOOLCHAIN, TINY_SUITE, golden_file
-
-
-def publish(project, root, suite, layout: str, document: dict, toolchain=DEFAULT_TOOLCHAIN):
-    """A result of `suite` at `layout`, with the provenance a fresh run of the toolchain has."""
-    chain = load_toolchains(project / "pyproject.toml")[toolchain]
-    label = get_platform("cpu", layout=parse(layout)).label(suite.model_args, suite.world_size)
-    folder = root / suite.name / label / toolchain
-    folder.mkdir(parents=True)
-    (folder / "result.json").write_text(json.dumps(document))
-    (folder / "result.provenance.json").write_text(json.dumps({
-        "toolchain": toolchain, "python": chain.python + ".0", "suite_config_sha256": suite.config_digest(),
-        "packages": {"torch": chain.torch, "megatron-core": chain.megatron_core},
-        "weights": expected_weights(suite, project), "timings_s": {"launch_wall": 12.5},
-        "memory": {"peak_rss_mib_per_rank": [400.0] * parse(layout).world_size},
-        "network": {"served_by_dp_rank": {"0": 0}}, "hardware": {"cpu": "test CPU"},
-    }))
-    return folder / "result.json"
-
-
-def shifted(document: dict, delta: float, index: int = 3) -> dict:
-    out = copy.deepcopy(document)
-    out["1"]["logprobs"][index] += delta
-    return out
+from support.published_results import publish, shifted
 
 
 @pytest.fixture

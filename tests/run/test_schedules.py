@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-from test_invariance import publish, shifted
 
 from logitsmatch import schedules
 from logitsmatch.cli import main as cli_main
@@ -20,6 +19,7 @@ from logitsmatch.run.plan import build_plan, synthetic_checkpoint, tokenizer_spe
 from logitsmatch.run.platforms import get_platform
 from logitsmatch.suites import load_suite
 from support import DEFAULT_TOOLCHAIN, TINY_SUITE, golden_file
+from support.published_results import publish, shifted
 
 
 def invariance_cli(*args: str) -> int:
