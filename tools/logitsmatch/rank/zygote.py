@@ -179,4 +179,9 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Every file the zygote writes is written (atomically) and its ranks have exited: tearing down an
+    # interpreter holding torch and megatron-core only costs time (about a second here), so skip it.
+    os._exit(code)
