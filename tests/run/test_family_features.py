@@ -11,16 +11,9 @@ from logitsmatch.run.plan import PREFIX_CACHING, build_plan, prefix_caching, syn
 from logitsmatch.run.platforms import get_platform
 from logitsmatch.suites import load_suite
 from support import TINY_SUITE
+from support.plans import plan_of
 
 PREFIX_TINY = "gpt_dynamic_inference_tp1_pp1_tiny_prefix_caching"
-
-
-def plan_of(project, name: str) -> dict:
-    suite = load_suite(project, name)
-    tokenizer = tokenizer_spec(suite, project, False, None)
-    plan, _ = build_plan(suite, get_platform("cpu"), synthetic_checkpoint(suite, project, tokenizer), project,
-                         tokenizer, "127.0.0.1")
-    return plan
 
 
 def test_prefix_caching_is_planned_only_where_the_suite_asks(project):

@@ -12,21 +12,14 @@ import pytest
 
 from logitsmatch.errors import BadInput
 from logitsmatch.flows.run_suite import mamba_states_refusal
-from logitsmatch.run.plan import build_plan, mamba_states_dtype, synthetic_checkpoint, tokenizer_spec
+from logitsmatch.run.plan import mamba_states_dtype
 from logitsmatch.run.platforms import get_platform
 from logitsmatch.suites import load_suite
 from support import TINY_SUITE
+from support.plans import plan_of
 
 HYBRID_TINY = "hybrid_dynamic_inference_tp1_pp1_dp8_tiny"
 HYBRID_CASE = "hybrid_dynamic_inference_tp1_pp1_dp8_583m"
-
-
-def plan_of(project, name: str) -> dict:
-    suite = load_suite(project, name)
-    tokenizer = tokenizer_spec(suite, project, False, None)
-    plan, _ = build_plan(suite, get_platform("cpu"), synthetic_checkpoint(suite, project, tokenizer), project,
-                         tokenizer, "127.0.0.1")
-    return plan
 
 
 def test_the_case_file_gives_init_method_std_twice_and_loads_with_the_last(project):
