@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from logitsmatch.judge import top_n
+
 CONTEXT_CHARS = 30
 CONTEXT_TOKENS = 8
 
 
 def annotate(result, golden: dict, current: dict, decode: Callable[[list[int]], str] | None) -> None:
     """Decode the text at the divergence of every request whose files carry no generated_text to show it
-    (compare fills in the others)."""
+    (compare fills in the others), and compare the requests' top-n logprobs where both files carry them."""
+    top_n.annotate(result, golden, current, decode)
     if decode is None:
         return
     for rid, request in result.requests.items():

@@ -246,11 +246,31 @@ def _check_request(source: str, rid: str, request: dict) -> None:
     for text_field in ("generated_text", "input_prompt"):
         if text_field in request and not isinstance(request[text_field], str):
             raise BadInput(f"{where}: {text_field} is {json_type(request[text_field])}, expected a string")
+    for field in _TOP_N_FIELDS:
+        if request.get(field) is not None:
+            _check_top_n(where, rid, field, request[field])
     for field in _ID_FIELDS:
         if field in request:
             if not isinstance(request[field], list):
                 raise BadInput(f"{where}: {field} is {json_type(request[field])}, expected a list")
             _check_ids(where, rid, (field,), request[field])
+
+
+# megatron-core's top-n logprobs, as Megatron's driver writes them: per position {token text: logprob}, or null
+_TOP_N_FIELDS = ("top_n_logprobs", "prompt_top_n_logprobs")
+
+
+def _check_top_n(where: str, rid: str, field: str, positions: Any) -> None:
+    if not isinstance(positions, list):
+        raise BadInput(f"{where}: {field} is {json_type(positions)}, expected a list of objects")
+    for index, entry in enumerate(positions):
+        if not isinstance(entry, dict):
+            raise BadInput(f"{where}: {field}[{index}] is {json_type(entry)}, expected an object "
+                           f"(at {deepdiff_path(rid, field, index)})")
+        for token, value in entry.items():
+            if not _is_number(value):
+                raise BadInput(f"{where}: {field}[{index}][{_quoted(token)}] is {json_type(value)}, expected a "
+                               f"number (at {deepdiff_path(rid, field, index, token)})")
 
 
 _INT = {int}

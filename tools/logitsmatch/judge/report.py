@@ -18,6 +18,7 @@ from logitsmatch.judge.figures import exact, plural, short_number, signed_number
 from logitsmatch.judge.golden_io import atomic_writer, dumps_json
 from logitsmatch.judge.numerics import prompt_change_words
 from logitsmatch.judge.results import Check, ComparisonResult, DriftTable, deepdiff_path
+from logitsmatch.judge.top_n import describe as describe_top_n
 
 DEFAULT_LIMIT = 20
 MOVES_SHOWN = 5  # the largest moves within tolerance a terminal or Markdown report names (the JSON has all)
@@ -138,6 +139,8 @@ def _divergence_lines(result: ComparisonResult, limit: int) -> list[str]:
                      f"current {first['current']}); {plural(len(r.token_changes), 'token')} changed")
         if r.divergence_text:
             lines.append("  " + describe(r.divergence_text))
+        if r.top_n:
+            lines.append("  " + describe_top_n(r.top_n))
     return lines + _more(len(diverged), min(len(diverged), limit))
 
 

@@ -53,6 +53,7 @@ class RequestResult:
     moves: slice
     prompt_change: dict | None = None  # {"golden_tokens", "current_tokens", "text"} when the prompts differ
     divergence_text: dict | None = None  # from generated_text; judge.divergence.annotate decodes tokens else
+    top_n: dict | None = None  # both files' top_n_logprobs compared (judge.top_n), filled in by annotate
 
     def stats(self) -> dict:
         return {
@@ -207,6 +208,7 @@ class ComparisonResult:
             "prompt_change": r.prompt_change,
             "token_changes": [{"path": f"{tokens}[{c['index']}]", **c} for c in r.token_changes],
             "logprob_changes": self.logprob_changes(rid),
+            "top_n": r.top_n,
             "generated_text": text,
             "stats": r.stats(),
         }
