@@ -107,6 +107,8 @@ FLAGS: dict[str, Flag] = {
     "--top_k": _count(minimum=0),
     "--top_p": Flag("applied", value="float", minimum=0.0),
     "--return-log-probs": Flag("applied"),
+    "--top-n-logprobs": _count(minimum=0),
+    "--stop-words": _text(),  # Megatron's nargs='+': the shell words of the value (run.plan.stop_words)
     "--num-tokens-to-generate": _count(),
     "--inference-max-seq-length": _count(),
     "--inference-dynamic-batching-buffer-size-gb": Flag(

@@ -91,7 +91,17 @@ def feature_refusal(adapter, suite, release: tuple[int, int, int]) -> str | None
 
     if prefix_caching(suite.model_args) and not adapter.supports_prefix_caching():
         return f"{PREFIX_CACHING}: prefix caching is not supported by megatron-core {'.'.join(map(str, release))}"
+    asked = {flag: field for flag, field in SAMPLING_FEATURES.items() if suite.model_args.get(flag)}
+    missing = adapter.lacks_sampling_fields(asked.values()) if asked else []
+    if missing:
+        flags = ", ".join(flag for flag, field in asked.items() if field in missing)
+        return (f"{flags}: megatron-core {'.'.join(map(str, release))}'s SamplingParams has no "
+                f"{', '.join(missing)}")
     return None
+
+
+# MODEL_ARGS flags that megatron-core takes as a SamplingParams field, where a release may lack the field
+SAMPLING_FEATURES = {"--top-n-logprobs": "top_n_logprobs", "--stop-words": "stop_words"}
 
 
 MAMBA_STATES_DTYPE_SINCE = (0, 17)  # MambaInferenceStateConfig's conv / SSM states dtypes
@@ -288,7 +298,8 @@ def resolve(state: SuiteRun, args) -> SuiteRun:
         # Asking the release what it has imports megatron-core (seconds): only for the questions that need it.
         from logitsmatch.run.plan import prefix_caching
 
-        asks_release = platform.schedule == "chunked" or args.batch_invariant or prefix_caching(suite.model_args)
+        asks_release = (platform.schedule == "chunked" or args.batch_invariant or prefix_caching(suite.model_args)
+                        or any(suite.model_args.get(flag) for flag in SAMPLING_FEATURES))
         adapter = for_installed_megatron() if asks_release else None
         run_layout = platform.layout(suite.model_args, suite.world_size)
         refusal = (layouts.unsupported(run_layout, release) or mamba_states_refusal(suite, platform, release)

@@ -123,7 +123,16 @@ class _Adapter:
         from megatron.core.inference.sampling_params import SamplingParams
 
         fields = ("temperature", "top_k", "top_p", "return_log_probs", "num_tokens_to_generate")
-        return SamplingParams(**{name: sampling[name] for name in fields}, **self.termination_kwargs(engine))
+        asked = {name: sampling[name] for name in ("top_n_logprobs", "stop_words") if sampling.get(name)}
+        return SamplingParams(**{name: sampling[name] for name in fields}, **asked, **self.termination_kwargs(engine))
+
+    def lacks_sampling_fields(self, names) -> list[str]:
+        """The SamplingParams fields among ``names`` this release lacks (0.16 to 0.19 have both of ours)."""
+        import dataclasses
+
+        from megatron.core.inference.sampling_params import SamplingParams
+
+        return sorted(set(names) - {field.name for field in dataclasses.fields(SamplingParams)})
 
     def termination_kwargs(self, engine) -> dict:
         """From 0.16 the end-of-document id travels with each request's sampling params."""

@@ -22,7 +22,7 @@ from logitsmatch import hardware
 from logitsmatch.run.runfiles import COORDINATOR_PORT_ENV, PhaseRecorder, RunDir
 
 
-def golden_record(record, return_log_probs: bool) -> dict:
+def golden_record(record, sampling: dict) -> dict:
     """One request in Megatron's golden format, as its inference driver writes it."""
     entry = {
         "input_prompt": record.prompt,
@@ -30,8 +30,12 @@ def golden_record(record, return_log_probs: bool) -> dict:
         "generated_tokens": list(record.generated_tokens),
         "latency": record.latency,
     }
-    if return_log_probs:
+    if sampling["return_log_probs"]:
         entry["logprobs"] = list(record.prompt_log_probs or []) + list(record.generated_log_probs or [])
+    if sampling.get("top_n_logprobs"):
+        # per position {token text: logprob} of the n most likely tokens, keyed as Megatron's driver keys them
+        entry["top_n_logprobs"] = record.generated_top_n_logprobs
+        entry["prompt_top_n_logprobs"] = record.prompt_top_n_logprobs
     routing = getattr(record, "routing_indices", None)  # 0.17+ with --moe-enable-routing-replay
     if routing is not None:
         # [prompt + generated - 1 tokens, MoE layers, top-k] expert ids, as Megatron's driver writes them
@@ -86,7 +90,7 @@ async def drive_client(adapter, engine, coordinator_address: str, plan: dict, sa
     await adapter.shutdown(client)
     answers = {item["request_id"]: record for item, record in zip(plan["schedule"]["submit"], records, strict=True)}
     return {
-        str(request_id): golden_record(answers[request_id], plan["sampling"]["return_log_probs"])
+        str(request_id): golden_record(answers[request_id], plan["sampling"])
         for request_id in sorted(key for key in answers if key is not None)  # a schedule's extra prompts are not kept
     }
 

@@ -178,6 +178,9 @@ def build_plan(
     if static and platform.schedule not in ("together", "forward"):
         raise Unsupported(f"suite {suite.name} not run: schedule {platform.schedule}: the static engine "
                           f"({STATIC_ENGINE}) takes the prompts as one batch (schedule together)")
+    if static and (int(args.get("--top-n-logprobs", 0)) or "--stop-words" in args):
+        raise Unsupported(f"suite {suite.name} not run: --top-n-logprobs and --stop-words are wired into the "
+                          f"dynamic engine only here, not the static engine ({STATIC_ENGINE})")
     chunk = schedule["chunked_prefill_tokens"]
     if chunk is not None:  # megatron-core splits prefill at the context's max_tokens, which must hold max_requests
         max_requests = min(max_requests or chunk, chunk)
@@ -212,6 +215,8 @@ def build_plan(
             "top_p": float(args.get("--top_p", 0.0)),
             "return_log_probs": switched_on(args.get("--return-log-probs", False)),
             "num_tokens_to_generate": int(args.get("--num-tokens-to-generate", 30)),
+            "top_n_logprobs": int(args.get("--top-n-logprobs", 0)),
+            "stop_words": stop_words(args),
         },
         "inference": {
             "max_sequence_length": max_seq,
@@ -253,6 +258,23 @@ def hold_requests(layout: Layout, prompts: int) -> int | None:
 
 
 STATIC_ENGINE = "--use-legacy-static-engine"
+
+
+def stop_words(args: dict) -> list[str] | None:
+    """--stop-words as Megatron's driver receives it: its launcher writes the value into a shell command line
+    and argparse (nargs='+') takes the shell words, so '"the"' is the one word ``the``."""
+    import shlex
+
+    value = args.get("--stop-words")
+    if value is None:
+        return None
+    try:
+        words = shlex.split(str(value))
+    except ValueError as error:
+        raise BadInput(f"MODEL_ARGS --stop-words {value!r:.60}: not shell words ({error})") from None
+    if not words or not all(words):
+        raise BadInput(f"MODEL_ARGS --stop-words {value!r:.60}: names no word, or an empty one")
+    return words
 MAMBA_STATES_FLAGS = {"conv": "--mamba-inference-conv-states-dtype", "ssm": "--mamba-inference-ssm-states-dtype"}
 MAMBA_STATES_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # Megatron-LM's choices
 
