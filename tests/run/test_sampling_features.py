@@ -83,7 +83,7 @@ def stop_endings(tokens: list[int], words: list[str], decode) -> list[tuple[int,
     (compared as text: each of the tiny sibling's stop words is one vocabulary entry, as megatron-core
     tokenizes it alone)."""
     return [(index, word) for index in range(len(tokens)) for word in words
-            if any(decode(tokens[index + 1 - k: index + 1]) == word for k in range(1, index + 2))]
+            if any(decode(tokens[index + 1 - k: index + 1]) == word for k in range(1, min(index + 1, len(word)) + 1))]
 
 
 # Where the tiny sibling's requests meet a stop word (request id -> generated index of the word's token, word);
@@ -122,3 +122,26 @@ def test_the_tiny_siblings_golden_has_requests_ended_by_a_stop_word(project, too
         assert len(tokens) == index + keeps
         assert len(logprobs) == prompt_logprobs + len(tokens) + keeps  # 0.16: one logprob for the finishing step
         assert logprobs[:prompt_logprobs + index] == unstopped[rid]["logprobs"][:prompt_logprobs + index]
+
+
+@pytest.mark.parametrize("toolchain", family_toolchains(PROJECT / "pyproject.toml"))
+def test_the_top_n_goldens_hold_each_positions_top_n_aligned_with_its_token(project, toolchain):
+    """megatron-core's top-n as the result keeps it: one {token text: logprob} per generated position (and per
+    prompt position after the first), n entries or fewer: two ids of one text share a key, which keeps the
+    logprob of the id megatron-core wrote last (U+FFFD for partial UTF-8). Greedy decoding (--top_k 1) picks the
+    most likely token, so the logprob the result keeps for it is at least every entry's, and where no key is
+    shared it is its own text's entry."""
+    decode = load_decoder(VOCAB)
+    for suite in (TOP_N_TINY, "gpt_dynamic_inference_tp1_pp1_583m_top_n_logprobs"):
+        n = int(load_suite(project, suite).model_args["--top-n-logprobs"])
+        golden = json.loads(golden_file(suite, toolchain).read_text())
+        for rid in request_ids(golden):
+            request = golden[rid]
+            tokens, top_n = request["generated_tokens"], request["top_n_logprobs"]
+            prompt = len(request["logprobs"]) - len(tokens)
+            assert len(top_n) == len(tokens) and len(request["prompt_top_n_logprobs"]) == prompt
+            for index, (token, entry) in enumerate(zip(tokens, top_n)):
+                kept, text = request["logprobs"][prompt + index], decode([token])
+                assert 0 < len(entry) <= n and text in entry and kept >= max(entry.values()), (rid, index)
+                if len(entry) == n:
+                    assert entry[text] == kept, (rid, index)
