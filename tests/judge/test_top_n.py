@@ -11,7 +11,7 @@ from logitsmatch.judge.compare import compare
 from logitsmatch.judge.divergence import annotate
 from logitsmatch.judge.golden_io import validate_golden
 from logitsmatch.judge.report import render_terminal
-from logitsmatch.judge.top_n import compare_top_n, shared_support_kl
+from logitsmatch.judge.top_n import compare_top_n, describe, shared_support_kl
 
 TEXTS = {10: " a", 11: " b", 12: " c", 13: " d", 14: " e", 20: " x", 21: " y", 22: " z"}
 
@@ -78,8 +78,10 @@ def test_kl_is_renormalised_over_the_shared_tokens_only():
 def test_without_a_tokenizer_the_membership_is_unknown_not_guessed():
     golden = request([10], [TOP_ABC])
     current = request([11], [TOP_BAC])
-    at = compare_top_n(golden, current, 0, None)["at_divergence"]
+    found = compare_top_n(golden, current, 0, None)
+    at = found["at_divergence"]
     assert at["golden_token_in_current_top_n"] is None and at["current_token_in_golden_top_n"] is None
+    assert "golden token 10 in current's top-n unknown (no tokenizer), current token 11" in describe(found)
 
 
 def test_a_comparison_reports_the_rule_and_the_kl_for_a_diverged_request():

@@ -45,8 +45,10 @@ def shared_support_kl(golden: dict, current: dict) -> tuple[float | None, int]:
 
 
 def _positions(request: dict) -> list | None:
+    """The request's top-n per generated position (golden_io has checked their shape), or None (absent, or null
+    where a run asked for none)."""
     value = request.get(FIELD)
-    return value if isinstance(value, list) and all(isinstance(entry, dict) for entry in value) else None
+    return value if isinstance(value, list) else None
 
 
 def compare_top_n(golden: dict, current: dict, divergence: int | None,
@@ -113,8 +115,12 @@ def describe(top_n: dict | None) -> str:
         def answer(value: bool | None) -> str:
             return "unknown (no tokenizer)" if value is None else ("yes" if value else "no")
 
-        parts.append(f"top-{top_n['n']} at index {at['index']}: golden {at['golden_text']!r} in current's top-n "
-                     f"{answer(at['golden_token_in_current_top_n'])}, current {at['current_text']!r} in golden's "
+        def token(side: str) -> str:
+            text = at[f"{side}_text"]
+            return f"token {at[f'{side}_token']}" if text is None else repr(text)
+
+        parts.append(f"top-{top_n['n']} at index {at['index']}: golden {token('golden')} in current's top-n "
+                     f"{answer(at['golden_token_in_current_top_n'])}, current {token('current')} in golden's "
                      f"top-n {answer(at['current_token_in_golden_top_n'])}")
     kl = top_n["kl"]
     if kl is not None:
