@@ -122,3 +122,24 @@ def test_the_verdict_line_names_lost_requests_even_under_quiet():
     finally:
         log.configure(0)
     assert line.count("\n") == 1 and "2 golden requests lost (0, 2)" in line and "2 structural changes" in line
+
+
+def test_a_side_keeping_a_logprob_past_a_stop_word_is_not_called_a_tokenizer_difference():
+    """The tiny stop-words sibling's goldens: 0.16 keeps the stop word's token and one more logprob, 0.17+ trim
+    both. The prompts' logprobs agree, so the report names the extra logprob, not different tokenizers."""
+    from logitsmatch.judge.compare import compare
+    from logitsmatch.judge.golden_io import load_golden
+    from logitsmatch.judge.report import render_terminal
+    from logitsmatch.policy import Policy
+    from support import PROJECT
+
+    folder = PROJECT / "golden_values" / "gpt_dynamic_inference_tp1_pp1_tiny_stop_words"
+    old = load_golden(folder / "golden_values_cpu_py3.11-torch2.13.0-mcore0.16.1.json")
+    new = load_golden(folder / "golden_values_cpu_py3.12-torch2.14.1-mcore0.19.2.json")
+    result = compare(old, new, Policy())
+    text = render_terminal(result)
+    assert not result.passed
+    ended = [rid for rid, pair in result.requests.items() if pair.prompt_change]
+    assert ended and all(result.requests[rid].prompt_change["extra_logprobs"] == 1 for rid in ended)
+    assert "one side keeps 1 logprob past its prompt and generated tokens" in text
+    assert "different tokenizers" not in text and "prompt differs" not in text

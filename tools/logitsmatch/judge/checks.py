@@ -67,7 +67,8 @@ def request_checks(pair: RequestPair, numerics: Numerics, position: int, policy:
 
 def _check_tokens(pair: RequestPair, numerics: Numerics, position: int, policy: Policy) -> str:
     if pair.prompt_change:
-        what = "the outputs are" if pair.prompt_change.get("same_text") else "the outputs of different prompts are"
+        same_prompt = pair.prompt_change.get("same_text") or pair.prompt_change.get("extra_logprobs")
+        what = "the outputs are" if same_prompt else "the outputs of different prompts are"
         return f"{prompt_change_words(pair.prompt_change)}: {what} not compared"
     if pair.first_divergence is None:
         return ""

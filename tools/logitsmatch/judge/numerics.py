@@ -14,6 +14,7 @@ import numpy as np
 
 from logitsmatch.errors import BadInput
 from logitsmatch.judge.divergence import text_at
+from logitsmatch.judge.figures import plural
 from logitsmatch.judge.policy import Mode, Policy
 from logitsmatch.judge.results import DriftTable, RequestResult
 from logitsmatch.judge.ulps import moved, ulp_distance, ulp_width
@@ -81,14 +82,35 @@ def _prompt_change(golden: dict, current: dict, g_prompt: int | None, c_prompt: 
               "current_tokens": c_prompt + 1 if c_prompt is not None else None,
               "text": f"{sizes[0]} vs {sizes[1]} {unit}"}
     if not texts_differ and isinstance(g_text, str) and isinstance(c_text, str):
-        change["same_text"] = True  # one prompt, two tokenizations: the sides used different tokenizers
+        shared = min(g_prompt, c_prompt) if lengths_differ else 0
+        if shared and _same_values(golden.get("logprobs"), current.get("logprobs"), shared):
+            # The same prompt logprobs: the same tokens, but one side keeps logprobs past its prompt and generated
+            # tokens (megatron-core 0.16 keeps one for the token a stop word ended the request on).
+            change["extra_logprobs"] = abs(g_prompt - c_prompt)
+            change["text"] = f"{sizes[0] - 1} vs {sizes[1] - 1} logprobs before the generated ones"
+        else:
+            change["same_text"] = True  # one prompt, two tokenizations: the sides used different tokenizers
     return change
+
+
+def _same_values(golden: list | None, current: list | None, count: int) -> bool:
+    """The first ``count`` logprobs of both sides agree within Megatron's 1e-3 (what the same tokens give on two
+    toolchains; two tokenizations of one text disagree from the first differing token on)."""
+    try:
+        return bool(np.allclose(np.asarray(golden[:count], dtype=np.float64),
+                                np.asarray(current[:count], dtype=np.float64), rtol=0.0, atol=1e-3))
+    except (TypeError, ValueError):
+        return False
 
 
 def prompt_change_words(change: dict) -> str:
     """How a report names a prompt change: different prompts, or one prompt tokenized two ways."""
     if change.get("same_text"):
         return (f"same prompt text, tokenised to {change['text']}: the two sides used different tokenizers")
+    if change.get("extra_logprobs"):
+        return (f"same prompt and prompt logprobs, but {change['text']}: one side keeps "
+                f"{plural(change['extra_logprobs'], 'logprob')} past its prompt and generated tokens "
+                "(megatron-core 0.16 keeps one for a request a stop word ended)")
     return f"prompt differs ({change['text']})"
 
 

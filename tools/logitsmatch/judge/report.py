@@ -48,7 +48,11 @@ def verdict_line(result: ComparisonResult) -> str:
         shown = ", ".join(lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
         parts.append(f"{plural(len(lost), 'golden request')} lost ({shown})")
     retokenised = sum(bool(r.prompt_change and r.prompt_change.get("same_text")) for r in result.requests.values())
-    prompts = summary["requests_with_prompt_change"] - retokenised
+    split = sum(bool(r.prompt_change and r.prompt_change.get("extra_logprobs")) for r in result.requests.values())
+    prompts = summary["requests_with_prompt_change"] - retokenised - split
+    if split:
+        parts.append(f"one side keeps logprobs past its prompt and generated tokens in {split} of "
+                     f"{plural(summary['requests_compared'], 'request')}")
     if prompts:
         parts.append(f"prompt differs in {prompts} of {plural(summary['requests_compared'], 'request')}")
     if retokenised:
