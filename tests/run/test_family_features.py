@@ -118,3 +118,19 @@ def test_the_cuda_graph_flags_are_reported_not_applied_and_the_rng_trackers_as_n
     for flag in ("--cuda-graph-impl", "--inference-dynamic-batching-num-cuda-graphs"):
         assert flags.not_applied[flag].startswith("CUDA graphs need CUDA: "), flag
     assert {"--te-rng-tracker", "--inference-rng-tracker"} <= set(flags.no_effect)
+
+
+@pytest.mark.parametrize("case", ["gpt_static_inference_tp1_pp1_583m_cudagraphs",
+                                  "gpt_static_inference_cuda_graphs_pad_tp4_pp1_ep4_16B_logitsmatch"])
+def test_the_static_cuda_graph_goldens_number_the_batch_after_the_warmup_request(project, megatron_inference_cases,
+                                                                                  case):
+    """Megatron's static driver sends its warmup request first, so its golden keys the prompt 1; so do ours."""
+    import json
+
+    folder = next(folder for folder in megatron_inference_cases if folder.name == case)
+    megatron = json.loads((folder / "golden_values_dev_dgx_h100.json").read_text())
+    goldens = [path for path in (project / "golden_values" / case).glob("golden_values_cpu_*.json")
+               if not path.name.endswith(".provenance.json")]
+    assert list(megatron) == ["1"] and goldens
+    for path in goldens:
+        assert list(json.loads(path.read_text())) == ["1"], path.name
