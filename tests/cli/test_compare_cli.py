@@ -359,7 +359,8 @@ def test_ulps_are_counted_in_the_runs_dtype(capsys):
 def _zmq_cases(suites: list[str]) -> list[str]:
     """The main job's five ZMQ cases and their siblings: the family cases (top-p sampling's RNG, for one) are
     judged across releases elsewhere (tests/judge/test_megatron_parity.py)."""
-    cases = [name for name in suites if name.startswith("gpt_dynamic_inference_") and name.endswith("_zmq")]
+    cases = [name for name in suites
+             if name.startswith("gpt_dynamic_inference_") and name.endswith("_logitsmatch_zmq")]
     assert len(cases) == 10, cases
     return cases
 

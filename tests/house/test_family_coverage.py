@@ -118,3 +118,43 @@ def test_a_cuda_graph_suite_equals_its_graph_free_twin_on_the_cpu():
             ours, theirs = (json.loads((PROJECT / "golden_values" / suite / name).read_text())
                             for suite in (graphs, twin))
             assert numerics(ours) == numerics(theirs), f"{graphs} moved from {twin} ({name})"
+
+
+# What a dynamic-engine run on a CPU never acts on: no CUDA graph is captured (so no step is padded to a graph's
+# batch), and megatron-core's dynamic engine pads the experts' input only on steps that replay a graph.
+DYNAMIC_GRAPH_FLAGS = {"--cuda-graph-impl", "--inference-dynamic-batching-num-cuda-graphs",
+                       "--moe-pad-experts-for-cuda-graph-inference"}
+DYNAMIC_GRAPH_TWINS = {  # dynamic-engine suite asking for CUDA graphs: its graph-free twin
+    "gpt_dynamic_inference_tp4_etp1_pp1_ep8_16B_logitsmatch_cudagraph_zmq":
+        "gpt_dynamic_inference_tp4_etp1_pp1_ep8_16B_logitsmatch_zmq",
+    "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_cudagraph_zmq":
+        "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq",
+}
+
+
+def flattened(plan: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in plan.items():
+        out.update(flattened(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+@pytest.mark.parametrize("graphs, twin", DYNAMIC_GRAPH_TWINS.items())
+def test_a_dynamic_cuda_graph_suite_runs_its_graph_free_twins_plan_on_the_cpu(graphs, twin):
+    """The rows that say these suites compute what their twins compute: the case files differ only in
+    DYNAMIC_GRAPH_FLAGS, and the ranks get the twin's plan but for the suite's name and the MoE padding flag, which
+    megatron-core's dynamic engine reads only on a step that replays a CUDA graph (none on a CPU)."""
+    import yaml
+
+    from support.plans import plan_of
+
+    config = {name: yaml.safe_load((PROJECT / "suites" / name / "model_config.yaml").read_text())
+              for name in (graphs, twin)}
+    args = {name: config[name].pop("MODEL_ARGS") for name in (graphs, twin)}
+    differing = {flag for flag in args[graphs].keys() | args[twin].keys()
+                 if args[graphs].get(flag) != args[twin].get(flag)}
+    assert differing and differing <= DYNAMIC_GRAPH_FLAGS, f"{graphs} differs from {twin} in {sorted(differing)}"
+    assert config[graphs] == config[twin], f"{graphs} differs from {twin} beyond MODEL_ARGS"
+    plans = {name: flattened(plan_of(PROJECT, name)) for name in (graphs, twin)}
+    moved = {key for key in plans[graphs].keys() | plans[twin].keys() if plans[graphs].get(key) != plans[twin].get(key)}
+    assert moved == {"suite", "moe.pad_experts_for_cuda_graph_inference"}, moved

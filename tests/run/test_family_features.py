@@ -70,3 +70,67 @@ def test_the_static_engine_takes_its_prompts_together_only(project, schedule):
     with pytest.raises(Unsupported, match=f"schedule {schedule}: the static engine .* one batch"):
         build_plan(suite, get_platform("cpu", schedule=schedule), synthetic_checkpoint(suite, project, tokenizer),
                    project, tokenizer, "127.0.0.1")
+
+
+STATIC_GRAPHS_TINY = "gpt_static_inference_tp1_pp1_tiny_cudagraphs"
+STATIC_PAD_TINY = "gpt_static_inference_cuda_graphs_pad_tp4_pp1_ep4_tiny_logitsmatch"
+DYNAMIC_PAD_TINY = "gpt_dynamic_inference_cuda_graphs_pad_tp4_pp1_ep4_tiny_logitsmatch"
+HYBRID_GRAPHS_TINY = "hybrid_static_inference_tp1_pp1_tiny_cudagraphs"
+
+
+def flags_of(project, name: str):
+    suite = load_suite(project, name)
+    tokenizer = tokenizer_spec(suite, project, False, None)
+    return build_plan(suite, get_platform("cpu"), synthetic_checkpoint(suite, project, tokenizer), project,
+                      tokenizer, "127.0.0.1")[1]
+
+
+def test_the_static_driver_warms_up_and_batches_as_the_cuda_graph_case_asks(project):
+    """--cuda-graph-impl local: Megatron's static driver runs one warmup request first; --inference-max-requests
+    is the static batch (Megatron's default 8, here at least every prompt)."""
+    graphs, plain = plan_of(project, STATIC_GRAPHS_TINY)["inference"], plan_of(project, STATIC_TINY)["inference"]
+    assert (graphs["static_warmup"], graphs["max_requests"]) == (True, 1)
+    assert (plain["static_warmup"], plain["max_requests"]) == (False, 8)
+    assert plan_of(project, DYNAMIC_PAD_TINY)["inference"]["static_warmup"] is False  # a static driver's only
+
+
+def test_the_non_legacy_static_engine_caps_its_dynamic_context_at_the_static_batch(project):
+    """StaticInferenceEngine(legacy=False) hands --inference-max-requests to its dynamic context as max_requests;
+    --inference-dynamic-batching-max-requests names the cap itself."""
+    assert plan_of(project, HYBRID_GRAPHS_TINY)["inference"]["context_max_requests"] == 1
+    assert plan_of(project, "hybrid_static_inference_tp1_pp1_tiny_logitsmatch")["inference"][
+        "context_max_requests"] is None
+    assert plan_of(project, DYNAMIC_PAD_TINY)["inference"]["context_max_requests"] == 8
+
+
+@pytest.mark.parametrize("name", [STATIC_PAD_TINY, DYNAMIC_PAD_TINY])
+def test_moe_padding_for_cuda_graphs_is_passed_to_megatron_core(project, name):
+    """megatron-core decides where it pads (the static engine's decode steps, the dynamic engine's graph replays):
+    the flag reaches it, and the report lists it applied."""
+    assert plan_of(project, name)["moe"]["pad_experts_for_cuda_graph_inference"] is True
+    assert plan_of(project, "gpt_static_inference_tp4_pp1_ep4_tiny_logitsmatch")["moe"][
+        "pad_experts_for_cuda_graph_inference"] is False
+    assert "--moe-pad-experts-for-cuda-graph-inference" in flags_of(project, name).applied
+
+
+def test_the_cuda_graph_flags_are_reported_not_applied_and_the_rng_trackers_as_no_effect(project):
+    flags = flags_of(project, DYNAMIC_PAD_TINY)
+    for flag in ("--cuda-graph-impl", "--inference-dynamic-batching-num-cuda-graphs"):
+        assert flags.not_applied[flag].startswith("CUDA graphs need CUDA: "), flag
+    assert {"--te-rng-tracker", "--inference-rng-tracker"} <= set(flags.no_effect)
+
+
+@pytest.mark.parametrize("case", ["gpt_static_inference_tp1_pp1_583m_cudagraphs",
+                                  "gpt_static_inference_cuda_graphs_pad_tp4_pp1_ep4_16B_logitsmatch"])
+def test_the_static_cuda_graph_goldens_number_the_batch_after_the_warmup_request(project, megatron_inference_cases,
+                                                                                  case):
+    """Megatron's static driver sends its warmup request first, so its golden keys the prompt 1; so do ours."""
+    import json
+
+    folder = next(folder for folder in megatron_inference_cases if folder.name == case)
+    megatron = json.loads((folder / "golden_values_dev_dgx_h100.json").read_text())
+    goldens = [path for path in (project / "golden_values" / case).glob("golden_values_cpu_*.json")
+               if not path.name.endswith(".provenance.json")]
+    assert list(megatron) == ["1"] and goldens
+    for path in goldens:
+        assert list(json.loads(path.read_text())) == ["1"], path.name

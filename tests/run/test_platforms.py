@@ -251,7 +251,8 @@ def test_family_plans_on_cpu(project):
     wanted = {"tensor": 4, "data": 2, "expert": 8, "expert_tensor": 1, "layout": "tp4dp2ep8etp1"}
     assert {key: moe["parallel"][key] for key in wanted} == wanted
     assert moe["moe"] == {"token_dispatcher_type": "alltoall", "grouped_gemm": False,
-                          "router_load_balancing_type": "seq_aux_loss", "enable_routing_replay": True}
+                          "router_load_balancing_type": "seq_aux_loss", "enable_routing_replay": True,
+                          "pad_experts_for_cuda_graph_inference": False}
     assert "SequentialMLP" in flags.not_applied["--moe-grouped-gemm"]
     assert "--num-experts" in flags.applied and "--moe-aux-loss-coeff" in flags.no_effect
 

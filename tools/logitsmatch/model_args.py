@@ -101,6 +101,18 @@ FLAGS: dict[str, Flag] = {
     "--inference-fuse-tp-communication": Flag("platform", "fused TP communication needs CUDA symmetric memory"),
     "--use-flashinfer-fused-rope": Flag("platform", "flashinfer needs CUDA"),
     "--enable-cuda-graph": Flag("platform", "CUDA graphs need CUDA"),
+    "--cuda-graph-impl": _text(
+        "platform", "CUDA graphs need CUDA: every step runs eagerly; the static driver's warmup request still runs"
+    ),
+    "--inference-dynamic-batching-num-cuda-graphs": Flag(
+        "platform", "CUDA graphs need CUDA: none is captured, so no step is padded to a graph's batch size",
+        value="int", minimum=-1,
+    ),
+    # which tracker forks the model-parallel CUDA RNG states: only dropout and weight initialisation draw from it
+    "--te-rng-tracker": Flag("no-effect", "RNG tracker for dropout and initialisation (off, and loaded, at inference)"),
+    "--inference-rng-tracker": Flag(
+        "no-effect", "RNG tracker for dropout and initialisation (off, and loaded, at inference)"
+    ),
     # inference and sampling
     "--prompts": Flag("applied"),
     "--temperature": Flag("applied", value="float", minimum=0.0),
@@ -176,6 +188,12 @@ FLAGS: dict[str, Flag] = {
     "--moe-enable-routing-replay": Flag("applied"),
     "--inference-dynamic-batching-max-requests": _count(),
     "--use-legacy-static-engine": Flag("applied"),
+    # the static driver's batch size: the legacy engine's context and scheduler, or the dynamic context's
+    # max_requests that StaticInferenceEngine(legacy=False) builds
+    "--inference-max-requests": _count(),
+    # megatron-core pads each expert's decode input to capacity (num_experts / topk: no token dropped): the
+    # static engine on every decode step, the dynamic engine only on steps that replay a CUDA graph
+    "--moe-pad-experts-for-cuda-graph-inference": Flag("applied"),
     "--flash-decode": Flag(
         "platform", "flash decoding is not wired into the static engine here; megatron-core's own attention runs"
     ),

@@ -354,7 +354,11 @@ def plan(state: SuiteRun, args) -> SuiteRun:
              state.flags)
     logger.info(describe_schedule(state.plan["schedule"]))
     if state.plan["inference"]["static_engine"] and state.plan["schedule"]["engine"]:
-        logger.info("static engine (--use-legacy-static-engine): the prompts as one batch, no coordinator")
+        inference = state.plan["inference"]
+        batches = ("the prompts as one batch" if len(state.plan["prompts"]) <= inference["max_requests"]
+                   else f"the prompts in batches of {inference['max_requests']} (--inference-max-requests)")
+        warmup = " after the driver's warmup request" if inference["static_warmup"] else ""
+        logger.info(f"static engine (--use-legacy-static-engine): {batches}{warmup}, no coordinator")
     if state.batch_invariant.get("why"):
         logger.info(f"--batch-invariant: {state.batch_invariant['why']}")
     if "routing_indices" in suite.metrics and state.plan["moe"] and not layouts.records_routing(release):

@@ -270,6 +270,7 @@ class Mcore016(_Adapter):
 
         from logitsmatch.rank.model_builder import padded_vocab_size
 
+        pad_experts = bool(plan["moe"] and plan["moe"]["pad_experts_for_cuda_graph_inference"])
         config = InferenceWrapperConfig(
             hidden_size=plan["architecture"]["hidden_size"],
             params_dtype=model.config.params_dtype,
@@ -277,6 +278,8 @@ class Mcore016(_Adapter):
             padded_vocab_size=padded_vocab_size(plan["vocab_size"], plan["parallel"]["tensor"]),
             inference_max_requests=plan["inference"]["max_requests"],
             inference_max_seq_length=plan["inference"]["max_sequence_length"],
+            # 0.15/0.16 read MoE decode padding here (0.17+: TransformerConfig, rank.model_builder)
+            moe_pad_experts_for_cuda_graph_inference=pad_experts,
         )
         self.configs["inference_wrapper_config"] = config
         return GPTInferenceWrapper(model, config, context)

@@ -103,8 +103,9 @@ def moe_config_kwargs(config_class, arch: dict, parallel: dict, moe: dict | None
 
     Flag mapping: --num-experts -> ``num_moe_experts``; --moe-router-topk,
     --moe-ffn-hidden-size, --moe-shared-expert-intermediate-size, --moe-router-score-function,
-    --moe-router-load-balancing-type, --moe-token-dispatcher-type, --moe-grouped-gemm and
-    --moe-enable-routing-replay -> the ``moe_*`` fields of the same names;
+    --moe-router-load-balancing-type, --moe-token-dispatcher-type, --moe-grouped-gemm,
+    --moe-enable-routing-replay and --moe-pad-experts-for-cuda-graph-inference -> the ``moe_*`` fields of the
+    same names;
     --expert-model-parallel-size / --expert-tensor-parallel-size -> ``expert_model_parallel_size``
     / ``expert_tensor_parallel_size``. The router's loss coefficients stay at megatron's defaults:
     they act only in training.
@@ -131,6 +132,8 @@ def moe_config_kwargs(config_class, arch: dict, parallel: dict, moe: dict | None
         if "moe_enable_routing_replay" not in fields:
             raise ValueError("this megatron-core release has no moe_enable_routing_replay")
         kwargs["moe_enable_routing_replay"] = True
+    if moe.get("pad_experts_for_cuda_graph_inference") and "moe_pad_experts_for_cuda_graph_inference" in fields:
+        kwargs["moe_pad_experts_for_cuda_graph_inference"] = True  # 0.17+; 0.16 has it in InferenceWrapperConfig
     if not torch.cuda.is_available() and kwargs["expert_model_parallel_size"] > 1 and (
         "inference_moe_token_dispatcher_type" in fields
     ):

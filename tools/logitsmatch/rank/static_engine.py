@@ -2,10 +2,11 @@
 
 Megatron-LM's examples/inference/advanced/gpt_static_inference.py builds a ``StaticInferenceContext`` of
 ``--inference-max-requests`` requests (Megatron's default 8) and ``--inference-max-seq-length`` tokens, wraps the
-model, and calls ``StaticInferenceEngine(..., legacy=True).generate`` with every prompt at once: one static
-batch, no coordinator, no dynamic context. Every rank runs the same batch (tensor-parallel collectives line up);
-rank 0 writes the result in the golden format, keyed by the engine's request ids, logprobs being the prompt's
-then the generated tokens'.
+model, and calls ``StaticInferenceEngine(..., legacy=True).generate`` with every prompt at once: static batches
+of at most that many requests, no coordinator, no dynamic context. With ``--cuda-graph-impl local`` it first
+generates 10 tokens for one "warmup" prompt (to capture its graphs), so the batch's request ids start at 1.
+Every rank runs the same batches (tensor-parallel collectives line up); rank 0 writes the result in the golden
+format, keyed by the engine's request ids, logprobs being the prompt's then the generated tokens'.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import time
 
 SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "return_log_probs", "num_tokens_to_generate")
+WARMUP_PROMPT = "warmup"  # Megatron-LM's static driver's CUDA-graph warmup request
 
 
 def build_static_engine(adapter, model, tokenizer, plan: dict):
@@ -87,6 +89,10 @@ def run_static(engine, plan: dict, rank: int) -> dict | None:
     sampling = plan["sampling"]
     params = SamplingParams(**{name: sampling[name] for name in SAMPLING_FIELDS})
     prompts = [item["prompt"] for item in plan["schedule"]["submit"]]
+    if plan["inference"].get("static_warmup"):
+        # as Megatron's driver does with --cuda-graph-impl local (eager here): its result is not kept, and the
+        # batch's requests are numbered after it
+        engine.generate(prompts=[WARMUP_PROMPT], sampling_params=SamplingParams(num_tokens_to_generate=10))
     started = time.perf_counter()
     records = engine.generate(prompts=prompts, sampling_params=params)
     latency = time.perf_counter() - started

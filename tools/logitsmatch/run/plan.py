@@ -171,10 +171,12 @@ def build_plan(
             "layout": {"suite": suite_layout.name, "run": layout.name},
             "dtype": {"run": decision.dtype, "command_line": platform.dtype_override},
         }
-    max_requests = args.get("--inference-dynamic-batching-max-requests")
-    max_requests = None if max_requests is None else int(max_requests)
     schedule = schedules.plan_entry(platform.schedule, suite.prompts)
     static = switched_on(args.get(STATIC_ENGINE))
+    static_batch = args.get(STATIC_BATCH)
+    # StaticInferenceEngine(legacy=False), the static driver's default, caps its dynamic context at the batch size
+    max_requests = args.get("--inference-dynamic-batching-max-requests", None if static else static_batch)
+    max_requests = None if max_requests is None else int(max_requests)
     if static and platform.schedule not in ("together", "forward"):
         raise Unsupported(f"suite {suite.name} not run: schedule {platform.schedule}: the static engine "
                           f"({STATIC_ENGINE}) takes the prompts as one batch (schedule together)")
@@ -223,13 +225,16 @@ def build_plan(
             "buffer_size_gb": platform.kv_buffer_gb(args),
             "max_tokens": 16384 if chunk is None else chunk,
             "block_size_tokens": BLOCK_SIZE_TOKENS,
-            "max_requests": max(len(suite.prompts), 8),
+            # the static batch: --inference-max-requests (Megatron's default 8, here at least every prompt)
+            "max_requests": max(len(suite.prompts), 8) if static_batch is None else int(static_batch),
             # --inference-dynamic-batching-max-requests: the context's cap on concurrent requests
             "context_max_requests": max_requests,
             "enable_chunked_prefill": chunk is not None,
             "prefix_caching": prefix_caching(args),
             "mamba_states_dtype": mamba_states_dtype(args, decision.dtype),
             "static_engine": static,  # megatron-core's legacy static engine, one batch, no coordinator
+            # Megatron's static driver warms its CUDA graphs up with one request before the batch
+            "static_warmup": static and str(args.get("--cuda-graph-impl", "none")) == "local",
             "use_flashinfer_fused_rope": decision.use_flashinfer_fused_rope,
             "enable_cuda_graph": False,  # not wired yet: reported as not applied (platforms.NOT_WIRED)
             "hold_requests": None if schedule["one_at_a_time"] or static
@@ -258,6 +263,7 @@ def hold_requests(layout: Layout, prompts: int) -> int | None:
 
 
 STATIC_ENGINE = "--use-legacy-static-engine"
+STATIC_BATCH = "--inference-max-requests"
 
 
 def stop_words(args: dict) -> list[str] | None:
@@ -275,6 +281,8 @@ def stop_words(args: dict) -> list[str] | None:
     if not words or not all(words):
         raise BadInput(f"MODEL_ARGS --stop-words {value!r:.60}: names no word, or an empty one")
     return words
+
+
 MAMBA_STATES_FLAGS = {"conv": "--mamba-inference-conv-states-dtype", "ssm": "--mamba-inference-ssm-states-dtype"}
 MAMBA_STATES_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # Megatron-LM's choices
 
@@ -311,6 +319,7 @@ def moe_plan(args: dict, arch: dict, decision) -> dict | None:
         "grouped_gemm": decision.moe_grouped_gemm,
         "router_load_balancing_type": str(args.get("--moe-router-load-balancing-type", "aux_loss")),
         "enable_routing_replay": switched_on(args.get("--moe-enable-routing-replay", False)),
+        "pad_experts_for_cuda_graph_inference": switched_on(args.get("--moe-pad-experts-for-cuda-graph-inference")),
     }
 
 

@@ -63,6 +63,9 @@ FLAG_NEEDS_PACKAGE = {
 # Flags no profile applies yet, with the reason.
 NOT_WIRED = {
     "--enable-cuda-graph": "logitsmatch does not capture CUDA graphs yet (the engine runs eagerly)",
+    "--cuda-graph-impl": "logitsmatch does not capture CUDA graphs yet (the engine runs eagerly)",
+    "--inference-dynamic-batching-num-cuda-graphs": "logitsmatch does not capture CUDA graphs yet (no step is padded "
+                                                    "to a graph's batch size)",
 }
 # TE specs: megatron-core's names, in the order of preference the flag asks for.
 TE_SPECS = ("transformer_engine", "inference_optimized")
@@ -73,7 +76,8 @@ def _requested(model_args: dict, flag: str) -> bool:
 
 
 # Flags that carry a value (rather than true/false): asked for whenever set.
-VALUED_FLAGS = ("--attention-backend", "--transformer-impl")
+VALUED_FLAGS = ("--attention-backend", "--transformer-impl", "--cuda-graph-impl",
+                "--inference-dynamic-batching-num-cuda-graphs")
 
 
 def _asks(model_args: dict, flag: str) -> bool:
@@ -337,6 +341,8 @@ _GPU_FLAGS = frozenset(
         "--inference-fuse-tp-communication",
         "--use-flashinfer-fused-rope",
         "--enable-cuda-graph",
+        "--cuda-graph-impl",
+        "--inference-dynamic-batching-num-cuda-graphs",
         "--inference-dynamic-batching-buffer-size-gb",
         "--moe-grouped-gemm",
     }
