@@ -87,10 +87,12 @@ def prepare_weights(choice, timeout: float) -> Weights:
 
 def feature_refusal(adapter, suite, release: tuple[int, int, int]) -> str | None:
     """Why this release cannot run a feature the suite's MODEL_ARGS ask for (None: it can)."""
-    from logitsmatch.run.plan import PREFIX_CACHING, prefix_caching
+    from logitsmatch.run.plan import CHUNKED_PREFILL, PREFIX_CACHING, chunked_prefill, prefix_caching
 
     if prefix_caching(suite.model_args) and not adapter.supports_prefix_caching():
         return f"{PREFIX_CACHING}: prefix caching is not supported by megatron-core {'.'.join(map(str, release))}"
+    if chunked_prefill(suite.model_args) and not adapter.supports_chunked_prefill():
+        return f"{CHUNKED_PREFILL}: chunked prefill is not supported by megatron-core {'.'.join(map(str, release))}"
     return None
 
 
@@ -286,9 +288,10 @@ def resolve(state: SuiteRun, args) -> SuiteRun:
     with warnings.catch_warnings():  # megatron's import-time notices (no Apex, no TE) belong to the ranks' logs
         warnings.simplefilter("ignore")
         # Asking the release what it has imports megatron-core (seconds): only for the questions that need it.
-        from logitsmatch.run.plan import prefix_caching
+        from logitsmatch.run.plan import chunked_prefill, prefix_caching
 
-        asks_release = platform.schedule == "chunked" or args.batch_invariant or prefix_caching(suite.model_args)
+        asks_release = (platform.schedule == "chunked" or args.batch_invariant or prefix_caching(suite.model_args)
+                        or chunked_prefill(suite.model_args))
         adapter = for_installed_megatron() if asks_release else None
         run_layout = platform.layout(suite.model_args, suite.world_size)
         refusal = (layouts.unsupported(run_layout, release) or mamba_states_refusal(suite, platform, release)
