@@ -345,6 +345,10 @@ def plan(state: SuiteRun, args) -> SuiteRun:
     announce(suite, state.label, state.toolchain, bool(args.candidate), platform, state.plan, state.weights,
              state.flags)
     logger.info(describe_schedule(state.plan["schedule"]))
+    inference = state.plan["inference"]
+    if inference["enable_chunked_prefill"] and not state.plan["schedule"]["chunked_prefill_tokens"]:
+        logger.info(f"chunked prefill (the suite's --enable-chunked-prefill): at most {inference['max_tokens']} "
+                    f"tokens per step")
     if state.plan["inference"]["static_engine"] and state.plan["schedule"]["engine"]:
         logger.info("static engine (--use-legacy-static-engine): the prompts as one batch, no coordinator")
     if state.batch_invariant.get("why"):
