@@ -29,6 +29,8 @@ UNCHUNKED = {
     f"{TP1}tiny_chunked_prefill": "gpt_dynamic_inference_tp8_pp1_tiny_logitsmatch",
     f"{TP1}583m_prefix_caching_chunked_prefill": f"{TP1}583m_prefix_caching",
     f"{TP1}tiny_prefix_caching_chunked_prefill": f"{TP1}tiny_prefix_caching",
+    "gpt_dynamic_inference_tp2_pp2_583m_chunked_prefill": "gpt_dynamic_inference_tp2_pp2_583m_cuda_graphs",  # eager
+    "gpt_dynamic_inference_tp2_pp2_tiny_chunked_prefill": "gpt_dynamic_inference_tp2_pp2_tiny_cuda_graphs",
 }
 
 
