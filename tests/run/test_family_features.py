@@ -7,7 +7,17 @@ import pytest
 
 from logitsmatch.errors import BadInput
 from logitsmatch.flows.run_suite import feature_refusal
-from logitsmatch.run.plan import PREFIX_CACHING, build_plan, prefix_caching, synthetic_checkpoint, tokenizer_spec
+from logitsmatch.run.plan import (
+    CHUNKED_PREFILL,
+    DEFAULT_MAX_TOKENS,
+    MAX_TOKENS,
+    PREFIX_CACHING,
+    build_plan,
+    chunked_prefill,
+    prefix_caching,
+    synthetic_checkpoint,
+    tokenizer_spec,
+)
 from logitsmatch.run.platforms import get_platform
 from logitsmatch.suites import load_suite
 from support import TINY_SUITE
@@ -37,11 +47,15 @@ def test_an_unknown_eviction_policy_is_bad_input():
 
 
 class Release:
-    def __init__(self, prefix_caching: bool):
+    def __init__(self, prefix_caching: bool, chunked_prefill: bool = True):
         self.prefix_caching = prefix_caching
+        self.chunked_prefill = chunked_prefill
 
     def supports_prefix_caching(self) -> bool:
         return self.prefix_caching
+
+    def supports_chunked_prefill(self) -> bool:
+        return self.chunked_prefill
 
 
 def test_a_release_without_prefix_caching_refuses_a_suite_that_asks_for_it(project):
@@ -134,3 +148,35 @@ def test_the_static_cuda_graph_goldens_number_the_batch_after_the_warmup_request
     assert list(megatron) == ["1"] and goldens
     for path in goldens:
         assert list(json.loads(path.read_text())) == ["1"], path.name
+CHUNKED_TINY = "gpt_dynamic_inference_tp1_pp1_tiny_chunked_prefill"
+
+
+def test_chunked_prefill_is_planned_at_the_suites_max_tokens_only_where_it_asks(project):
+    """The case's --enable-chunked-prefill and --inference-dynamic-batching-max-tokens 64 become the context's
+    max_tokens and chunked prefill on, as Megatron-LM's gpt_dynamic_inference.py passes them; the schedule is still
+    the suite's own (together)."""
+    chunked = plan_of(project, CHUNKED_TINY)
+    assert chunked["inference"]["enable_chunked_prefill"] is True
+    assert chunked["inference"]["max_tokens"] == 64 == chunked["inference"]["context_max_requests"]
+    assert chunked["schedule"]["name"] == "together" and chunked["schedule"]["chunked_prefill_tokens"] is None
+    plain = plan_of(project, TINY_SUITE)["inference"]
+    assert plain["enable_chunked_prefill"] is False and plain["max_tokens"] == DEFAULT_MAX_TOKENS
+
+
+@pytest.mark.parametrize("args, expected", [
+    ({CHUNKED_PREFILL: True, MAX_TOKENS: 64}, 64),
+    ({CHUNKED_PREFILL: "true", MAX_TOKENS: "256"}, 256),
+    ({CHUNKED_PREFILL: True}, DEFAULT_MAX_TOKENS),
+    ({MAX_TOKENS: 64}, None),
+    ({}, None),
+])
+def test_chunked_prefill_reads_megatrons_flags(args, expected):
+    assert chunked_prefill(args) == expected
+
+
+def test_a_release_without_chunked_prefill_refuses_a_suite_that_asks_for_it(project):
+    asks, plain = load_suite(project, CHUNKED_TINY), load_suite(project, TINY_SUITE)
+    assert feature_refusal(Release(True, chunked_prefill=False), asks, (0, 14, 0)) == (
+        f"{CHUNKED_PREFILL}: chunked prefill is not supported by megatron-core 0.14.0")
+    assert feature_refusal(Release(False), asks, (0, 16, 1)) is None
+    assert feature_refusal(Release(True, chunked_prefill=False), plain, (0, 14, 0)) is None

@@ -198,6 +198,8 @@ FLAGS: dict[str, Flag] = {
         "platform", "flash decoding is not wired into the static engine here; megatron-core's own attention runs"
     ),
     "--inference-dynamic-batching-prefix-caching": Flag("applied"),
+    "--enable-chunked-prefill": Flag("applied"),
+    "--inference-dynamic-batching-max-tokens": _count(),
     "--inference-dynamic-batching-prefix-caching-eviction-policy": _text(),
     "--incoming-requests-per-sec": Flag(
         "no-effect", "shapes Megatron's in-process driver; the ZMQ client submits every request at once"

@@ -87,7 +87,7 @@ def prepare_weights(choice, timeout: float) -> Weights:
 
 def feature_refusal(adapter, suite, release: tuple[int, int, int]) -> str | None:
     """Why this release cannot run a feature the suite's MODEL_ARGS ask for (None: it can)."""
-    from logitsmatch.run.plan import PREFIX_CACHING, prefix_caching
+    from logitsmatch.run.plan import CHUNKED_PREFILL, PREFIX_CACHING, chunked_prefill, prefix_caching
 
     if prefix_caching(suite.model_args) and not adapter.supports_prefix_caching():
         return f"{PREFIX_CACHING}: prefix caching is not supported by megatron-core {'.'.join(map(str, release))}"
@@ -97,6 +97,8 @@ def feature_refusal(adapter, suite, release: tuple[int, int, int]) -> str | None
         flags = ", ".join(flag for flag, field in asked.items() if field in missing)
         return (f"{flags}: megatron-core {'.'.join(map(str, release))}'s SamplingParams has no "
                 f"{', '.join(missing)}")
+    if chunked_prefill(suite.model_args) and not adapter.supports_chunked_prefill():
+        return f"{CHUNKED_PREFILL}: chunked prefill is not supported by megatron-core {'.'.join(map(str, release))}"
     return None
 
 
@@ -296,10 +298,11 @@ def resolve(state: SuiteRun, args) -> SuiteRun:
     with warnings.catch_warnings():  # megatron's import-time notices (no Apex, no TE) belong to the ranks' logs
         warnings.simplefilter("ignore")
         # Asking the release what it has imports megatron-core (seconds): only for the questions that need it.
-        from logitsmatch.run.plan import prefix_caching
+        from logitsmatch.run.plan import chunked_prefill, prefix_caching
 
         asks_release = (platform.schedule == "chunked" or args.batch_invariant or prefix_caching(suite.model_args)
-                        or any(suite.model_args.get(flag) for flag in SAMPLING_FEATURES))
+                        or any(suite.model_args.get(flag) for flag in SAMPLING_FEATURES)
+                        or chunked_prefill(suite.model_args))
         adapter = for_installed_megatron() if asks_release else None
         run_layout = platform.layout(suite.model_args, suite.world_size)
         refusal = (layouts.unsupported(run_layout, release) or mamba_states_refusal(suite, platform, release)
@@ -353,6 +356,10 @@ def plan(state: SuiteRun, args) -> SuiteRun:
     announce(suite, state.label, state.toolchain, bool(args.candidate), platform, state.plan, state.weights,
              state.flags)
     logger.info(describe_schedule(state.plan["schedule"]))
+    inference = state.plan["inference"]
+    if inference["enable_chunked_prefill"] and not state.plan["schedule"]["chunked_prefill_tokens"]:
+        logger.info(f"chunked prefill (the suite's --enable-chunked-prefill): at most {inference['max_tokens']} "
+                    f"tokens per step")
     if state.plan["inference"]["static_engine"] and state.plan["schedule"]["engine"]:
         inference = state.plan["inference"]
         batches = ("the prompts as one batch" if len(state.plan["prompts"]) <= inference["max_requests"]

@@ -43,6 +43,17 @@ def golden_record(record, sampling: dict) -> dict:
     return entry
 
 
+def failure(record) -> str | None:
+    """Why megatron-core failed the request (None: it did not). A failed request comes back finished but with no
+    tokens and no logprobs (0.19.2, a prompt over the context's max_sequence_length): written as a result, it would
+    read as a golden of nothing."""
+    if getattr(getattr(record, "status", None), "name", None) != "FAILED":
+        return None
+    errors = [f"{event.type.name} {type(event.payload).__name__}" for event in getattr(record, "events", None) or []
+              if event.type.name.startswith("ERROR")]
+    return ", ".join(errors) or "status FAILED, no error event"
+
+
 def peak_rss_mib(pid: int | None = None) -> float | None:
     """VmHWM of this process (or of a live ``pid``), MiB.
 
@@ -83,6 +94,9 @@ async def drive_client(adapter, engine, coordinator_address: str, plan: dict, sa
         # see those ids (served-by) and Megatron's driver keys its golden with them.
         if int(record.request_id) != index:
             raise RuntimeError(f"request {index} came back with coordinator request id {record.request_id}")
+        why = failure(record)
+        if why:
+            raise RuntimeError(f"megatron-core failed request {index}: {why}")
     process = getattr(engine, "inference_coordinator_process", None)
     recorder.extra["coordinator_peak_rss_mib"] = peak_rss_mib(getattr(process, "pid", None))
     # Before the stop: from here on the coordinator may exit by design (the launcher watches for that).

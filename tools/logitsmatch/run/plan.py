@@ -183,7 +183,7 @@ def build_plan(
     if static and (int(args.get("--top-n-logprobs", 0)) or "--stop-words" in args):
         raise Unsupported(f"suite {suite.name} not run: --top-n-logprobs and --stop-words are wired into the "
                           f"dynamic engine only here, not the static engine ({STATIC_ENGINE})")
-    chunk = schedule["chunked_prefill_tokens"]
+    chunk = schedule["chunked_prefill_tokens"] or chunked_prefill(args)
     if chunk is not None:  # megatron-core splits prefill at the context's max_tokens, which must hold max_requests
         max_requests = min(max_requests or chunk, chunk)
     plan = {
@@ -223,7 +223,7 @@ def build_plan(
         "inference": {
             "max_sequence_length": max_seq,
             "buffer_size_gb": platform.kv_buffer_gb(args),
-            "max_tokens": 16384 if chunk is None else chunk,
+            "max_tokens": chunk or int(args.get(MAX_TOKENS, DEFAULT_MAX_TOKENS)),
             "block_size_tokens": BLOCK_SIZE_TOKENS,
             # the static batch: --inference-max-requests (Megatron's default 8, here at least every prompt)
             "max_requests": max(len(suite.prompts), 8) if static_batch is None else int(static_batch),
@@ -296,6 +296,22 @@ def mamba_states_dtype(args: dict, run_dtype: str) -> dict[str, str]:
             raise BadInput(f"{flag} {value!r} is not one of {', '.join(MAMBA_STATES_DTYPES)}")
         states[state] = MAMBA_STATES_DTYPES[value] if value else run_dtype
     return states
+CHUNKED_PREFILL = "--enable-chunked-prefill"
+MAX_TOKENS = "--inference-dynamic-batching-max-tokens"
+DEFAULT_MAX_TOKENS = 16384  # megatron-core's DynamicInferenceContext default, and Megatron-LM's when the flag is unset
+
+
+def chunked_prefill(args: dict) -> int | None:
+    """Tokens per prefill step where the suite asks for chunked prefill (None: off, as by default).
+
+    Megatron-LM's gpt_dynamic_inference.py passes --inference-dynamic-batching-max-tokens as the context's
+    max_tokens and --enable-chunked-prefill to the engine (0.15, 0.16) or InferenceConfig (0.17+): the engine then
+    prefills a prompt longer than max_tokens in chunks of at most that many tokens per step."""
+    if not switched_on(args.get(CHUNKED_PREFILL)):
+        return None
+    return int(args.get(MAX_TOKENS, DEFAULT_MAX_TOKENS))
+
+
 PREFIX_CACHING = "--inference-dynamic-batching-prefix-caching"
 EVICTION_POLICIES = ("ref_zero", "lru")  # Megatron-LM's choices; ref_zero its default
 
