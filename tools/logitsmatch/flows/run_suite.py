@@ -87,10 +87,28 @@ def prepare_weights(choice, timeout: float) -> Weights:
 
 def feature_refusal(adapter, suite, release: tuple[int, int, int]) -> str | None:
     """Why this release cannot run a feature the suite's MODEL_ARGS ask for (None: it can)."""
-    from logitsmatch.run.plan import PREFIX_CACHING, prefix_caching
+    from logitsmatch.run.plan import (
+        ASYNC_MODE,
+        COORDINATOR_POLICY,
+        PREFIX_CACHING,
+        USE_COORDINATOR,
+        offline_driver,
+        prefix_caching,
+    )
 
-    if prefix_caching(suite.model_args) and not adapter.supports_prefix_caching():
-        return f"{PREFIX_CACHING}: prefix caching is not supported by megatron-core {'.'.join(map(str, release))}"
+    version = ".".join(map(str, release))
+    caching = prefix_caching(suite.model_args)
+    if caching and not adapter.supports_prefix_caching():
+        return f"{PREFIX_CACHING}: prefix caching is not supported by megatron-core {version}"
+    routing = (caching or {}).get("coordinator_policy")
+    if routing and routing not in (policies := adapter.coordinator_policies()):
+        return (f"{COORDINATOR_POLICY} {routing}: megatron-core {version}'s coordinator has no such routing policy "
+                f"(it has {', '.join(policies)})")
+    driver = offline_driver(suite.model_args)
+    if driver and not adapter.has_offline_api():
+        flags = USE_COORDINATOR + (f" {ASYNC_MODE}" if driver["api"] == "MegatronAsyncLLM" else "")
+        return (f"{flags}: Megatron-LM's offline driver runs megatron-core's {driver['api']} "
+                f"(megatron.core.inference.apis), which megatron-core {version} does not have")
     return None
 
 
@@ -286,9 +304,10 @@ def resolve(state: SuiteRun, args) -> SuiteRun:
     with warnings.catch_warnings():  # megatron's import-time notices (no Apex, no TE) belong to the ranks' logs
         warnings.simplefilter("ignore")
         # Asking the release what it has imports megatron-core (seconds): only for the questions that need it.
-        from logitsmatch.run.plan import prefix_caching
+        from logitsmatch.run.plan import offline_driver, prefix_caching
 
-        asks_release = platform.schedule == "chunked" or args.batch_invariant or prefix_caching(suite.model_args)
+        asks_release = (platform.schedule == "chunked" or args.batch_invariant or prefix_caching(suite.model_args)
+                        or offline_driver(suite.model_args))
         adapter = for_installed_megatron() if asks_release else None
         run_layout = platform.layout(suite.model_args, suite.world_size)
         refusal = (layouts.unsupported(run_layout, release) or mamba_states_refusal(suite, platform, release)
