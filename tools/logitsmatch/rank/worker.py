@@ -299,10 +299,10 @@ def offline_only(model, tokenizer, plan: dict, run_dir: RunDir, recorder: PhaseR
     from logitsmatch.rank.request_intake import gather_served_by
 
     network_plan = network_plan_of(plan, run_dir)
-    run_dir.write_inputs(rank, rank_inputs(rank, weights, adapter, model))
     served = run_offline(adapter, model, tokenizer, plan, run_dir, recorder, rank, standins, network_plan,
                          before_submit=lambda: wait_until_every_engine_listens(run_dir, plan["world_size"]),
                          after_generate=lambda engine: record_coordinator_rss(engine, recorder))
+    run_dir.write_inputs(rank, rank_inputs(rank, weights, adapter, model))  # with the InferenceConfig the API ran
     if capture is not None:
         capture.close()
     served_by = gather_served_by(served.intake)  # every rank takes part
