@@ -22,9 +22,10 @@ COORDINATOR_EXIT_S = 30.0  # the coordinator's own exit after SHUTDOWN (it write
 
 @contextlib.contextmanager
 def listening_recorded(network_plan: dict, record: dict):
-    """While the API is built: what it passes to the engine's ``start_listening_to_data_parallel_coordinator``
-    (host and port, none of ours), plus where the coordinator writes its routing schedule, and the address it
-    returns (into ``record``). Only this rank's process is patched, and only for the duration."""
+    """While the API is built, its call of the engine's ``start_listening_to_data_parallel_coordinator`` (with the
+    host and port the API was given) also names the file the coordinator writes its routing schedule to, where the
+    release takes one, and the address it returns goes into ``record``: the API passes neither on. Only this
+    rank's process is patched, and only for the duration."""
     from megatron.core.inference.engines.dynamic_engine import DynamicInferenceEngine
 
     real = DynamicInferenceEngine.start_listening_to_data_parallel_coordinator
