@@ -201,6 +201,10 @@ FLAGS: dict[str, Flag] = {
     "--enable-chunked-prefill": Flag("applied"),
     "--inference-dynamic-batching-max-tokens": _count(),
     "--inference-dynamic-batching-prefix-caching-eviction-policy": _text(),
+    "--inference-dynamic-batching-prefix-caching-coordinator-policy": _text(),
+    # Megatron-LM's offline driver (examples/inference/offline_inference.py: megatron-core's MegatronLLM)
+    "--use-coordinator": Flag("applied"),
+    "--async-mode": Flag("applied"),
     "--incoming-requests-per-sec": Flag(
         "no-effect", "shapes Megatron's in-process driver; the ZMQ client submits every request at once"
     ),

@@ -87,18 +87,37 @@ def prepare_weights(choice, timeout: float) -> Weights:
 
 def feature_refusal(adapter, suite, release: tuple[int, int, int]) -> str | None:
     """Why this release cannot run a feature the suite's MODEL_ARGS ask for (None: it can)."""
-    from logitsmatch.run.plan import CHUNKED_PREFILL, PREFIX_CACHING, chunked_prefill, prefix_caching
+    from logitsmatch.run.plan import (
+        ASYNC_MODE,
+        CHUNKED_PREFILL,
+        COORDINATOR_POLICY,
+        PREFIX_CACHING,
+        USE_COORDINATOR,
+        chunked_prefill,
+        offline_driver,
+        prefix_caching,
+    )
 
-    if prefix_caching(suite.model_args) and not adapter.supports_prefix_caching():
-        return f"{PREFIX_CACHING}: prefix caching is not supported by megatron-core {'.'.join(map(str, release))}"
+    version = ".".join(map(str, release))
+    caching = prefix_caching(suite.model_args)
+    if caching and not adapter.supports_prefix_caching():
+        return f"{PREFIX_CACHING}: prefix caching is not supported by megatron-core {version}"
+    routing = (caching or {}).get("coordinator_policy")
+    if routing and routing not in (policies := adapter.coordinator_policies()):
+        return (f"{COORDINATOR_POLICY} {routing}: megatron-core {version}'s coordinator has no such routing policy "
+                f"(it has {', '.join(policies)})")
+    driver = offline_driver(suite.model_args)
+    if driver and not adapter.has_offline_api():
+        flags = USE_COORDINATOR + (f" {ASYNC_MODE}" if driver["api"] == "MegatronAsyncLLM" else "")
+        return (f"{flags}: Megatron-LM's offline driver runs megatron-core's {driver['api']} "
+                f"(megatron.core.inference.apis), which megatron-core {version} does not have")
     asked = {flag: field for flag, field in SAMPLING_FEATURES.items() if suite.model_args.get(flag)}
     missing = adapter.lacks_sampling_fields(asked.values()) if asked else []
     if missing:
         flags = ", ".join(flag for flag, field in asked.items() if field in missing)
-        return (f"{flags}: megatron-core {'.'.join(map(str, release))}'s SamplingParams has no "
-                f"{', '.join(missing)}")
+        return f"{flags}: megatron-core {version}'s SamplingParams has no {', '.join(missing)}"
     if chunked_prefill(suite.model_args) and not adapter.supports_chunked_prefill():
-        return f"{CHUNKED_PREFILL}: chunked prefill is not supported by megatron-core {'.'.join(map(str, release))}"
+        return f"{CHUNKED_PREFILL}: chunked prefill is not supported by megatron-core {version}"
     return None
 
 
@@ -298,11 +317,11 @@ def resolve(state: SuiteRun, args) -> SuiteRun:
     with warnings.catch_warnings():  # megatron's import-time notices (no Apex, no TE) belong to the ranks' logs
         warnings.simplefilter("ignore")
         # Asking the release what it has imports megatron-core (seconds): only for the questions that need it.
-        from logitsmatch.run.plan import chunked_prefill, prefix_caching
+        from logitsmatch.run.plan import chunked_prefill, offline_driver, prefix_caching
 
         asks_release = (platform.schedule == "chunked" or args.batch_invariant or prefix_caching(suite.model_args)
                         or any(suite.model_args.get(flag) for flag in SAMPLING_FEATURES)
-                        or chunked_prefill(suite.model_args))
+                        or chunked_prefill(suite.model_args) or offline_driver(suite.model_args))
         adapter = for_installed_megatron() if asks_release else None
         run_layout = platform.layout(suite.model_args, suite.world_size)
         refusal = (layouts.unsupported(run_layout, release) or mamba_states_refusal(suite, platform, release)

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from logitsmatch.rank import megatron_release
 from logitsmatch.rank.coordinator_binding import (
     AddressRewritingZmq,
     LoopbackSocketModule,
@@ -195,6 +196,9 @@ class _Adapter:
         except ImportError:
             return False
         return "enable_prefix_caching" in {field.name for field in dataclasses.fields(InferenceConfig)}
+
+    coordinator_policies = staticmethod(megatron_release.coordinator_policies)  # prefix caching's routing (0.17+)
+    has_offline_api = staticmethod(megatron_release.has_offline_api)  # MegatronLLM, MegatronAsyncLLM (0.18+)
 
     def has_batch_invariant_mode(self) -> bool:
         """TransformerConfig has ``batch_invariant_mode`` (megatron-core's batch-invariant kernels)."""
@@ -411,8 +415,13 @@ class Mcore017(_Adapter):
         return [f"engine, communicator and coordinator sockets bound to {bind_host} (hostname=)"]
 
     def build_context(self, model, plan: dict):
-        from megatron.core.inference.config import InferenceConfig
         from megatron.core.inference.contexts.dynamic_context import DynamicInferenceContext
+
+        return DynamicInferenceContext(model.config, self.inference_config(model, plan))
+
+    def inference_config(self, model, plan: dict):
+        """megatron-core's InferenceConfig of the plan (recorded whole in the inputs)."""
+        from megatron.core.inference.config import InferenceConfig
 
         from logitsmatch.rank.models import mamba_inference_state
 
@@ -423,6 +432,10 @@ class Mcore017(_Adapter):
 
             caching = dict(enable_prefix_caching=True, prefix_caching_eviction_policy=PrefixCachingEvictionPolicy(
                 inference["prefix_caching"]["eviction_policy"]))
+            if "coordinator_policy" in inference["prefix_caching"]:  # the DP coordinator's routing
+                from megatron.core.inference.config import PrefixCachingCoordinatorPolicy as Routing
+
+                caching.update(prefix_caching_coordinator_policy=Routing(inference["prefix_caching"]["coordinator_policy"]))
         config = InferenceConfig(**self.record("context", dict(
             block_size_tokens=inference["block_size_tokens"],
             buffer_size_gb=inference["buffer_size_gb"],
@@ -437,7 +450,7 @@ class Mcore017(_Adapter):
             **mamba_inference_state(model, plan),
         )))
         self.configs["inference_config"] = config
-        return DynamicInferenceContext(model.config, config)
+        return config
 
     def build_wrapper(self, model, context, plan: dict):
         from megatron.core.inference.model_inference_wrappers.gpt.gpt_inference_wrapper import (

@@ -77,3 +77,23 @@ def check_supported(version: tuple[int, int, int]) -> None:
             f"megatron-core {'.'.join(map(str, version))} is not supported "
             "(logitsmatch supports 0.15.x, 0.16.x and 0.17 to 0.19)"
         )
+
+
+def coordinator_policies() -> tuple[str, ...]:
+    """The data-parallel coordinator's prefix-caching routing policies (0.17+; 0.19 replaced round_robin
+    by load_balanced)."""
+    try:
+        from megatron.core.inference.config import PrefixCachingCoordinatorPolicy
+    except ImportError:
+        return ()
+    return tuple(policy.value for policy in PrefixCachingCoordinatorPolicy)
+
+
+def has_offline_api() -> bool:
+    """megatron-core's high-level API, MegatronLLM and MegatronAsyncLLM (0.18+), which Megatron-LM's offline
+    driver runs."""
+    try:
+        from megatron.core.inference.apis import MegatronAsyncLLM, MegatronLLM  # noqa: F401
+    except ImportError:
+        return False
+    return True

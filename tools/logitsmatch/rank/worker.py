@@ -89,6 +89,16 @@ async def drive_client(adapter, engine, coordinator_address: str, plan: dict, sa
     await wait_until_every_engine_listens(run, plan["world_size"])
     client = await adapter.start_client(coordinator_address)
     records = await submit(client, adapter, plan["schedule"], sampling_params)
+    results = golden_of(plan, records)
+    record_coordinator_rss(engine, recorder)
+    # Before the stop: from here on the coordinator may exit by design (the launcher watches for that).
+    recorder.enter("shutdown")
+    await adapter.shutdown(client)
+    return results
+
+
+def golden_of(plan: dict, records: list) -> dict:
+    """Rank 0's finished requests (in submission order) as the golden, keyed by the suite's request ids."""
     for index, record in enumerate(records):
         # One client: the coordinator numbers the requests 0..N-1 in submission order; the engines
         # see those ids (served-by) and Megatron's driver keys its golden with them.
@@ -97,16 +107,17 @@ async def drive_client(adapter, engine, coordinator_address: str, plan: dict, sa
         why = failure(record)
         if why:
             raise RuntimeError(f"megatron-core failed request {index}: {why}")
-    process = getattr(engine, "inference_coordinator_process", None)
-    recorder.extra["coordinator_peak_rss_mib"] = peak_rss_mib(getattr(process, "pid", None))
-    # Before the stop: from here on the coordinator may exit by design (the launcher watches for that).
-    recorder.enter("shutdown")
-    await adapter.shutdown(client)
     answers = {item["request_id"]: record for item, record in zip(plan["schedule"]["submit"], records, strict=True)}
     return {
         str(request_id): golden_record(answers[request_id], plan["sampling"])
         for request_id in sorted(key for key in answers if key is not None)  # a schedule's extra prompts are not kept
     }
+
+
+def record_coordinator_rss(engine, recorder: PhaseRecorder) -> None:
+    """Rank 0, before the coordinator is told to exit: its peak memory."""
+    process = getattr(engine, "inference_coordinator_process", None)
+    recorder.extra["coordinator_peak_rss_mib"] = peak_rss_mib(getattr(process, "pid", None))
 
 
 async def submit(client, adapter, schedule: dict, sampling_params) -> list:
@@ -118,11 +129,17 @@ async def submit(client, adapter, schedule: dict, sampling_params) -> list:
     return [adapter.finished_request(result) for result in await asyncio.gather(*futures)]
 
 
-async def serve(adapter, engine, plan: dict, run: RunDir, recorder: PhaseRecorder, rank: int):
-    sampling_params = adapter.sampling_params(plan["sampling"], engine)
+def network_plan_of(plan: dict, run: RunDir) -> dict:
+    """Where the coordinator binds (the launcher's port, where it chose one) and writes its routing schedule."""
     network_plan = dict(plan["network"], coordinator_schedule_path=str(run.coordinator_schedule_file))
     if network_plan.get("coordinator_port") is None and os.environ.get(COORDINATOR_PORT_ENV):
         network_plan["coordinator_port"] = int(os.environ[COORDINATOR_PORT_ENV])
+    return network_plan
+
+
+async def serve(adapter, engine, plan: dict, run: RunDir, recorder: PhaseRecorder, rank: int):
+    sampling_params = adapter.sampling_params(plan["sampling"], engine)
+    network_plan = network_plan_of(plan, run)
     coordinator_address = await adapter.start_listening(engine, sampling_params, network_plan)
     recorder.enter("decode")  # every rank's engine loop now serves requests
     results = None
@@ -269,6 +286,9 @@ def run(plan: dict, run_dir: RunDir, prepared: Prepared | None) -> None:
         static_only(model, tokenizer, plan, run_dir, recorder, rank, standins, weights, adapter, capture)
         return
     recorder.enter("coordinator")
+    if plan["inference"].get("offline_driver"):  # megatron-core's MegatronLLM builds and drives the engine
+        offline_only(model, tokenizer, plan, run_dir, recorder, rank, standins, weights, adapter, capture)
+        return
     engine = adapter.build_engine(model, tokenizer, plan)
     intake = adapter.take_requests(engine, plan["inference"].get("hold_requests"))
     standins += intake.description()
@@ -286,6 +306,28 @@ def run(plan: dict, run_dir: RunDir, prepared: Prepared | None) -> None:
     if rank == 0:
         run_dir.write_served_by(served_by)
         run_dir.write_result(results)
+    recorder.finish(peak_rss_mib=peak_rss_mib())
+    adapter.destroy_distributed()
+
+
+def offline_only(model, tokenizer, plan: dict, run_dir: RunDir, recorder: PhaseRecorder, rank: int,
+                 standins: list[str], weights: dict, adapter, capture) -> None:
+    """Megatron-LM's offline driver (rank.offline_driver): the same files as a run of our own ZMQ client."""
+    from logitsmatch.rank.offline_driver import run_offline
+    from logitsmatch.rank.request_intake import gather_served_by
+
+    network_plan = network_plan_of(plan, run_dir)
+    served = run_offline(adapter, model, tokenizer, plan, run_dir, recorder, rank, standins, network_plan,
+                         before_submit=lambda: wait_until_every_engine_listens(run_dir, plan["world_size"]),
+                         after_generate=lambda engine: record_coordinator_rss(engine, recorder))
+    run_dir.write_inputs(rank, rank_inputs(rank, weights, adapter, model))  # with the InferenceConfig the API ran
+    if capture is not None:
+        capture.close()
+    served_by = gather_served_by(served.intake)  # every rank takes part
+    if rank == 0:
+        run_dir.write_network(network_record(served.engine, served.coordinator, network_plan))
+        run_dir.write_served_by(served_by)
+        run_dir.write_result(golden_of(plan, served.records))
     recorder.finish(peak_rss_mib=peak_rss_mib())
     adapter.destroy_distributed()
 

@@ -235,6 +235,7 @@ def build_plan(
             "static_engine": static,  # megatron-core's legacy static engine, one batch, no coordinator
             # Megatron's static driver warms its CUDA graphs up with one request before the batch
             "static_warmup": static and str(args.get("--cuda-graph-impl", "none")) == "local",
+            "offline_driver": offline_driver(args),  # megatron-core's MegatronLLM / MegatronAsyncLLM
             "use_flashinfer_fused_rope": decision.use_flashinfer_fused_rope,
             "enable_cuda_graph": False,  # not wired yet: reported as not applied (platforms.NOT_WIRED)
             "hold_requests": None if schedule["one_at_a_time"] or static
@@ -314,16 +315,43 @@ def chunked_prefill(args: dict) -> int | None:
 
 PREFIX_CACHING = "--inference-dynamic-batching-prefix-caching"
 EVICTION_POLICIES = ("ref_zero", "lru")  # Megatron-LM's choices; ref_zero its default
+COORDINATOR_POLICY = f"{PREFIX_CACHING}-coordinator-policy"
+COORDINATOR_POLICIES = ("longest_prefix", "first_prefix_block", "load_balanced")  # Megatron-LM's choices
 
 
 def prefix_caching(args: dict) -> dict | None:
-    """KV-block sharing between requests with the same prompt prefix (None: off, as by default)."""
+    """KV-block sharing between requests with the same prompt prefix (None: off, as by default).
+
+    ``coordinator_policy`` (only where the suite names one: each release has its own default) is how the
+    data-parallel coordinator routes a request among the engines, by prefix affinity or by load."""
     if not switched_on(args.get(PREFIX_CACHING)):
         return None
     policy = str(args.get(f"{PREFIX_CACHING}-eviction-policy", EVICTION_POLICIES[0]))
     if policy not in EVICTION_POLICIES:
         raise BadInput(f"{PREFIX_CACHING}-eviction-policy {policy!r} is not one of {', '.join(EVICTION_POLICIES)}")
-    return {"eviction_policy": policy}
+    caching = {"eviction_policy": policy}
+    if COORDINATOR_POLICY in args:
+        routing = str(args[COORDINATOR_POLICY])
+        if routing not in COORDINATOR_POLICIES:
+            raise BadInput(f"{COORDINATOR_POLICY} {routing!r} is not one of {', '.join(COORDINATOR_POLICIES)}")
+        caching["coordinator_policy"] = routing
+    return caching
+
+
+USE_COORDINATOR, ASYNC_MODE = "--use-coordinator", "--async-mode"
+
+
+def offline_driver(args: dict) -> dict | None:
+    """Megatron-LM's offline driver (examples/inference/offline_inference.py), which the suite's
+    --use-coordinator / --async-mode name: megatron-core's MegatronLLM (sync) or MegatronAsyncLLM (async)
+    drives the engines behind its own coordinator and client. None: logitsmatch's own ZMQ driver."""
+    use_coordinator, async_mode = switched_on(args.get(USE_COORDINATOR)), switched_on(args.get(ASYNC_MODE))
+    if not (use_coordinator or async_mode):
+        return None
+    if not use_coordinator:
+        raise BadInput(f"{ASYNC_MODE} without {USE_COORDINATOR}: megatron-core's MegatronAsyncLLM runs only "
+                       "behind the coordinator")
+    return {"api": "MegatronAsyncLLM" if async_mode else "MegatronLLM", "use_coordinator": True}
 
 
 def moe_plan(args: dict, arch: dict, decision) -> dict | None:
