@@ -4,8 +4,8 @@ Each adapter class speaks one span of megatron-core releases; the worker only
 calls adapter methods. ``_Adapter`` holds what every supported release shares;
 a subclass overrides only what its releases changed. Supported: 0.15.x
 (``Mcore015``), 0.16.x (``Mcore016``) and 0.17 to 0.19 (``Mcore017``: 0.17 ->
-0.19 only add InferenceConfig fields). Releases before 0.15 have no DP
-coordinator.
+0.19 only add InferenceConfig fields; main's 0.20 development trees too, for the
+watch). Releases before 0.15 have no DP coordinator.
 Which release this process imports, and whether one of these speaks it, is
 ``rank.megatron_release``'s; ``for_installed_megatron`` picks the adapter.
 """
@@ -405,7 +405,8 @@ class Mcore015(Mcore016):
 
 
 class Mcore017(_Adapter):
-    """megatron-core 0.17 to 0.19: InferenceConfig, hostname= binding, EngineState shutdown."""
+    """megatron-core 0.17 to 0.19 (and main's 0.20 development trees): InferenceConfig, hostname= binding,
+    EngineState shutdown."""
 
     name = "0.17"
 

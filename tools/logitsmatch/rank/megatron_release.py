@@ -70,12 +70,18 @@ def installed_megatron_version() -> tuple[int, int, int]:
     raise BadInput("this venv has no megatron-core: run inside a toolchain venv (nox -s logitsmatch)")
 
 
+DEVELOPMENT_MINOR = (0, 20)
+"""What megatron-core's main branch calls itself since core_r0.19 branched (Megatron-LM d98e8a64dd: 0.20.0, no 0.20
+release yet). ``logitsmatch watch`` follows main commit by commit, so its trees run through the newest adapter; a
+commit whose API moved past it fails its run, and the watch lists it as unrunnable with that error."""
+
+
 def check_supported(version: tuple[int, int, int]) -> None:
     """A release no adapter speaks is one clear line (BadInput), before anything runs."""
-    if not ((0, 15) <= version[:2] <= (0, 19)):
+    if not ((0, 15) <= version[:2] <= (0, 19) or version[:2] == DEVELOPMENT_MINOR):
         raise BadInput(
             f"megatron-core {'.'.join(map(str, version))} is not supported "
-            "(logitsmatch supports 0.15.x, 0.16.x and 0.17 to 0.19)"
+            "(logitsmatch supports 0.15.x, 0.16.x, 0.17 to 0.19, and main's 0.20 development trees)"
         )
 
 
