@@ -123,11 +123,12 @@ class _Adapter:
         from megatron.core.inference.sampling_params import SamplingParams
 
         fields = ("temperature", "top_k", "top_p", "return_log_probs", "num_tokens_to_generate")
-        return SamplingParams(**{name: sampling[name] for name in fields}, **self.termination_kwargs(engine))
+        return SamplingParams(**{name: sampling[name] for name in fields}, **self.termination_kwargs(engine, sampling))
 
-    def termination_kwargs(self, engine) -> dict:
-        """From 0.16 the end-of-document id travels with each request's sampling params."""
-        return {"termination_id": engine.controller.tokenizer.eod}
+    def termination_kwargs(self, engine, sampling: dict) -> dict:
+        """From 0.16 the end-of-document id (or the suite's --termination-id) travels with each request's
+        sampling params."""
+        return {"termination_id": sampling.get("termination_id", engine.controller.tokenizer.eod)}
 
     def report_when_listening(self, engine, report) -> list[str]:
         """Call ``report()`` once this rank's engine has received its first broadcast.
@@ -356,9 +357,10 @@ class Mcore015(Mcore016):
 
     def engine_kwargs(self, controller, plan: dict) -> dict:
         # 0.15 SamplingParams has no termination_id; the engine holds it.
-        return {**super().engine_kwargs(controller, plan), "termination_id": controller.tokenizer.eod}
+        return {**super().engine_kwargs(controller, plan),
+                "termination_id": plan["sampling"].get("termination_id", controller.tokenizer.eod)}
 
-    def termination_kwargs(self, engine) -> dict:
+    def termination_kwargs(self, engine, sampling: dict) -> dict:
         return {}
 
     async def start_listening(self, engine, sampling_params, network: dict) -> str:
@@ -422,6 +424,7 @@ class Mcore017(_Adapter):
             unified_memory_level=0,
             max_requests=inference.get("context_max_requests"),
             **caching,
+            **({"async_sched_mode": inference["async_sched_mode"]} if inference.get("async_sched_mode") else {}),
             **mamba_inference_state(model, plan),
         )))
         self.configs["inference_config"] = config

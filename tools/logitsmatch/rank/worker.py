@@ -85,10 +85,20 @@ async def drive_client(adapter, engine, coordinator_address: str, plan: dict, sa
     recorder.enter("shutdown")
     await adapter.shutdown(client)
     answers = {item["request_id"]: record for item, record in zip(plan["schedule"]["submit"], records, strict=True)}
+    request_ids = sorted(key for key in answers if key is not None)  # a schedule's extra prompts are not kept
     return {
         str(request_id): golden_record(answers[request_id], plan["sampling"]["return_log_probs"])
-        for request_id in sorted(key for key in answers if key is not None)  # a schedule's extra prompts are not kept
+        for request_id in kept_results(request_ids, plan.get("output_every_n_results"))
     }
+
+
+def kept_results(request_ids: list[int], every_n: int | None) -> list[int]:
+    """The requests whose results are written: every one, or with --output-every-n-results every n-th and the last,
+    as Megatron-LM's driver writes its golden."""
+    if every_n is None:
+        return request_ids
+    last = len(request_ids) - 1
+    return [rid for index, rid in enumerate(request_ids) if index % every_n == 0 or index == last]
 
 
 async def submit(client, adapter, schedule: dict, sampling_params) -> list:

@@ -212,17 +212,20 @@ def build_plan(
             "top_p": float(args.get("--top_p", 0.0)),
             "return_log_probs": switched_on(args.get("--return-log-probs", False)),
             "num_tokens_to_generate": int(args.get("--num-tokens-to-generate", 30)),
+            **termination(args),
         },
         "inference": {
             "max_sequence_length": max_seq,
             "buffer_size_gb": platform.kv_buffer_gb(args),
             "max_tokens": 16384 if chunk is None else chunk,
             "block_size_tokens": BLOCK_SIZE_TOKENS,
-            "max_requests": max(len(suite.prompts), 8),
+            # --inference-max-requests: the static batch (Megatron's default 8), smaller ones run consecutively
+            "max_requests": int(args.get("--inference-max-requests", max(len(suite.prompts), 8))),
             # --inference-dynamic-batching-max-requests: the context's cap on concurrent requests
             "context_max_requests": max_requests,
             "enable_chunked_prefill": chunk is not None,
             "prefix_caching": prefix_caching(args),
+            "async_sched_mode": async_sched_mode(args),
             "mamba_states_dtype": mamba_states_dtype(args, decision.dtype),
             "static_engine": static,  # megatron-core's legacy static engine, one batch, no coordinator
             "use_flashinfer_fused_rope": decision.use_flashinfer_fused_rope,
@@ -232,7 +235,17 @@ def build_plan(
         },
         "network": {"bind_host": bind_host, "coordinator_port": None},
     }
+    if "--output-every-n-results" in args:
+        plan["output_every_n_results"] = int(args["--output-every-n-results"])
     return plan, flags
+
+
+def termination(args: dict) -> dict:
+    """--termination-id, where given: the id that ends a request in place of the tokenizer's end-of-document
+    (-1: none does, every request generates --num-tokens-to-generate tokens)."""
+    value = args.get("--termination-id")
+    return {} if value is None else {"termination_id": int(value)}
+
 
 
 def hold_requests(layout: Layout, prompts: int) -> int | None:
@@ -266,6 +279,22 @@ def mamba_states_dtype(args: dict, run_dtype: str) -> dict[str, str]:
             raise BadInput(f"{flag} {value!r} is not one of {', '.join(MAMBA_STATES_DTYPES)}")
         states[state] = MAMBA_STATES_DTYPES[value] if value else run_dtype
     return states
+ASYNC_SCHED = "--inference-dynamic-batching-async-sched-mode"
+ASYNC_SCHED_MODES = ("legacy", "async")  # megatron-core's AsyncScheduleMode; legacy its default
+ASYNC_SCHED_SINCE = (0, 19)  # InferenceConfig.async_sched_mode (not in 0.18.x)
+
+
+def async_sched_mode(args: dict) -> str | None:
+    """The dynamic engine's scheduling order (None: not asked, the release's own; "async": prepare the next step
+    before resolving this one's requests)."""
+    if ASYNC_SCHED not in args:
+        return None
+    mode = str(args[ASYNC_SCHED])
+    if mode not in ASYNC_SCHED_MODES:
+        raise BadInput(f"{ASYNC_SCHED} {mode!r} is not one of {', '.join(ASYNC_SCHED_MODES)}")
+    return mode
+
+
 PREFIX_CACHING = "--inference-dynamic-batching-prefix-caching"
 EVICTION_POLICIES = ("ref_zero", "lru")  # Megatron-LM's choices; ref_zero its default
 
