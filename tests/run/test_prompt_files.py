@@ -47,6 +47,47 @@ def test_a_case_file_of_megatron_lm_is_read_beside_the_suites_model_config():
         assert len(suite.prompts) == 2 and suite.prompts[1].startswith("GNU GENERAL PUBLIC LICENSE")
 
 
+DATA_SET = "${DATA_PATH}/text/sharegpt-vicuna/filtered/processed.jsonl"  # as Megatron-LM's ShareGPT cases name it
+
+
+def data_set_suite(tmp_path, standin: bool = True):
+    """A suite whose --prompt-file is ShareGPT-Vicuna under ${DATA_PATH} (truncated to 128), with the stand-in."""
+    folder = copy_suite(tmp_path, MULTIPROMPT_TINY)
+    edit_args(folder, prompt_file=DATA_SET, prompt_file_num_truncate=128)
+    sidecar = yaml.safe_load((folder / "logitsmatch.yaml").read_text())
+    if standin:
+        sidecar["prompt_file"] = str(STANDIN.relative_to(PROJECT))
+        (tmp_path / STANDIN.relative_to(PROJECT)).parent.mkdir(parents=True)
+        shutil.copy(STANDIN, tmp_path / STANDIN.relative_to(PROJECT))
+    (folder / "logitsmatch.yaml").write_text(yaml.safe_dump(sidecar))
+    return folder
+
+
+def test_a_data_set_without_its_variable_reads_the_stand_in_truncated(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATA_PATH", raising=False)
+    data_set_suite(tmp_path)
+    suite = load_suite(tmp_path, MULTIPROMPT_TINY)
+    assert suite.prompt_file() == tmp_path / "model_configs" / "prompts" / "sharegpt_vicuna_standin.jsonl"
+    assert suite.prompts == texts(STANDIN)[:128] and len(texts(STANDIN)) > 128
+
+
+def test_a_data_set_under_its_variable_is_read_there(tmp_path, monkeypatch):
+    data = tmp_path / "data" / "text" / "sharegpt-vicuna" / "filtered" / "processed.jsonl"
+    data.parent.mkdir(parents=True)
+    data.write_text('{"text": "first", "id": 1}\n\n{"text": "second"}\n{"text": "third"}\n')
+    monkeypatch.setenv("DATA_PATH", str(tmp_path / "data"))
+    folder = data_set_suite(tmp_path)
+    edit_args(folder, prompt_file_num_truncate=2)
+    assert load_suite(tmp_path, MULTIPROMPT_TINY).prompts == ["first", "second"]
+
+
+def test_a_data_set_without_its_variable_or_a_stand_in_is_one_bad_input_naming_the_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATA_PATH", raising=False)
+    data_set_suite(tmp_path, standin=False)
+    with pytest.raises(BadInput, match=r"needs DATA_PATH set, or a prompt_file stand-in"):
+        _ = load_suite(tmp_path, MULTIPROMPT_TINY).prompts
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"prompts": "also a prompt"}, "--prompts and --prompt-file exclude each other"),
     ({"prompt_file": "/elsewhere/prompts.jsonl"}, "neither a file of Megatron-LM's test cases"),
@@ -83,6 +124,16 @@ def test_the_driver_flags_reach_the_plan():
     static = plan_of(PROJECT, MULTIPROMPT_TINY)
     assert static["inference"]["max_requests"] == 1  # --inference-max-requests: consecutive batches of one
     assert "termination_id" not in static["sampling"] and "output_every_n_results" not in static
+
+
+def test_the_termination_id_and_the_kept_results_reach_the_plan(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATA_PATH", raising=False)
+    folder = data_set_suite(tmp_path)
+    edit_args(folder, termination_id=-1, output_every_n_results=32)
+    shutil.copytree(PROJECT / "model_configs", tmp_path / "model_configs", dirs_exist_ok=True)
+    plan = plan_of(tmp_path, MULTIPROMPT_TINY)
+    assert plan["sampling"]["termination_id"] == -1 and plan["output_every_n_results"] == 32
+    assert len(plan["prompts"]) == 128
 
 
 def test_every_nth_result_and_the_last_are_kept_as_megatrons_driver_writes_them():
