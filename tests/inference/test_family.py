@@ -145,7 +145,8 @@ def test_a_release_without_prefix_caching_exits_4_naming_it(tmp_path):
     assert not (tmp_path / PREFIX_CACHING_TINY).exists()
 
 
-ASYNC_SCHED_TINIES = ["hybrid_dynamic_inference_tp1_pp1_dp8_tiny_async_sched_async"]
+ASYNC_SCHED_TINIES = ["gpt_dynamic_inference_tp1_pp1_tiny_async_sched",
+                      "hybrid_dynamic_inference_tp1_pp1_dp8_tiny_async_sched_async"]
 
 
 @pytest.mark.parametrize("suite", ASYNC_SCHED_TINIES)

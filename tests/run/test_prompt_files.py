@@ -140,3 +140,19 @@ def test_every_nth_result_and_the_last_are_kept_as_megatrons_driver_writes_them(
     assert kept_results(list(range(128)), 32) == [0, 32, 64, 96, 127]
     assert kept_results(list(range(5)), 1) == [0, 1, 2, 3, 4]
     assert kept_results([0, 1, 2], None) == [0, 1, 2]
+
+
+SHAREGPT_SUITES = ["gpt_dynamic_inference_tp1_pp1_tiny_logitsmatch", "gpt_dynamic_inference_tp1_pp1_tiny_async_sched"]
+
+
+@pytest.mark.parametrize("name", SHAREGPT_SUITES)
+def test_the_sharegpt_cases_read_the_stand_in_without_data_path(name, monkeypatch):
+    """Megatron-LM's ShareGPT-Vicuna cases: the stand-in's first 128 prompts, 128 tokens each, none ending early,
+    every 32nd result and the last kept."""
+    monkeypatch.delenv("DATA_PATH", raising=False)
+    suite = load_suite(PROJECT, name)
+    assert suite.model_args["--prompt-file"] == DATA_SET and suite.prompt_file() == STANDIN
+    plan = plan_of(PROJECT, name)
+    assert plan["prompts"] == texts(STANDIN)[:128]
+    assert plan["sampling"]["termination_id"] == -1 and plan["sampling"]["num_tokens_to_generate"] == 128
+    assert plan["output_every_n_results"] == 32
