@@ -142,7 +142,8 @@ def test_every_nth_result_and_the_last_are_kept_as_megatrons_driver_writes_them(
     assert kept_results([0, 1, 2], None) == [0, 1, 2]
 
 
-SHAREGPT_SUITES = ["gpt_dynamic_inference_tp1_pp1_tiny_logitsmatch", "gpt_dynamic_inference_tp1_pp1_tiny_async_sched"]
+SHAREGPT_SUITES = ["gpt_dynamic_inference_tp1_pp1_583m_logitsmatch", "gpt_dynamic_inference_tp1_pp1_tiny_logitsmatch",
+                   "gpt_dynamic_inference_tp1_pp1_tiny_async_sched"]
 
 
 @pytest.mark.parametrize("name", SHAREGPT_SUITES)
