@@ -2,9 +2,9 @@
 
 Megatron-LM's gpt_dynamic_inference_tp1_pp1_583m_async_sched differs from gpt_dynamic_inference_tp1_pp1_583m_logitsmatch
 in --inference-dynamic-batching-async-sched-mode async (megatron-core prepares each step's next batch before
-resolving its requests) and in async scheduling's want of logprobs alone. Their tiny siblings' goldens hold that
-the tokens do not move: the same requests, prompts and tokens on every toolchain that has both (async scheduling:
-megatron-core 0.19+).
+resolving its requests) and in async scheduling's want of logprobs alone. Their goldens (and their tiny
+siblings') hold that the tokens do not move: the same requests, prompts and tokens on every toolchain that has
+both (async scheduling: megatron-core 0.19+).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from support import PROJECT
 
 ASYNC_SCHED = "--inference-dynamic-batching-async-sched-mode"
 TWINS = [
+    ("gpt_dynamic_inference_tp1_pp1_583m_async_sched", "gpt_dynamic_inference_tp1_pp1_583m_logitsmatch"),
     ("gpt_dynamic_inference_tp1_pp1_tiny_async_sched", "gpt_dynamic_inference_tp1_pp1_tiny_logitsmatch"),
 ]
 

@@ -143,7 +143,7 @@ def test_every_nth_result_and_the_last_are_kept_as_megatrons_driver_writes_them(
 
 
 SHAREGPT_SUITES = ["gpt_dynamic_inference_tp1_pp1_583m_logitsmatch", "gpt_dynamic_inference_tp1_pp1_tiny_logitsmatch",
-                   "gpt_dynamic_inference_tp1_pp1_tiny_async_sched"]
+                   "gpt_dynamic_inference_tp1_pp1_583m_async_sched", "gpt_dynamic_inference_tp1_pp1_tiny_async_sched"]
 
 
 @pytest.mark.parametrize("name", SHAREGPT_SUITES)
