@@ -143,3 +143,17 @@ def test_a_release_without_prefix_caching_exits_4_naming_it(tmp_path):
     assert_one_line(completed, 4, "--inference-dynamic-batching-prefix-caching: prefix caching is not supported by "
                                   "megatron-core 0.16")
     assert not (tmp_path / PREFIX_CACHING_TINY).exists()
+
+
+ASYNC_SCHED_TINIES = ["gpt_dynamic_inference_tp1_pp1_tiny_async_sched",
+                      "hybrid_dynamic_inference_tp1_pp1_dp8_tiny_async_sched_async"]
+
+
+@pytest.mark.parametrize("suite", ASYNC_SCHED_TINIES)
+def test_a_release_without_async_scheduling_exits_4_naming_it(suite, tmp_path):
+    """The default toolchain's megatron-core 0.16 has no async scheduling (0.19+): refused before any rank starts."""
+    completed = run_logitsmatch("run", suite, "--toolchain", DEFAULT_TOOLCHAIN,
+                                env={"LOGITSMATCH_RESULTS": str(tmp_path)})
+    assert_one_line(completed, 4, "--inference-dynamic-batching-async-sched-mode: async scheduling is not supported "
+                                  "by megatron-core 0.16")
+    assert not (tmp_path / suite).exists()

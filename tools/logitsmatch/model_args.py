@@ -208,6 +208,13 @@ FLAGS: dict[str, Flag] = {
     "--incoming-requests-per-sec": Flag(
         "no-effect", "shapes Megatron's in-process driver; the ZMQ client submits every request at once"
     ),
+    # prompt files and the driver's output (Megatron-LM's examples/inference/utils.py and its drivers)
+    "--prompt-file": _text(),
+    "--prompt-file-num-truncate": _count(),
+    "--termination-id": Flag("applied", value="int", minimum=-1),
+    "--output-every-n-results": _count(),
+    "--dist-ckpt-optim-fully-reshardable": Flag("no-effect", "optimizer checkpoint layout, training only"),
+    "--inference-dynamic-batching-async-sched-mode": _text(),
     # Mamba hybrids (logitsmatch.rank.hybrid_builder)
     "--model-provider": _layout("model_provider", value="text"),
     "--hybrid-layer-pattern": _layout("hybrid_layer_pattern", value="text"),

@@ -13,6 +13,7 @@ import collections
 import functools
 import hashlib
 import itertools
+import json
 import math
 import os
 import re
@@ -27,7 +28,8 @@ from logitsmatch.paths import check_name
 from logitsmatch.policy import Policy
 
 MEGATRON_KEYS = {"ENV_VARS", "TEST_TYPE", "MODE", "MODEL_ARGS", "METRICS", "LAUNCHER"}
-SIDECAR_KEYS = {"synthetic_checkpoint", "tokenizer_model", "timeout_s", "comparison", "description", "world_size"}
+SIDECAR_KEYS = {"synthetic_checkpoint", "tokenizer_model", "timeout_s", "comparison", "description", "world_size",
+                "prompt_file"}
 SYNTHETIC_KEYS = {"model", "seed", "scaled_down"}
 DEFAULT_TIMEOUT_S = 600
 _VARIABLE = re.compile(r"\$\{(\w+)\}")
@@ -47,12 +49,15 @@ class Suite:
     policy: Policy  # what counts as a match: METRICS and the sidecar's comparison block, checked at load
     world_size: int = DEFAULT_WORLD_SIZE
     scaled_down: str | None = None  # why the synthetic model is smaller than the case's shape flags
+    prompt_file_standin: str | None = None  # the sidecar's prompt_file: a project file standing in for a data set
 
     def config_digest(self) -> str:
-        """sha256 of the suite's two files, recorded in provenance."""
+        """sha256 of the suite's two files (and of the prompt file its --prompt-file reads), recorded in provenance."""
         digest = hashlib.sha256()
         for name in ("model_config.yaml", "logitsmatch.yaml"):
             digest.update((self.folder / name).read_bytes())
+        if PROMPT_FILE in self.model_args:
+            digest.update(self.prompt_file().read_bytes())
         return digest.hexdigest()
 
     def arg(self, flag: str, default=None):
@@ -67,11 +72,64 @@ class Suite:
 
     @property
     def prompts(self) -> list[str]:
+        """--prompts, or the "text" of each line of --prompt-file (the first --prompt-file-num-truncate)."""
+        source = f"{self.folder}/model_config.yaml"
+        if PROMPT_FILE in self.model_args:
+            if "--prompts" in self.model_args:
+                raise BadInput(f"{source}: --prompts and {PROMPT_FILE} exclude each other (as in Megatron's driver)")
+            truncate = self.model_args.get(f"{PROMPT_FILE}-num-truncate")
+            return read_prompt_file(self.prompt_file(), None if truncate is None else int(truncate))
         prompts = self.model_args.get("--prompts")
         prompts = [prompts] if isinstance(prompts, str) else prompts
         if not prompts or not all(isinstance(prompt, str) and prompt for prompt in prompts):
-            raise BadInput(f"{self.folder}/model_config.yaml: --prompts must be a non-empty string or list of strings")
+            raise BadInput(f"{source}: --prompts must be a non-empty string or list of strings")
         return prompts
+
+    def prompt_file(self) -> Path:
+        """The file --prompt-file reads here.
+
+        A path into Megatron-LM's test-case folders names a file the case ships beside its model_config.yaml:
+        here it lies beside the suite's, unchanged. A path under a variable (``${DATA_PATH}``) names a data set:
+        read where the variable says when it is set, else the sidecar's ``prompt_file`` stand-in, if it has one.
+        """
+        value = str(self.model_args[PROMPT_FILE])
+        if value.startswith(MEGATRON_CASE_FILES):
+            return self.folder / Path(value).name
+        if _VARIABLE.search(value):
+            expanded = self.arg(PROMPT_FILE)
+            if expanded is not None:
+                return Path(expanded)
+            if self.prompt_file_standin is not None:
+                return self.folder.parents[1] / self.prompt_file_standin
+            raise BadInput(f"suite {self.name}: {PROMPT_FILE} {value} needs {', '.join(_VARIABLE.findall(value))} "
+                           f"set, or a prompt_file stand-in in its logitsmatch.yaml")
+        raise BadInput(f"suite {self.name}: {PROMPT_FILE} {value} is neither a file of Megatron-LM's test cases "
+                       f"({MEGATRON_CASE_FILES}...) nor under a variable such as ${{DATA_PATH}}")
+
+
+PROMPT_FILE = "--prompt-file"
+MEGATRON_CASE_FILES = "./tests/functional_tests/test_cases/"  # where a case's own files lie in Megatron-LM
+
+
+def read_prompt_file(path: Path, truncate: int | None) -> list[str]:
+    """Each line's "text" (JSON lines, other fields ignored), the first ``truncate`` only: Megatron-LM's
+    examples/inference/utils.py get_requests_from_file."""
+    prompts = []
+    for number, line in enumerate(read_text_input(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            text = json.loads(line).get("text")
+        except (ValueError, AttributeError):
+            text = None
+        if not isinstance(text, str) or not text:
+            raise BadInput(f"{path}:{number}: a prompt file's line is a JSON object with a non-empty \"text\"")
+        prompts.append(text)
+        if len(prompts) == truncate:
+            break
+    if not prompts:
+        raise BadInput(f"{path}: the prompt file holds no prompt")
+    return prompts
 
 
 @functools.cache
@@ -202,6 +260,9 @@ def load_suite(project: Path, name: str) -> Suite:
     timeout = sidecar.get("timeout_s", DEFAULT_TIMEOUT_S)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
         raise BadInput(f"{folder}/logitsmatch.yaml: timeout_s must be a positive number")
+    prompt_file_standin = sidecar.get("prompt_file")
+    if prompt_file_standin is not None and not (isinstance(prompt_file_standin, str) and prompt_file_standin):
+        raise BadInput(f"{folder}/logitsmatch.yaml: prompt_file must be a path relative to the project")
     comparison = sidecar.get("comparison")
     if comparison is not None and not isinstance(comparison, dict):
         raise BadInput(f"{folder}/logitsmatch.yaml: comparison must be a mapping")
@@ -222,6 +283,7 @@ def load_suite(project: Path, name: str) -> Suite:
         policy=policy,
         world_size=world_size,
         scaled_down=scaled_down.strip() if scaled_down else None,
+        prompt_file_standin=prompt_file_standin,
     )
 
 

@@ -125,6 +125,15 @@ def feature_refusal(adapter, suite, release: tuple[int, int, int]) -> str | None
 SAMPLING_FEATURES = {"--top-n-logprobs": "top_n_logprobs", "--stop-words": "stop_words"}
 
 
+def async_sched_refusal(suite, release: tuple[int, int, int]) -> str | None:
+    """Why this release cannot schedule the dynamic engine as the suite asks (None: it can)."""
+    from logitsmatch.run.plan import ASYNC_SCHED, ASYNC_SCHED_SINCE, async_sched_mode
+
+    if async_sched_mode(suite.model_args) is None or release[:2] >= ASYNC_SCHED_SINCE:
+        return None
+    return f"{ASYNC_SCHED}: async scheduling is not supported by megatron-core {'.'.join(map(str, release))}"
+
+
 MAMBA_STATES_DTYPE_SINCE = (0, 17)  # MambaInferenceStateConfig's conv / SSM states dtypes
 
 
@@ -325,6 +334,7 @@ def resolve(state: SuiteRun, args) -> SuiteRun:
         adapter = for_installed_megatron() if asks_release else None
         run_layout = platform.layout(suite.model_args, suite.world_size)
         refusal = (layouts.unsupported(run_layout, release) or mamba_states_refusal(suite, platform, release)
+                   or async_sched_refusal(suite, release)
                    or schedule_refusal(adapter, platform, run_layout, release)
                    or (feature_refusal(adapter, suite, release) if adapter else None))
     if refusal:  # before any weights are written or run folder made
@@ -381,10 +391,11 @@ def plan(state: SuiteRun, args) -> SuiteRun:
                     f"tokens per step")
     if state.plan["inference"]["static_engine"] and state.plan["schedule"]["engine"]:
         inference = state.plan["inference"]
-        batches = ("the prompts as one batch" if len(state.plan["prompts"]) <= inference["max_requests"]
-                   else f"the prompts in batches of {inference['max_requests']} (--inference-max-requests)")
+        batch = inference["max_requests"]
+        shape = ("as one batch" if batch >= len(state.plan["prompts"])
+                 else f"in consecutive batches of {batch} (--inference-max-requests)")
         warmup = " after the driver's warmup request" if inference["static_warmup"] else ""
-        logger.info(f"static engine (--use-legacy-static-engine): {batches}{warmup}, no coordinator")
+        logger.info(f"static engine (--use-legacy-static-engine): the prompts {shape}{warmup}, no coordinator")
     if state.batch_invariant.get("why"):
         logger.info(f"--batch-invariant: {state.batch_invariant['why']}")
     if "routing_indices" in suite.metrics and state.plan["moe"] and not layouts.records_routing(release):

@@ -125,7 +125,8 @@ class _Adapter:
 
         fields = ("temperature", "top_k", "top_p", "return_log_probs", "num_tokens_to_generate")
         asked = {name: sampling[name] for name in ("top_n_logprobs", "stop_words") if sampling.get(name)}
-        return SamplingParams(**{name: sampling[name] for name in fields}, **asked, **self.termination_kwargs(engine))
+        return SamplingParams(**{name: sampling[name] for name in fields}, **asked,
+                              **self.termination_kwargs(engine, sampling))
 
     def lacks_sampling_fields(self, names) -> list[str]:
         """The SamplingParams fields among ``names`` this release lacks (0.16 to 0.19 have both of ours)."""
@@ -135,9 +136,10 @@ class _Adapter:
 
         return sorted(set(names) - {field.name for field in dataclasses.fields(SamplingParams)})
 
-    def termination_kwargs(self, engine) -> dict:
-        """From 0.16 the end-of-document id travels with each request's sampling params."""
-        return {"termination_id": engine.controller.tokenizer.eod}
+    def termination_kwargs(self, engine, sampling: dict) -> dict:
+        """From 0.16 the end-of-document id (or the suite's --termination-id) travels with each request's
+        sampling params."""
+        return {"termination_id": sampling.get("termination_id", engine.controller.tokenizer.eod)}
 
     def report_when_listening(self, engine, report) -> list[str]:
         """Call ``report()`` once this rank's engine has received its first broadcast.
@@ -372,9 +374,10 @@ class Mcore015(Mcore016):
 
     def engine_kwargs(self, controller, plan: dict) -> dict:
         # 0.15 SamplingParams has no termination_id; the engine holds it.
-        return {**super().engine_kwargs(controller, plan), "termination_id": controller.tokenizer.eod}
+        return {**super().engine_kwargs(controller, plan),
+                "termination_id": plan["sampling"].get("termination_id", controller.tokenizer.eod)}
 
-    def termination_kwargs(self, engine) -> dict:
+    def termination_kwargs(self, engine, sampling: dict) -> dict:
         return {}
 
     async def start_listening(self, engine, sampling_params, network: dict) -> str:
@@ -448,6 +451,7 @@ class Mcore017(_Adapter):
             unified_memory_level=0,
             max_requests=inference.get("context_max_requests"),
             **caching,
+            **({"async_sched_mode": inference["async_sched_mode"]} if inference.get("async_sched_mode") else {}),
             **mamba_inference_state(model, plan),
         )))
         self.configs["inference_config"] = config

@@ -108,10 +108,20 @@ def golden_of(plan: dict, records: list) -> dict:
         if why:
             raise RuntimeError(f"megatron-core failed request {index}: {why}")
     answers = {item["request_id"]: record for item, record in zip(plan["schedule"]["submit"], records, strict=True)}
+    request_ids = sorted(key for key in answers if key is not None)  # a schedule's extra prompts are not kept
     return {
         str(request_id): golden_record(answers[request_id], plan["sampling"])
-        for request_id in sorted(key for key in answers if key is not None)  # a schedule's extra prompts are not kept
+        for request_id in kept_results(request_ids, plan.get("output_every_n_results"))
     }
+
+
+def kept_results(request_ids: list[int], every_n: int | None) -> list[int]:
+    """The requests whose results are written: every one, or with --output-every-n-results every n-th and the last,
+    as Megatron-LM's driver writes its golden."""
+    if every_n is None:
+        return request_ids
+    last = len(request_ids) - 1
+    return [rid for index, rid in enumerate(request_ids) if index % every_n == 0 or index == last]
 
 
 def record_coordinator_rss(engine, recorder: PhaseRecorder) -> None:

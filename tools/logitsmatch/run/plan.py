@@ -219,6 +219,7 @@ def build_plan(
             "num_tokens_to_generate": int(args.get("--num-tokens-to-generate", 30)),
             "top_n_logprobs": int(args.get("--top-n-logprobs", 0)),
             "stop_words": stop_words(args),
+            **termination(args),
         },
         "inference": {
             "max_sequence_length": max_seq,
@@ -231,6 +232,7 @@ def build_plan(
             "context_max_requests": max_requests,
             "enable_chunked_prefill": chunk is not None,
             "prefix_caching": prefix_caching(args),
+            "async_sched_mode": async_sched_mode(args),
             "mamba_states_dtype": mamba_states_dtype(args, decision.dtype),
             "static_engine": static,  # megatron-core's legacy static engine, one batch, no coordinator
             # Megatron's static driver warms its CUDA graphs up with one request before the batch
@@ -243,7 +245,17 @@ def build_plan(
         },
         "network": {"bind_host": bind_host, "coordinator_port": None},
     }
+    if "--output-every-n-results" in args:
+        plan["output_every_n_results"] = int(args["--output-every-n-results"])
     return plan, flags
+
+
+def termination(args: dict) -> dict:
+    """--termination-id, where given: the id that ends a request in place of the tokenizer's end-of-document
+    (-1: none does, every request generates --num-tokens-to-generate tokens)."""
+    value = args.get("--termination-id")
+    return {} if value is None else {"termination_id": int(value)}
+
 
 
 def hold_requests(layout: Layout, prompts: int) -> int | None:
@@ -311,6 +323,22 @@ def chunked_prefill(args: dict) -> int | None:
     if not switched_on(args.get(CHUNKED_PREFILL)):
         return None
     return int(args.get(MAX_TOKENS, DEFAULT_MAX_TOKENS))
+
+
+ASYNC_SCHED = "--inference-dynamic-batching-async-sched-mode"
+ASYNC_SCHED_MODES = ("legacy", "async")  # megatron-core's AsyncScheduleMode; legacy its default
+ASYNC_SCHED_SINCE = (0, 19)  # InferenceConfig.async_sched_mode (not in 0.18.x)
+
+
+def async_sched_mode(args: dict) -> str | None:
+    """The dynamic engine's scheduling order (None: not asked, the release's own; "async": prepare the next step
+    before resolving this one's requests)."""
+    if ASYNC_SCHED not in args:
+        return None
+    mode = str(args[ASYNC_SCHED])
+    if mode not in ASYNC_SCHED_MODES:
+        raise BadInput(f"{ASYNC_SCHED} {mode!r} is not one of {', '.join(ASYNC_SCHED_MODES)}")
+    return mode
 
 
 PREFIX_CACHING = "--inference-dynamic-batching-prefix-caching"
