@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -189,6 +190,24 @@ def test_the_reports_are_release_notes_and_a_timeline(history, tmp_path):
     assert "## Quiet stretches" in text and "fixed at commit" in text
     assert (tmp_path / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "watch.json").read_text())["commits"] == planted.COMMITS
+
+
+def test_the_reports_name_no_path_of_this_machine(history, tmp_path):
+    """watch.json and watch.md are committed evidence: the source is named by its folder (no origin here), the
+    toolchain's interpreter relative to the project, no absolute path of the host kept."""
+    from logitsmatch.flows.watch import publish
+
+    gitdir = history["walk"].source.gitdir
+    python = str(PROJECT / ".nox" / "toolchains" / "planted-toolchain" / "bin" / "python")
+    publish(history["walk"], tmp_path, ["watch", "--python", python, f"--source=megatron-core={gitdir}",
+                                        f"--out={tmp_path / 'out'}"], "planted-toolchain", "planted", 1.0)
+    report = json.loads((tmp_path / "watch.json").read_text())
+    assert report["source"] == Path(gitdir).name
+    assert report["command"] == ["watch", "--python", ".nox/toolchains/planted-toolchain/bin/python",
+                                 f"--source=megatron-core={Path(gitdir).name}", "--out=out"]
+    for name in ("watch.json", "watch.md"):
+        text = (tmp_path / name).read_text()
+        assert str(gitdir) not in text and str(PROJECT) not in text and str(tmp_path) not in text, name
 
 
 def test_the_register_holds_the_chunked_prefill_finding_with_its_report():

@@ -8,10 +8,13 @@ runs used against the bound. The Markdown says the same in prose, a paragraph pe
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 from logitsmatch.explain.watch import Watch
 from logitsmatch.explain.watch_store import Job, Tree
+from logitsmatch.paths import project_root
 
 PR_NUMBER = re.compile(r"\(#(\d+)\)")
 
@@ -51,7 +54,39 @@ def runs_used(watch: Watch) -> dict:
     return used
 
 
+def source_label(gitdir: str) -> str:
+    """How a committed report names the git source: its origin's URL, else its folder's name (a bare clone's
+    ``repo`` or ``.git`` folder: the folder above). Never this machine's path: the report travels."""
+    import subprocess
+
+    completed = subprocess.run(["git", "-C", gitdir, "config", "--get", "remote.origin.url"],
+                               capture_output=True, text=True)
+    if completed.returncode == 0 and completed.stdout.strip():
+        return completed.stdout.strip()
+    folder = Path(gitdir).resolve()
+    while folder.name in ("repo", ".git") and folder.parent != folder:
+        folder = folder.parent
+    return folder.name
+
+
+def portable_command(command: list[str], gitdir: str, label: str) -> list[str]:
+    """The watch's arguments as the report keeps them: the source named by ``label``, paths inside the project
+    relative to it (a toolchain's interpreter), other absolute paths by their name."""
+    project, portable = project_root(), []
+    for given in command:
+        argument = given.replace(gitdir, label)
+        key, equals, value = argument.rpartition("=") if "=" in argument else ("", "", argument)
+        if value.startswith(os.sep):
+            try:  # not resolved: a venv folder may be a link out of the project
+                value = str(Path(value).relative_to(project))
+            except ValueError:
+                value = Path(value).name
+        portable.append(f"{key}{equals}{value}")
+    return portable
+
+
 def build(watch: Watch, command: list[str], toolchain: str, hardware: str, wall_s: float) -> dict:
+    label = source_label(watch.source.gitdir)
     changes = []
     for change in sorted(watch.changes.values(), key=lambda c: c["position"]):
         changes.append({"commit": change["commit"], "subject": change["subject"], "pr": pr_number(change["subject"]),
@@ -60,7 +95,7 @@ def build(watch: Watch, command: list[str], toolchain: str, hardware: str, wall_
                         "proof": {suite: entry["proof"] for suite, entry in sorted(change["suites"].items())}})
     subjects = {c.sha: c.subject for c in watch.commits}
     return {
-        "range": watch.source.range, "source": watch.source.gitdir, "package": watch.source.package,
+        "range": watch.source.range, "source": label, "package": watch.source.package,
         "commits": len(watch.commits) - 1, "first": watch.commits[0].sha, "last": watch.commits[-1].sha,
         "every": watch.every, "checkpoints": [watch.commits[i].sha for i in watch.sampled],
         "order": [c.sha for c in watch.commits],
@@ -72,7 +107,8 @@ def build(watch: Watch, command: list[str], toolchain: str, hardware: str, wall_
         "findings": [{**report, "suite_keys": sorted(Job(Tree(""), f.suite, options).suite_key for options in f.runs)}
                      for f in watch.findings if (report := watch.finding_reports.get(f.id))],
         "runs": watch.store.runs, "runs_used": runs_used(watch),
-        "new_runs": watch.store.new_runs, "stopped": watch.stopped, "wall_s": round(wall_s, 1), "command": command,
+        "new_runs": watch.store.new_runs, "stopped": watch.stopped, "wall_s": round(wall_s, 1),
+        "command": portable_command(command, watch.source.gitdir, label),
     }
 
 
