@@ -9,24 +9,16 @@ both (async scheduling: megatron-core 0.19+).
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import yaml
 
-from support import PROJECT
+from support import PROJECT, cpu_goldens
 
 ASYNC_SCHED = "--inference-dynamic-batching-async-sched-mode"
 TWINS = [
     ("gpt_dynamic_inference_tp1_pp1_583m_async_sched", "gpt_dynamic_inference_tp1_pp1_583m_logitsmatch"),
     ("gpt_dynamic_inference_tp1_pp1_tiny_async_sched", "gpt_dynamic_inference_tp1_pp1_tiny_logitsmatch"),
 ]
-
-
-def cpu_goldens(suite: str) -> dict[str, dict]:
-    folder = PROJECT / "golden_values" / suite
-    return {path.name: json.loads(path.read_text()) for path in sorted(folder.glob("golden_values_cpu_*.json"))
-            if not path.name.endswith(".provenance.json")}
 
 
 @pytest.mark.parametrize("async_suite, twin", TWINS)

@@ -13,11 +13,9 @@ prompt is prefilled in one step and its goldens equal the unchunked suite's bit 
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from support import PROJECT
+from support import cpu_goldens
 
 MEGATRON_TOLERANCE = 1e-3  # what Megatron's comparator allows; the boundary values move by more
 SAME = 1e-5  # a few fp32 ulp at these logprobs (a different batch shape moves the last bits)
@@ -40,12 +38,6 @@ UNCHUNKED = {
     f"{EP4}16B_chunked_prefill": (f"{EP4}16B_logitsmatch", ONE_STEP),
     f"{EP4}tiny_chunked_prefill": (f"{EP4}tiny_logitsmatch", ONE_STEP),
 }
-
-
-def cpu_goldens(suite: str) -> dict[str, dict]:
-    folder = PROJECT / "golden_values" / suite
-    return {path.name: json.loads(path.read_text()) for path in sorted(folder.glob("golden_values_cpu_*.json"))
-            if not path.name.endswith(".provenance.json")}
 
 
 def moved(chunked: dict, unchunked: dict, tolerance: float) -> dict[str, list[int]]:

@@ -9,22 +9,14 @@ and bit-identical logprobs on every toolchain that has both.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from support import PROJECT
+from support import cpu_goldens
 
 TWINS = [
     ("hybrid_static_inference_tp1_pp1_2B_logitsmatch", "hybrid_dynamic_inference_tp1_pp1_dp8_583m"),
     ("hybrid_static_inference_tp1_pp1_tiny_logitsmatch", "hybrid_dynamic_inference_tp1_pp1_dp8_tiny"),
 ]
-
-
-def cpu_goldens(suite: str) -> dict[str, dict]:
-    folder = PROJECT / "golden_values" / suite
-    return {path.name: json.loads(path.read_text()) for path in sorted(folder.glob("golden_values_cpu_*.json"))
-            if not path.name.endswith(".provenance.json")}
 
 
 @pytest.mark.parametrize("static, dynamic", TWINS)

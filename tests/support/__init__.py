@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.metadata
+import json
 import os
 import subprocess
 import sys
@@ -39,6 +40,13 @@ def megatron_cases_folder() -> Path:
 def megatron_case_dirs(folder: Path) -> list[Path]:
     """The case folders (each with a model_config.yaml) in ``folder``."""
     return sorted(p for p in folder.iterdir() if (p / "model_config.yaml").is_file())
+
+
+def cpu_goldens(suite: str) -> dict[str, dict]:
+    """Every CPU golden of ``suite`` (not the provenance sidecars), by file name."""
+    folder = PROJECT / "golden_values" / suite
+    return {path.name: json.loads(path.read_text()) for path in sorted(folder.glob("golden_values_cpu_*.json"))
+            if not path.name.endswith(".provenance.json")}
 
 
 def golden_file(suite: str, toolchain: str = DEFAULT_TOOLCHAIN, platform: str = "cpu") -> Path:
