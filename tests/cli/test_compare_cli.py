@@ -17,6 +17,7 @@ from logitsmatch.judge.figures import short_number
 from logitsmatch.judge.golden_io import atomic_writer, load_golden, write_json_atomic
 from logitsmatch.judge.policy import Policy
 from logitsmatch.judge.report import render_junit, render_markdown, render_terminal
+from support import main_job_zmq_cases
 
 HISTORY = Path(__file__).resolve().parents[1] / "data" / "megatron_history"
 
@@ -356,15 +357,6 @@ def test_ulps_are_counted_in_the_runs_dtype(capsys):
     assert "bfloat16" not in out and "ulps (float32)" in out
 
 
-def _zmq_cases(suites: list[str]) -> list[str]:
-    """The main job's five ZMQ cases and their siblings: the family cases (top-p sampling's RNG, for one) are
-    judged across releases elsewhere (tests/judge/test_megatron_parity.py)."""
-    cases = [name for name in suites
-             if name.startswith("gpt_dynamic_inference_") and name.endswith("_logitsmatch_zmq")]
-    assert len(cases) == 10, cases
-    return cases
-
-
 def _each_suite(suites: list[str]) -> list[str]:
     return [word for name in suites for word in ("--suite", name)]
 
@@ -375,7 +367,7 @@ def test_compare_toolchains_ends_with_a_summary_naming_each_suite_also_under_q(p
     monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
     old, new = "py3.11-torch2.13.0-mcore0.16.1", "py3.12-torch2.14.1-mcore0.19.2"
     moe = "gpt_dynamic_inference_tp4_etp1_pp1_ep8_tiny_logitsmatch_zmq"
-    suites = _zmq_cases(suite_names(project))
+    suites = main_job_zmq_cases(suite_names(project))
     assert cli.main(["compare-toolchains", old, new, "--source", "goldens", "-q", *_each_suite(suites)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(suites) >= 2 and lines[0].startswith(f"{old} -> {new}: ")
@@ -394,7 +386,7 @@ def test_compare_toolchains_prints_tables_only_for_the_suites_that_moved(project
 
     monkeypatch.setenv("LOGITSMATCH_ROOT", str(project))
     old, new = "py3.11-torch2.13.0-mcore0.16.1", "py3.12-torch2.14.1-mcore0.19.2"
-    suites = _zmq_cases(suite_names(project))
+    suites = main_job_zmq_cases(suite_names(project))
     assert cli.main(["compare-toolchains", old, new, "--source", "goldens", *_each_suite(suites)]) == 0
     out = capsys.readouterr().out
     tables = [line.split(":")[0].removeprefix("== ") for line in out.splitlines() if line.startswith("== ")]

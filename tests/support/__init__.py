@@ -42,6 +42,14 @@ def megatron_case_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if (p / "model_config.yaml").is_file())
 
 
+def main_job_zmq_cases(suites: list[str]) -> list[str]:
+    """The main job's five ZMQ cases and their tiny siblings (the family's offline and CUDA-graph ZMQ cases are
+    judged across releases elsewhere: tests/judge/test_megatron_parity.py)."""
+    cases = [name for name in suites if name.startswith("gpt_dynamic_inference_") and name.endswith("_logitsmatch_zmq")]
+    assert len(cases) == 10, cases
+    return cases
+
+
 def cpu_goldens(suite: str) -> dict[str, dict]:
     """Every CPU golden of ``suite`` (not the provenance sidecars), by file name."""
     folder = PROJECT / "golden_values" / suite
