@@ -453,9 +453,27 @@ class Mcore017(_Adapter):
             **caching,
             **({"async_sched_mode": inference["async_sched_mode"]} if inference.get("async_sched_mode") else {}),
             **mamba_inference_state(model, plan),
+            **self.work_consensus_every_loop(InferenceConfig),
         )))
         self.configs["inference_config"] = config
         return config
+
+    @staticmethod
+    def work_consensus_every_loop(inference_config_class) -> dict:
+        """``ep_consensus_interval=1`` where the release has it (0.18+), so the ranks of one engine stay in step.
+
+        From 0.18 the coordinator loop re-establishes its work consensus only every ``ep_consensus_interval``
+        (20) loops and acts on the stale one in between: a rank without a request runs ``dummy_forward``, a
+        collective over its tensor- and pipeline-parallel peers. The loop counter is per rank and counts idle
+        loops too, so ranks whose counters differ run different numbers of dummy forwards and the one left
+        waiting hangs: offsetting one rank's counter by one hangs the tiny TP2 x PP2 suite every time
+        (docs/guides/case-family.md). Every loop, as 0.17 does it, keeps them in step; a dummy forward
+        touches no request, so no result moves.
+        """
+        from dataclasses import fields
+
+        names = {field.name for field in fields(inference_config_class)}
+        return {"ep_consensus_interval": 1} if "ep_consensus_interval" in names else {}
 
     def build_wrapper(self, model, context, plan: dict):
         from megatron.core.inference.model_inference_wrappers.gpt.gpt_inference_wrapper import (
