@@ -19,11 +19,11 @@ CASES = {
 def test_a_release_without_the_sampling_field_exits_4_naming_the_flag(suite, line, monkeypatch, capsys, tmp_path):
     from logitsmatch.cli import main as cli_main
     from logitsmatch.flows import run_suite
-    from logitsmatch.rank import adapters
+    from logitsmatch.rank import adapter_base
 
     monkeypatch.setenv("LOGITSMATCH_RESULTS", str(tmp_path))
     monkeypatch.setattr(run_suite, "installed_release", lambda: (0, 16, 1))
-    monkeypatch.setattr(adapters._Adapter, "lacks_sampling_fields", lambda self, names: sorted(names))
+    monkeypatch.setattr(adapter_base.Adapter, "lacks_sampling_fields", lambda self, names: sorted(names))
     assert cli_main(["run", suite, "--toolchain", DEFAULT_TOOLCHAIN]) == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith(f"suite {suite} not run: {line}"), err
