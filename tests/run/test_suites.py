@@ -158,6 +158,8 @@ def _under_synthetic_checkpoint(text: str):
         (_under_synthetic_checkpoint("  scaled_down: 3\n"), "scaled_down must say why"),
         (_under_synthetic_checkpoint("  scaled_down: ' '\n"), "scaled_down must say why"),
         (_under_synthetic_checkpoint("  layers: 3\n"), "unknown key synthetic_checkpoint.layers"),
+        (_append("driver: offline\n"), "driver must be one of offline_inference, got 'offline'"),
+        (_append("driver: [offline_inference]\n"), r"driver must be one of offline_inference, got \["),
     ],
 )
 def test_bad_sidecar_keys(project, tmp_path, edit, message):

@@ -29,7 +29,11 @@ from logitsmatch.policy import Policy
 
 MEGATRON_KEYS = {"ENV_VARS", "TEST_TYPE", "MODE", "MODEL_ARGS", "METRICS", "LAUNCHER"}
 SIDECAR_KEYS = {"synthetic_checkpoint", "tokenizer_model", "timeout_s", "comparison", "description", "world_size",
-                "prompt_file"}
+                "prompt_file", "driver"}
+# The sidecar's ``driver``: the Megatron-LM script that runs the case, where its MODEL_ARGS do not say (Megatron's
+# recipe names the script outside model_config.yaml). Absent: the flags decide (run.plan.offline_driver).
+OFFLINE_INFERENCE = "offline_inference"  # examples/inference/offline_inference.py: megatron-core's MegatronLLM
+DRIVERS = (OFFLINE_INFERENCE,)
 SYNTHETIC_KEYS = {"model", "seed", "scaled_down"}
 DEFAULT_TIMEOUT_S = 600
 _VARIABLE = re.compile(r"\$\{(\w+)\}")
@@ -50,6 +54,7 @@ class Suite:
     world_size: int = DEFAULT_WORLD_SIZE
     scaled_down: str | None = None  # why the synthetic model is smaller than the case's shape flags
     prompt_file_standin: str | None = None  # the sidecar's prompt_file: a project file standing in for a data set
+    driver: str | None = None  # the sidecar's driver: one of DRIVERS, or None where MODEL_ARGS' flags decide
 
     def config_digest(self) -> str:
         """sha256 of the suite's two files (and of the prompt file its --prompt-file reads), recorded in provenance."""
@@ -263,6 +268,9 @@ def load_suite(project: Path, name: str) -> Suite:
     prompt_file_standin = sidecar.get("prompt_file")
     if prompt_file_standin is not None and not (isinstance(prompt_file_standin, str) and prompt_file_standin):
         raise BadInput(f"{folder}/logitsmatch.yaml: prompt_file must be a path relative to the project")
+    driver = sidecar.get("driver")
+    if driver is not None and driver not in DRIVERS:
+        raise BadInput(f"{folder}/logitsmatch.yaml: driver must be one of {', '.join(DRIVERS)}, got {driver!r:.60}")
     comparison = sidecar.get("comparison")
     if comparison is not None and not isinstance(comparison, dict):
         raise BadInput(f"{folder}/logitsmatch.yaml: comparison must be a mapping")
@@ -284,6 +292,7 @@ def load_suite(project: Path, name: str) -> Suite:
         world_size=world_size,
         scaled_down=scaled_down.strip() if scaled_down else None,
         prompt_file_standin=prompt_file_standin,
+        driver=driver,
     )
 
 

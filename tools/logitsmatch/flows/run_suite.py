@@ -106,9 +106,10 @@ def feature_refusal(adapter, suite, release: tuple[int, int, int]) -> str | None
     if routing and routing not in (policies := adapter.coordinator_policies()):
         return (f"{COORDINATOR_POLICY} {routing}: megatron-core {version}'s coordinator has no such routing policy "
                 f"(it has {', '.join(policies)})")
-    driver = offline_driver(suite.model_args)
+    driver = offline_driver(suite.model_args, suite.driver)
     if driver and not adapter.has_offline_api():
-        flags = USE_COORDINATOR + (f" {ASYNC_MODE}" if driver["api"] == "MegatronAsyncLLM" else "")
+        flags = (USE_COORDINATOR + (f" {ASYNC_MODE}" if driver["api"] == "MegatronAsyncLLM" else "")
+                 if driver["use_coordinator"] else f"driver {suite.driver} (direct mode, no {USE_COORDINATOR})")
         return (f"{flags}: Megatron-LM's offline driver runs megatron-core's {driver['api']} "
                 f"(megatron.core.inference.apis), which megatron-core {version} does not have")
     asked = {flag: field for flag, field in SAMPLING_FEATURES.items() if suite.model_args.get(flag)}
@@ -330,7 +331,7 @@ def resolve(state: SuiteRun, args) -> SuiteRun:
 
         asks_release = (platform.schedule == "chunked" or args.batch_invariant or prefix_caching(suite.model_args)
                         or any(suite.model_args.get(flag) for flag in SAMPLING_FEATURES)
-                        or chunked_prefill(suite.model_args) or offline_driver(suite.model_args))
+                        or chunked_prefill(suite.model_args) or offline_driver(suite.model_args, suite.driver))
         adapter = for_installed_megatron() if asks_release else None
         run_layout = platform.layout(suite.model_args, suite.world_size)
         refusal = (layouts.unsupported(run_layout, release) or mamba_states_refusal(suite, platform, release)

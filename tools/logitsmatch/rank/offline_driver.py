@@ -4,10 +4,14 @@ With ``--use-coordinator`` the driver hands the model to megatron-core's high-le
 (sync) or, with ``--async-mode``, ``MegatronAsyncLLM`` (0.18+). The API builds the dynamic context, the
 wrapper, the controller and the engine itself, starts the data-parallel coordinator and, on global rank 0,
 an ``InferenceClient`` on a background event loop; rank 0 calls ``generate`` with every prompt and the
-other ranks serve until the API's shutdown stops them. Here the same objects run, with the plan's
-InferenceConfig (the driver's ``max_sequence_length``: the longest prompt plus the tokens to generate), and
-the harness's usual records around them: which engine served which request (``RequestIntake``), the
-coordinator's address and its routing schedule (where the release writes one), each rank's phases.
+other ranks serve until the API's shutdown stops them. Without either flag (the driver's default, "sync,
+direct"; a suite asks for it with ``driver: offline_inference``) ``MegatronLLM(use_coordinator=False)``
+builds the same engine and its ``generate`` drives it in-process: every request added, then stepped until
+all finish; no coordinator, no client, every rank its own caller. Here the same objects run, with the
+plan's InferenceConfig (the driver's ``max_sequence_length``: the longest prompt plus the tokens to
+generate), and the harness's usual records around them: which engine was given which request
+(``RequestIntake``), the coordinator's address and its routing schedule (where there is a coordinator and
+the release writes one), each rank's phases.
 """
 
 from __future__ import annotations
@@ -56,12 +60,16 @@ def driver_config(adapter, model, tokenizer, plan: dict):
 
 
 def build_llm(adapter, model, tokenizer, plan: dict, network_plan: dict, record: dict):
-    """megatron-core's MegatronLLM or MegatronAsyncLLM on every rank (each starts its engine loop)."""
+    """megatron-core's MegatronLLM or MegatronAsyncLLM on every rank: behind the coordinator each starts its
+    engine loop (and ``record`` gets the coordinator's address); in direct mode it only builds the engine."""
     from megatron.core.inference import apis
 
-    api = getattr(apis, plan["inference"]["offline_driver"]["api"])
+    driver = plan["inference"]["offline_driver"]
+    api = getattr(apis, driver["api"])
     model.config.inference_sampling_seed = plan["seed"]  # the controller's sampling RNG, as build_engine seeds it
     config = driver_config(adapter, model, tokenizer, plan)
+    if not driver["use_coordinator"]:
+        return api(model=model, tokenizer=tokenizer, inference_config=config, use_coordinator=False)
     with listening_recorded(network_plan, record):
         return api(model=model, tokenizer=tokenizer, inference_config=config, use_coordinator=True,
                    coordinator_host=network_plan["bind_host"], coordinator_port=network_plan["coordinator_port"])
@@ -76,16 +84,25 @@ def batches(schedule: dict) -> list[list[str]]:
 @dataclass
 class Served:
     """What an offline run leaves on a rank: rank 0's finished requests (in submission order) and the
-    coordinator's address; on every rank its engine and the intake that recorded what it was given."""
+    coordinator's address (None in direct mode: there is none); on every rank its engine and the intake that
+    recorded what it was given."""
 
     records: list | None
-    coordinator: str
+    coordinator: str | None
     engine: object
     intake: object
 
 
+def direct_network(network_plan: dict) -> dict:
+    """Rank 0's network record in direct mode, written before it serves: no coordinator to watch or route."""
+    return {"coordinator": None, "bind_host": network_plan["bind_host"], "coordinator_pid": None,
+            "offline_driver": "MegatronLLM direct mode: generate drives the engine in-process; no coordinator, "
+                              "no client, no routing schedule"}
+
+
 def serve_sync(llm, plan: dict, sampling_params, recorder, before_submit, after_generate) -> list | None:
-    """MegatronLLM: rank 0 generates and shuts the engines down; the others wait in the shutdown."""
+    """MegatronLLM: rank 0 generates and shuts the engines down; the others wait in the shutdown (in direct mode
+    every rank is primary: each generates, and the shutdown has nothing to stop)."""
     with llm:
         recorder.enter("decode")
         records = None
@@ -119,11 +136,17 @@ def run_offline(adapter, model, tokenizer, plan: dict, run_dir, recorder, rank: 
     and calls ``after_generate(engine)`` before the shutdown), and shut down."""
     import torch
 
-    address: dict = {}
+    direct = not plan["inference"]["offline_driver"]["use_coordinator"]
+    address: dict = {"coordinator": None}
     llm = build_llm(adapter, model, tokenizer, plan, network_plan, address)
     intake = adapter.take_requests(llm.engine, plan["inference"].get("hold_requests"))
     standins = standins + intake.description()
-    standins += adapter.report_when_listening(llm.engine, lambda: run_dir.mark_listening(rank))
+    if direct:  # no broadcast to wait for: generate hands this rank's engine its requests in-process
+        run_dir.mark_listening(rank)
+        if rank == 0:
+            run_dir.write_network(direct_network(network_plan))
+    else:
+        standins += adapter.report_when_listening(llm.engine, lambda: run_dir.mark_listening(rank))
     if rank == 0:
         run_dir.write_stand_ins(standins)
     sampling_params = adapter.sampling_params(plan["sampling"], llm.engine)

@@ -125,9 +125,10 @@ def kept_results(request_ids: list[int], every_n: int | None) -> list[int]:
 
 
 def record_coordinator_rss(engine, recorder: PhaseRecorder) -> None:
-    """Rank 0, before the coordinator is told to exit: its peak memory."""
+    """Rank 0, before the coordinator is told to exit: its peak memory (None where the engine started none:
+    MegatronLLM's direct mode)."""
     process = getattr(engine, "inference_coordinator_process", None)
-    recorder.extra["coordinator_peak_rss_mib"] = peak_rss_mib(getattr(process, "pid", None))
+    recorder.extra["coordinator_peak_rss_mib"] = None if process is None else peak_rss_mib(process.pid)
 
 
 async def submit(client, adapter, schedule: dict, sampling_params) -> list:
@@ -335,7 +336,8 @@ def offline_only(model, tokenizer, plan: dict, run_dir: RunDir, recorder: PhaseR
         capture.close()
     served_by = gather_served_by(served.intake)  # every rank takes part
     if rank == 0:
-        run_dir.write_network(network_record(served.engine, served.coordinator, network_plan))
+        if served.coordinator is not None:  # direct mode wrote its record (no coordinator) before serving
+            run_dir.write_network(network_record(served.engine, served.coordinator, network_plan))
         run_dir.write_served_by(served_by)
         run_dir.write_result(golden_of(plan, served.records))
     recorder.finish(peak_rss_mib=peak_rss_mib())

@@ -22,7 +22,7 @@ from logitsmatch.layouts import Layout
 from logitsmatch.model_args import FLAGS, FlagReport, classify, switched_on
 from logitsmatch.run.platforms import Platform
 from logitsmatch.run.runfiles import RunDir
-from logitsmatch.suites import Suite, load_architecture
+from logitsmatch.suites import OFFLINE_INFERENCE, Suite, load_architecture
 from logitsmatch.vocab import NUM_SPECIAL_TOKENS
 
 BLOCK_SIZE_TOKENS = 256
@@ -158,6 +158,7 @@ def build_plan(
         if refusal:
             raise Unsupported(f"suite {suite.name} not run: {refusal}")
     decision = platform.decide(args, arch, layout)
+    driver = offline_driver(args, suite.driver)
     flags = platform_flags(args, platform, decision)
     for flag, why in scaled.items():
         flags.applied.remove(flag)
@@ -237,10 +238,11 @@ def build_plan(
             "static_engine": static,  # megatron-core's legacy static engine, one batch, no coordinator
             # Megatron's static driver warms its CUDA graphs up with one request before the batch
             "static_warmup": static and str(args.get("--cuda-graph-impl", "none")) == "local",
-            "offline_driver": offline_driver(args),  # megatron-core's MegatronLLM / MegatronAsyncLLM
+            "offline_driver": driver,  # megatron-core's MegatronLLM / MegatronAsyncLLM
             "use_flashinfer_fused_rope": decision.use_flashinfer_fused_rope,
             "enable_cuda_graph": False,  # not wired yet: reported as not applied (platforms.NOT_WIRED)
-            "hold_requests": None if schedule["one_at_a_time"] or static
+            # no coordinator (static engine, offline direct mode): the requests reach the engine together anyway
+            "hold_requests": None if schedule["one_at_a_time"] or static or (driver and not driver["use_coordinator"])
             else hold_requests(layout, len(schedule["submit"])),
         },
         "network": {"bind_host": bind_host, "coordinator_port": None},
@@ -369,17 +371,19 @@ def prefix_caching(args: dict) -> dict | None:
 USE_COORDINATOR, ASYNC_MODE = "--use-coordinator", "--async-mode"
 
 
-def offline_driver(args: dict) -> dict | None:
+def offline_driver(args: dict, driver: str | None = None) -> dict | None:
     """Megatron-LM's offline driver (examples/inference/offline_inference.py), which the suite's
-    --use-coordinator / --async-mode name: megatron-core's MegatronLLM (sync) or MegatronAsyncLLM (async)
-    drives the engines behind its own coordinator and client. None: logitsmatch's own ZMQ driver."""
+    --use-coordinator / --async-mode name, or its sidecar's ``driver: offline_inference`` where the flags do
+    not: megatron-core's MegatronLLM (sync) or MegatronAsyncLLM (async). Behind the coordinator the API drives
+    the engines with its own coordinator and client; without it (the driver's default, "sync, direct"),
+    MegatronLLM calls its one engine's ``generate`` in-process. None: logitsmatch's own ZMQ driver."""
     use_coordinator, async_mode = switched_on(args.get(USE_COORDINATOR)), switched_on(args.get(ASYNC_MODE))
-    if not (use_coordinator or async_mode):
+    if not (use_coordinator or async_mode or driver == OFFLINE_INFERENCE):
         return None
-    if not use_coordinator:
+    if async_mode and not use_coordinator:
         raise BadInput(f"{ASYNC_MODE} without {USE_COORDINATOR}: megatron-core's MegatronAsyncLLM runs only "
                        "behind the coordinator")
-    return {"api": "MegatronAsyncLLM" if async_mode else "MegatronLLM", "use_coordinator": True}
+    return {"api": "MegatronAsyncLLM" if async_mode else "MegatronLLM", "use_coordinator": use_coordinator}
 
 
 def moe_plan(args: dict, arch: dict, decision) -> dict | None:
