@@ -1,6 +1,7 @@
-"""Megatron-LM's offline driver (MegatronLLM / MegatronAsyncLLM behind the coordinator) and prefix caching's
-data-parallel routing policies: as the plan carries them, as a release that lacks one refuses it (exit 4, named),
-and, from the committed goldens' provenance, that megatron-core's coordinator routed by the policy asked for."""
+"""Megatron-LM's offline driver (MegatronLLM / MegatronAsyncLLM behind the coordinator, and MegatronLLM's direct
+mode, which a suite's ``driver: offline_inference`` asks for) and prefix caching's data-parallel routing policies:
+as the plan carries them, as a release that lacks one refuses it (exit 4, named), and, from the committed goldens'
+provenance, that megatron-core's coordinator routed by the policy asked for."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from logitsmatch.run.plan import (
     offline_driver,
     prefix_caching,
 )
-from logitsmatch.suites import load_suite
+from logitsmatch.suites import OFFLINE_INFERENCE, load_suite
 from support import PROJECT
 from support.plans import plan_of
 
@@ -26,6 +27,8 @@ OFFLINE = {"sync": "gpt_offline_inference_sync_tp1_pp1_dp8_tiny_logitsmatch_zmq"
 ROUTED = {policy: f"gpt_dynamic_inference_tp1_pp1_dp8_tiny_prefix_caching_{policy}_zmq"
           for policy in ("load_balanced", "longest_prefix")}
 PLAIN_DP8 = "gpt_dynamic_inference_tp1_pp1_dp8_tiny_logitsmatch_zmq"
+DIRECT = "gpt_offline_inference_sync_tp1_pp1_tiny_logitsmatch"  # MegatronLLM's direct mode, one engine
+DIRECT_LEGACY = "gpt_dynamic_inference_tp1_pp1_tiny_logitsmatch"  # the legacy case it mirrors, our ZMQ driver
 NEWEST = "py3.12-torch2.14.1-mcore0.19.2"
 
 
@@ -37,6 +40,21 @@ NEWEST = "py3.12-torch2.14.1-mcore0.19.2"
 ])
 def test_the_offline_driver_reads_megatrons_flags(args, expected):
     assert offline_driver(args) == expected
+
+
+@pytest.mark.parametrize("args, expected", [
+    ({}, {"api": "MegatronLLM", "use_coordinator": False}),
+    ({"--use-coordinator": True}, {"api": "MegatronLLM", "use_coordinator": True}),
+])
+def test_the_suites_driver_setting_picks_the_offline_driver_where_the_flags_do_not(args, expected):
+    assert offline_driver(args, OFFLINE_INFERENCE) == expected
+
+
+def test_the_direct_mode_is_planned_for_the_suite_that_names_the_driver(project):
+    direct, legacy = plan_of(project, DIRECT)["inference"], plan_of(project, DIRECT_LEGACY)["inference"]
+    assert direct["offline_driver"] == {"api": "MegatronLLM", "use_coordinator": False}
+    assert direct["hold_requests"] is None  # generate adds every request before its first step
+    assert legacy["offline_driver"] is None and legacy["hold_requests"] == 128
 
 
 def test_async_mode_without_the_coordinator_is_bad_input():
@@ -103,6 +121,10 @@ def test_a_release_without_megatron_llm_refuses_the_offline_driver_naming_it(pro
         "--use-coordinator --async-mode: Megatron-LM's offline driver runs megatron-core's MegatronAsyncLLM")
     assert feature_refusal(MCORE_018, asynchronous, (0, 18, 0)) is None
     assert feature_refusal(MCORE_016, load_suite(project, PLAIN_DP8), (0, 16, 1)) is None
+    assert feature_refusal(MCORE_016, load_suite(project, DIRECT), (0, 16, 1)) == (
+        "driver offline_inference (direct mode, no --use-coordinator): Megatron-LM's offline driver runs "
+        "megatron-core's MegatronLLM (megatron.core.inference.apis), which megatron-core 0.16.1 does not have")
+    assert feature_refusal(MCORE_018, load_suite(project, DIRECT), (0, 18, 0)) is None
 
 
 def golden_network(suite: str) -> dict:
@@ -168,3 +190,19 @@ def test_the_async_driver_computes_what_the_sync_driver_computes(size):
     numerics = {suite: {key: (value["generated_tokens"], value["logprobs"]) for key, value in golden(suite).items()}
                 for suite in (sync, asynchronous)}
     assert numerics[sync] == numerics[asynchronous]
+
+
+@pytest.mark.parametrize("size", ["tiny", "583m"])
+def test_the_direct_mode_computes_what_the_legacy_driver_computes(size):
+    """Megatron-LM's offline sync TP1 case promises its legacy case's output byte for byte: MegatronLLM's direct
+    mode (generate on the one engine, no coordinator) gives the same tokens and logprobs, bit for bit, as our ZMQ
+    driver gives the legacy case, in the newest toolchain's goldens; and its provenance says it ran without a
+    coordinator."""
+    direct, legacy = (DIRECT.replace("_tiny_", f"_{size}_"), DIRECT_LEGACY.replace("_tiny_", f"_{size}_"))
+    numerics = {suite: {key: (value["generated_tokens"], value["logprobs"]) for key, value in golden(suite).items()}
+                for suite in (direct, legacy)}
+    assert numerics[direct] == numerics[legacy]
+    path = PROJECT / "golden_values" / direct / f"golden_values_cpu_{NEWEST}.provenance.json"
+    provenance = json.loads(path.read_text())
+    assert provenance["harness_inputs"]["adapter_decisions"]["offline_driver"]["use_coordinator"] is False
+    assert provenance["network"]["coordinator"] is None and provenance["network"]["coordinator_schedule"] is None
