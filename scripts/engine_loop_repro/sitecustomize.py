@@ -1,5 +1,6 @@
-"""Reproduce the engine-loop hang of megatron-core 0.18+ (docs/guides/case-family.md): one rank's subscription
-to its engine's broadcasts goes live late, as a slow joiner's does on a loaded host.
+"""Reproduce the engine hangs of docs/guides/case-family.md: one rank's subscription to its engine's broadcasts
+goes live late, as a slow joiner's does on a loaded host, either in the loop (REPRO_LATE_S: the loop hang of
+megatron-core 0.18+) or at start-up (REPRO_STARTUP_LATE_S: the start-up deadlock of an expert-parallel engine).
 
 Not part of the harness: put this folder first on PYTHONPATH of a ``logitsmatch run`` (the ranks inherit it),
 
@@ -10,10 +11,33 @@ Not part of the harness: put this folder first on PYTHONPATH of a ``logitsmatch 
 On its first loop turn rank REPRO_RANK (not its engine's first rank) unsubscribes for REPRO_LATE_S seconds, so
 the empty broadcasts of that window never reach it; each rank writes ``DIR/rank<N>.json``: its loop turns
 (``schedule_requests`` calls), dummy forwards, and the engine's loop counter and ``ep_consensus_interval``.
+
+With REPRO_STARTUP_LATE_S instead, rank REPRO_RANK's SUB subscriptions (its engine's broadcast sockets) take
+effect that many seconds after megatron-core asks for them, from a timer thread, as subscriptions that reach
+the publisher late do: the engine's first broadcasts are dropped for that rank.
 """
 
 import json
 import os
+
+if os.environ.get("REPRO_STARTUP_LATE_S"):
+    import threading
+
+    import zmq
+
+    real_setsockopt_string = zmq.Socket.setsockopt_string
+
+    def setsockopt_string(self, option, value, encoding="utf-8"):
+        import torch.distributed
+
+        if (option == zmq.SUBSCRIBE and self.socket_type == zmq.SUB and torch.distributed.is_initialized()
+                and torch.distributed.get_rank() == int(os.environ.get("REPRO_RANK", "-1"))):
+            late = float(os.environ["REPRO_STARTUP_LATE_S"])
+            threading.Timer(late, real_setsockopt_string, (self, option, value, encoding)).start()
+            return None
+        return real_setsockopt_string(self, option, value, encoding)
+
+    zmq.Socket.setsockopt_string = setsockopt_string
 
 if os.environ.get("REPRO_OUT"):
     from megatron.core.inference.engines import dynamic_engine

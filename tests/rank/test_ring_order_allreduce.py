@@ -6,10 +6,9 @@ same tensors in the same processes, so nothing here restates what gloo computes.
 
 from __future__ import annotations
 
-import multiprocessing
-import socket
-
 import pytest
+
+from support.gloo_ranks import in_gloo_group
 
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
@@ -18,39 +17,6 @@ dist = pytest.importorskip("torch.distributed")
 # shapes a run reduces: the seed's hidden size for one token and for its 129-token prefill.
 LENGTHS = (1, 7, 16, 17, 100, 1152, 1153, 4608, 129 * 1152, 300_001)
 DTYPES = ("float32", "bfloat16", "float16", "float64")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _in_group(world: int, body) -> list:
-    """Run ``body(rank, world)`` in ``world`` forked gloo ranks; return what each rank returned."""
-    port = _free_port()
-    context = multiprocessing.get_context("fork")
-    answers = context.Queue()
-
-    def rank_main(rank):
-        import os
-
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        torch.set_num_threads(1)
-        dist.init_process_group("gloo", rank=rank, world_size=world)
-        try:
-            answers.put((rank, body(rank, world)))
-        finally:
-            dist.destroy_process_group()
-
-    ranks = [context.Process(target=rank_main, args=(rank,)) for rank in range(world)]
-    for process in ranks:
-        process.start()
-    results = dict(answers.get(timeout=120) for _ in ranks)
-    for process in ranks:
-        process.join(timeout=30)
-        assert process.exitcode == 0
-    return [results[rank] for rank in range(world)]
 
 
 def _random(rank: int, length: int, dtype: str):
@@ -87,7 +53,7 @@ def test_two_hop_sum_equals_gloo_ring_bitwise(world):
     Float sums depend on their order, so this fails for any order but gloo's (e.g. summing
     rank 0 first, or one order for the whole tensor instead of one per chunk).
     """
-    assert _in_group(world, _mismatches_against_gloo) == [[]] * world
+    assert in_gloo_group(world, _mismatches_against_gloo) == [[]] * world
 
 
 def _installed_call(rank: int, world: int) -> dict:
@@ -115,7 +81,7 @@ def _installed_call(rank: int, world: int) -> dict:
 
 def test_installed_all_reduce_checks_each_shape_once_then_serves_it_and_leaves_the_rest_to_gloo():
     """One probe (a gather) plus the call's gather for the float tensor; the integers go to gloo."""
-    answers = _in_group(4, _installed_call)
+    answers = in_gloo_group(4, _installed_call)
     assert all(answer["equal"] for answer in answers)
     assert {answer["gathers"] for answer in answers} == {2}
     assert all(answer["integers"] == [10] * 5 for answer in answers)
@@ -138,7 +104,7 @@ def _wrong_order_call(rank: int, world: int) -> dict:
 
 def test_a_shape_whose_order_disagrees_with_gloo_is_left_to_gloo(capfd):
     """A wrong order model is caught by the probe: the call still gets gloo's bits, and says so."""
-    answers = _in_group(8, _wrong_order_call)
+    answers = in_gloo_group(8, _wrong_order_call)
     assert all(answer["equal"] for answer in answers)
     assert all(answer["verified"] == [False] for answer in answers)
     assert "differs from gloo's ring" in capfd.readouterr().err

@@ -128,11 +128,18 @@ class Adapter:
         a request's broadcast never steps while its peers wait for it in a collective: the run hangs
         (seen: a TP2 x PP2 x DP2 run at load average 47). ``schedule_requests`` returns on a
         subscriber only after it received a broadcast, so its first return proves the subscription
-        live; the driver submits once every rank has reported (``drive_client``). No value changes.
+        live; the driver submits once every rank has reported (``drive_client``). Before the first turn
+        the ranks make sure every subscription of the engine's broadcasts is live (``subscription_handshake``):
+        a rank that missed even the first, empty broadcast deadlocks an engine whose every turn holds a
+        collective, as an expert-parallel engine's work consensus does. No value changes.
         """
+        from logitsmatch.rank.subscription_handshake import subscriptions_live
+
         real, reported = engine.schedule_requests, []
 
         def schedule_requests(*args, **kwargs):
+            if not reported:
+                subscriptions_live(engine)
             result = real(*args, **kwargs)
             if not reported:
                 reported.append(True)
@@ -140,8 +147,9 @@ class Adapter:
             return result
 
         engine.schedule_requests = schedule_requests
-        return ["client submits once every rank's engine has received a broadcast of its group "
-                "(ZMQ subscriptions live; no request lost to a slow joiner)"]
+        return ["every rank confirms its subscriptions to its engine's ZMQ broadcasts before the first loop turn, "
+                "and the client submits once every rank's engine has received a broadcast of its group (no "
+                "broadcast lost to a slow joiner)"]
 
     def take_requests(self, engine, hold: int | None) -> RequestIntake:
         """Route the coordinator's requests to ``engine`` through a ``RequestIntake``."""

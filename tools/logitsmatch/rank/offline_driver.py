@@ -25,11 +25,12 @@ COORDINATOR_EXIT_S = 30.0  # the coordinator's own exit after SHUTDOWN (it write
 
 
 @contextlib.contextmanager
-def listening_recorded(network_plan: dict, record: dict):
+def listening_recorded(network_plan: dict, record: dict, on_listening):
     """While the API is built, its call of the engine's ``start_listening_to_data_parallel_coordinator`` (with the
     host and port the API was given) also names the file the coordinator writes its routing schedule to, where the
-    release takes one, and the address it returns goes into ``record``: the API passes neither on. Only this
-    rank's process is patched, and only for the duration."""
+    release takes one, the address it returns goes into ``record`` (the API passes neither on), and
+    ``on_listening(engine)`` runs before the engine loop's first turn. Only this rank's process is patched, and
+    only for the duration."""
     from megatron.core.inference.engines.dynamic_engine import DynamicInferenceEngine
 
     real = DynamicInferenceEngine.start_listening_to_data_parallel_coordinator
@@ -39,6 +40,7 @@ def listening_recorded(network_plan: dict, record: dict):
         if takes_schedule:
             kwargs["coordinator_schedule_output_path"] = network_plan["coordinator_schedule_path"]
         record["coordinator"] = address = await real(engine, *args, **kwargs)
+        on_listening(engine)  # the loop task real() created has not run yet: this coroutine has not yielded
         return address
 
     DynamicInferenceEngine.start_listening_to_data_parallel_coordinator = start_listening
@@ -59,9 +61,10 @@ def driver_config(adapter, model, tokenizer, plan: dict):
     return config
 
 
-def build_llm(adapter, model, tokenizer, plan: dict, network_plan: dict, record: dict):
+def build_llm(adapter, model, tokenizer, plan: dict, network_plan: dict, record: dict, on_listening):
     """megatron-core's MegatronLLM or MegatronAsyncLLM on every rank: behind the coordinator each starts its
-    engine loop (and ``record`` gets the coordinator's address); in direct mode it only builds the engine."""
+    engine loop (``record`` gets the coordinator's address, and ``on_listening(engine)`` runs before the loop's
+    first turn); in direct mode it only builds the engine."""
     from megatron.core.inference import apis
 
     driver = plan["inference"]["offline_driver"]
@@ -70,7 +73,7 @@ def build_llm(adapter, model, tokenizer, plan: dict, network_plan: dict, record:
     config = driver_config(adapter, model, tokenizer, plan)
     if not driver["use_coordinator"]:
         return api(model=model, tokenizer=tokenizer, inference_config=config, use_coordinator=False)
-    with listening_recorded(network_plan, record):
+    with listening_recorded(network_plan, record, on_listening):
         return api(model=model, tokenizer=tokenizer, inference_config=config, use_coordinator=True,
                    coordinator_host=network_plan["bind_host"], coordinator_port=network_plan["coordinator_port"])
 
@@ -138,15 +141,18 @@ def run_offline(adapter, model, tokenizer, plan: dict, run_dir, recorder, rank: 
 
     direct = not plan["inference"]["offline_driver"]["use_coordinator"]
     address: dict = {"coordinator": None}
-    llm = build_llm(adapter, model, tokenizer, plan, network_plan, address)
+    reported: list[str] = []
+
+    def on_listening(engine) -> None:
+        reported.extend(adapter.report_when_listening(engine, lambda: run_dir.mark_listening(rank)))
+
+    llm = build_llm(adapter, model, tokenizer, plan, network_plan, address, on_listening)
     intake = adapter.take_requests(llm.engine, plan["inference"].get("hold_requests"))
-    standins = standins + intake.description()
+    standins = standins + intake.description() + reported
     if direct:  # no broadcast to wait for: generate hands this rank's engine its requests in-process
         run_dir.mark_listening(rank)
         if rank == 0:
             run_dir.write_network(direct_network(network_plan))
-    else:
-        standins += adapter.report_when_listening(llm.engine, lambda: run_dir.mark_listening(rank))
     if rank == 0:
         run_dir.write_stand_ins(standins)
     sampling_params = adapter.sampling_params(plan["sampling"], llm.engine)
